@@ -1,0 +1,256 @@
+//! Time: raw counter reads on the hot path, snapshots that pair the counter
+//! with the system clocks, and the conversion of ticks to nanoseconds.
+//!
+//! The hot path stores raw `quanta` ticks (the TSC where it is stable). The
+//! writer records `Snapshot`s often; readers convert ticks to
+//! CLOCK_MONOTONIC nanoseconds by interpolating between snapshots, so the
+//! conversion never drifts the way a single start-up calibration does.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+
+fn clock() -> &'static quanta::Clock {
+    CLOCK.get_or_init(quanta::Clock::new)
+}
+
+/// Reads the raw counter. Cheap: no syscall where the TSC is usable.
+#[inline]
+pub fn ticks() -> u64 {
+    match CLOCK.get() {
+        Some(clock) => clock.raw(),
+        None => clock().raw(),
+    }
+}
+
+/// Which counter `ticks()` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The CPU time-stamp counter.
+    Tsc,
+    /// CLOCK_MONOTONIC nanoseconds (quanta's fallback).
+    Monotonic,
+}
+
+/// The counter in use and its nominal rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Description {
+    pub source: Source,
+    pub ticks_per_second: f64,
+}
+
+/// Describes the counter. quanta calibrates once per process; its rate is
+/// only used to extrapolate past the last snapshot.
+pub fn describe() -> Description {
+    let span = 1u64 << 32;
+    let nanos = clock().delta_as_nanos(0, span).max(1);
+    let ticks_per_second = span as f64 * 1e9 / nanos as f64;
+    let a = ticks();
+    let mono = monotonic_ns();
+    let looks_like_ns = (ticks_per_second - 1e9).abs() < 1e3 && a.abs_diff(mono) < 1_000_000;
+    let source = if looks_like_ns {
+        Source::Monotonic
+    } else {
+        Source::Tsc
+    };
+    Description {
+        source,
+        ticks_per_second,
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    read_clock(libc::CLOCK_MONOTONIC)
+}
+
+/// CLOCK_REALTIME (Unix epoch) in nanoseconds.
+pub fn unix_ns() -> u64 {
+    read_clock(libc::CLOCK_REALTIME)
+}
+
+fn read_clock(id: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::clock_gettime(id, &mut ts)
+    };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The raw counter paired with the system clocks at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub ticks: u64,
+    pub monotonic_ns: u64,
+    pub unix_ns: u64,
+}
+
+/// Takes a snapshot: the clock reads bracketed by two counter reads, best of
+/// three attempts (smallest bracket), so the pairing error stays near the
+/// cost of one `clock_gettime`.
+pub fn snapshot() -> Snapshot {
+    let (mut best_width, mut best) = bracketed_snapshot();
+    for _ in 0..2 {
+        let (width, snap) = bracketed_snapshot();
+        if width < best_width {
+            (best_width, best) = (width, snap);
+        }
+    }
+    best
+}
+
+fn bracketed_snapshot() -> (u64, Snapshot) {
+    let before = ticks();
+    let monotonic_ns = monotonic_ns();
+    let unix_ns = unix_ns();
+    let after = ticks();
+    let width = after.saturating_sub(before);
+    let snap = Snapshot {
+        ticks: before + width / 2,
+        monotonic_ns,
+        unix_ns,
+    };
+    (width, snap)
+}
+
+/// Converts a duration to ticks at the nominal rate.
+pub fn duration_to_ticks(duration: Duration, description: &Description) -> u64 {
+    (duration.as_secs_f64() * description.ticks_per_second) as u64
+}
+
+/// Converts ticks of one stream to CLOCK_MONOTONIC nanoseconds.
+///
+/// Piecewise linear through the snapshots seen so far; before the first and
+/// after the last it extends the nearest segment (or the nominal rate when
+/// there is only one snapshot). Monotonic: more ticks never give fewer ns.
+#[derive(Debug, Clone)]
+pub struct ClockMap {
+    points: Vec<(u64, u64)>,
+    ticks_per_second: f64,
+    /// Snapshots ignored because their counter went backwards.
+    pub rejected: u64,
+}
+
+impl ClockMap {
+    /// An empty map; `ticks_per_second` is the stream's nominal rate.
+    pub fn new(ticks_per_second: f64) -> ClockMap {
+        let rate = if ticks_per_second.is_finite() && ticks_per_second > 0.0 {
+            ticks_per_second
+        } else {
+            1e9
+        };
+        ClockMap {
+            points: Vec::new(),
+            ticks_per_second: rate,
+            rejected: 0,
+        }
+    }
+
+    /// Adds a snapshot. One whose ticks or nanoseconds go backwards is
+    /// rejected (and counted) to keep the conversion monotonic.
+    pub fn add(&mut self, ticks: u64, monotonic_ns: u64) {
+        match self.points.last() {
+            Some(&(t, ns)) if ticks <= t || monotonic_ns < ns => self.rejected += 1,
+            _ => self.points.push((ticks, monotonic_ns)),
+        }
+    }
+
+    /// True when no snapshot has been added.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// Converts `ticks` to nanoseconds, or `None` before any snapshot.
+    pub fn to_ns(&self, ticks: u64) -> Option<u64> {
+        let n = self.points.len();
+        if n == 0 {
+            return None;
+        }
+        if n == 1 {
+            return Some(self.extrapolate(self.points[0], ticks));
+        }
+        let i = self.points.partition_point(|&(t, _)| t <= ticks);
+        let (a, b) = match i {
+            0 => (self.points[0], self.points[1]),
+            i if i >= n => (self.points[n - 2], self.points[n - 1]),
+            i => (self.points[i - 1], self.points[i]),
+        };
+        Some(interpolate(a, b, ticks))
+    }
+
+    fn extrapolate(&self, (t0, ns0): (u64, u64), ticks: u64) -> u64 {
+        let dt = ticks as f64 - t0 as f64;
+        let ns = ns0 as f64 + dt * 1e9 / self.ticks_per_second;
+        ns.max(0.0) as u64
+    }
+}
+
+fn interpolate((t0, ns0): (u64, u64), (t1, ns1): (u64, u64), ticks: u64) -> u64 {
+    let dt = i128::from(ticks) - i128::from(t0);
+    let span_t = i128::from(t1) - i128::from(t0);
+    let span_ns = i128::from(ns1) - i128::from(ns0);
+    let ns = i128::from(ns0) + dt * span_ns / span_t;
+    ns.clamp(0, i128::from(u64::MAX)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolates_between_and_extends_beyond_snapshots() {
+        let mut map = ClockMap::new(2e9);
+        map.add(1000, 500);
+        map.add(3000, 1500);
+        map.add(5000, 2500);
+        assert_eq!(map.to_ns(1000), Some(500));
+        assert_eq!(map.to_ns(2000), Some(1000));
+        assert_eq!(map.to_ns(4000), Some(2000));
+        assert_eq!(map.to_ns(7000), Some(3500));
+        assert_eq!(map.to_ns(0), Some(0));
+    }
+
+    #[test]
+    fn rejects_backward_snapshots_and_stays_monotonic() {
+        let mut map = ClockMap::new(1e9);
+        map.add(1000, 1000);
+        map.add(900, 2000);
+        map.add(2000, 2000);
+        assert_eq!(map.rejected, 1);
+        let mut last = 0;
+        for t in (0..5000).step_by(7) {
+            let ns = map.to_ns(t).unwrap();
+            assert!(ns >= last);
+            last = ns;
+        }
+    }
+
+    #[test]
+    fn one_snapshot_uses_nominal_rate() {
+        let mut map = ClockMap::new(2e9);
+        map.add(2000, 10_000);
+        assert_eq!(map.to_ns(4000), Some(11_000));
+        assert_eq!(ClockMap::new(1e9).to_ns(5), None);
+    }
+
+    #[test]
+    fn snapshot_tracks_monotonic_clock() {
+        let mut map = ClockMap::new(describe().ticks_per_second);
+        let first = snapshot();
+        map.add(first.ticks, first.monotonic_ns);
+        std::thread::sleep(Duration::from_millis(20));
+        let second = snapshot();
+        map.add(second.ticks, second.monotonic_ns);
+        let t = ticks();
+        let mono = monotonic_ns();
+        let converted = map.to_ns(t).unwrap();
+        // Extrapolated 0-1 ms past the last snapshot over a 20 ms segment.
+        assert!(converted.abs_diff(mono) < 50_000, "{converted} vs {mono}");
+    }
+}

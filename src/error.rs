@@ -1,0 +1,54 @@
+//! The core library's typed errors.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the core library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be opened or created.
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    /// Reading or writing a stream failed.
+    #[error("I/O error while {action}: {source}")]
+    Io {
+        action: &'static str,
+        source: io::Error,
+    },
+    /// The input does not start with the rtrace magic.
+    #[error("{what} is not an rtrace stream: it does not start with the \"RTRACE\" magic")]
+    BadMagic { what: String },
+    /// The input was written by a newer rtrace.
+    #[error(
+        "{what} uses rtrace format version {found}, but this rtrace reads versions up to {supported}; upgrade rtrace to read it"
+    )]
+    UnsupportedVersion {
+        what: String,
+        found: u32,
+        supported: u32,
+    },
+    /// A frame announced a length above the reader's limit.
+    #[error(
+        "{what}: frame at byte {offset} announces {len} bytes, above the limit of {limit} bytes"
+    )]
+    FrameTooLarge {
+        what: String,
+        offset: u64,
+        len: u64,
+        limit: u64,
+    },
+    /// A frame could not be decoded or breaks the protocol's rules.
+    #[error("{what}: malformed frame at byte {offset}: {reason}")]
+    Malformed {
+        what: String,
+        offset: u64,
+        reason: String,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Shorthand for results of the core library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,26 @@
+//! rtrace core: the clock, per-thread event buffers, the bounded queue, the
+//! writer thread, the wire protocol and the stream reader. Language
+//! front-ends (the Python extension, the native API) build on this crate;
+//! it has no Python, no CLI and no global state besides the clock.
+//!
+//! Data flows one way: `buffer` → `queue` → `writer` → `sink`, and back in
+//! through `read`.
+
+pub mod buffer;
+pub mod clock;
+mod error;
+pub mod event;
+pub mod queue;
+pub mod read;
+pub mod recorder;
+pub mod sink;
+pub mod wire;
+pub mod writer;
+
+pub use buffer::ThreadBuffer;
+pub use error::{Error, Result};
+pub use event::{FunctionId, Kind, RawEvent};
+pub use queue::OnFull;
+pub use read::{Event, EventReader, FrameReader};
+pub use recorder::{Config, Recorder, Stats};
+pub use writer::FunctionInfo;

@@ -1,0 +1,340 @@
+//! Reading streams back: frames from a file, then events with their ticks
+//! converted to CLOCK_MONOTONIC nanoseconds. A torn last frame (the writer
+//! was killed mid-write) ends the stream as truncated instead of failing.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use crate::clock::ClockMap;
+use crate::event::{decode_code, FunctionId, Kind};
+use crate::wire::{self, pb, Body};
+use crate::writer::FunctionInfo;
+use crate::{Error, Result};
+
+/// Reads the frames of one stream.
+pub struct FrameReader<R> {
+    inner: R,
+    what: String,
+    offset: u64,
+    truncated: bool,
+    done: bool,
+    buf: Vec<u8>,
+}
+
+impl FrameReader<BufReader<File>> {
+    /// Opens a stream file and checks its header.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        FrameReader::with_header(BufReader::new(file), path.display().to_string())
+    }
+}
+
+impl<R: Read> FrameReader<R> {
+    /// Reads and checks the file header from `inner`; `what` names the
+    /// input in errors.
+    pub fn with_header(mut inner: R, what: String) -> Result<Self> {
+        let mut header = [0u8; wire::HEADER_LEN];
+        let got = read_full(&mut inner, &mut header).map_err(|source| Error::Io {
+            action: "reading the stream header",
+            source,
+        })?;
+        if got < wire::HEADER_LEN || &header[..6] != wire::MAGIC {
+            return Err(Error::BadMagic { what });
+        }
+        let version = u16::from_le_bytes([header[6], header[7]]);
+        if version > wire::FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what,
+                found: u32::from(version),
+                supported: u32::from(wire::FORMAT_VERSION),
+            });
+        }
+        Ok(FrameReader {
+            inner,
+            what,
+            offset: wire::HEADER_LEN as u64,
+            truncated: false,
+            done: false,
+            buf: Vec::new(),
+        })
+    }
+
+    /// True once the input ended inside a frame.
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// Names the input.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// The next frame, or `None` at the end of the input.
+    pub fn next_frame(&mut self) -> Result<Option<Body>> {
+        if self.done {
+            return Ok(None);
+        }
+        let start = self.offset;
+        let Some(len) = self.read_length()? else {
+            self.done = true;
+            return Ok(None);
+        };
+        if len > wire::MAX_FRAME_BYTES {
+            self.done = true;
+            return Err(Error::FrameTooLarge {
+                what: self.what.clone(),
+                offset: start,
+                len,
+                limit: wire::MAX_FRAME_BYTES,
+            });
+        }
+        self.buf.resize(len as usize, 0);
+        let got = read_full(&mut self.inner, &mut self.buf).map_err(|e| self.io_error(e))?;
+        self.offset += got as u64;
+        if got < self.buf.len() {
+            self.end_truncated();
+            return Ok(None);
+        }
+        match wire::decode_frame(&self.buf) {
+            Ok(body) => Ok(Some(body)),
+            Err(reason) => {
+                self.done = true;
+                Err(self.malformed(start, reason))
+            }
+        }
+    }
+
+    /// Reads a varint length; `None` at a clean end or a torn prefix.
+    fn read_length(&mut self) -> Result<Option<u64>> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let mut byte = [0u8; 1];
+            let got = read_full(&mut self.inner, &mut byte).map_err(|e| self.io_error(e))?;
+            if got == 0 {
+                if i > 0 {
+                    self.end_truncated();
+                }
+                return Ok(None);
+            }
+            self.offset += 1;
+            value |= u64::from(byte[0] & 0x7f) << (7 * i);
+            if byte[0] & 0x80 == 0 {
+                return Ok(Some(value));
+            }
+        }
+        self.done = true;
+        Err(self.malformed(self.offset, "frame length is not a valid varint".into()))
+    }
+
+    fn end_truncated(&mut self) {
+        self.truncated = true;
+        self.done = true;
+    }
+
+    fn io_error(&self, source: io::Error) -> Error {
+        Error::Io {
+            action: "reading a stream",
+            source,
+        }
+    }
+
+    fn malformed(&self, offset: u64, reason: String) -> Error {
+        Error::Malformed {
+            what: self.what.clone(),
+            offset,
+            reason,
+        }
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// One event read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// CLOCK_MONOTONIC nanoseconds of the writer's host.
+    pub ts_ns: u64,
+    /// OS thread id.
+    pub tid: u64,
+    pub kind: Kind,
+    pub function: FunctionId,
+    /// Line number for `Kind::Line`, else 0.
+    pub line: u32,
+}
+
+/// Reads the events of one stream, resolving clocks as it goes.
+pub struct EventReader<R> {
+    frames: FrameReader<R>,
+    hello: Option<pb::Hello>,
+    functions: HashMap<u32, FunctionInfo>,
+    threads: HashMap<u64, String>,
+    clock: ClockMap,
+    ready: VecDeque<Event>,
+    end: Option<pb::End>,
+    lost: u64,
+}
+
+impl EventReader<BufReader<File>> {
+    /// Opens a stream file.
+    pub fn open(path: &Path) -> Result<Self> {
+        EventReader::new(FrameReader::open(path)?)
+    }
+}
+
+impl<R: Read> EventReader<R> {
+    /// Reads events from `frames`; the hello must come first.
+    pub fn new(mut frames: FrameReader<R>) -> Result<Self> {
+        let hello = match frames.next_frame()? {
+            Some(Body::Hello(hello)) => Some(hello),
+            None if frames.truncated() || frames.done => None,
+            _ => {
+                return Err(Error::Malformed {
+                    what: frames.what.clone(),
+                    offset: wire::HEADER_LEN as u64,
+                    reason: "the first frame is not a hello".into(),
+                })
+            }
+        };
+        let rate = hello
+            .as_ref()
+            .and_then(|h| h.clock.as_ref())
+            .map_or(1e9, |c| c.ticks_per_second);
+        Ok(EventReader {
+            frames,
+            hello,
+            functions: HashMap::new(),
+            threads: HashMap::new(),
+            clock: ClockMap::new(rate),
+            ready: VecDeque::new(),
+            end: None,
+            lost: 0,
+        })
+    }
+
+    /// The stream's hello (`None` only for a stream torn before it).
+    pub fn hello(&self) -> Option<&pb::Hello> {
+        self.hello.as_ref()
+    }
+
+    /// A function interned so far.
+    pub fn function(&self, id: FunctionId) -> Option<&FunctionInfo> {
+        self.functions.get(&id.0)
+    }
+
+    /// A thread's name, if it was sent.
+    pub fn thread_name(&self, tid: u64) -> Option<&str> {
+        self.threads.get(&tid).map(String::as_str)
+    }
+
+    /// True when the stream ended without its end marker (read to the end
+    /// first).
+    pub fn truncated(&self) -> bool {
+        self.frames.done && self.end.is_none()
+    }
+
+    /// The end marker, once read.
+    pub fn end(&self) -> Option<&pb::End> {
+        self.end.as_ref()
+    }
+
+    /// Events reported lost so far.
+    pub fn lost(&self) -> u64 {
+        self.end
+            .as_ref()
+            .map_or(self.lost, |e| e.lost.max(self.lost))
+    }
+
+    /// The next event.
+    pub fn next_event(&mut self) -> Result<Option<Event>> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(Some(event));
+            }
+            let Some(body) = self.frames.next_frame()? else {
+                return Ok(None);
+            };
+            self.apply(body)?;
+        }
+    }
+
+    fn apply(&mut self, body: Body) -> Result<()> {
+        match body {
+            Body::Hello(_) => return Err(self.malformed("a second hello in one stream")),
+            Body::Function(f) => {
+                let info = FunctionInfo {
+                    id: FunctionId(f.id),
+                    name: f.name,
+                    module: f.module,
+                    file: f.file,
+                    line: f.line,
+                    native: f.native,
+                };
+                self.functions.insert(f.id, info);
+            }
+            Body::Thread(t) => {
+                self.threads.insert(t.tid, t.name);
+            }
+            Body::Clock(c) => self.clock.add(c.ticks, c.monotonic_ns),
+            Body::Batch(batch) => self.decode_batch(batch)?,
+            Body::End(end) => self.end = Some(end),
+        }
+        Ok(())
+    }
+
+    fn decode_batch(&mut self, batch: pb::EventBatch) -> Result<()> {
+        if batch.tick_deltas.len() != batch.codes.len() {
+            return Err(self.malformed("a batch has different numbers of ticks and codes"));
+        }
+        if self.clock.is_empty() && !batch.codes.is_empty() {
+            return Err(self.malformed("a batch comes before any clock snapshot"));
+        }
+        self.lost += batch.lost_before;
+        let mut ticks = batch.base_ticks;
+        let mut lines = batch.lines.iter();
+        for (&delta, &code) in batch.tick_deltas.iter().zip(&batch.codes) {
+            ticks = ticks.wrapping_add(delta as u64);
+            let (function, kind) = decode_code(code);
+            let kind = Kind::from_wire(kind)
+                .ok_or_else(|| self.malformed(&format!("unknown event kind {kind}")))?;
+            let line = match kind {
+                Kind::Line => *lines
+                    .next()
+                    .ok_or_else(|| self.malformed("a line event without its line number"))?,
+                _ => 0,
+            };
+            self.ready.push_back(Event {
+                ts_ns: self.clock.to_ns(ticks).unwrap_or(0),
+                tid: batch.tid,
+                kind,
+                function: FunctionId(function as u32),
+                line,
+            });
+        }
+        Ok(())
+    }
+
+    fn malformed(&self, reason: &str) -> Error {
+        Error::Malformed {
+            what: self.frames.what.clone(),
+            offset: self.frames.offset,
+            reason: reason.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! A recording: the queue, the writer thread and the stream's identity.
+//! Language front-ends (the Python hook, the native API) own thread buffers
+//! and hand them over here; this module never calls back into them.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use crate::buffer::ThreadBuffer;
+use crate::clock;
+use crate::event::{FunctionId, MAX_FUNCTION_ID};
+use crate::queue::{OnFull, Queue};
+use crate::sink::FileSink;
+use crate::wire::{self, pb, Body};
+use crate::writer::{Control, Exit, FunctionInfo, Pending, Shared, Writer};
+use crate::{Error, Result};
+
+/// How to record.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Session name shown in the timeline.
+    pub session: String,
+    /// Stream file to write.
+    pub output: PathBuf,
+    /// Overflow policy.
+    pub on_full: OnFull,
+    /// Events the queue may hold before the policy applies. With the
+    /// per-thread buffers this bounds the recorder's memory at about
+    /// `(buffer_events + threads * chunk) * 16` bytes.
+    pub buffer_events: usize,
+    /// Longest time an event waits in memory before it is written.
+    pub flush_interval: Duration,
+    /// How long `OnFull::Block` waits for room before dropping.
+    pub block_timeout: Duration,
+    /// Program arguments, for the hello.
+    pub argv: Vec<String>,
+    /// Describes the recorder (runtime, hook), for the hello.
+    pub recorder: String,
+}
+
+impl Config {
+    /// Defaults: drop on overflow, 1 Mi queued events, 100 ms flushes.
+    pub fn new(session: impl Into<String>, output: impl Into<PathBuf>) -> Config {
+        Config {
+            session: session.into(),
+            output: output.into(),
+            on_full: OnFull::Drop,
+            buffer_events: 1 << 20,
+            flush_interval: Duration::from_millis(100),
+            block_timeout: Duration::from_secs(10),
+            argv: std::env::args().collect(),
+            recorder: format!("rtrace {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    /// Events per thread buffer: an eighth of the queue, within limits.
+    pub fn chunk_events(&self) -> usize {
+        (self.buffer_events / 8).clamp(64, 16 * 1024)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.buffer_events < 128 {
+            return Err(Error::Config(format!(
+                "buffer_events must be at least 128, not {}",
+                self.buffer_events
+            )));
+        }
+        let ms = self.flush_interval.as_millis();
+        if !(1..=60_000).contains(&ms) {
+            return Err(Error::Config(format!(
+                "flush_interval must be between 1 ms and 60 s, not {ms} ms"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Events written to the stream.
+    pub events: u64,
+    /// Events lost (queue full, or the sink failed).
+    pub lost: u64,
+    /// Bytes written to the stream.
+    pub bytes: u64,
+    /// The first write error, if any.
+    pub error: Option<String>,
+}
+
+enum WriterSlot {
+    Running(JoinHandle<(Writer, Exit)>, Sender<Control>),
+    Parked(Box<Writer>, Sender<Control>),
+    Gone,
+}
+
+/// An active recording.
+pub struct Recorder {
+    config: Config,
+    queue: Arc<Queue>,
+    shared: Arc<Shared>,
+    writer: Mutex<WriterSlot>,
+    next_function: AtomicU32,
+    max_age_ticks: u64,
+    threads_seen: AtomicU64,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("session", &self.config.session)
+            .field("output", &self.config.output)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// Creates the stream file, writes the hello and starts the writer.
+    pub fn start(config: Config) -> Result<Recorder> {
+        config.validate()?;
+        let sink = FileSink::create(&config.output)?;
+        let description = clock::describe();
+        let chunk = config.chunk_events();
+        let capacity = (config.buffer_events / chunk).max(2);
+        let (queue, receiver) = Queue::new(capacity, chunk, config.on_full, config.block_timeout);
+        let queue = Arc::new(queue);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            queue: queue.clone(),
+            events_written: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            error: Mutex::new(None),
+        });
+        let (control_tx, control_rx) = crossbeam_channel::bounded(4);
+        let mut writer = Writer::new(
+            Box::new(sink),
+            receiver,
+            control_rx,
+            shared.clone(),
+            config.flush_interval,
+        );
+        writer.write_body(Body::Hello(hello(&config, &description)));
+        writer.write_snapshot();
+        let handle = spawn_writer(writer)?;
+        Ok(Recorder {
+            max_age_ticks: clock::duration_to_ticks(config.flush_interval, &description),
+            config,
+            queue,
+            shared,
+            writer: Mutex::new(WriterSlot::Running(handle, control_tx)),
+            next_function: AtomicU32::new(0),
+            threads_seen: AtomicU64::new(0),
+        })
+    }
+
+    /// The recording's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A new, empty buffer for thread `tid`.
+    pub fn new_thread_buffer(&self, tid: u64) -> ThreadBuffer {
+        self.threads_seen.fetch_add(1, Ordering::Relaxed);
+        ThreadBuffer::new(tid, self.queue.take_array(), self.max_age_ticks)
+    }
+
+    /// Hands a thread's events to the writer (see `Queue::hand_over`).
+    pub fn hand_over(&self, buf: &mut ThreadBuffer) {
+        self.queue.hand_over(buf);
+    }
+
+    /// Allocates a function id, or `None` when all ids are used.
+    pub fn next_function_id(&self) -> Option<FunctionId> {
+        let id = self.next_function.fetch_add(1, Ordering::Relaxed);
+        (id <= MAX_FUNCTION_ID).then_some(FunctionId(id))
+    }
+
+    /// Queues a function's intern record; it is written before any batch
+    /// handed over after this call.
+    pub fn intern_function(&self, info: FunctionInfo) {
+        if let Ok(mut pending) = self.shared.pending.lock() {
+            pending.functions.push(info);
+        }
+    }
+
+    /// Queues a thread's name.
+    pub fn name_thread(&self, tid: u64, name: String) {
+        if let Ok(mut pending) = self.shared.pending.lock() {
+            pending.threads.push((tid, name));
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            events: self.shared.events_written.load(Ordering::Relaxed),
+            lost: self.queue.lost(),
+            bytes: self.shared.bytes_written.load(Ordering::Relaxed),
+            error: self.shared.error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    /// Waits until everything handed over so far is written and flushed.
+    /// Returns false if the writer did not answer within `timeout`.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let Some(control) = self.control() else {
+            return false;
+        };
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        control.send(Control::Flush(ack_tx)).is_ok() && ack_rx.recv_timeout(timeout).is_ok()
+    }
+
+    fn control(&self) -> Option<Sender<Control>> {
+        match &*self.writer.lock().ok()? {
+            WriterSlot::Running(_, c) | WriterSlot::Parked(_, c) => Some(c.clone()),
+            WriterSlot::Gone => None,
+        }
+    }
+
+    /// Stops the writer thread after it has written and flushed everything
+    /// handed over so far, so that `fork()` finds no extra thread. Returns
+    /// false if the writer did not stop within `timeout`.
+    pub fn park(&self, timeout: Duration) -> bool {
+        let Ok(mut slot) = self.writer.lock() else {
+            return false;
+        };
+        let WriterSlot::Running(_, control) = &*slot else {
+            return matches!(*slot, WriterSlot::Parked(..));
+        };
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        if control.send(Control::Park(ack_tx)).is_err() || ack_rx.recv_timeout(timeout).is_err() {
+            return false;
+        }
+        let WriterSlot::Running(handle, control) = std::mem::replace(&mut *slot, WriterSlot::Gone)
+        else {
+            return false;
+        };
+        match handle.join() {
+            Ok((writer, Exit::Parked)) => {
+                *slot = WriterSlot::Parked(Box::new(writer), control);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Restarts a parked writer thread.
+    pub fn unpark(&self) -> Result<()> {
+        let Ok(mut slot) = self.writer.lock() else {
+            return Ok(());
+        };
+        if let WriterSlot::Parked(..) = &*slot {
+            let WriterSlot::Parked(writer, control) =
+                std::mem::replace(&mut *slot, WriterSlot::Gone)
+            else {
+                return Ok(());
+            };
+            *slot = WriterSlot::Running(spawn_writer(*writer)?, control);
+        }
+        Ok(())
+    }
+
+    /// Writes everything handed over, the end marker, and closes the stream.
+    pub fn finish(self) -> Stats {
+        let slot = match self.writer.lock() {
+            Ok(mut s) => std::mem::replace(&mut *s, WriterSlot::Gone),
+            Err(_) => WriterSlot::Gone,
+        };
+        match slot {
+            WriterSlot::Running(handle, control) => {
+                let _ = control.send(Control::Finish);
+                let _ = handle.join();
+            }
+            WriterSlot::Parked(writer, control) => {
+                drop(control);
+                let _ = writer.run();
+            }
+            WriterSlot::Gone => {}
+        }
+        self.stats()
+    }
+
+    /// Gives up the recording in a forked child without touching the
+    /// parent's stream or any lock another thread might have held at the
+    /// fork. Leaks the recorder's memory on purpose.
+    pub fn abandon_after_fork(self) {
+        std::mem::forget(self);
+    }
+}
+
+fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit)>> {
+    std::thread::Builder::new()
+        .name("rtrace-writer".into())
+        .spawn(move || writer.run())
+        .map_err(|source| Error::Io {
+            action: "starting the writer thread",
+            source,
+        })
+}
+
+fn hello(config: &Config, description: &clock::Description) -> pb::Hello {
+    pb::Hello {
+        protocol_version: u32::from(wire::FORMAT_VERSION),
+        session: config.session.clone(),
+        pid: std::process::id(),
+        ppid: parent_pid(),
+        host: host_name(),
+        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+        argv: config.argv.clone(),
+        start_unix_ns: clock::unix_ns(),
+        clock: Some(wire::clock_info(description)),
+        recorder: config.recorder.clone(),
+    }
+}
+
+fn parent_pid() -> u32 {
+    std::os::unix::process::parent_id()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,243 @@
+//! The writer thread: takes batches off the queue, encodes them with the
+//! intern records and clock snapshots they need, and writes them to the
+//! sink. It flushes the sink on a short timer so that a killed process
+//! loses at most about one interval of events.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+
+use crate::clock;
+use crate::queue::{Batch, Queue, QueueReceiver};
+use crate::sink::Sink;
+use crate::wire::{self, pb, Body};
+
+/// A function's description, sent once per stream before its first event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionInfo {
+    pub id: crate::FunctionId,
+    pub name: String,
+    pub module: String,
+    pub file: String,
+    pub line: u32,
+    pub native: bool,
+}
+
+/// Intern records waiting to be written (before the batches that use them).
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub functions: Vec<FunctionInfo>,
+    pub threads: Vec<(u64, String)>,
+}
+
+/// State shared between the recorder handle and the writer thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub pending: Mutex<Pending>,
+    pub queue: Arc<Queue>,
+    pub events_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub error: Mutex<Option<String>>,
+}
+
+/// Requests to the writer thread.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Write everything queued so far, flush, then acknowledge.
+    Flush(Sender<()>),
+    /// Like `Flush`, then leave the thread (around `fork()`).
+    Park(Sender<()>),
+    /// Write everything queued, the end marker, flush, and leave.
+    Finish,
+}
+
+/// Snapshots are written at least this often, even when idle.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// The writer's state; owned by its thread while running.
+pub(crate) struct Writer {
+    sink: Box<dyn Sink>,
+    queue: QueueReceiver,
+    control: Receiver<Control>,
+    shared: Arc<Shared>,
+    flush_interval: Duration,
+    scratch: Vec<u8>,
+    last_snapshot_ticks: u64,
+    last_snapshot_at: Instant,
+    last_flush: Instant,
+    failed: bool,
+}
+
+/// How a writer thread ended.
+pub(crate) enum Exit {
+    Parked,
+    Finished,
+}
+
+impl Writer {
+    pub fn new(
+        sink: Box<dyn Sink>,
+        queue: QueueReceiver,
+        control: Receiver<Control>,
+        shared: Arc<Shared>,
+        flush_interval: Duration,
+    ) -> Writer {
+        Writer {
+            sink,
+            queue,
+            control,
+            shared,
+            flush_interval,
+            scratch: Vec::with_capacity(1 << 16),
+            last_snapshot_ticks: 0,
+            last_snapshot_at: Instant::now(),
+            last_flush: Instant::now(),
+            failed: false,
+        }
+    }
+
+    /// Writes a frame body now (used for the hello before the thread runs).
+    pub fn write_body(&mut self, body: Body) {
+        self.scratch.clear();
+        wire::encode_frame(body, &mut self.scratch);
+        if self.failed {
+            return;
+        }
+        match self.sink.write_all(&self.scratch) {
+            Ok(()) => {
+                let n = self.scratch.len() as u64;
+                self.shared.bytes_written.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// Writes a clock snapshot now.
+    pub fn write_snapshot(&mut self) {
+        let snap = clock::snapshot();
+        self.last_snapshot_ticks = snap.ticks;
+        self.last_snapshot_at = Instant::now();
+        self.write_body(wire::clock_body(&snap));
+    }
+
+    /// The thread's main loop. Returns the writer for parking or ending.
+    pub fn run(mut self) -> (Writer, Exit) {
+        loop {
+            let wait = self
+                .flush_interval
+                .saturating_sub(self.last_flush.elapsed());
+            select! {
+                recv(self.queue.batches) -> batch => match batch {
+                    Ok(batch) => self.write_batch(batch),
+                    Err(_) => return self.finish(),
+                },
+                recv(self.control) -> request => match request {
+                    Ok(Control::Flush(ack)) => {
+                        self.drain();
+                        self.flush();
+                        let _ = ack.send(());
+                    }
+                    Ok(Control::Park(ack)) => {
+                        self.drain();
+                        self.flush();
+                        let _ = ack.send(());
+                        return (self, Exit::Parked);
+                    }
+                    Ok(Control::Finish) | Err(_) => return self.finish(),
+                },
+                default(wait) => {}
+            }
+            if self.last_flush.elapsed() >= self.flush_interval {
+                self.tick();
+            }
+        }
+    }
+
+    fn finish(mut self) -> (Writer, Exit) {
+        self.drain();
+        self.write_snapshot();
+        let end = pb::End {
+            events: self.shared.events_written.load(Ordering::Relaxed),
+            lost: self.shared.queue.lost(),
+            stop_unix_ns: clock::unix_ns(),
+        };
+        self.write_body(Body::End(end));
+        self.flush();
+        (self, Exit::Finished)
+    }
+
+    fn tick(&mut self) {
+        if self.last_snapshot_at.elapsed() >= SNAPSHOT_EVERY {
+            self.write_snapshot();
+        }
+        self.flush();
+    }
+
+    fn drain(&mut self) {
+        while let Ok(batch) = self.queue.batches.try_recv() {
+            self.write_batch(batch);
+        }
+        self.write_pending();
+    }
+
+    fn flush(&mut self) {
+        self.last_flush = Instant::now();
+        if !self.failed {
+            if let Err(e) = self.sink.flush() {
+                self.fail(&e);
+            }
+        }
+    }
+
+    fn fail(&mut self, error: &std::io::Error) {
+        self.failed = true;
+        let message = format!("writing to {} failed: {error}", self.sink.describe());
+        if let Ok(mut slot) = self.shared.error.lock() {
+            slot.get_or_insert(message);
+        }
+    }
+
+    fn write_pending(&mut self) {
+        let pending = match self.shared.pending.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => return,
+        };
+        for f in pending.functions {
+            self.write_body(Body::Function(pb::Function {
+                id: f.id.0,
+                name: f.name,
+                module: f.module,
+                file: f.file,
+                line: f.line,
+                native: f.native,
+            }));
+        }
+        for (tid, name) in pending.threads {
+            self.write_body(Body::Thread(pb::Thread { tid, name }));
+        }
+    }
+
+    fn write_batch(&mut self, mut batch: Batch) {
+        self.write_pending();
+        let n = batch.events.len() as u64;
+        if self.failed {
+            self.shared.queue.add_lost(n);
+        } else if n > 0 || batch.lost_before > 0 {
+            let newest = batch.events.last().map_or(0, |e| e.ticks);
+            if newest > self.last_snapshot_ticks {
+                self.write_snapshot();
+            }
+            let body = wire::batch_body(batch.tid, &batch.events, batch.lost_before);
+            self.write_body(body);
+            if self.failed {
+                self.shared.queue.add_lost(n);
+            } else {
+                self.shared.events_written.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        batch.events.clear();
+        let _ = self.queue.pool.try_send(batch.events);
+    }
+}

@@ -1,0 +1,146 @@
+//! Record events from several threads into a stream file and read them back.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rtrace::event::{FunctionId, Kind, RawEvent};
+use rtrace::{clock, Config, EventReader, FunctionInfo, OnFull, Recorder};
+
+fn record_threads(path: &Path, threads: u64, calls: u64, on_full: OnFull) -> rtrace::Stats {
+    let mut config = Config::new("roundtrip", path);
+    config.buffer_events = 1024;
+    config.on_full = on_full;
+    let recorder = Recorder::start(config).unwrap();
+    let f = recorder.next_function_id().unwrap();
+    recorder.intern_function(FunctionInfo {
+        id: f,
+        name: "work".into(),
+        module: "m".into(),
+        file: "m.py".into(),
+        line: 3,
+        native: false,
+    });
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let recorder = &recorder;
+            s.spawn(move || {
+                let mut buf = recorder.new_thread_buffer(100 + t);
+                recorder.name_thread(100 + t, format!("worker-{t}"));
+                for _ in 0..calls {
+                    for kind in [Kind::Call, Kind::Return] {
+                        if buf.push(RawEvent::new(clock::ticks(), f, kind, 0)) {
+                            recorder.hand_over(&mut buf);
+                        }
+                    }
+                }
+                recorder.hand_over(&mut buf);
+            });
+        }
+    });
+    recorder.finish()
+}
+
+#[test]
+fn every_event_comes_back_in_order_with_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.rtrace");
+    let stats = record_threads(&path, 4, 5000, OnFull::Block);
+    assert_eq!(stats.lost, 0, "{stats:?}");
+    assert_eq!(stats.events, 4 * 5000 * 2);
+    let mut reader = EventReader::open(&path).unwrap();
+    let mut per_thread = std::collections::HashMap::<u64, (u64, u64)>::new();
+    while let Some(ev) = reader.next_event().unwrap() {
+        let entry = per_thread.entry(ev.tid).or_default();
+        assert!(
+            ev.ts_ns >= entry.1,
+            "timestamps go back in thread {}",
+            ev.tid
+        );
+        entry.1 = ev.ts_ns;
+        entry.0 += 1;
+        assert_eq!(ev.function, FunctionId(0));
+    }
+    assert!(!reader.truncated());
+    assert_eq!(per_thread.len(), 4);
+    assert!(per_thread.values().all(|(n, _)| *n == 10_000));
+    assert_eq!(reader.thread_name(102), Some("worker-2"));
+    assert_eq!(reader.function(FunctionId(0)).unwrap().name, "work");
+    assert_eq!(reader.hello().unwrap().session, "roundtrip");
+}
+
+#[test]
+fn a_cut_stream_reads_to_its_last_whole_frame_and_says_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.rtrace");
+    record_threads(&path, 1, 3000, OnFull::Block);
+    let bytes = std::fs::read(&path).unwrap();
+    let full = count_events(&path);
+    std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let mut reader = EventReader::open(&path).unwrap();
+    let mut n = 0;
+    while reader.next_event().unwrap().is_some() {
+        n += 1;
+    }
+    assert!(reader.truncated());
+    assert!(n > 0 && n < full, "{n} of {full}");
+}
+
+#[test]
+fn converted_timestamps_match_clock_monotonic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.rtrace");
+    let mut config = Config::new("clock", &path);
+    config.flush_interval = Duration::from_millis(5);
+    let recorder = Recorder::start(config).unwrap();
+    let mut buf = recorder.new_thread_buffer(1);
+    let mut expected = Vec::new();
+    for _ in 0..20 {
+        let mono = clock::monotonic_ns();
+        buf.push(RawEvent::new(clock::ticks(), FunctionId(0), Kind::Call, 0));
+        expected.push(mono);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    recorder.hand_over(&mut buf);
+    recorder.finish();
+    let mut reader = EventReader::open(&path).unwrap();
+    for mono in expected {
+        let ev = reader.next_event().unwrap().unwrap();
+        assert!(ev.ts_ns.abs_diff(mono) < 20_000, "{} vs {mono}", ev.ts_ns);
+    }
+}
+
+#[test]
+fn dropped_events_are_counted_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.rtrace");
+    let stats = record_threads(&path, 4, 20_000, OnFull::Drop);
+    let mut reader = EventReader::open(&path).unwrap();
+    let read = count_reader(&mut reader) as u64;
+    assert_eq!(read, stats.events);
+    assert_eq!(read + reader.lost(), 4 * 20_000 * 2, "{stats:?}");
+    assert_eq!(reader.end().unwrap().lost, stats.lost);
+}
+
+#[test]
+fn garbage_and_newer_versions_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.rtrace");
+    std::fs::write(&path, b"hello world").unwrap();
+    let err = EventReader::open(&path).err().unwrap().to_string();
+    assert!(err.contains("not an rtrace stream"), "{err}");
+    std::fs::write(&path, b"RTRACE\x09\x00").unwrap();
+    let err = EventReader::open(&path).err().unwrap().to_string();
+    assert!(err.contains("version 9"), "{err}");
+}
+
+fn count_events(path: &Path) -> usize {
+    count_reader(&mut EventReader::open(path).unwrap())
+}
+
+fn count_reader<R: std::io::Read>(reader: &mut EventReader<R>) -> usize {
+    let mut n = 0;
+    while reader.next_event().unwrap().is_some() {
+        n += 1;
+    }
+    n
+}
