@@ -238,6 +238,11 @@ impl<R: Read> EventReader<R> {
         self.functions.get(&id.0)
     }
 
+    /// Thread names sent so far.
+    pub fn thread_names(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.threads.iter().map(|(&tid, name)| (tid, name.as_str()))
+    }
+
     /// A thread's name, if it was sent.
     pub fn thread_name(&self, tid: u64) -> Option<&str> {
         self.threads.get(&tid).map(String::as_str)

@@ -265,7 +265,8 @@ impl Recorder {
     }
 
     /// Writes everything handed over, the end marker, and closes the stream.
-    pub fn finish(self) -> Stats {
+    /// Later hand-overs are counted as lost. Idempotent.
+    pub fn finish(&self) -> Stats {
         let slot = match self.writer.lock() {
             Ok(mut s) => std::mem::replace(&mut *s, WriterSlot::Gone),
             Err(_) => WriterSlot::Gone,
@@ -282,13 +283,6 @@ impl Recorder {
             WriterSlot::Gone => {}
         }
         self.stats()
-    }
-
-    /// Gives up the recording in a forked child without touching the
-    /// parent's stream or any lock another thread might have held at the
-    /// fork. Leaks the recorder's memory on purpose.
-    pub fn abandon_after_fork(self) {
-        std::mem::forget(self);
     }
 }
 

@@ -1,0 +1,702 @@
+//! The recording hot path, shared by both hook mechanisms (`sys.monitoring`
+//! and the legacy profile/trace functions).
+//!
+//! Every entry point here runs with the GIL held and is never re-entered:
+//! the interpreter suspends monitoring and profiling while a hook runs. That
+//! is what makes the lock-free per-thread state sound; see `Slot`.
+//!
+//! Per event: one atomic load (the session), one thread-local access, one
+//! code-object extra-slot read (the function id), one counter read and one
+//! 16-byte store. No allocation, lock, Python call or syscall, except on
+//! first sight of a function or thread and when a buffer is handed over.
+
+use std::cell::UnsafeCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::os::raw::c_void;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use rtrace::clock::ticks;
+use rtrace::{FunctionId, FunctionInfo, Kind, RawEvent, Recorder, ThreadBuffer};
+
+use crate::ffi::{code_get_extra, code_set_extra};
+use crate::gil::GilCell;
+
+/// Marks a C function's entry on a thread's call stack.
+const C_BIT: u32 = 1 << 31;
+
+/// Stands for rtrace's own functions, and everything they call: such calls
+/// are tracked on the stack (to keep nesting right) but not recorded.
+const SUPPRESSED: FunctionId = FunctionId(rtrace::event::MAX_FUNCTION_ID);
+
+const _: () = assert!(
+    std::mem::size_of::<usize>() == 8,
+    "rtrace needs 64-bit pointers"
+);
+
+/// One recording: the recorder plus what the hook needs to stamp events.
+pub struct Session {
+    pub recorder: Recorder,
+    /// Distinguishes this recording's function ids (kept in code objects'
+    /// extra slots) and thread slots from an earlier recording's.
+    pub generation: u32,
+    pub extra_index: ffi::Py_ssize_t,
+    /// Record only this thread (`threads=False`).
+    pub only_tid: Option<u64>,
+    /// `sys.monitoring.MISSING`: a method call without arguments.
+    pub missing: *mut ffi::PyObject,
+    /// `threading._active`, to name threads on first sight.
+    pub threading_active: Option<Py<PyDict>>,
+    /// Source files under this directory are rtrace's own: not recorded.
+    pub internal_prefix: String,
+    /// rtrace frames on the starting thread's stack when the hook goes
+    /// live: their returns and what they call are not recorded.
+    starting_depth: (u64, AtomicU32),
+    slots: Mutex<Vec<Arc<Slot>>>,
+    c_functions: GilCell<HashMap<usize, FunctionId>>,
+    fallback_id: FunctionId,
+}
+
+// SAFETY: `missing` is an immortal-for-our-purposes object we hold a strong
+// reference to through the Python side for the session's lifetime, and is
+// only compared by address; the rest is Send + Sync by construction.
+#[allow(unsafe_code)]
+unsafe impl Send for Session {}
+// SAFETY: see above; shared access to `c_functions` goes through GilCell.
+#[allow(unsafe_code)]
+unsafe impl Sync for Session {}
+
+impl Session {
+    /// A session over a started recorder.
+    pub fn new(
+        recorder: Recorder,
+        generation: u32,
+        extra_index: ffi::Py_ssize_t,
+        only_tid: Option<u64>,
+        missing: *mut ffi::PyObject,
+        threading_active: Option<Py<PyDict>>,
+        internal_prefix: String,
+    ) -> Session {
+        let fallback_id = recorder.next_function_id().unwrap_or(FunctionId(0));
+        recorder.intern_function(FunctionInfo {
+            id: fallback_id,
+            name: "<unnamed>".into(),
+            module: String::new(),
+            file: String::new(),
+            line: 0,
+            native: false,
+        });
+        Session {
+            recorder,
+            generation,
+            extra_index,
+            only_tid,
+            missing,
+            threading_active,
+            internal_prefix,
+            starting_depth: (current_tid(), AtomicU32::new(0)),
+            slots: Mutex::new(Vec::new()),
+            c_functions: GilCell::new(HashMap::new()),
+            fallback_id,
+        }
+    }
+
+    /// Hands every thread's waiting events to the writer. With `retire`,
+    /// the threads' slots are closed for good (stop), and calls still open
+    /// are closed at this moment, so every call has its return; without,
+    /// they keep recording (before `fork()`). Call with the GIL held.
+    pub fn sweep(&self, retire: bool) {
+        let now = ticks();
+        let Ok(slots) = self.slots.lock() else { return };
+        for slot in slots.iter() {
+            let Ok(_exit) = slot.exit_lock.lock() else {
+                continue;
+            };
+            // SAFETY: we hold the GIL (no hook runs) and the slot's exit
+            // lock (its thread is not running its exit hand-over).
+            #[allow(unsafe_code)]
+            let state = unsafe { &mut *slot.state.get() };
+            if state.retired {
+                continue;
+            }
+            if retire {
+                state.close_open_calls(self, now);
+            }
+            self.recorder.hand_over(&mut state.buf);
+            state.retired = retire;
+        }
+    }
+
+    /// The function id of a code object, interning it on first sight.
+    #[inline]
+    fn code_id(&self, code: *mut ffi::PyObject) -> FunctionId {
+        let mut extra: *mut c_void = ptr::null_mut();
+        // SAFETY: `code` is a live code object handed to us by the
+        // interpreter, and `extra_index` was reserved for rtrace.
+        #[allow(unsafe_code)]
+        let status = unsafe { code_get_extra(code, self.extra_index, &mut extra) };
+        let value = extra as u64;
+        if status == 0 && value != 0 && (value >> 32) as u32 == self.generation {
+            return FunctionId(value as u32);
+        }
+        self.intern_code(code)
+    }
+
+    #[cold]
+    fn intern_code(&self, code: *mut ffi::PyObject) -> FunctionId {
+        // SAFETY: hooks run with the GIL held.
+        #[allow(unsafe_code)]
+        let py = unsafe { Python::assume_gil_acquired() };
+        // SAFETY: `code` is a live object borrowed from the interpreter.
+        #[allow(unsafe_code)]
+        let code_obj = unsafe { Bound::from_borrowed_ptr(py, code) };
+        let text = |attr: &str| {
+            code_obj
+                .getattr(attr)
+                .and_then(|v| v.extract::<String>())
+                .unwrap_or_default()
+        };
+        let file = text("co_filename");
+        let id = if !self.internal_prefix.is_empty() && file.starts_with(&self.internal_prefix) {
+            SUPPRESSED
+        } else {
+            self.intern_new_code(py, &code_obj, file)
+        };
+        let value = (u64::from(self.generation) << 32) | u64::from(id.0);
+        // SAFETY: as in `code_id`; the slot holds a plain integer, which
+        // needs no freeing.
+        #[allow(unsafe_code)]
+        if unsafe { code_set_extra(code, self.extra_index, value as *mut c_void) } != 0 {
+            // SAFETY: GIL held; clears the error the failed call set.
+            unsafe { ffi::PyErr_Clear() };
+        }
+        id
+    }
+
+    fn intern_new_code(
+        &self,
+        py: Python<'_>,
+        code_obj: &Bound<'_, PyAny>,
+        file: String,
+    ) -> FunctionId {
+        let text = |attr: &str| {
+            code_obj
+                .getattr(attr)
+                .and_then(|v| v.extract::<String>())
+                .unwrap_or_default()
+        };
+        let Some(id) = self.recorder.next_function_id() else {
+            return self.fallback_id;
+        };
+        self.recorder.intern_function(FunctionInfo {
+            id,
+            name: text("co_qualname"),
+            module: current_module(py),
+            file,
+            line: code_obj
+                .getattr("co_firstlineno")
+                .and_then(|v| v.extract())
+                .unwrap_or(0),
+            native: false,
+        });
+        id
+    }
+
+    /// The function id of a C callable, interning it on first sight.
+    fn c_function_id(&self, callable: CCallable) -> FunctionId {
+        let key = callable.method_def() as usize;
+        // SAFETY: GIL held; no Python code runs while the map is borrowed
+        // (interning only reads C structures).
+        #[allow(unsafe_code)]
+        let map = unsafe { self.c_functions.get() };
+        if let Some(&id) = map.get(&key) {
+            return id;
+        }
+        let Some(id) = self.recorder.next_function_id() else {
+            return self.fallback_id;
+        };
+        let (module, name) = callable.names();
+        self.recorder.intern_function(FunctionInfo {
+            id,
+            name,
+            module,
+            file: String::new(),
+            line: 0,
+            native: true,
+        });
+        map.insert(key, id);
+        id
+    }
+
+    /// Sends the current thread's name if `threading` knows it yet.
+    fn try_name_thread(&self, tid: u64) -> bool {
+        let Some(active) = &self.threading_active else {
+            return true;
+        };
+        // SAFETY: hooks run with the GIL held.
+        #[allow(unsafe_code)]
+        let py = unsafe { Python::assume_gil_acquired() };
+        // SAFETY: pthread_self has no preconditions; CPython's thread ident
+        // on Linux is this value.
+        #[allow(unsafe_code)]
+        let ident = unsafe { libc::pthread_self() } as u64;
+        let Ok(Some(thread)) = active.bind(py).get_item(ident) else {
+            return false;
+        };
+        match thread.getattr("_name").and_then(|n| n.extract::<String>()) {
+            Ok(name) => {
+                self.recorder.name_thread(tid, name);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Declares how many rtrace frames the calling (starting) thread has
+    /// on its stack as the hook goes live.
+    pub fn set_starting_depth(&self, depth: u32) {
+        self.starting_depth.1.store(depth, Ordering::Relaxed);
+    }
+
+    fn new_slot(self: &Arc<Self>) -> Arc<Slot> {
+        let tid = current_tid();
+        let ignored = self.only_tid.is_some_and(|only| only != tid);
+        let suppressed = if tid == self.starting_depth.0 {
+            self.starting_depth.1.swap(0, Ordering::Relaxed)
+        } else {
+            0
+        };
+        let mut stack = vec![SUPPRESSED.0; suppressed as usize];
+        stack.reserve(256);
+        let slot = Arc::new(Slot {
+            generation: self.generation,
+            state: UnsafeCell::new(SlotState {
+                buf: self.recorder.new_thread_buffer(tid),
+                stack,
+                suppressed,
+                ignored,
+                named: ignored,
+                retired: false,
+            }),
+            exit_lock: Mutex::new(()),
+            session: Arc::downgrade(self),
+        });
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.push(slot.clone());
+        }
+        slot
+    }
+}
+
+/// The OS thread id of the calling thread.
+pub fn current_tid() -> u64 {
+    // SAFETY: gettid has no preconditions.
+    #[allow(unsafe_code)]
+    let tid = unsafe { libc::gettid() };
+    tid as u64
+}
+
+/// `__name__` of the running frame's globals (the module being entered).
+fn current_module(py: Python<'_>) -> String {
+    // SAFETY: GIL held; returns a borrowed reference or NULL.
+    #[allow(unsafe_code)]
+    let globals = unsafe { ffi::PyEval_GetGlobals() };
+    if globals.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null borrowed reference to a live dict.
+    #[allow(unsafe_code)]
+    let globals = unsafe { Bound::from_borrowed_ptr(py, globals) };
+    globals
+        .get_item("__name__")
+        .and_then(|n| n.extract::<String>())
+        .unwrap_or_default()
+}
+
+/// A callable that the hook records as a C call.
+#[derive(Clone, Copy)]
+pub enum CCallable {
+    /// A `builtin_function_or_method`.
+    Function(*mut ffi::PyCFunctionObject),
+    /// A method descriptor called with its `self` (`list.append(xs, 1)`).
+    Descriptor(*mut ffi::PyMethodDescrObject),
+}
+
+impl CCallable {
+    /// Classifies a callable; `None` for anything not implemented in C.
+    /// `self_arg` is the first argument (or `missing` when there is none).
+    #[inline]
+    pub fn classify(
+        callable: *mut ffi::PyObject,
+        self_arg: *mut ffi::PyObject,
+        missing: *mut ffi::PyObject,
+    ) -> Option<CCallable> {
+        // SAFETY: `callable` is a live object from the interpreter.
+        #[allow(unsafe_code)]
+        unsafe {
+            if ffi::PyCFunction_Check(callable) != 0 {
+                return Some(CCallable::Function(callable.cast()));
+            }
+            let descr_type = ptr::addr_of_mut!(ffi::PyMethodDescr_Type);
+            if ffi::Py_TYPE(callable) == descr_type && !self_arg.is_null() && self_arg != missing {
+                return Some(CCallable::Descriptor(callable.cast()));
+            }
+        }
+        None
+    }
+
+    fn method_def(self) -> *mut ffi::PyMethodDef {
+        // SAFETY: `classify` checked the object's type, so the cast layout
+        // is right; the object is alive for the duration of the hook.
+        #[allow(unsafe_code)]
+        unsafe {
+            match self {
+                CCallable::Function(f) => (*f).m_ml,
+                CCallable::Descriptor(d) => (*d).d_method,
+            }
+        }
+    }
+
+    /// (module, qualified name), e.g. ("builtins", "len") or ("", "list.append").
+    fn names(self) -> (String, String) {
+        // SAFETY: as in `method_def`; names are NUL-terminated C strings
+        // owned by static method tables and type objects.
+        #[allow(unsafe_code)]
+        unsafe {
+            let ml_name = cstr((*self.method_def()).ml_name);
+            match self {
+                CCallable::Function(f) => {
+                    let owner = (*f).m_self;
+                    if owner.is_null() || ffi::PyModule_Check(owner) != 0 {
+                        (module_of(f), ml_name)
+                    } else {
+                        split_type_name(cstr((*ffi::Py_TYPE(owner)).tp_name), &ml_name)
+                    }
+                }
+                CCallable::Descriptor(d) => {
+                    let owner = (*d).d_common.d_type;
+                    split_type_name(cstr((*owner).tp_name), &ml_name)
+                }
+            }
+        }
+    }
+}
+
+/// The `__module__` string of a builtin function, if it has one.
+///
+/// # Safety
+/// `f` is a live `PyCFunctionObject` and the GIL is held.
+#[allow(unsafe_code)]
+unsafe fn module_of(f: *mut ffi::PyCFunctionObject) -> String {
+    // SAFETY: the caller's contract.
+    let module = unsafe { (*f).m_module };
+    // SAFETY: a non-null m_module is a live object; only str is read.
+    if module.is_null() || unsafe { ffi::PyUnicode_Check(module) } == 0 {
+        return String::new();
+    }
+    let mut len: ffi::Py_ssize_t = 0;
+    // SAFETY: `module` is a str; the returned buffer lives as long as it.
+    let data = unsafe { ffi::PyUnicode_AsUTF8AndSize(module, &mut len) };
+    if data.is_null() {
+        // SAFETY: GIL held; clears the encoding error.
+        unsafe { ffi::PyErr_Clear() };
+        return String::new();
+    }
+    // SAFETY: `data` points at `len` valid UTF-8 bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len as usize) };
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Reads a C string (NULL gives "").
+///
+/// # Safety
+/// `p` is NULL or points at a NUL-terminated string.
+#[allow(unsafe_code)]
+unsafe fn cstr(p: *const std::os::raw::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller's contract.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// "collections.OrderedDict" + "pop" → ("collections", "OrderedDict.pop").
+fn split_type_name(tp_name: String, method: &str) -> (String, String) {
+    match tp_name.rsplit_once('.') {
+        Some((module, ty)) => (module.to_owned(), format!("{ty}.{method}")),
+        None => ("builtins".to_owned(), format!("{tp_name}.{method}")),
+    }
+}
+
+/// The recording state of one thread.
+///
+/// Soundness: `state` is touched (1) by its own thread inside a hook, with
+/// the GIL held; (2) by `Session::sweep`, with the GIL and `exit_lock`
+/// held; (3) by its own thread's exit hand-over, with `exit_lock` held and
+/// after its last hook. (1)/(2) are serialised by the GIL, (2)/(3) by the
+/// lock, and (1)/(3) are the same thread in sequence.
+pub struct Slot {
+    generation: u32,
+    state: UnsafeCell<SlotState>,
+    exit_lock: Mutex<()>,
+    session: Weak<Session>,
+}
+
+// SAFETY: see the soundness note on `Slot`.
+#[allow(unsafe_code)]
+unsafe impl Sync for Slot {}
+// SAFETY: the state holds only owned data.
+#[allow(unsafe_code)]
+unsafe impl Send for Slot {}
+
+struct SlotState {
+    buf: ThreadBuffer,
+    /// Ids of the calls open on this thread; C calls carry `C_BIT`.
+    stack: Vec<u32>,
+    /// Open calls of rtrace's own code (and what they call): while above
+    /// zero, nothing is recorded.
+    suppressed: u32,
+    ignored: bool,
+    named: bool,
+    retired: bool,
+}
+
+impl SlotState {
+    #[inline]
+    fn record(&mut self, session: &Session, event: RawEvent) {
+        if self.buf.push(event) {
+            self.hand_over(session);
+        }
+    }
+
+    /// Opens a call; returns false when it is not to be recorded.
+    #[inline]
+    fn open(&mut self, id: FunctionId, c_bit: u32) -> bool {
+        if id == SUPPRESSED || self.suppressed > 0 {
+            self.suppressed += 1;
+            self.stack.push(SUPPRESSED.0 | c_bit);
+            return false;
+        }
+        self.stack.push(id.0 | c_bit);
+        true
+    }
+
+    /// Closes the innermost open call; returns its id and whether it was a
+    /// C call, or None when it is not to be recorded.
+    #[inline]
+    fn close(&mut self, top: u32) -> Option<(FunctionId, bool)> {
+        let id = FunctionId(top & !C_BIT);
+        if id == SUPPRESSED {
+            self.suppressed = self.suppressed.saturating_sub(1);
+            return None;
+        }
+        Some((id, top & C_BIT != 0))
+    }
+
+    /// Records a return for every call still open (at stop).
+    fn close_open_calls(&mut self, session: &Session, t: u64) {
+        while let Some(top) = self.stack.pop() {
+            if let Some((id, c)) = self.close(top) {
+                let kind = if c { Kind::CReturn } else { Kind::Return };
+                self.record(session, RawEvent::new(t, id, kind, 0));
+            }
+        }
+    }
+
+    #[cold]
+    fn hand_over(&mut self, session: &Session) {
+        session.recorder.hand_over(&mut self.buf);
+        if !self.named {
+            self.named = session.try_name_thread(self.buf.tid);
+        }
+    }
+}
+
+impl Slot {
+    /// The thread is exiting: deliver what it recorded.
+    fn hand_over_at_exit(&self) {
+        let Ok(_exit) = self.exit_lock.lock() else {
+            return;
+        };
+        // SAFETY: see the soundness note on `Slot`: this is case (3).
+        #[allow(unsafe_code)]
+        let state = unsafe { &mut *self.state.get() };
+        if state.retired {
+            return;
+        }
+        if let Some(session) = self.session.upgrade() {
+            session.recorder.hand_over(&mut state.buf);
+        }
+        state.retired = true;
+    }
+}
+
+/// The thread-local handle on a thread's slot; its destructor delivers the
+/// thread's last events when the thread exits.
+struct Local(UnsafeCell<Option<Arc<Slot>>>);
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.get_mut().take() {
+            slot.hand_over_at_exit();
+        }
+    }
+}
+
+thread_local! {
+    static LOCAL: Local = const { Local(UnsafeCell::new(None)) };
+}
+
+/// The active session, as a pointer from `Arc::into_raw` (or null).
+static SESSION: AtomicPtr<Session> = AtomicPtr::new(ptr::null_mut());
+
+/// Makes `session` the active one. The caller checked none was active.
+pub fn activate(session: Arc<Session>) {
+    let old = SESSION.swap(Arc::into_raw(session).cast_mut(), Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: a non-null value always came from `Arc::into_raw`.
+        #[allow(unsafe_code)]
+        drop(unsafe { Arc::from_raw(old) });
+    }
+}
+
+/// Deactivates and returns the active session. Call with the GIL held, so
+/// that no hook is using it.
+pub fn deactivate() -> Option<Arc<Session>> {
+    let old = SESSION.swap(ptr::null_mut(), Ordering::AcqRel);
+    // SAFETY: a non-null value always came from `Arc::into_raw`, and the
+    // GIL guarantees no hook still borrows it.
+    #[allow(unsafe_code)]
+    (!old.is_null()).then(|| unsafe { Arc::from_raw(old) })
+}
+
+/// Runs `f` on the active session without taking it.
+pub fn with_session<R>(f: impl FnOnce(&Arc<Session>) -> R) -> Option<R> {
+    let ptr = SESSION.load(Ordering::Acquire);
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: the pointer came from `Arc::into_raw` and is only released
+    // by `deactivate`, which, like every caller of this, holds the GIL.
+    #[allow(unsafe_code)]
+    let session = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
+    Some(f(&session))
+}
+
+/// Runs `f` with the session and the calling thread's state, creating the
+/// state on the thread's first event. Does nothing when not recording.
+#[inline(always)]
+fn with_thread(f: impl FnOnce(&Session, &mut SlotState)) {
+    let ptr = SESSION.load(Ordering::Acquire);
+    if ptr.is_null() {
+        return;
+    }
+    // SAFETY: as in `with_session`: hooks hold the GIL, so the session
+    // outlives this call.
+    #[allow(unsafe_code)]
+    let session = unsafe { &*ptr };
+    let _ = LOCAL.try_with(|local| {
+        // SAFETY: only this thread touches its thread-local, and hooks are
+        // never re-entered, so this is the only borrow.
+        #[allow(unsafe_code)]
+        let cell = unsafe { &mut *local.0.get() };
+        if !matches!(cell, Some(slot) if slot.generation == session.generation) {
+            // SAFETY: as above; `ManuallyDrop` keeps the refcount as is.
+            #[allow(unsafe_code)]
+            let arc = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
+            *cell = Some(arc.new_slot());
+        }
+        let Some(slot) = cell.as_ref() else { return };
+        // SAFETY: case (1) of the soundness note on `Slot`.
+        #[allow(unsafe_code)]
+        let state = unsafe { &mut *slot.state.get() };
+        if !state.ignored && !state.retired {
+            f(session, state);
+        }
+    });
+}
+
+/// A Python function started or resumed.
+#[inline]
+pub fn on_call(code: *mut ffi::PyObject) {
+    let t = ticks();
+    with_thread(|session, state| {
+        let id = session.code_id(code);
+        if state.open(id, 0) {
+            state.record(session, RawEvent::new(t, id, Kind::Call, 0));
+        }
+    });
+}
+
+/// A Python function returned, yielded (`Kind::Return`) or was left by an
+/// exception (`Kind::Exception`). Returns of frames entered before
+/// recording began are ignored; C calls left open are closed first.
+#[inline]
+pub fn on_return(kind: Kind) {
+    let t = ticks();
+    with_thread(|session, state| {
+        while let Some(top) = state.stack.pop() {
+            let is_c = top & C_BIT != 0;
+            if let Some((id, _)) = state.close(top) {
+                let kind = if is_c { Kind::CReturn } else { kind };
+                state.record(session, RawEvent::new(t, id, kind, 0));
+            }
+            if !is_c {
+                return;
+            }
+        }
+    });
+}
+
+/// A callable is about to be called; recorded if it is implemented in C.
+#[inline]
+pub fn on_c_call(callable: *mut ffi::PyObject, self_arg: *mut ffi::PyObject) {
+    with_thread(|session, state| {
+        let Some(c) = CCallable::classify(callable, self_arg, session.missing) else {
+            return;
+        };
+        if state.suppressed > 0 {
+            state.open(SUPPRESSED, C_BIT);
+            return;
+        }
+        let t = ticks();
+        let id = session.c_function_id(c);
+        state.open(id, C_BIT);
+        state.record(session, RawEvent::new(t, id, Kind::CCall, 0));
+    });
+}
+
+/// A C callable returned or raised. Ignored unless a C call is open.
+#[inline]
+pub fn on_c_return() {
+    let t = ticks();
+    with_thread(|session, state| {
+        let Some(&top) = state.stack.last() else {
+            return;
+        };
+        if top & C_BIT == 0 {
+            return;
+        }
+        state.stack.pop();
+        if let Some((id, _)) = state.close(top) {
+            state.record(session, RawEvent::new(t, id, Kind::CReturn, 0));
+        }
+    });
+}
+
+/// A line of `code` is about to run.
+#[inline]
+pub fn on_line(code: *mut ffi::PyObject, line: u32) {
+    let t = ticks();
+    with_thread(|session, state| {
+        let id = session.code_id(code);
+        if id != SUPPRESSED && state.suppressed == 0 {
+            state.record(session, RawEvent::new(t, id, Kind::Line, line));
+        }
+    });
+}

@@ -1,0 +1,42 @@
+//! The `rtrace._native` extension module: the C-level hooks that record
+//! Python execution into the core recorder, and the stream reader.
+//!
+//! Modules: `hook` (the hot path and per-thread state), `monitoring`
+//! (`sys.monitoring` callbacks, 3.12+), `legacy` (profile/trace functions),
+//! `recording` (session start/stop/fork), `reader` (`rtrace.read`).
+
+use pyo3::prelude::*;
+
+mod errors;
+mod ffi;
+mod gil;
+mod hook;
+mod legacy;
+mod monitoring;
+mod reader;
+mod recording;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("PROTOCOL_VERSION", rtrace::wire::FORMAT_VERSION)?;
+    m.add("RecordingError", py.get_type::<errors::RecordingError>())?;
+    m.add("StreamError", py.get_type::<errors::StreamError>())?;
+    m.add_class::<reader::Reader>()?;
+    m.add_class::<reader::Event>()?;
+    m.add_class::<legacy::ProfileHook>()?;
+    m.add_class::<legacy::TraceHook>()?;
+    m.add_function(wrap_pyfunction!(recording::start, m)?)?;
+    m.add_function(wrap_pyfunction!(recording::stop, m)?)?;
+    m.add_function(wrap_pyfunction!(recording::stats, m)?)?;
+    m.add_function(wrap_pyfunction!(recording::is_recording, m)?)?;
+    m.add_function(wrap_pyfunction!(recording::set_starting_depth, m)?)?;
+    m.add_function(wrap_pyfunction!(recording::before_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(recording::after_fork_in_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(recording::after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(monitoring::monitoring_callbacks, m)?)?;
+    m.add_function(wrap_pyfunction!(legacy::set_legacy_all_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(legacy::set_legacy_current_thread, m)?)?;
+    m.add_function(wrap_pyfunction!(legacy::legacy_event, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Starting and stopping a recording, and keeping it safe across `fork()`.
+//! The Python package decides which hook to install; this module owns the
+//! session the hooks write into.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use rtrace::{Config, OnFull, Recorder};
+
+use crate::errors::{Error, RecordingError};
+use crate::hook::{self, Session};
+
+static GENERATION: AtomicU32 = AtomicU32::new(0);
+static EXTRA_INDEX: OnceLock<ffi::Py_ssize_t> = OnceLock::new();
+
+/// How long `fork()` waits for the writer to park before going ahead.
+const PARK_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn extra_index(_py: Python<'_>) -> PyResult<ffi::Py_ssize_t> {
+    if let Some(&index) = EXTRA_INDEX.get() {
+        return Ok(index);
+    }
+    // SAFETY: GIL held; rtrace stores plain integers in the slot, so no
+    // free function is needed.
+    #[allow(unsafe_code)]
+    let index = unsafe { crate::ffi::request_code_extra_index(None) };
+    if index < 0 {
+        return Err(RecordingError::new_err(
+            "the interpreter has no code-object extra slot left for rtrace",
+        ));
+    }
+    Ok(*EXTRA_INDEX.get_or_init(|| index))
+}
+
+/// Starts a session; the caller installs the hook afterwards.
+#[pyfunction]
+#[pyo3(signature = (*, session, output, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_prefix))]
+#[allow(clippy::too_many_arguments)]
+pub fn start(
+    py: Python<'_>,
+    session: String,
+    output: std::path::PathBuf,
+    on_full: &str,
+    buffer_events: usize,
+    flush_interval: f64,
+    argv: Vec<String>,
+    recorder: String,
+    only_current_thread: bool,
+    missing: Bound<'_, PyAny>,
+    thread_names: Vec<(u64, String)>,
+    internal_prefix: String,
+) -> PyResult<()> {
+    if hook::with_session(|_| ()).is_some() {
+        return Err(RecordingError::new_err(
+            "rtrace is already recording in this process; stop it first (rtrace.stop())",
+        ));
+    }
+    if !(flush_interval.is_finite() && flush_interval > 0.0) {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "flush_interval must be a positive number of seconds, not {flush_interval}"
+        )));
+    }
+    let mut config = Config::new(session, output);
+    config.on_full = on_full.parse::<OnFull>().map_err(Error)?;
+    config.buffer_events = buffer_events;
+    config.flush_interval = Duration::from_secs_f64(flush_interval);
+    config.argv = argv;
+    config.recorder = recorder;
+    let index = extra_index(py)?;
+    let started = py
+        .allow_threads(|| Recorder::start(config))
+        .map_err(Error)?;
+    for (tid, name) in thread_names {
+        started.name_thread(tid, name);
+    }
+    let threading = py.import("threading")?;
+    let active = threading.getattr("_active")?.downcast_into::<PyDict>().ok();
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
+    let only_tid = only_current_thread.then(hook::current_tid);
+    // `missing` is `sys.monitoring.MISSING` (immortal for the process) or
+    // None; only its address is used.
+    let session = Session::new(
+        started,
+        generation,
+        index,
+        only_tid,
+        missing.as_ptr(),
+        active.map(Bound::unbind),
+        internal_prefix,
+    );
+    hook::activate(Arc::new(session));
+    Ok(())
+}
+
+/// Stats of the active session: (events, lost, bytes, error).
+#[pyfunction]
+pub fn stats() -> Option<(u64, u64, u64, Option<String>)> {
+    hook::with_session(|s| {
+        let st = s.recorder.stats();
+        (st.events, st.lost, st.bytes, st.error)
+    })
+}
+
+/// Ends the active session: delivers every thread's events, names the
+/// threads, writes the end marker. The hook must already be removed.
+/// Returns the final (events, lost, bytes, error), or None if not recording.
+#[pyfunction]
+pub fn stop(
+    py: Python<'_>,
+    thread_names: Vec<(u64, String)>,
+) -> Option<(u64, u64, u64, Option<String>)> {
+    let session = hook::deactivate()?;
+    session.sweep(true);
+    for (tid, name) in thread_names {
+        session.recorder.name_thread(tid, name);
+    }
+    let st = py.allow_threads(|| session.recorder.finish());
+    Some((st.events, st.lost, st.bytes, st.error))
+}
+
+/// Before `fork()`: deliver everything and stop the writer thread, so the
+/// child inherits no half-written state and 3.12+ sees a single thread.
+#[pyfunction]
+pub fn before_fork() {
+    hook::with_session(|s| {
+        s.sweep(false);
+        s.recorder.park(PARK_TIMEOUT);
+    });
+}
+
+/// After `fork()`, in the parent: restart the writer thread.
+#[pyfunction]
+pub fn after_fork_in_parent() -> PyResult<()> {
+    hook::with_session(|s| s.recorder.unpark())
+        .transpose()
+        .map_err(|e| Error(e).into())
+        .map(|_| ())
+}
+
+/// After `fork()`, in the child: drop the parent's recording without
+/// writing to its stream (the hook must already be removed).
+#[pyfunction]
+pub fn after_fork_in_child() {
+    if let Some(session) = hook::deactivate() {
+        // The writer thread does not exist here, and locks it held may be
+        // held forever: touch nothing, free nothing.
+        std::mem::forget(session);
+    }
+}
+
+/// True while a session is active.
+#[pyfunction]
+pub fn is_recording() -> bool {
+    hook::with_session(|_| ()).is_some()
+}
+
+/// Declares the number of rtrace frames on the calling thread's stack at
+/// the moment the hook goes live (see `Session::set_starting_depth`).
+#[pyfunction]
+pub fn set_starting_depth(depth: u32) {
+    hook::with_session(|s| s.set_starting_depth(depth));
+}
