@@ -3,7 +3,7 @@
 //! and hand them over here; this module never calls back into them.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -105,6 +105,10 @@ pub struct Recorder {
     shared: Arc<Shared>,
     writer: Mutex<WriterSlot>,
     next_function: AtomicU32,
+    /// The process that started the recording.
+    pid: u32,
+    /// True while the writer thread is parked (see `park`).
+    parked: AtomicBool,
     max_age_ticks: u64,
     threads_seen: AtomicU64,
 }
@@ -153,6 +157,8 @@ impl Recorder {
             shared,
             writer: Mutex::new(WriterSlot::Running(handle, control_tx)),
             next_function: AtomicU32::new(0),
+            pid: std::process::id(),
+            parked: AtomicBool::new(false),
             threads_seen: AtomicU64::new(0),
         })
     }
@@ -168,8 +174,12 @@ impl Recorder {
         ThreadBuffer::new(tid, self.queue.take_array(), self.max_age_ticks)
     }
 
-    /// Hands a thread's events to the writer (see `Queue::hand_over`).
+    /// Hands a thread's events to the writer (see `Queue::hand_over`),
+    /// restarting a parked writer first.
     pub fn hand_over(&self, buf: &mut ThreadBuffer) {
+        if self.parked.load(Ordering::Acquire) {
+            let _ = self.unpark();
+        }
         self.queue.hand_over(buf);
     }
 
@@ -207,6 +217,9 @@ impl Recorder {
     /// Waits until everything handed over so far is written and flushed.
     /// Returns false if the writer did not answer within `timeout`.
     pub fn flush(&self, timeout: Duration) -> bool {
+        if self.unpark().is_err() {
+            return false;
+        }
         let Some(control) = self.control() else {
             return false;
         };
@@ -223,7 +236,9 @@ impl Recorder {
 
     /// Stops the writer thread after it has written and flushed everything
     /// handed over so far, so that `fork()` finds no extra thread. Returns
-    /// false if the writer did not stop within `timeout`.
+    /// false if the writer did not stop within `timeout`. The writer
+    /// restarts by itself at the next hand-over or flush (not at once after
+    /// the fork: 3.13 counts threads after running the fork handlers).
     pub fn park(&self, timeout: Duration) -> bool {
         let Ok(mut slot) = self.writer.lock() else {
             return false;
@@ -242,14 +257,19 @@ impl Recorder {
         match handle.join() {
             Ok((writer, Exit::Parked)) => {
                 *slot = WriterSlot::Parked(Box::new(writer), control);
+                self.parked.store(true, Ordering::Release);
                 true
             }
             _ => false,
         }
     }
 
-    /// Restarts a parked writer thread.
+    /// Restarts a parked writer thread (no-op when it runs).
     pub fn unpark(&self) -> Result<()> {
+        if std::process::id() != self.pid {
+            // A forked child must never write to its parent's stream.
+            return Ok(());
+        }
         let Ok(mut slot) = self.writer.lock() else {
             return Ok(());
         };
@@ -261,6 +281,7 @@ impl Recorder {
             };
             *slot = WriterSlot::Running(spawn_writer(*writer)?, control);
         }
+        self.parked.store(false, Ordering::Release);
         Ok(())
     }
 

@@ -292,11 +292,6 @@ def _before_fork() -> None:
         _native.before_fork()
 
 
-def _after_fork_in_parent() -> None:
-    if _active is not None:
-        _native.after_fork_in_parent()
-
-
 def _after_fork_in_child() -> None:
     if _active is not None:
         _active._abandon_in_child()
@@ -309,8 +304,8 @@ def _stop_at_exit() -> None:
 
 
 os.register_at_fork(
+    # The parked writer restarts by itself at the next hand-over.
     before=_before_fork,
-    after_in_parent=_after_fork_in_parent,
     after_in_child=_after_fork_in_child,
 )
 atexit.register(_stop_at_exit)

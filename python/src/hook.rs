@@ -511,9 +511,6 @@ impl SlotState {
     #[cold]
     fn hand_over(&mut self, session: &Session) {
         session.recorder.hand_over(&mut self.buf);
-        if !self.named {
-            self.named = session.try_name_thread(self.buf.tid);
-        }
     }
 }
 
@@ -629,6 +626,11 @@ pub fn on_call(code: *mut ffi::PyObject) {
         let id = session.code_id(code);
         if state.open(id, 0) {
             state.record(session, RawEvent::new(t, id, Kind::Call, 0));
+        }
+        if !state.named {
+            // A new thread is named once `threading` has registered it,
+            // a few calls into its bootstrap.
+            state.named = session.try_name_thread(state.buf.tid);
         }
     });
 }

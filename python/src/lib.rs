@@ -32,7 +32,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(recording::is_recording, m)?)?;
     m.add_function(wrap_pyfunction!(recording::set_starting_depth, m)?)?;
     m.add_function(wrap_pyfunction!(recording::before_fork, m)?)?;
-    m.add_function(wrap_pyfunction!(recording::after_fork_in_parent, m)?)?;
     m.add_function(wrap_pyfunction!(recording::after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(monitoring::monitoring_callbacks, m)?)?;
     m.add_function(wrap_pyfunction!(legacy::set_legacy_all_threads, m)?)?;

@@ -132,15 +132,6 @@ pub fn before_fork() {
     });
 }
 
-/// After `fork()`, in the parent: restart the writer thread.
-#[pyfunction]
-pub fn after_fork_in_parent() -> PyResult<()> {
-    hook::with_session(|s| s.recorder.unpark())
-        .transpose()
-        .map_err(|e| Error(e).into())
-        .map(|_| ())
-}
-
 /// After `fork()`, in the child: drop the parent's recording without
 /// writing to its stream (the hook must already be removed).
 #[pyfunction]

@@ -1,0 +1,98 @@
+"""Helpers for rtrace's Python tests.
+
+Recording installs process-wide hooks, so every test that records runs its
+scenario in a fresh interpreter (``run_py``) and inspects the stream file it
+leaves behind from the test process, which never records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+import rtrace
+
+
+class Run:
+    def __init__(self, proc: subprocess.CompletedProcess, result):
+        self.proc = proc
+        self.result = result
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+
+@pytest.fixture
+def run_py(tmp_path: Path):
+    """Runs ``code`` in a new interpreter with cwd ``tmp_path``.
+
+    The code may call ``emit(obj)`` to hand a JSON result back; the run must
+    exit 0 unless ``check=False``.
+    """
+
+    def run(code: str, *, check: bool = True, env: dict | None = None, timeout: float = 120,
+            args: list[str] | None = None) -> Run:
+        script = tmp_path / "scenario.py"
+        prelude = (
+            "import json as _json, sys as _sys\n"
+            "def emit(obj):\n"
+            "    print('RESULT:' + _json.dumps(obj), flush=True)\n"
+        )
+        script.write_text(prelude + textwrap.dedent(code))
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.run(
+            [sys.executable, *(args or []), str(script)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"scenario exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            )
+        result = None
+        for line in proc.stdout.splitlines():
+            if line.startswith("RESULT:"):
+                result = json.loads(line[len("RESULT:"):])
+        return Run(proc, result)
+
+    return run
+
+
+def read_events(path) -> tuple[list, rtrace.Reader]:
+    reader = rtrace.read(path)
+    events = list(reader)
+    return events, reader
+
+
+def check_nesting(events) -> dict[int, list]:
+    """Asserts per-thread non-decreasing timestamps and that every close
+    event closes the innermost open call of the same function; returns the
+    events per thread."""
+    per_thread: dict[int, list] = defaultdict(list)
+    for ev in events:
+        per_thread[ev.tid].append(ev)
+    for tid, evs in per_thread.items():
+        stack: list = []
+        last = 0
+        for ev in evs:
+            assert ev.ts_ns >= last, f"thread {tid}: time goes back at {ev!r}"
+            last = ev.ts_ns
+            if ev.kind in ("call", "c_call"):
+                stack.append(ev)
+            elif ev.kind in ("return", "exception", "c_return"):
+                assert stack, f"thread {tid}: {ev!r} closes nothing"
+                opened = stack.pop()
+                assert opened.name == ev.name, f"thread {tid}: {ev!r} closes {opened!r}"
+                assert (opened.kind == "c_call") == (ev.kind == "c_return"), f"{ev!r} vs {opened!r}"
+        assert not stack, f"thread {tid}: calls never closed: {stack[-3:]!r}"
+    return per_thread

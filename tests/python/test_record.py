@@ -1,0 +1,301 @@
+"""Recording a Python process: calls, threads, nesting, API behaviour."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+
+import pytest
+
+import rtrace
+from conftest import check_nesting, read_events
+
+
+def test_fib_calls_and_returns_are_exact_and_nested(run_py, tmp_path):
+    run = run_py(
+        """
+        import rtrace
+        def fib(n):
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+        with rtrace.record(session="fib", output="fib.rtrace") as rec:
+            fib(20)
+        emit({"events": rec.events, "lost": rec.lost, "path": str(rec.path)})
+        """
+    )
+    events, reader = read_events(tmp_path / "fib.rtrace")
+    counts = Counter((e.kind, e.name) for e in events)
+    assert counts[("call", "fib")] == 21891
+    assert counts[("return", "fib")] == 21891
+    assert run.result["lost"] == 0
+    assert run.result["events"] == len(events)
+    assert not reader.truncated
+    assert reader.session == "fib"
+    check_nesting(events)
+    fib_call = next(e for e in events if e.name == "fib")
+    assert fib_call.file.endswith("scenario.py") and fib_call.line == 6
+
+
+def test_eight_threads_are_each_recorded_balanced_and_named(run_py, tmp_path):
+    run_py(
+        """
+        import threading, rtrace
+        def leaf(): pass
+        def work(n):
+            for _ in range(n):
+                leaf()
+        with rtrace.record(output="t.rtrace"):
+            threads = [threading.Thread(target=work, args=(1000 * (i + 1),), name=f"worker-{i}")
+                       for i in range(8)]
+            for t in threads: t.start()
+            for t in threads: t.join()
+        """
+    )
+    events, reader = read_events(tmp_path / "t.rtrace")
+    per_thread = check_nesting(events)
+    names = reader.thread_names()
+    leaf_calls = {names.get(tid): sum(1 for e in evs if e.kind == "call" and e.name == "leaf")
+                  for tid, evs in per_thread.items()}
+    for i in range(8):
+        assert leaf_calls[f"worker-{i}"] == 1000 * (i + 1), leaf_calls
+    worker_tids = [tid for tid, name in names.items() if name.startswith("worker-")]
+    assert len(set(worker_tids)) == 8
+
+
+def test_thread_running_before_record_is_recorded(run_py, tmp_path):
+    run_py(
+        """
+        import threading, rtrace
+        go, done, stop = threading.Event(), threading.Event(), threading.Event()
+        def tick(): pass
+        def spin():
+            while not stop.is_set():
+                if go.is_set():
+                    for _ in range(100):
+                        tick()
+                    go.clear()
+                    done.set()
+        t = threading.Thread(target=spin, name="early")
+        t.start()
+        with rtrace.record(output="early.rtrace"):
+            go.set()
+            done.wait(10)
+        stop.set()
+        t.join()
+        """
+    )
+    events, reader = read_events(tmp_path / "early.rtrace")
+    check_nesting(events)
+    names = reader.thread_names()
+    early = [e for e in events if names.get(e.tid) == "early" and e.name == "tick" and e.kind == "call"]
+    assert len(early) >= 100
+
+
+def test_generators_coroutines_and_deep_exceptions_nest(run_py, tmp_path):
+    run_py(
+        """
+        import asyncio, rtrace
+        def gen(n):
+            for i in range(n):
+                yield i
+        def consume():
+            return sum(gen(5)) + sum(x for x in gen(3))
+        async def leaf(i):
+            await asyncio.sleep(0)
+            return i
+        async def main():
+            return sum(await asyncio.gather(*(leaf(i) for i in range(5))))
+        def third(): raise ValueError("deep")
+        def second(): third()
+        def first(): second()
+        def top():
+            try:
+                first()
+            except ValueError:
+                return "caught"
+        with rtrace.record(output="g.rtrace"):
+            consume()
+            asyncio.run(main())
+            top()
+        """
+    )
+    events, _ = read_events(tmp_path / "g.rtrace")
+    check_nesting(events)
+    counts = Counter((e.kind, e.name) for e in events)
+    # gen(5) is resumed 6 times (5 yields and the final return), gen(3) 4 times.
+    assert counts[("call", "gen")] == 10 and counts[("return", "gen")] == 10
+    for name in ("first", "second", "third"):
+        assert counts[("exception", name)] == 1, counts
+    assert counts[("return", "top")] == 1
+    assert counts[("call", "leaf")] >= 10  # each coroutine starts and resumes
+
+
+def test_c_function_calling_back_into_python_nests(run_py, tmp_path):
+    run_py(
+        """
+        import rtrace
+        def key(x): return -x
+        with rtrace.record(output="c.rtrace"):
+            sorted([3, 1, 2], key=key)
+            list(map(key, [1, 2]))
+        """
+    )
+    events, _ = read_events(tmp_path / "c.rtrace")
+    check_nesting(events)
+    names = [(e.kind, e.name) for e in events]
+    i = names.index(("c_call", "sorted"))
+    j = names.index(("c_return", "sorted"))
+    assert names[i + 1:j].count(("call", "key")) == 3
+
+
+def test_c_calls_false_and_threads_false(run_py, tmp_path):
+    run_py(
+        """
+        import threading, rtrace
+        def f(): return len([1])
+        with rtrace.record(output="o.rtrace", c_calls=False, threads=False):
+            f()
+            t = threading.Thread(target=f); t.start(); t.join()
+        """
+    )
+    events, _ = read_events(tmp_path / "o.rtrace")
+    assert not [e for e in events if e.kind.startswith("c_")]
+    assert len({e.tid for e in events}) == 1
+    assert sum(1 for e in events if e.kind == "call" and e.name == "f") == 1
+
+
+def test_nested_and_concurrent_recordings_are_refused(run_py):
+    run = run_py(
+        """
+        import rtrace
+        with rtrace.record(output="a.rtrace"):
+            try:
+                rtrace.start(output="b.rtrace")
+            except rtrace.RecordingError as e:
+                emit(str(e))
+        """
+    )
+    assert "already recording" in run.result and "a.rtrace" in run.result
+
+
+def test_start_stop_decorator_and_defaults(run_py, tmp_path):
+    run = run_py(
+        """
+        import os, rtrace
+        rec = rtrace.start()
+        stopped = rtrace.stop()
+        @rtrace.record(session="deco")
+        def job(): return 42
+        assert job() == 42
+        try:
+            rtrace.stop()
+        except rtrace.RecordingError as e:
+            err = str(e)
+        emit({"path": str(rec.path), "same": stopped is rec, "err": err, "files": sorted(os.listdir("out"))})
+        """,
+        env={"RTRACE_SESSION": "from-env", "RTRACE_OUTPUT_DIR": "out"},
+        check=False,
+    )
+    # RTRACE_OUTPUT_DIR must exist: create it and run again.
+    (tmp_path / "out").mkdir()
+    run = run_py(
+        """
+        import os, rtrace
+        rec = rtrace.start()
+        stopped = rtrace.stop()
+        @rtrace.record(session="deco")
+        def job(): return 42
+        assert job() == 42
+        try:
+            rtrace.stop()
+        except rtrace.RecordingError as e:
+            err = str(e)
+        emit({"path": str(rec.path), "same": stopped is rec, "err": err, "files": sorted(os.listdir("out"))})
+        """,
+        env={"RTRACE_SESSION": "from-env", "RTRACE_OUTPUT_DIR": "out"},
+    )
+    pid_files = run.result["files"]
+    assert any(f.startswith("rtrace-from-env-") and f.endswith(".rtrace") for f in pid_files)
+    assert any(f.startswith("rtrace-deco-") for f in pid_files)
+    assert run.result["same"] and "not recording" in run.result["err"]
+
+
+def test_bad_options_are_explained():
+    with pytest.raises(ValueError, match='"drop" or "block"'):
+        rtrace.record(on_full="wait")
+    with pytest.raises(ValueError, match="buffer_events"):
+        rtrace.record(buffer_events=3)
+    with pytest.raises(FileNotFoundError):
+        rtrace.read("/nonexistent/file.rtrace")
+
+
+def test_reading_garbage_raises_stream_error(tmp_path):
+    bad = tmp_path / "bad.rtrace"
+    bad.write_bytes(b"not a trace at all")
+    with pytest.raises(rtrace.StreamError, match="not an rtrace stream"):
+        rtrace.read(bad)
+
+
+def test_profile_round_trip_keeps_recording(run_py, tmp_path):
+    run_py(
+        """
+        import sys, rtrace
+        def after(): pass
+        with rtrace.record(output="p.rtrace"):
+            sys.setprofile(sys.getprofile())
+            sys.settrace(sys.gettrace())
+            for _ in range(3):
+                after()
+        """
+    )
+    events, _ = read_events(tmp_path / "p.rtrace")
+    assert sum(1 for e in events if e.kind == "call" and e.name == "after") == 3
+
+
+def test_block_policy_loses_nothing_and_drop_counts_exactly(run_py, tmp_path):
+    run = run_py(
+        """
+        import rtrace
+        def f(): pass
+        out = {}
+        for policy in ("block", "drop"):
+            with rtrace.record(output=f"{policy}.rtrace", on_full=policy, buffer_events=256) as rec:
+                for _ in range(200000):
+                    f()
+            out[policy] = [rec.events, rec.lost]
+        emit(out)
+        """
+    )
+    block_events, block_lost = run.result["block"]
+    assert block_lost == 0 and block_events >= 400000
+    events, reader = read_events(tmp_path / "drop.rtrace")
+    drop_events, drop_lost = run.result["drop"]
+    assert len(events) == drop_events
+    assert reader.lost == drop_lost
+    f_events = sum(1 for e in events if e.name == "f")
+    assert f_events + drop_lost >= 400000
+
+
+def test_sys_monitoring_tool_ids_of_others_are_never_evicted(run_py, tmp_path):
+    if sys.version_info < (3, 12):
+        pytest.skip("sys.monitoring is 3.12+")
+    run = run_py(
+        """
+        import sys, warnings, rtrace
+        m = sys.monitoring
+        for i in (2, 3, 4, 5):
+            m.use_tool_id(i, f"other-{i}")
+        def f(): pass
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            with rtrace.record(output="m.rtrace") as rec:
+                f()
+        emit({"hook": rec.hook, "tools": [m.get_tool(i) for i in range(6)],
+              "warned": [str(x.message) for x in w]})
+        """
+    )
+    assert run.result["hook"].startswith("legacy")
+    assert run.result["tools"][2:] == ["other-2", "other-3", "other-4", "other-5"]
+    assert any("falling back" in w for w in run.result["warned"])
+    events, _ = read_events(tmp_path / "m.rtrace")
+    assert any(e.name == "f" for e in events)
