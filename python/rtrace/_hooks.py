@@ -24,7 +24,9 @@ _PY_EVENTS = ("PY_START", "PY_RESUME", "PY_THROW", "PY_RETURN", "PY_YIELD", "PY_
 _C_EVENTS = ("CALL", "C_RETURN", "C_RAISE")
 
 
-_INTERNAL_PREFIX = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# rtrace's own machinery: never recorded, nor what it calls while running.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+INTERNAL_FILES = [os.path.join(_HERE, name) for name in ("_recording.py", "_hooks.py")]
 
 
 def _declare_internal_frames() -> None:
@@ -33,7 +35,7 @@ def _declare_internal_frames() -> None:
     their returns and what they still call are not recorded."""
     depth = 0
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_PREFIX):
+    while frame is not None and frame.f_code.co_filename in INTERNAL_FILES:
         depth += 1
         frame = frame.f_back
     _native.set_starting_depth(depth)

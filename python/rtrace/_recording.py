@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from . import _native
-from ._hooks import Hook
+from ._hooks import INTERNAL_FILES, Hook
 
 __all__ = ["Recording", "RecordingError", "record", "start", "stop", "current"]
 
@@ -23,9 +23,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 _ON_FULL = ("drop", "block")
 _DEFAULT_BUFFER_EVENTS = 1 << 20
 _DEFAULT_FLUSH_INTERVAL = 0.1
-
-# rtrace's own Python code is never recorded (nor what it calls).
-_INTERNAL_PREFIX = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 _state_lock = threading.RLock()
 _active: Recording | None = None
@@ -168,7 +165,7 @@ class Recording:
                 only_current_thread=not self.threads,
                 missing=hook.missing,
                 thread_names=_thread_names(),
-                internal_prefix=_INTERNAL_PREFIX,
+                internal_files=INTERNAL_FILES,
             )
             self.path = path
             self.hook = hook.describe()

@@ -52,8 +52,8 @@ pub struct Session {
     pub missing: *mut ffi::PyObject,
     /// `threading._active`, to name threads on first sight.
     pub threading_active: Option<Py<PyDict>>,
-    /// Source files under this directory are rtrace's own: not recorded.
-    pub internal_prefix: String,
+    /// rtrace's own source files: their functions are not recorded.
+    pub internal_files: Vec<String>,
     /// rtrace frames on the starting thread's stack when the hook goes
     /// live: their returns and what they call are not recorded.
     starting_depth: (u64, AtomicU32),
@@ -80,7 +80,7 @@ impl Session {
         only_tid: Option<u64>,
         missing: *mut ffi::PyObject,
         threading_active: Option<Py<PyDict>>,
-        internal_prefix: String,
+        internal_files: Vec<String>,
     ) -> Session {
         let fallback_id = recorder.next_function_id().unwrap_or(FunctionId(0));
         recorder.intern_function(FunctionInfo {
@@ -98,7 +98,7 @@ impl Session {
             only_tid,
             missing,
             threading_active,
-            internal_prefix,
+            internal_files,
             starting_depth: (current_tid(), AtomicU32::new(0)),
             slots: Mutex::new(Vec::new()),
             c_functions: GilCell::new(HashMap::new()),
@@ -162,7 +162,7 @@ impl Session {
                 .unwrap_or_default()
         };
         let file = text("co_filename");
-        let id = if !self.internal_prefix.is_empty() && file.starts_with(&self.internal_prefix) {
+        let id = if self.internal_files.contains(&file) {
             SUPPRESSED
         } else {
             self.intern_new_code(py, &code_obj, file)

@@ -38,7 +38,7 @@ fn extra_index(_py: Python<'_>) -> PyResult<ffi::Py_ssize_t> {
 
 /// Starts a session; the caller installs the hook afterwards.
 #[pyfunction]
-#[pyo3(signature = (*, session, output, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_prefix))]
+#[pyo3(signature = (*, session, output, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files))]
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     py: Python<'_>,
@@ -52,7 +52,7 @@ pub fn start(
     only_current_thread: bool,
     missing: Bound<'_, PyAny>,
     thread_names: Vec<(u64, String)>,
-    internal_prefix: String,
+    internal_files: Vec<String>,
 ) -> PyResult<()> {
     if hook::with_session(|_| ()).is_some() {
         return Err(RecordingError::new_err(
@@ -90,7 +90,7 @@ pub fn start(
         only_tid,
         missing.as_ptr(),
         active.map(Bound::unbind),
-        internal_prefix,
+        internal_files,
     );
     hook::activate(Arc::new(session));
     Ok(())
