@@ -14,6 +14,7 @@ pub mod queue;
 pub mod read;
 pub mod recorder;
 pub mod sink;
+pub mod timeline;
 pub mod wire;
 pub mod writer;
 

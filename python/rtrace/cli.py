@@ -71,8 +71,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not os.path.exists(target):
             parser.error(f"run: no such script: {target!r}")
     sys.argv = argv
-    if not is_module:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+    # As `python script.py` / `python -m module` would: the script's folder
+    # or the current directory replaces rtrace's own entry point folder.
+    sys.path[0] = os.getcwd() if is_module else os.path.dirname(os.path.abspath(target))
     recording = record(
         args.session or os.environ.get("RTRACE_SESSION") or os.path.splitext(os.path.basename(target))[0],
         output=args.output,

@@ -1,0 +1,59 @@
+"""The `rtrace` command line, run as a user would (the installed script)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import check_nesting, read_events
+
+RTRACE = shutil.which("rtrace", path=str(Path(sys.executable).parent)) or "rtrace"
+
+
+def rtrace_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([RTRACE, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_run_records_a_script_with_its_arguments_and_exit_code(tmp_path):
+    (tmp_path / "app.py").write_text(
+        "import sys\n"
+        "def step(n): return n\n"
+        "for i in range(10): step(i)\n"
+        "print('argv', sys.argv[1:])\n"
+        "sys.exit(3)\n"
+    )
+    proc = rtrace_cli("run", "--session", "app", "-o", "app.rtrace", "--", "app.py", "x", "--y",
+                      cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "argv ['x', '--y']" in proc.stdout
+    assert "app.rtrace" in proc.stderr and "0 lost" in proc.stderr
+    events, reader = read_events(tmp_path / "app.rtrace")
+    assert reader.session == "app"
+    assert sum(1 for e in events if e.kind == "call" and e.name == "step") == 10
+    check_nesting(events)
+
+
+def test_run_module_and_dump_json(tmp_path):
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text("def hello(): return 1\nhello()\n")
+    proc = rtrace_cli("run", "-o", "m.rtrace", "--", "-m", "mypkg", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    dump = rtrace_cli("dump", "m.rtrace", "--json", cwd=tmp_path)
+    records = [json.loads(line) for line in dump.stdout.splitlines()]
+    assert any(r["name"] == "hello" and r["kind"] == "call" for r in records)
+    limited = rtrace_cli("dump", "m.rtrace", "--limit", "3", cwd=tmp_path)
+    assert len(limited.stdout.splitlines()) == 3
+
+
+def test_wrong_usage_says_what_to_do(tmp_path):
+    proc = rtrace_cli("run", cwd=tmp_path)
+    assert proc.returncode == 2 and "give a script or -m module after --" in proc.stderr
+    proc = rtrace_cli("run", "--", "missing.py", cwd=tmp_path)
+    assert proc.returncode == 2 and "no such script" in proc.stderr
+    proc = rtrace_cli("dump", "missing.rtrace", cwd=tmp_path)
+    assert proc.returncode == 1 and "cannot open" in proc.stderr
