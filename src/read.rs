@@ -179,6 +179,24 @@ pub struct Event {
     pub line: u32,
 }
 
+/// One thing read from a stream, in stream order: intern records before the
+/// events that use them, a clock snapshot's time before the events it
+/// covers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    Function(FunctionInfo),
+    Thread {
+        tid: u64,
+        name: String,
+    },
+    /// A clock snapshot: no event written later in this stream is newer
+    /// than `monotonic_ns`. Snapshots double as the stream's heartbeat.
+    Clock {
+        monotonic_ns: u64,
+    },
+    Event(Event),
+}
+
 /// Reads the events of one stream, resolving clocks as it goes.
 pub struct EventReader<R> {
     frames: FrameReader<R>,
@@ -186,7 +204,7 @@ pub struct EventReader<R> {
     functions: HashMap<u32, FunctionInfo>,
     threads: HashMap<u64, String>,
     clock: ClockMap,
-    ready: VecDeque<Event>,
+    ready: VecDeque<StreamItem>,
     end: Option<pb::End>,
     lost: u64,
 }
@@ -268,9 +286,19 @@ impl<R: Read> EventReader<R> {
 
     /// The next event.
     pub fn next_event(&mut self) -> Result<Option<Event>> {
-        loop {
-            if let Some(event) = self.ready.pop_front() {
+        while let Some(item) = self.next_item()? {
+            if let StreamItem::Event(event) = item {
                 return Ok(Some(event));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next item: an intern record, a clock heartbeat or an event.
+    pub fn next_item(&mut self) -> Result<Option<StreamItem>> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Ok(Some(item));
             }
             let Some(body) = self.frames.next_frame()? else {
                 return Ok(None);
@@ -291,12 +319,22 @@ impl<R: Read> EventReader<R> {
                     line: f.line,
                     native: f.native,
                 };
-                self.functions.insert(f.id, info);
+                self.functions.insert(f.id, info.clone());
+                self.ready.push_back(StreamItem::Function(info));
             }
             Body::Thread(t) => {
-                self.threads.insert(t.tid, t.name);
+                self.threads.insert(t.tid, t.name.clone());
+                self.ready.push_back(StreamItem::Thread {
+                    tid: t.tid,
+                    name: t.name,
+                });
             }
-            Body::Clock(c) => self.clock.add(c.ticks, c.monotonic_ns),
+            Body::Clock(c) => {
+                self.clock.add(c.ticks, c.monotonic_ns);
+                self.ready.push_back(StreamItem::Clock {
+                    monotonic_ns: c.monotonic_ns,
+                });
+            }
             Body::Batch(batch) => self.decode_batch(batch)?,
             Body::End(end) => self.end = Some(end),
         }
@@ -324,13 +362,13 @@ impl<R: Read> EventReader<R> {
                     .ok_or_else(|| self.malformed("a line event without its line number"))?,
                 _ => 0,
             };
-            self.ready.push_back(Event {
+            self.ready.push_back(StreamItem::Event(Event {
                 ts_ns: self.clock.to_ns(ticks).unwrap_or(0),
                 tid: batch.tid,
                 kind,
                 function: FunctionId(function as u32),
                 line,
-            });
+            }));
         }
         Ok(())
     }

@@ -91,3 +91,18 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Body, String> {
     let frame = pb::Frame::decode(bytes).map_err(|e| e.to_string())?;
     frame.body.ok_or_else(|| "frame has no body".to_owned())
 }
+
+impl From<&pb::Hello> for crate::timeline::ProcessInfo {
+    fn from(hello: &pb::Hello) -> Self {
+        crate::timeline::ProcessInfo {
+            session: hello.session.clone(),
+            pid: hello.pid,
+            ppid: hello.ppid,
+            host: hello.host.clone(),
+            boot_id: hello.boot_id.clone(),
+            argv: hello.argv.clone(),
+            start_unix_ns: hello.start_unix_ns,
+            recorder: hello.recorder.clone(),
+        }
+    }
+}

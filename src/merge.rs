@@ -1,0 +1,407 @@
+//! Merges the items of many streams into one timeline in timestamp order,
+//! with memory bounded by a reorder window rather than by trace length.
+//!
+//! Within a stream, each thread's events come in order, but batches of
+//! different threads interleave: a thread that was blocked hands over old
+//! events late. Each stream's clock snapshots (its heartbeat) tell how far
+//! its time has advanced; an event is released once every open stream's
+//! time, less the reorder window, has passed it. An event that still
+//! arrives later than what was already written is written at once and
+//! counted as late: nothing is dropped.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::time::Duration;
+
+use crate::read::{Event, StreamItem};
+use crate::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
+
+/// Tuning of the merge.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeConfig {
+    /// How far behind its newest clock snapshot a stream may still deliver
+    /// events without them counting as late.
+    pub window: Duration,
+    /// Most events held for reordering; beyond it the oldest are written
+    /// early (and what arrives behind them counts as late).
+    pub max_buffered: usize,
+}
+
+impl Default for MergeConfig {
+    fn default() -> MergeConfig {
+        MergeConfig {
+            window: Duration::from_secs(1),
+            max_buffered: 4 << 20,
+        }
+    }
+}
+
+/// What the merge saw of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStats {
+    pub process: ProcessInfo,
+    /// Events written to the output.
+    pub events: u64,
+    /// Events that arrived after newer ones had been written.
+    pub late: u64,
+    /// How the stream ended; `None` while it is open.
+    pub end: Option<StreamEnd>,
+    /// Why the stream was closed early, if it was (bad input).
+    pub error: Option<String>,
+}
+
+struct Pending {
+    ts_ns: u64,
+    seq: u64,
+    stream: StreamId,
+    event: Event,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ts_ns, self.seq) == (other.ts_ns, other.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.ts_ns, self.seq).cmp(&(other.ts_ns, other.seq))
+    }
+}
+
+struct Slot {
+    stats: StreamStats,
+    /// No event of this stream still to come is older than this.
+    watermark_ns: u64,
+    open: bool,
+    /// Events of this stream waiting in the heap.
+    pending: u64,
+    /// The end was reported to the sink.
+    ended: bool,
+    last_ts_ns: u64,
+}
+
+/// The merge. Feed it with `add_stream`, `push` and `end_stream`, in any
+/// interleaving of streams; close with `finish`.
+pub struct Merger<S: TimelineSink> {
+    sink: S,
+    window_ns: u64,
+    max_buffered: usize,
+    slots: Vec<Slot>,
+    heap: BinaryHeap<Reverse<Pending>>,
+    seq: u64,
+    written_ns: u64,
+}
+
+impl<S: TimelineSink> Merger<S> {
+    pub fn new(sink: S, config: MergeConfig) -> Merger<S> {
+        Merger {
+            sink,
+            window_ns: config.window.as_nanos().min(u128::from(u64::MAX)) as u64,
+            max_buffered: config.max_buffered.max(1),
+            slots: Vec::new(),
+            heap: BinaryHeap::new(),
+            seq: 0,
+            written_ns: 0,
+        }
+    }
+
+    /// Registers a stream and describes its process to the sink.
+    pub fn add_stream(&mut self, process: ProcessInfo) -> io::Result<StreamId> {
+        let id = StreamId(self.slots.len() as u32);
+        self.sink.process(id, &process)?;
+        self.slots.push(Slot {
+            stats: StreamStats {
+                process,
+                events: 0,
+                late: 0,
+                end: None,
+                error: None,
+            },
+            watermark_ns: 0,
+            open: true,
+            pending: 0,
+            ended: false,
+            last_ts_ns: 0,
+        });
+        Ok(id)
+    }
+
+    /// Adds one item of a stream (in that stream's order).
+    pub fn push(&mut self, stream: StreamId, item: StreamItem) -> io::Result<()> {
+        match item {
+            StreamItem::Function(f) => self.sink.function(stream, &f),
+            StreamItem::Thread { tid, name } => self.sink.thread(stream, tid, &name),
+            StreamItem::Clock { monotonic_ns } => {
+                if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+                    let mark = monotonic_ns.saturating_sub(self.window_ns);
+                    slot.watermark_ns = slot.watermark_ns.max(mark);
+                }
+                self.release()
+            }
+            StreamItem::Event(event) => self.push_event(stream, event),
+        }
+    }
+
+    fn push_event(&mut self, stream: StreamId, event: Event) -> io::Result<()> {
+        let Some(slot) = self.slots.get_mut(stream.0 as usize) else {
+            return Ok(());
+        };
+        if event.ts_ns < self.written_ns {
+            slot.stats.late += 1;
+            return self.write(stream, &event);
+        }
+        slot.pending += 1;
+        self.seq += 1;
+        self.heap.push(Reverse(Pending {
+            ts_ns: event.ts_ns,
+            seq: self.seq,
+            stream,
+            event,
+        }));
+        while self.heap.len() > self.max_buffered {
+            self.pop_one()?;
+        }
+        Ok(())
+    }
+
+    /// The stream has ended (cleanly, truncated, or closed for an error).
+    pub fn end_stream(
+        &mut self,
+        stream: StreamId,
+        end: StreamEnd,
+        error: Option<String>,
+    ) -> io::Result<()> {
+        if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+            slot.open = false;
+            slot.stats.end = Some(end);
+            slot.stats.error = error;
+        }
+        self.release()?;
+        self.report_ends()
+    }
+
+    /// Writes every event no open stream can still precede.
+    fn release(&mut self) -> io::Result<()> {
+        let horizon = self
+            .slots
+            .iter()
+            .filter(|s| s.open)
+            .map(|s| s.watermark_ns)
+            .min()
+            .unwrap_or(u64::MAX);
+        while self.heap.peek().is_some_and(|p| p.0.ts_ns <= horizon) {
+            self.pop_one()?;
+        }
+        self.report_ends()
+    }
+
+    fn pop_one(&mut self) -> io::Result<()> {
+        let Some(Reverse(p)) = self.heap.pop() else {
+            return Ok(());
+        };
+        if let Some(slot) = self.slots.get_mut(p.stream.0 as usize) {
+            slot.pending -= 1;
+        }
+        self.write(p.stream, &p.event)
+    }
+
+    fn write(&mut self, stream: StreamId, event: &Event) -> io::Result<()> {
+        self.written_ns = self.written_ns.max(event.ts_ns);
+        if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+            slot.stats.events += 1;
+            slot.last_ts_ns = slot.last_ts_ns.max(event.ts_ns);
+        }
+        self.sink.event(stream, event)
+    }
+
+    /// Tells the sink about streams that ended and have nothing pending.
+    fn report_ends(&mut self) -> io::Result<()> {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.open || slot.ended || slot.pending > 0 {
+                continue;
+            }
+            slot.ended = true;
+            let mut end = slot.stats.end.unwrap_or_default();
+            end.last_ts_ns = slot.last_ts_ns;
+            slot.stats.end = Some(end);
+            self.sink.stream_end(StreamId(i as u32), &end)?;
+        }
+        Ok(())
+    }
+
+    /// The lowest watermark of the open streams (which stream to read next
+    /// when pulling from files).
+    pub fn lagging_stream(&self) -> Option<StreamId> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.open)
+            .min_by_key(|(_, s)| s.watermark_ns)
+            .map(|(i, _)| StreamId(i as u32))
+    }
+
+    /// Events held for reordering right now.
+    pub fn buffered(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Stats of every stream so far.
+    pub fn stats(&self) -> Vec<StreamStats> {
+        self.slots.iter().map(|s| s.stats.clone()).collect()
+    }
+
+    /// Writes everything still held, ends streams still open as truncated,
+    /// finishes the output, and returns the sink and the stats.
+    pub fn finish(mut self) -> io::Result<(S, Vec<StreamStats>)> {
+        for slot in &mut self.slots {
+            if slot.open {
+                slot.open = false;
+                let end = slot.stats.end.get_or_insert_with(StreamEnd::default);
+                end.truncated = true;
+            }
+        }
+        while !self.heap.is_empty() {
+            self.pop_one()?;
+        }
+        self.report_ends()?;
+        self.sink.finish()?;
+        let stats = self.stats();
+        Ok((self.sink, stats))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{FunctionId, Kind};
+    use crate::writer::FunctionInfo;
+
+    #[derive(Default)]
+    struct Recorded {
+        log: Vec<String>,
+        events: Vec<(u32, u64)>,
+    }
+
+    impl TimelineSink for Recorded {
+        fn process(&mut self, s: StreamId, p: &ProcessInfo) -> io::Result<()> {
+            self.log.push(format!("process {} {}", s.0, p.pid));
+            Ok(())
+        }
+        fn function(&mut self, s: StreamId, f: &FunctionInfo) -> io::Result<()> {
+            self.log.push(format!("function {} {}", s.0, f.name));
+            Ok(())
+        }
+        fn thread(&mut self, s: StreamId, tid: u64, name: &str) -> io::Result<()> {
+            self.log.push(format!("thread {} {tid} {name}", s.0));
+            Ok(())
+        }
+        fn event(&mut self, s: StreamId, e: &Event) -> io::Result<()> {
+            self.events.push((s.0, e.ts_ns));
+            Ok(())
+        }
+        fn stream_end(&mut self, s: StreamId, end: &StreamEnd) -> io::Result<()> {
+            self.log.push(format!("end {} {}", s.0, end.truncated));
+            Ok(())
+        }
+        fn finish(&mut self) -> io::Result<()> {
+            self.log.push("finish".into());
+            Ok(())
+        }
+    }
+
+    fn ev(ts_ns: u64) -> StreamItem {
+        StreamItem::Event(Event {
+            ts_ns,
+            tid: 1,
+            kind: Kind::Call,
+            function: FunctionId(0),
+            line: 0,
+        })
+    }
+
+    fn clock(ns: u64) -> StreamItem {
+        StreamItem::Clock { monotonic_ns: ns }
+    }
+
+    fn config(window_ns: u64, max_buffered: usize) -> MergeConfig {
+        MergeConfig {
+            window: Duration::from_nanos(window_ns),
+            max_buffered,
+        }
+    }
+
+    #[test]
+    fn interleaves_streams_in_time_order_and_waits_for_the_slowest() {
+        let mut m = Merger::new(Recorded::default(), config(0, 1000));
+        let a = m.add_stream(ProcessInfo::default()).unwrap();
+        let b = m.add_stream(ProcessInfo::default()).unwrap();
+        for item in [ev(10), ev(30), clock(30)] {
+            m.push(a, item).unwrap();
+        }
+        assert_eq!(m.buffered(), 2, "b has said nothing yet: hold a's events");
+        for item in [ev(20), clock(25)] {
+            m.push(b, item).unwrap();
+        }
+        let (sink, stats) = m.finish().unwrap();
+        let order: Vec<u64> = sink.events.iter().map(|e| e.1).collect();
+        assert_eq!(order, vec![10, 20, 30]);
+        assert_eq!(stats.iter().map(|s| s.late).sum::<u64>(), 0);
+        assert!(sink.log.contains(&"end 0 true".to_string()));
+    }
+
+    #[test]
+    fn events_behind_the_window_are_written_and_counted_late() {
+        let mut m = Merger::new(Recorded::default(), config(5, 1000));
+        let a = m.add_stream(ProcessInfo::default()).unwrap();
+        for item in [ev(100), clock(200), ev(50)] {
+            m.push(a, item).unwrap();
+        }
+        m.end_stream(a, StreamEnd::default(), None).unwrap();
+        let (sink, stats) = m.finish().unwrap();
+        assert_eq!(sink.events.len(), 2);
+        assert_eq!(stats[0].late, 1);
+        assert_eq!(stats[0].end.unwrap().last_ts_ns, 100);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_max_buffered() {
+        let mut m = Merger::new(Recorded::default(), config(0, 10));
+        let a = m.add_stream(ProcessInfo::default()).unwrap();
+        let _idle = m.add_stream(ProcessInfo::default()).unwrap();
+        for t in 0..1000 {
+            m.push(a, ev(t)).unwrap();
+            assert!(m.buffered() <= 10);
+        }
+        let (sink, _) = m.finish().unwrap();
+        assert_eq!(sink.events.len(), 1000);
+        assert!(sink.events.windows(2).all(|w| w[0].1 <= w[1].1));
+    }
+
+    #[test]
+    fn intern_records_pass_before_the_events_that_use_them() {
+        let mut m = Merger::new(Recorded::default(), config(0, 100));
+        let a = m.add_stream(ProcessInfo::default()).unwrap();
+        let f = FunctionInfo {
+            id: FunctionId(0),
+            name: "f".into(),
+            module: String::new(),
+            file: String::new(),
+            line: 0,
+            native: false,
+        };
+        m.push(a, StreamItem::Function(f)).unwrap();
+        m.push(a, ev(5)).unwrap();
+        m.end_stream(a, StreamEnd::default(), None).unwrap();
+        let (sink, _) = m.finish().unwrap();
+        assert_eq!(sink.log[1], "function 0 f");
+        assert_eq!(sink.log[2], "end 0 false");
+        assert_eq!(sink.events, vec![(0, 5)]);
+    }
+}
