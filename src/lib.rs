@@ -25,4 +25,5 @@ pub use event::{FunctionId, Kind, RawEvent};
 pub use queue::OnFull;
 pub use read::{Event, EventReader, FrameReader, StreamItem};
 pub use recorder::{Config, Recorder, Stats};
+pub use sink::Address;
 pub use writer::FunctionInfo;

@@ -14,7 +14,7 @@ use crate::buffer::ThreadBuffer;
 use crate::clock;
 use crate::event::{FunctionId, MAX_FUNCTION_ID};
 use crate::queue::{OnFull, Queue};
-use crate::sink::FileSink;
+use crate::sink::{Address, CollectorSink, FileSink, Sink};
 use crate::wire::{self, pb, Body};
 use crate::writer::{Control, Exit, FunctionInfo, Pending, Shared, Writer};
 use crate::{Error, Result};
@@ -24,8 +24,11 @@ use crate::{Error, Result};
 pub struct Config {
     /// Session name shown in the timeline.
     pub session: String,
-    /// Stream file to write.
+    /// Stream file to write; with a collector, the spill file used while
+    /// the collector is unreachable.
     pub output: PathBuf,
+    /// Stream to this collector instead of writing `output`.
+    pub collector: Option<Address>,
     /// Overflow policy.
     pub on_full: OnFull,
     /// Events the queue may hold before the policy applies. With the
@@ -48,6 +51,7 @@ impl Config {
         Config {
             session: session.into(),
             output: output.into(),
+            collector: None,
             on_full: OnFull::Drop,
             buffer_events: 1 << 20,
             flush_interval: Duration::from_millis(100),
@@ -126,7 +130,10 @@ impl Recorder {
     /// Creates the stream file, writes the hello and starts the writer.
     pub fn start(config: Config) -> Result<Recorder> {
         config.validate()?;
-        let sink = FileSink::create(&config.output)?;
+        let sink: Box<dyn Sink> = match &config.collector {
+            Some(address) => Box::new(CollectorSink::new(address.clone(), config.output.clone())),
+            None => Box::new(FileSink::create(&config.output)?),
+        };
         let description = clock::describe();
         let chunk = config.chunk_events();
         let capacity = (config.buffer_events / chunk).max(2);
@@ -141,7 +148,7 @@ impl Recorder {
         });
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
         let mut writer = Writer::new(
-            Box::new(sink),
+            sink,
             receiver,
             control_rx,
             shared.clone(),

@@ -1,17 +1,28 @@
-//! Where the writer's bytes go. A file sink for now; the collector socket
-//! sink joins it later.
+//! Where the writer's bytes go: a stream file, or a collector socket that
+//! falls back to a local spill file while the collector is unreachable.
+//!
+//! Every destination starts with the file header and the stream's intern
+//! preamble (hello, functions, thread names) and a fresh clock snapshot, so
+//! that each connection, and the spill file, is a complete stream by
+//! itself.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use crate::wire;
+use crate::{clock, wire};
 use crate::{Error, Result};
 
 /// A destination for encoded frames.
 pub trait Sink: Send {
-    /// Writes bytes (whole frames) to the sink.
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Writes an intern frame (hello, function, thread): one that every
+    /// new connection or file must repeat before other frames.
+    fn write_intern(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Writes any other frame (batches, snapshots, end).
+    fn write_frame(&mut self, frame: &[u8]) -> io::Result<()>;
     /// Pushes buffered bytes to the OS, so a killed process keeps them.
     fn flush(&mut self) -> io::Result<()>;
     /// Names the sink in messages ("/tmp/x.rtrace").
@@ -44,8 +55,12 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.write_all(bytes)
+    fn write_intern(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.out.write_all(frame)
+    }
+
+    fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.out.write_all(frame)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -54,5 +69,267 @@ impl Sink for FileSink {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+}
+
+/// A collector's address: `unix:///path/to.sock` or `tcp://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl std::str::FromStr for Address {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Address> {
+        if let Some(path) = s.strip_prefix("unix://") {
+            if path.is_empty() {
+                return Err(Error::Config(format!(
+                    "{s:?} has no socket path; use unix:///path/to.sock"
+                )));
+            }
+            return Ok(Address::Unix(PathBuf::from(path)));
+        }
+        if let Some(hostport) = s.strip_prefix("tcp://") {
+            let valid = hostport
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(Error::Config(format!(
+                    "{s:?} is not host:port; use e.g. tcp://127.0.0.1:9876"
+                )));
+            }
+            return Ok(Address::Tcp(hostport.to_owned()));
+        }
+        Err(Error::Config(format!(
+            "collector address {s:?} must start with unix:// or tcp:// (e.g. unix:///tmp/rtrace.sock, tcp://127.0.0.1:9876)"
+        )))
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Unix(path) => write!(f, "unix://{}", path.display()),
+            Address::Tcp(hostport) => write!(f, "tcp://{hostport}"),
+        }
+    }
+}
+
+/// How long a connection attempt or a stalled write may take before the
+/// collector counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+enum Connection {
+    Unix(BufWriter<UnixStream>),
+    Tcp(BufWriter<TcpStream>),
+}
+
+impl Connection {
+    fn open(address: &Address) -> io::Result<Connection> {
+        match address {
+            Address::Unix(path) => {
+                let stream = UnixStream::connect(path)?;
+                stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                Ok(Connection::Unix(BufWriter::with_capacity(1 << 16, stream)))
+            }
+            Address::Tcp(hostport) => {
+                let addr = hostport.to_socket_addrs()?.next().ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{hostport} resolves to nothing"),
+                    )
+                })?;
+                let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+                stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                stream.set_nodelay(true)?;
+                Ok(Connection::Tcp(BufWriter::with_capacity(1 << 16, stream)))
+            }
+        }
+    }
+
+    fn out(&mut self) -> &mut dyn Write {
+        match self {
+            Connection::Unix(w) => w,
+            Connection::Tcp(w) => w,
+        }
+    }
+}
+
+/// Streams to a collector; while it is unreachable, writes to a spill file
+/// (announced once on stderr) and retries with backoff.
+pub struct CollectorSink {
+    address: Address,
+    connection: Option<Connection>,
+    next_attempt: Instant,
+    backoff: Duration,
+    spill_path: PathBuf,
+    spill: Option<BufWriter<File>>,
+    spill_failed: bool,
+    /// True while frames go to the spill file (a fresh snapshot goes first
+    /// on each switch, so its batches are covered).
+    spilling: bool,
+    preamble: Vec<u8>,
+}
+
+impl CollectorSink {
+    /// A sink for `address`; connects at the first write.
+    pub fn new(address: Address, spill_path: PathBuf) -> CollectorSink {
+        CollectorSink {
+            address,
+            connection: None,
+            next_attempt: Instant::now(),
+            backoff: FIRST_RETRY,
+            spill_path,
+            spill: None,
+            spill_failed: false,
+            spilling: false,
+            preamble: Vec::new(),
+        }
+    }
+
+    /// True while frames go to the collector.
+    pub fn connected(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// The spill file's path, if anything was spilled.
+    pub fn spilled_to(&self) -> Option<&Path> {
+        self.spill.as_ref().map(|_| self.spill_path.as_path())
+    }
+
+    fn start_of_stream(&self) -> Vec<u8> {
+        let mut bytes = wire::file_header().to_vec();
+        bytes.extend_from_slice(&self.preamble);
+        wire::encode_frame(wire::clock_body(&clock::snapshot()), &mut bytes);
+        bytes
+    }
+
+    /// Connects if it is time to try; returns whether a connection is up.
+    fn ensure_connection(&mut self) -> bool {
+        if self.connection.is_some() {
+            return true;
+        }
+        let now = Instant::now();
+        if now < self.next_attempt {
+            return false;
+        }
+        let start = self.start_of_stream();
+        let attempt = Connection::open(&self.address).and_then(|mut c| {
+            c.out().write_all(&start)?;
+            Ok(c)
+        });
+        match attempt {
+            Ok(connection) => {
+                self.connection = Some(connection);
+                self.backoff = FIRST_RETRY;
+                true
+            }
+            Err(_) => {
+                self.next_attempt = now + self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_RETRY);
+                false
+            }
+        }
+    }
+
+    fn spill(&mut self, frame: &[u8]) -> io::Result<()> {
+        if self.spill.is_some() && !self.spilling {
+            let mut snapshot = Vec::new();
+            wire::encode_frame(wire::clock_body(&clock::snapshot()), &mut snapshot);
+            if let Some(out) = &mut self.spill {
+                out.write_all(&snapshot)?;
+            }
+        }
+        self.spilling = true;
+        if self.spill.is_none() {
+            if self.spill_failed {
+                return Err(io::Error::other("no collector and no spill file"));
+            }
+            let start = self.start_of_stream();
+            let opened = File::create(&self.spill_path).and_then(|file| {
+                let mut out = BufWriter::with_capacity(1 << 20, file);
+                out.write_all(&start)?;
+                Ok(out)
+            });
+            match opened {
+                Ok(out) => {
+                    eprintln!(
+                        "rtrace: collector {} unreachable; spilling to {} (join it later with `rtrace-collect merge`)",
+                        self.address,
+                        self.spill_path.display()
+                    );
+                    self.spill = Some(out);
+                }
+                Err(e) => {
+                    self.spill_failed = true;
+                    return Err(e);
+                }
+            }
+        }
+        match &mut self.spill {
+            Some(out) => out.write_all(frame),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        if self.ensure_connection() {
+            if let Some(connection) = &mut self.connection {
+                if connection.out().write_all(frame).is_ok() {
+                    self.spilling = false;
+                    return Ok(());
+                }
+            }
+            // The collector went away (or stalled past the write timeout);
+            // this frame, and what follows until it is back, is spilled.
+            self.connection = None;
+            self.next_attempt = Instant::now() + self.backoff;
+        }
+        self.spill(frame)
+    }
+}
+
+impl Sink for CollectorSink {
+    fn write_intern(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.preamble.extend_from_slice(frame);
+        if let Some(spill) = &mut self.spill {
+            spill.write_all(frame)?;
+        }
+        let broken = match &mut self.connection {
+            Some(c) => c.out().write_all(frame).is_err(),
+            None => false,
+        };
+        if broken {
+            self.connection = None;
+        }
+        Ok(())
+    }
+
+    fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.send(frame)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(c) = &mut self.connection {
+            if c.out().flush().is_err() {
+                self.connection = None;
+            }
+        }
+        if let Some(spill) = &mut self.spill {
+            spill.flush()?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "collector {} (spill file {})",
+            self.address,
+            self.spill_path.display()
+        )
     }
 }

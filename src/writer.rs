@@ -53,8 +53,10 @@ pub(crate) enum Control {
     Finish,
 }
 
-/// Snapshots are written at least this often, even when idle.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+/// Snapshots are written at least this often, even when idle: they are the
+/// stream's heartbeat, which lets a collector's merge move past a quiet
+/// process.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
 
 /// The writer's state; owned by its thread while running.
 pub(crate) struct Writer {
@@ -100,12 +102,18 @@ impl Writer {
 
     /// Writes a frame body now (used for the hello before the thread runs).
     pub fn write_body(&mut self, body: Body) {
+        let intern = matches!(body, Body::Hello(_) | Body::Function(_) | Body::Thread(_));
         self.scratch.clear();
         wire::encode_frame(body, &mut self.scratch);
         if self.failed {
             return;
         }
-        match self.sink.write_all(&self.scratch) {
+        let written = if intern {
+            self.sink.write_intern(&self.scratch)
+        } else {
+            self.sink.write_frame(&self.scratch)
+        };
+        match written {
             Ok(()) => {
                 let n = self.scratch.len() as u64;
                 self.shared.bytes_written.fetch_add(n, Ordering::Relaxed);

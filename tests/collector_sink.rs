@@ -1,0 +1,91 @@
+//! Streaming to a collector socket: delivery, and spilling while the
+//! collector is unreachable.
+
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use rtrace::event::{FunctionId, Kind, RawEvent};
+use rtrace::{clock, Address, Config, EventReader, FrameReader, OnFull, Recorder};
+
+fn record(config: Config, calls: u64) -> rtrace::Stats {
+    let recorder = Recorder::start(config).unwrap();
+    let mut buf = recorder.new_thread_buffer(1);
+    recorder.name_thread(1, "main".into());
+    for _ in 0..calls {
+        for kind in [Kind::Call, Kind::Return] {
+            if buf.push(RawEvent::new(clock::ticks(), FunctionId(0), kind, 0)) {
+                recorder.hand_over(&mut buf);
+            }
+        }
+    }
+    recorder.hand_over(&mut buf);
+    recorder.finish()
+}
+
+fn count<R: Read>(mut reader: EventReader<R>) -> (usize, bool, Option<String>) {
+    let mut n = 0;
+    while reader.next_event().unwrap().is_some() {
+        n += 1;
+    }
+    let name = reader.thread_name(1).map(str::to_owned);
+    (n, reader.truncated(), name)
+}
+
+fn config(dir: &Path, address: Address) -> Config {
+    let mut config = Config::new("sock", dir.join("spill.rtrace"));
+    config.collector = Some(address);
+    config.on_full = OnFull::Block;
+    config
+}
+
+#[test]
+fn a_listening_collector_receives_a_complete_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let frames = FrameReader::with_header(conn, "test".into()).unwrap();
+        count(EventReader::new(frames).unwrap())
+    });
+    let stats = record(config(dir.path(), Address::Unix(path)), 20_000);
+    let (events, truncated, thread) = server.join().unwrap();
+    assert_eq!(events as u64, stats.events);
+    assert_eq!(events, 40_000);
+    assert!(!truncated);
+    assert_eq!(thread.as_deref(), Some("main"));
+    assert!(!dir.path().join("spill.rtrace").exists());
+}
+
+#[test]
+fn an_unreachable_collector_makes_the_stream_spill_to_a_complete_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = Address::Unix(dir.path().join("nobody.sock"));
+    let stats = record(config(dir.path(), address), 5_000);
+    assert_eq!(stats.lost, 0);
+    let (events, truncated, thread) =
+        count(EventReader::open(&dir.path().join("spill.rtrace")).unwrap());
+    assert_eq!(events, 10_000);
+    assert!(!truncated);
+    assert_eq!(thread.as_deref(), Some("main"));
+}
+
+#[test]
+fn addresses_are_parsed_or_explained() {
+    assert_eq!(
+        "unix:///tmp/x.sock".parse::<Address>().unwrap(),
+        Address::Unix("/tmp/x.sock".into())
+    );
+    assert_eq!(
+        "tcp://127.0.0.1:9".parse::<Address>().unwrap(),
+        Address::Tcp("127.0.0.1:9".into())
+    );
+    for bad in ["/tmp/x.sock", "tcp://nohost", "unix://", "http://x:1"] {
+        let err = bad.parse::<Address>().unwrap_err().to_string();
+        assert!(
+            err.contains("unix://") || err.contains("tcp://"),
+            "{bad}: {err}"
+        );
+    }
+}
