@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod clock;
 mod error;
 pub mod event;
+pub mod export;
 pub mod merge;
 pub mod queue;
 pub mod read;

@@ -1,0 +1,15 @@
+//! Output formats of a merged timeline: a Perfetto trace (`perfetto`), the
+//! format rtrace's timelines are made for, and Chrome trace JSON (`chrome`)
+//! for other viewers. Both writers are `TimelineSink`s that write as the
+//! merge drives them, never holding the trace in memory. `perfetto_read`
+//! reads rtrace's Perfetto files back as events, so a merged timeline can be
+//! iterated like a stream file, or `replay`ed into any other sink.
+
+pub mod chrome;
+pub mod perfetto;
+pub mod perfetto_format;
+pub mod perfetto_read;
+
+pub use chrome::ChromeJsonWriter;
+pub use perfetto::{Flows, PerfettoWriter};
+pub use perfetto_read::{replay, MergedEvent, MergedItem, MergedReader};

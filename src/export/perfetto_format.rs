@@ -1,0 +1,279 @@
+//! The conventions of the Perfetto files rtrace writes, shared by the writer
+//! (`perfetto`) and the reader (`perfetto_read`): the generated protobuf
+//! types, packet framing, clock ids, interned categories and argument names,
+//! and how a process's rtrace metadata rides in its track descriptor. This
+//! is the only module of `export` that names prost types directly.
+
+use prost::Message;
+
+use crate::timeline::{ProcessInfo, StreamId};
+
+/// Types generated from `proto/perfetto_trace.proto`, a field-for-field
+/// subset of Perfetto's own schema.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/perfetto.protos.rs"));
+}
+
+/// Tag of `Trace.packet` (field 1, length-delimited): every packet in a
+/// file starts with this byte.
+pub const PACKET_TAG: u8 = 0x0a;
+
+/// Largest packet the reader accepts; the writer's packets are far smaller
+/// (a packet holds one event plus the interned strings it introduces).
+pub const MAX_PACKET_BYTES: u64 = 64 << 20;
+
+/// `BuiltinClock::MONOTONIC`: all timestamps are CLOCK_MONOTONIC ns of the
+/// collector's time base, and the trace says so (`primary_trace_clock`), so
+/// Perfetto shows them as they are.
+pub const CLOCK_MONOTONIC: u32 = pb::BuiltinClock::Monotonic as u32;
+
+/// The sequence-scoped incremental clock of every thread sequence (Perfetto
+/// reserves 64..127 for such clocks; its SDK uses 64 the same way). Its
+/// value always equals CLOCK_MONOTONIC: each sequence's snapshot pairs the
+/// two at the same reading, so packets carry only the delta since the
+/// previous packet on the sequence (1–3 bytes instead of 7).
+pub const CLOCK_INCREMENTAL: u32 = 64;
+
+/// `SEQ_INCREMENTAL_STATE_CLEARED`, set on the first packet of a sequence.
+pub const SEQ_INCREMENTAL_STATE_CLEARED: u32 =
+    pb::trace_packet::SequenceFlags::SeqIncrementalStateCleared as u32;
+
+/// Event categories, interned per thread sequence under fixed ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// Python functions (`call`, `return`, `exception`, `line`).
+    Python = 1,
+    /// Functions implemented in C (`c_call`, `c_return`).
+    C = 2,
+}
+
+impl Category {
+    pub const ALL: [Category; 2] = [Category::Python, Category::C];
+
+    /// The interning id.
+    pub fn iid(self) -> u64 {
+        self as u64
+    }
+
+    /// The name shown in Perfetto.
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Python => "python",
+            Category::C => "c",
+        }
+    }
+
+    /// The category with this name.
+    pub fn from_name(name: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Bit of this category in a set of interned ones.
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// Names of the arguments (debug annotations) of thread events, interned
+/// per thread sequence under fixed ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgName {
+    /// Line number of a `line` instant.
+    Line = 1,
+    /// `true` on the slice end of a function left by an exception.
+    Exception = 2,
+}
+
+impl ArgName {
+    pub const ALL: [ArgName; 2] = [ArgName::Line, ArgName::Exception];
+
+    /// The interning id.
+    pub fn iid(self) -> u64 {
+        self as u64
+    }
+
+    /// The name shown in Perfetto (as `debug.<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ArgName::Line => "line",
+            ArgName::Exception => "exception",
+        }
+    }
+
+    /// The argument name with this text.
+    pub fn from_name(name: &str) -> Option<ArgName> {
+        ArgName::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Bit of this name in a set of interned ones (above the categories').
+    pub fn bit(self) -> u8 {
+        1 << (self as u8 + 4)
+    }
+}
+
+/// Category of the instants rtrace adds about streams.
+pub const RTRACE_CATEGORY: &str = "rtrace";
+/// Name of the instant ending a stream that finished cleanly.
+pub const END_CLEAN: &str = "rtrace: stream end";
+/// Name of the instant ending a stream that stopped without its end marker.
+pub const END_TRUNCATED: &str = "rtrace: stream truncated \u{2014} process died";
+/// Arguments of the end instants.
+pub const END_ARG_EVENTS: &str = "events";
+pub const END_ARG_LOST: &str = "lost";
+pub const END_ARG_TRUNCATED: &str = "truncated";
+/// Name of the per-process counter track of lost events.
+pub const LOST_TRACK_NAME: &str = "rtrace lost events";
+
+/// Appends `packet` to `out` as one `Trace.packet` field.
+pub fn append_packet(packet: &pb::TracePacket, out: &mut Vec<u8>) {
+    out.push(PACKET_TAG);
+    // Encoding into a Vec cannot run out of space.
+    let _ = packet.encode_length_delimited(out);
+}
+
+/// A 64-bit FNV-1a hash, used for track uuids: stable across runs and
+/// versions (unlike `DefaultHasher`), so the same process gets the same
+/// uuids in every file and concatenated files do not mix up tracks.
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &byte in *part {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // Separate the parts, so ("ab", "c") and ("a", "bc") differ.
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash.max(1)
+}
+
+/// The uuid of a process's track.
+pub fn process_uuid(stream: StreamId, info: &ProcessInfo) -> u64 {
+    fnv1a(&[
+        b"process",
+        &stream.0.to_le_bytes(),
+        info.host.as_bytes(),
+        info.boot_id.as_bytes(),
+        &info.pid.to_le_bytes(),
+        &info.start_unix_ns.to_le_bytes(),
+    ])
+}
+
+/// The uuid of a track under a process: a thread's (`what` = tid bytes) or
+/// the lost-events counter's.
+pub fn child_uuid(process: u64, what: &[u8]) -> u64 {
+    fnv1a(&[b"child", &process.to_le_bytes(), what])
+}
+
+/// Keys of the `key: value` lines of a process track's description.
+const KEY_STREAM: &str = "rtrace stream";
+const KEY_SESSION: &str = "session";
+const KEY_HOST: &str = "host";
+const KEY_BOOT_ID: &str = "boot_id";
+const KEY_START: &str = "start_unix_ns";
+const KEY_RECORDER: &str = "recorder";
+
+/// The description of a process track: the stream's metadata as
+/// `key: value` lines. People see it in Perfetto's track details; the
+/// reader takes the metadata back from it. Values are escaped so that a
+/// newline in a session name cannot forge another line.
+pub fn describe_process(stream: StreamId, info: &ProcessInfo) -> String {
+    let lines = [
+        (KEY_STREAM, stream.0.to_string()),
+        (KEY_SESSION, info.session.clone()),
+        (KEY_HOST, info.host.clone()),
+        (KEY_BOOT_ID, info.boot_id.clone()),
+        (KEY_START, info.start_unix_ns.to_string()),
+        (KEY_RECORDER, info.recorder.clone()),
+    ];
+    lines
+        .iter()
+        .map(|(key, value)| format!("{key}: {}", escape(value)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads back what `describe_process` wrote into `info` (fields it does not
+/// hold stay as they are); returns the stream id, if present.
+pub fn parse_description(text: &str, info: &mut ProcessInfo) -> Option<StreamId> {
+    let mut stream = None;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(": ") else {
+            continue;
+        };
+        let value = unescape(value);
+        match key {
+            KEY_STREAM => stream = value.parse().ok().map(StreamId),
+            KEY_SESSION => info.session = value,
+            KEY_HOST => info.host = value,
+            KEY_BOOT_ID => info.boot_id = value,
+            KEY_START => info.start_unix_ns = value.parse().unwrap_or(0),
+            KEY_RECORDER => info.recorder = value,
+            _ => {}
+        }
+    }
+    stream
+}
+
+/// The label Perfetto UI shows under the process name.
+pub fn host_label(host: &str) -> String {
+    format!("host={host}")
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+fn unescape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_round_trip_awkward_values() {
+        let info = ProcessInfo {
+            session: "a\nb: c\\n".into(),
+            pid: 7,
+            host: "box".into(),
+            boot_id: "id".into(),
+            start_unix_ns: 42,
+            recorder: "CPython 3.12\r".into(),
+            ..ProcessInfo::default()
+        };
+        let text = describe_process(StreamId(3), &info);
+        let mut back = ProcessInfo {
+            pid: 7,
+            ..ProcessInfo::default()
+        };
+        assert_eq!(parse_description(&text, &mut back), Some(StreamId(3)));
+        assert_eq!(back, info);
+    }
+
+    #[test]
+    fn uuids_differ_per_part_boundary_and_are_never_zero() {
+        assert_ne!(fnv1a(&[b"ab", b"c"]), fnv1a(&[b"a", b"bc"]));
+        assert_ne!(fnv1a(&[]), 0);
+    }
+}

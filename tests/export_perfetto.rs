@@ -1,0 +1,433 @@
+//! The Perfetto writer and its reader: round trips, the sequence rules
+//! Perfetto relies on, the wire form of flow ids, and the size per event.
+
+mod export_support;
+
+use std::collections::{HashMap, HashSet};
+
+use export_support::{generate, play, Call, Recorded, Spec};
+use prost::Message;
+use rtrace::event::{FunctionId, Kind};
+use rtrace::export::perfetto_format::{pb, SEQ_INCREMENTAL_STATE_CLEARED};
+use rtrace::export::{replay, Flows, MergedReader, PerfettoWriter};
+use rtrace::timeline::{StreamEnd, StreamId, TimelineSink};
+use rtrace::Event;
+
+fn write(calls: &[Call]) -> Vec<u8> {
+    let mut writer = PerfettoWriter::new(Vec::new());
+    play(calls, &mut writer).unwrap();
+    writer.into_inner()
+}
+
+fn small_spec() -> Spec {
+    Spec {
+        processes: 3,
+        threads: 3,
+        functions: 300,
+        events: 20_000,
+        extras: true,
+        truncate_last: true,
+    }
+}
+
+fn events(calls: &[Call]) -> Vec<(StreamId, Event)> {
+    calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Event(s, e) => Some((*s, *e)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn reading_back_gives_what_the_merge_fed_in() {
+    let calls = generate(&small_spec());
+    let bytes = write(&calls);
+    let mut reader = MergedReader::new(bytes.as_slice(), "test".into());
+    let mut got = Recorded::default();
+    replay(&mut reader, &mut got).unwrap();
+    assert!(got.finished);
+    assert!(!reader.truncated());
+
+    let (want_events, got_events) = (events(&calls), events(&got.calls));
+    assert_eq!(got_events.len(), want_events.len());
+    for (i, (want, got)) in want_events.iter().zip(&got_events).enumerate() {
+        assert_eq!(want, got, "event {i}");
+    }
+    let kinds: HashSet<Kind> = want_events.iter().map(|(_, e)| e.kind).collect();
+    assert_eq!(kinds.len(), 6, "the timeline has every kind: {kinds:?}");
+
+    for call in &calls {
+        match call {
+            Call::Process(s, info) => assert_eq!(reader.process(*s), Some(info)),
+            Call::End(s, end) => assert_eq!(reader.stream_end(*s), Some(end)),
+            Call::Thread(s, tid, name) => {
+                assert_eq!(reader.thread_name(*s, *tid), Some(name.as_str()))
+            }
+            Call::Function(s, f) => assert_eq!(reader.function(*s, f.id), Some(f)),
+            Call::Event(..) => {}
+        }
+    }
+    // The replay announced each process, function and thread before use.
+    let mut known = HashSet::new();
+    for call in &got.calls {
+        match call {
+            Call::Process(s, _) => assert!(known.insert((s.0, u64::MAX))),
+            Call::Function(s, f) => assert!(known.insert((s.0, u64::from(f.id.0)))),
+            Call::Event(s, e) => {
+                assert!(known.contains(&(s.0, u64::MAX)));
+                assert!(known.contains(&(s.0, u64::from(e.function.0))));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn streams_and_threads_never_share_a_sequence_and_intern_before_use() {
+    let bytes = write(&generate(&small_spec()));
+    let trace = pb::Trace::decode(bytes.as_slice()).unwrap();
+    let mut seen: HashSet<u32> = HashSet::new();
+    let mut owner: HashMap<u32, u64> = HashMap::new(); // sequence -> process uuid
+    let mut thread_of: HashMap<u32, u64> = HashMap::new(); // sequence -> thread uuid
+    let mut parent: HashMap<u64, u64> = HashMap::new(); // thread uuid -> process uuid
+    let mut interned: HashMap<u32, Interned> = HashMap::new();
+    for packet in &trace.packet {
+        let seq = packet
+            .trusted_packet_sequence_id
+            .expect("every packet has a sequence");
+        assert_ne!(seq, 0);
+        let first = seen.insert(seq);
+        assert_eq!(packet.first_packet_on_sequence == Some(true), first);
+        if first {
+            assert_eq!(packet.sequence_flags, Some(SEQ_INCREMENTAL_STATE_CLEARED));
+        }
+        if let Some(d) = &packet.trace_packet_defaults {
+            let track = d.track_event_defaults.as_ref().and_then(|t| t.track_uuid);
+            assert!(thread_of.insert(seq, track.unwrap()).is_none());
+        }
+        let mut claim = |process: u64| {
+            let prev = owner.insert(seq, process);
+            assert!(
+                prev.is_none() || prev == Some(process),
+                "sequence {seq} shared"
+            );
+        };
+        match &packet.data {
+            Some(pb::trace_packet::Data::TrackDescriptor(d)) if d.process.is_some() => {
+                claim(d.uuid.unwrap())
+            }
+            Some(pb::trace_packet::Data::TrackDescriptor(d)) if d.thread.is_some() => {
+                claim(d.parent_uuid.unwrap());
+                parent.insert(d.uuid.unwrap(), d.parent_uuid.unwrap());
+                assert_eq!(thread_of.get(&seq), d.uuid.as_ref(), "own sequence");
+            }
+            _ => {}
+        }
+        let tables = interned.entry(seq).or_default();
+        if let Some(i) = &packet.interned_data {
+            tables
+                .names
+                .extend(i.event_names.iter().map(|n| n.iid.unwrap()));
+            tables
+                .locations
+                .extend(i.source_locations.iter().map(|n| n.iid.unwrap()));
+            tables
+                .categories
+                .extend(i.event_categories.iter().map(|n| n.iid.unwrap()));
+        }
+        if let Some(pb::trace_packet::Data::TrackEvent(e)) = &packet.data {
+            use pb::track_event::{NameField, SourceLocationField};
+            if let Some(NameField::NameIid(iid)) = e.name_field {
+                assert!(
+                    tables.names.contains(&iid),
+                    "name {iid} used before interned"
+                );
+            }
+            if let Some(SourceLocationField::SourceLocationIid(iid)) = e.source_location_field {
+                assert!(tables.locations.contains(&iid));
+            }
+            assert!(e
+                .category_iids
+                .iter()
+                .all(|c| tables.categories.contains(c)));
+        }
+    }
+    let threads: HashSet<u64> = thread_of.values().copied().collect();
+    assert_eq!(threads.len(), thread_of.len(), "one sequence per thread");
+    assert_eq!(threads.len(), 9);
+    assert_eq!(owner.values().collect::<HashSet<_>>().len(), 3);
+}
+
+/// The interned ids of one sequence.
+#[derive(Default)]
+struct Interned {
+    names: HashSet<u64>,
+    locations: HashSet<u64>,
+    categories: HashSet<u64>,
+}
+
+/// Splits a message into (field number, wire type, payload).
+fn fields(mut bytes: &[u8]) -> Vec<(u64, u64, &[u8])> {
+    fn varint(bytes: &mut &[u8]) -> u64 {
+        let mut value = 0;
+        for i in 0.. {
+            let byte = bytes[0];
+            *bytes = &bytes[1..];
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        value
+    }
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes);
+        let len = match key & 7 {
+            0 => {
+                let start = bytes;
+                varint(&mut bytes);
+                out.push((key >> 3, 0, &start[..start.len() - bytes.len()]));
+                continue;
+            }
+            1 => 8,
+            2 => varint(&mut bytes) as usize,
+            5 => 4,
+            other => panic!("wire type {other}"),
+        };
+        out.push((key >> 3, key & 7, &bytes[..len]));
+        bytes = &bytes[len..];
+    }
+    out
+}
+
+#[test]
+fn flow_ids_are_unpacked_fixed64_on_the_wire() {
+    let mut calls = generate(&Spec {
+        processes: 1,
+        threads: 1,
+        functions: 5,
+        events: 10,
+        extras: false,
+        truncate_last: false,
+    });
+    calls.pop(); // the stream end: the flow instant goes before it
+    let mut writer = PerfettoWriter::new(Vec::new());
+    for call in &calls {
+        if let Call::Event(s, e) = call {
+            writer.event(*s, e).unwrap();
+        } else if let Call::Process(s, info) = call {
+            writer.process(*s, info).unwrap();
+        } else if let Call::Function(s, f) = call {
+            writer.function(*s, f).unwrap();
+        }
+    }
+    let flows = Flows {
+        flow_ids: &[1, 1 << 40],
+        terminating_flow_ids: &[3],
+    };
+    writer
+        .flow_instant(StreamId(0), 4000, 6_000_000_000_000, "send", flows)
+        .unwrap();
+    writer.finish().unwrap();
+    let bytes = writer.into_inner();
+
+    let packets: Vec<&[u8]> = fields(&bytes).into_iter().map(|f| f.2).collect();
+    let event = packets
+        .iter()
+        .rev()
+        .find_map(|p| fields(p).into_iter().find(|f| f.0 == 11))
+        .expect("the flow instant");
+    let event_fields = fields(event.2);
+    let by_number = |n: u64| -> Vec<(u64, &[u8])> {
+        event_fields
+            .iter()
+            .filter(|f| f.0 == n)
+            .map(|f| (f.1, f.2))
+            .collect()
+    };
+    let one: &[u8] = &1u64.to_le_bytes();
+    let big: &[u8] = &(1u64 << 40).to_le_bytes();
+    let three: &[u8] = &3u64.to_le_bytes();
+    assert_eq!(by_number(47), vec![(1, one), (1, big)]);
+    assert_eq!(by_number(48), vec![(1, three)]);
+
+    // Category ids are unpacked varints too.
+    let begin = packets
+        .iter()
+        .find_map(|p| {
+            let event = fields(p).into_iter().find(|f| f.0 == 11)?;
+            let fs = fields(event.2);
+            fs.iter()
+                .any(|f| f.0 == 3)
+                .then_some(fs.into_iter().map(|f| (f.0, f.1)).collect())
+        })
+        .map(|fs: Vec<(u64, u64)>| fs)
+        .expect("an event with categories");
+    assert!(begin.contains(&(3, 0)));
+}
+
+#[test]
+fn a_million_calls_and_returns_take_at_most_16_bytes_each() {
+    let calls = generate(&Spec {
+        processes: 2,
+        threads: 4,
+        functions: 400,
+        events: 1_000_000,
+        extras: false,
+        truncate_last: false,
+    });
+    let n = events(&calls).len() as f64;
+    let bytes = write(&calls).len() as f64;
+    let per_event = bytes / n;
+    eprintln!("{bytes} bytes for {n} events: {per_event:.2} bytes/event");
+    assert!(per_event <= 16.0, "{per_event:.2} bytes per event");
+}
+
+#[test]
+fn a_torn_last_packet_ends_the_file_as_truncated() {
+    let calls = generate(&small_spec());
+    let bytes = write(&calls);
+    let want = events(&calls);
+    for cut in [1, 2, 5, 1000] {
+        let torn = &bytes[..bytes.len() - cut];
+        let mut reader = MergedReader::new(torn, "torn".into());
+        let mut got = Vec::new();
+        while let Some(e) = reader.next_event().unwrap() {
+            got.push((e.stream, e.event));
+        }
+        assert!(reader.truncated(), "cut {cut}");
+        assert_eq!(got[..], want[..got.len()]);
+        assert!(got.len() + 200 > want.len());
+    }
+}
+
+#[test]
+fn concatenated_files_read_as_one() {
+    let calls = generate(&Spec {
+        processes: 2,
+        threads: 2,
+        functions: 50,
+        events: 2000,
+        extras: true,
+        truncate_last: false,
+    });
+    // The second file holds other processes (the same ones would rightly
+    // read as one: their tracks have the same uuids).
+    let others: Vec<Call> = calls
+        .iter()
+        .map(|call| match call {
+            Call::Process(s, info) => {
+                let mut info = info.clone();
+                info.start_unix_ns += 1;
+                Call::Process(*s, info)
+            }
+            other => other.clone(),
+        })
+        .collect();
+    let mut bytes = write(&calls);
+    bytes.extend(write(&others));
+    let reader = MergedReader::new(bytes.as_slice(), "cat".into());
+    let mut per_stream: HashMap<StreamId, usize> = HashMap::new();
+    for event in reader {
+        *per_stream.entry(event.unwrap().stream).or_default() += 1;
+    }
+    let want = events(&calls);
+    let count = |s: u32| want.iter().filter(|(id, _)| id.0 == s).count();
+    let expected = HashMap::from([
+        (StreamId(0), count(0)),
+        (StreamId(1), count(1)),
+        (StreamId(2), count(0)),
+        (StreamId(3), count(1)),
+    ]);
+    assert_eq!(per_stream, expected);
+}
+
+#[test]
+fn contract_breaches_are_errors_not_panics() {
+    let mut writer = PerfettoWriter::new(Vec::new());
+    let event = Event {
+        ts_ns: 1,
+        tid: 1,
+        kind: Kind::Call,
+        function: FunctionId(9),
+        line: 0,
+    };
+    assert!(writer.event(StreamId(0), &event).is_err());
+    writer
+        .process(StreamId(0), &export_support::process_info(0))
+        .unwrap();
+    // An unknown function and a return that matches nothing still write.
+    writer.event(StreamId(0), &event).unwrap();
+    let stray = Event {
+        kind: Kind::Return,
+        function: FunctionId(3),
+        ..event
+    };
+    writer.event(StreamId(0), &stray).unwrap();
+    writer
+        .stream_end(StreamId(0), &StreamEnd::default())
+        .unwrap();
+    assert!(writer.event(StreamId(0), &event).is_err());
+    writer.finish().unwrap();
+    let bytes = writer.into_inner();
+    let mut reader = MergedReader::new(bytes.as_slice(), "odd".into());
+    let got: Vec<Event> = reader.by_ref().map(|e| e.unwrap().event).collect();
+    assert_eq!(got, vec![event, stray]);
+    let name = &reader.function(StreamId(0), FunctionId(9)).unwrap().name;
+    assert_eq!(name, "<function 9>");
+}
+
+/// Writes sample traces for checking by hand or in Perfetto UI:
+/// `RTRACE_EXPORT_SAMPLES=/tmp/samples cargo test -p rtrace --test
+/// export_perfetto -- --ignored`.
+#[test]
+#[ignore]
+fn write_samples() {
+    let dir = std::env::var("RTRACE_EXPORT_SAMPLES").expect("RTRACE_EXPORT_SAMPLES");
+    let dir = std::path::Path::new(&dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let small = generate(&small_spec());
+    std::fs::write(dir.join("small.pftrace"), write(&small)).unwrap();
+    let mut json = rtrace::export::ChromeJsonWriter::new(Vec::new());
+    play(&small, &mut json).unwrap();
+    std::fs::write(dir.join("small.json"), json.into_inner()).unwrap();
+    let big = generate(&Spec {
+        processes: 2,
+        threads: 4,
+        functions: 400,
+        events: 1_000_000,
+        extras: false,
+        truncate_last: false,
+    });
+    std::fs::write(dir.join("big.pftrace"), write(&big)).unwrap();
+
+    // Two processes joined by a flow arrow.
+    let mut writer = PerfettoWriter::new(Vec::new());
+    for p in 0..2 {
+        let info = export_support::process_info(p);
+        writer.process(StreamId(p), &info).unwrap();
+        writer
+            .thread(StreamId(p), u64::from(info.pid), "MainThread")
+            .unwrap();
+    }
+    let (send, receive) = (6_000_000_000_000, 6_000_000_050_000);
+    let out = Flows {
+        flow_ids: &[7],
+        terminating_flow_ids: &[],
+    };
+    writer
+        .flow_instant(StreamId(0), 4000, send, "send", out)
+        .unwrap();
+    let end = Flows {
+        flow_ids: &[],
+        terminating_flow_ids: &[7],
+    };
+    writer
+        .flow_instant(StreamId(1), 4001, receive, "receive", end)
+        .unwrap();
+    writer.finish().unwrap();
+    std::fs::write(dir.join("flows.pftrace"), writer.into_inner()).unwrap();
+}
