@@ -430,4 +430,23 @@ fn write_samples() {
         .unwrap();
     writer.finish().unwrap();
     std::fs::write(dir.join("flows.pftrace"), writer.into_inner()).unwrap();
+
+    // Two hosts, one pid (containers often run their service as pid 1).
+    let same_pid: Vec<Call> = generate(&small_spec())
+        .into_iter()
+        .map(|call| match call {
+            Call::Process(s, mut info) => {
+                info.pid = 1;
+                info.ppid = 0;
+                Call::Process(s, info)
+            }
+            Call::Thread(s, tid, name) => Call::Thread(s, tid - 4000 - u64::from(s.0) + 1, name),
+            Call::Event(s, mut e) => {
+                e.tid = e.tid - 4000 - u64::from(s.0) + 1;
+                Call::Event(s, e)
+            }
+            other => other,
+        })
+        .collect();
+    std::fs::write(dir.join("same_pid.pftrace"), write(&same_pid)).unwrap();
 }

@@ -267,10 +267,10 @@ impl<W: Write> TimelineSink for ChromeJsonWriter<W> {
         if end.lost > 0 {
             for ts in [first_ts_ns, ts_ns] {
                 let mut body = head("C", pid, 0, ts);
+                // Viewers name a counter "<name> <arg>": "rtrace lost events".
                 let _ = write!(
                     body,
-                    r#","name":{},"args":{{"lost":{}}}"#,
-                    json_string(format::LOST_TRACK_NAME),
+                    r#","name":"rtrace","args":{{"lost events":{}}}"#,
                     end.lost
                 );
                 self.element(&body)?;

@@ -7,22 +7,25 @@
 //! other kind are skipped. A torn last packet (the writer was killed
 //! mid-write) ends the file as truncated instead of failing.
 
+mod packets;
+mod state;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
-use prost::Message;
-
-use crate::event::{FunctionId, Kind};
+use crate::event::FunctionId;
 use crate::read::Event;
 use crate::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
 use crate::writer::FunctionInfo;
 use crate::{Error, Result};
 
-use super::perfetto_format::{self as format, pb, ArgName, Category};
+use super::perfetto_format::{self as format, pb};
+use packets::PacketReader;
 use pb::debug_annotation::{NameField as ArgNameField, Value};
-use pb::track_event::{NameField, Type};
+use pb::track_event::NameField;
+use state::{Owner, Sequence, StreamData};
 
 /// One event of a merged timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,14 +77,7 @@ impl<R: Read> MergedReader<R> {
     /// Reads packets from `input`; `what` names it in errors.
     pub fn new(input: R, what: String) -> Self {
         MergedReader {
-            packets: PacketReader {
-                inner: input,
-                what,
-                offset: 0,
-                truncated: false,
-                done: false,
-                buf: Vec::new(),
-            },
+            packets: PacketReader::new(input, what),
             streams: BTreeMap::new(),
             tracks: HashMap::new(),
             sequences: HashMap::new(),
@@ -283,61 +279,20 @@ impl<R: Read> MergedReader<R> {
         ts_ns: u64,
         event: &pb::TrackEvent,
     ) -> Result<(), String> {
-        let Some(sequence) = self.sequences.get(&sequence_id) else {
+        let (Some(sequence), Some(data)) = (
+            self.sequences.get(&sequence_id),
+            self.streams.get_mut(&stream),
+        ) else {
             return Ok(());
         };
-        let Some(data) = self.streams.get_mut(&stream) else {
+        let Some(decoded) = data.thread_event(sequence, tid, ts_ns, event)? else {
             return Ok(());
         };
-        let category = sequence.category(event);
-        let named = match event.name_field {
-            Some(NameField::NameIid(iid)) => {
-                let Some(category) = category else {
-                    return Ok(()); // not one of rtrace's function events
-                };
-                let (id, new) = data.function(sequence, iid, category)?;
-                if new {
-                    self.ready.push_back(MergedItem::Function(stream, id));
-                }
-                Some(Frame {
-                    function: id.0,
-                    category,
-                })
-            }
-            _ => None,
-        };
-        let stack = data.stacks.entry(tid).or_default();
-        let (kind, function, line) = match (Type::try_from(event.r#type.unwrap_or(0)), named) {
-            (Ok(Type::SliceBegin), Some(frame)) => {
-                stack.push(frame);
-                let kind = match frame.category {
-                    Category::C => Kind::CCall,
-                    Category::Python => Kind::Call,
-                };
-                (kind, frame.function, 0)
-            }
-            (Ok(Type::SliceEnd), named) => {
-                let frame = close(stack, named).ok_or("a slice end without an open slice")?;
-                let kind = match frame.category {
-                    Category::C => Kind::CReturn,
-                    Category::Python if sequence.flag(event, ArgName::Exception) => Kind::Exception,
-                    Category::Python => Kind::Return,
-                };
-                (kind, frame.function, 0)
-            }
-            (Ok(Type::Instant), Some(frame)) => match sequence.uint_arg(event, ArgName::Line) {
-                Some(line) => (Kind::Line, frame.function, line as u32),
-                None => return Ok(()),
-            },
-            _ => return Ok(()),
-        };
-        let event = Event {
-            ts_ns,
-            tid,
-            kind,
-            function: FunctionId(function),
-            line,
-        };
+        let event = decoded.event;
+        if decoded.new_function {
+            let item = MergedItem::Function(stream, event.function);
+            self.ready.push_back(item);
+        }
         self.ready
             .push_back(MergedItem::Event(MergedEvent { stream, event }));
         Ok(())
@@ -415,296 +370,4 @@ pub fn replay<R: Read, S: TimelineSink + ?Sized>(
         }
     }
     sink.finish().map_err(io)
-}
-
-/// Ends the innermost open slice, or — for an end that names its slice —
-/// that slice and the ones inside it, as the writer does.
-fn close(stack: &mut Vec<Frame>, named: Option<Frame>) -> Option<Frame> {
-    let Some(frame) = named else {
-        return stack.pop();
-    };
-    if let Some(i) = stack.iter().rposition(|open| *open == frame) {
-        stack.truncate(i);
-    }
-    Some(frame)
-}
-
-/// Who a track belongs to.
-#[derive(Debug, Clone, Copy)]
-enum Owner {
-    Process(StreamId),
-    Thread(StreamId, u64),
-    /// Another track of a process (the lost-events counter).
-    Other(StreamId),
-}
-
-impl Owner {
-    fn stream(&self) -> StreamId {
-        match *self {
-            Owner::Process(s) | Owner::Thread(s, _) | Owner::Other(s) => s,
-        }
-    }
-}
-
-/// An open slice: which function, called as what.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Frame {
-    function: u32,
-    category: Category,
-}
-
-/// What is known about one process.
-struct StreamData {
-    info: ProcessInfo,
-    functions: HashMap<u32, FunctionInfo>,
-    threads: BTreeMap<u64, String>,
-    stacks: HashMap<u64, Vec<Frame>>,
-    end: Option<StreamEnd>,
-}
-
-impl StreamData {
-    fn new(info: ProcessInfo) -> Self {
-        StreamData {
-            info,
-            functions: HashMap::new(),
-            threads: BTreeMap::new(),
-            stacks: HashMap::new(),
-            end: None,
-        }
-    }
-
-    /// The function an event's `name_iid` names (interned on `sequence`),
-    /// and whether this is its first use in the process.
-    fn function(
-        &mut self,
-        sequence: &Sequence,
-        iid: u64,
-        category: Category,
-    ) -> Result<(FunctionId, bool), String> {
-        let id = iid
-            .checked_sub(1)
-            .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(|| format!("event name id {iid} is not a function id + 1"))?;
-        if self.functions.contains_key(&id) {
-            return Ok((FunctionId(id), false));
-        }
-        let name = sequence
-            .names
-            .get(&iid)
-            .ok_or_else(|| format!("event name id {iid} is used before it is interned"))?;
-        let location = sequence.locations.get(&iid);
-        let qualified = location.and_then(|l| l.function_name.as_deref());
-        let module = qualified
-            .and_then(|q| q.strip_suffix(name.as_str()))
-            .and_then(|m| m.strip_suffix('.'))
-            .unwrap_or("");
-        let info = FunctionInfo {
-            id: FunctionId(id),
-            name: name.clone(),
-            module: module.to_owned(),
-            file: location
-                .and_then(|l| l.file_name.clone())
-                .unwrap_or_default(),
-            line: location.and_then(|l| l.line_number).unwrap_or(0),
-            native: category == Category::C,
-        };
-        self.functions.insert(id, info);
-        Ok((FunctionId(id), true))
-    }
-}
-
-/// The incremental state of one packet sequence.
-#[derive(Default)]
-struct Sequence {
-    /// The process whose sequence this is (for its process tree).
-    stream: Option<StreamId>,
-    default_clock: Option<u32>,
-    default_track: Option<u64>,
-    /// Current value of the incremental clock, once a snapshot set it.
-    clock_ns: Option<u64>,
-    names: HashMap<u64, String>,
-    locations: HashMap<u64, pb::SourceLocation>,
-    categories: HashMap<u64, String>,
-    arg_names: HashMap<u64, String>,
-}
-
-impl Sequence {
-    fn intern(&mut self, interned: pb::InternedData) {
-        for name in interned.event_names {
-            self.names
-                .insert(name.iid.unwrap_or(0), name.name.unwrap_or_default());
-        }
-        for location in interned.source_locations {
-            self.locations.insert(location.iid.unwrap_or(0), location);
-        }
-        for category in interned.event_categories {
-            self.categories
-                .insert(category.iid.unwrap_or(0), category.name.unwrap_or_default());
-        }
-        for arg in interned.debug_annotation_names {
-            self.arg_names
-                .insert(arg.iid.unwrap_or(0), arg.name.unwrap_or_default());
-        }
-    }
-
-    fn clocks(&mut self, snapshot: &pb::ClockSnapshot) {
-        for clock in &snapshot.clocks {
-            if clock.clock_id == Some(format::CLOCK_INCREMENTAL) {
-                self.clock_ns = clock.timestamp;
-            }
-        }
-    }
-
-    /// A packet's timestamp in CLOCK_MONOTONIC ns.
-    fn timestamp(&mut self, ts: Option<u64>, clock: Option<u32>) -> Result<Option<u64>, String> {
-        let Some(ts) = ts else {
-            return Ok(None);
-        };
-        if clock.or(self.default_clock) != Some(format::CLOCK_INCREMENTAL) {
-            return Ok(Some(ts));
-        }
-        let base = self
-            .clock_ns
-            .ok_or("an incremental timestamp before the clock snapshot")?;
-        let now = base.wrapping_add(ts);
-        self.clock_ns = Some(now);
-        Ok(Some(now))
-    }
-
-    /// The rtrace category of an event, if it has one.
-    fn category(&self, event: &pb::TrackEvent) -> Option<Category> {
-        let iid = event.category_iids.first()?;
-        Category::from_name(self.categories.get(iid)?)
-    }
-
-    fn arg<'e>(&self, event: &'e pb::TrackEvent, arg: ArgName) -> Option<&'e Value> {
-        event
-            .debug_annotations
-            .iter()
-            .find_map(|a| match a.name_field {
-                Some(ArgNameField::NameIid(iid))
-                    if self.arg_names.get(&iid).map(String::as_str) == Some(arg.name()) =>
-                {
-                    a.value.as_ref()
-                }
-                _ => None,
-            })
-    }
-
-    fn flag(&self, event: &pb::TrackEvent, arg: ArgName) -> bool {
-        matches!(self.arg(event, arg), Some(Value::BoolValue(true)))
-    }
-
-    fn uint_arg(&self, event: &pb::TrackEvent, arg: ArgName) -> Option<u64> {
-        match self.arg(event, arg)? {
-            Value::UintValue(v) => Some(*v),
-            _ => None,
-        }
-    }
-}
-
-/// Reads the packets of a file.
-struct PacketReader<R> {
-    inner: R,
-    what: String,
-    offset: u64,
-    truncated: bool,
-    done: bool,
-    buf: Vec<u8>,
-}
-
-impl<R: Read> PacketReader<R> {
-    /// The next packet and its byte offset, or `None` at the end (or at a
-    /// torn last packet).
-    fn next_packet(&mut self) -> Result<Option<(pb::TracePacket, u64)>> {
-        if self.done {
-            return Ok(None);
-        }
-        let start = self.offset;
-        let mut tag = [0u8; 1];
-        if self.read(&mut tag)? == 0 {
-            self.done = true;
-            return Ok(None);
-        }
-        if tag[0] != format::PACKET_TAG {
-            self.done = true;
-            let reason = format!("expected a packet (byte 0x0a), found 0x{:02x}", tag[0]);
-            return Err(self.malformed(start, reason));
-        }
-        let Some(len) = self.read_length()? else {
-            return Ok(None);
-        };
-        if len > format::MAX_PACKET_BYTES {
-            self.done = true;
-            let reason = format!("a packet of {len} bytes is over the limit");
-            return Err(self.malformed(start, reason));
-        }
-        self.buf.resize(len as usize, 0);
-        let mut buf = std::mem::take(&mut self.buf);
-        let got = self.read(&mut buf);
-        self.buf = buf;
-        if got? < self.buf.len() {
-            self.end_truncated();
-            return Ok(None);
-        }
-        match pb::TracePacket::decode(self.buf.as_slice()) {
-            Ok(packet) => Ok(Some((packet, start))),
-            Err(e) => {
-                self.done = true;
-                Err(self.malformed(start, format!("undecodable packet: {e}")))
-            }
-        }
-    }
-
-    /// A varint length; `None` at a torn one.
-    fn read_length(&mut self) -> Result<Option<u64>> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let mut byte = [0u8; 1];
-            if self.read(&mut byte)? == 0 {
-                self.end_truncated();
-                return Ok(None);
-            }
-            value |= u64::from(byte[0] & 0x7f) << (7 * i);
-            if byte[0] & 0x80 == 0 {
-                return Ok(Some(value));
-            }
-        }
-        self.done = true;
-        let reason = "a packet length is not a valid varint".to_owned();
-        Err(self.malformed(self.offset, reason))
-    }
-
-    /// Reads until `buf` is full or the input ends; returns the bytes read.
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match self.inner.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(Error::Io {
-                        action: "reading a merged trace",
-                        source,
-                    })
-                }
-            }
-        }
-        self.offset += filled as u64;
-        Ok(filled)
-    }
-
-    fn end_truncated(&mut self) {
-        self.truncated = true;
-        self.done = true;
-    }
-
-    fn malformed(&self, offset: u64, reason: String) -> Error {
-        Error::Malformed {
-            what: self.what.clone(),
-            offset,
-            reason,
-        }
-    }
 }
