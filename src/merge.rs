@@ -32,7 +32,7 @@ impl Default for MergeConfig {
     fn default() -> MergeConfig {
         MergeConfig {
             window: Duration::from_secs(1),
-            max_buffered: 4 << 20,
+            max_buffered: 1 << 20,
         }
     }
 }
@@ -97,6 +97,9 @@ pub struct Merger<S: TimelineSink> {
     heap: BinaryHeap<Reverse<Pending>>,
     seq: u64,
     written_ns: u64,
+    /// Live merges: no event newer than this is written yet, so that a
+    /// process which connects a little late still fits in (see `advance`).
+    live_horizon_ns: Option<u64>,
 }
 
 impl<S: TimelineSink> Merger<S> {
@@ -109,7 +112,17 @@ impl<S: TimelineSink> Merger<S> {
             heap: BinaryHeap::new(),
             seq: 0,
             written_ns: 0,
+            live_horizon_ns: None,
         }
+    }
+
+    /// For a live merge: the collector's clock reads `now_ns` (same time
+    /// base as the streams). Events older than `now_ns` less the window are
+    /// written once every open stream has passed them; newer ones wait, as
+    /// a process that has not connected yet may still send older events.
+    pub fn advance(&mut self, now_ns: u64) -> io::Result<()> {
+        self.live_horizon_ns = Some(now_ns.saturating_sub(self.window_ns));
+        self.release()
     }
 
     /// Registers a stream and describes its process to the sink.
@@ -195,7 +208,8 @@ impl<S: TimelineSink> Merger<S> {
             .filter(|s| s.open)
             .map(|s| s.watermark_ns)
             .min()
-            .unwrap_or(u64::MAX);
+            .unwrap_or(u64::MAX)
+            .min(self.live_horizon_ns.unwrap_or(u64::MAX));
         while self.heap.peek().is_some_and(|p| p.0.ts_ns <= horizon) {
             self.pop_one()?;
         }
@@ -368,6 +382,25 @@ mod tests {
         assert_eq!(sink.events.len(), 2);
         assert_eq!(stats[0].late, 1);
         assert_eq!(stats[0].end.unwrap().last_ts_ns, 100);
+    }
+
+    #[test]
+    fn a_live_merge_waits_for_processes_that_connect_late() {
+        let mut m = Merger::new(Recorded::default(), config(100, 1000));
+        let a = m.add_stream(ProcessInfo::default()).unwrap();
+        m.advance(1000).unwrap();
+        for item in [ev(950), clock(2000)] {
+            m.push(a, item).unwrap();
+        }
+        m.end_stream(a, StreamEnd::default(), None).unwrap();
+        assert_eq!(m.buffered(), 1, "newer than now - window: held");
+        let b = m.add_stream(ProcessInfo::default()).unwrap();
+        m.push(b, ev(920)).unwrap();
+        m.end_stream(b, StreamEnd::default(), None).unwrap();
+        m.advance(2000).unwrap();
+        let (sink, stats) = m.finish().unwrap();
+        assert_eq!(sink.events, vec![(1, 920), (0, 950)]);
+        assert_eq!(stats.iter().map(|s| s.late).sum::<u64>(), 0);
     }
 
     #[test]

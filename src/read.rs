@@ -294,6 +294,12 @@ impl<R: Read> EventReader<R> {
         Ok(None)
     }
 
+    /// Moves the items already decoded (the rest of the current frame) to
+    /// `out`, so a caller can hand them on in one piece.
+    pub fn take_ready(&mut self, out: &mut Vec<StreamItem>) {
+        out.extend(self.ready.drain(..));
+    }
+
     /// The next item: an intern record, a clock heartbeat or an event.
     pub fn next_item(&mut self) -> Result<Option<StreamItem>> {
         loop {

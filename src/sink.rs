@@ -123,9 +123,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
+/// Unbuffered on purpose: the writer hands over whole frames, and a write
+/// error must be seen at the frame it happened to, so that frame can be
+/// spilled (a buffered writer would lose what it held when it fails).
 enum Connection {
-    Unix(BufWriter<UnixStream>),
-    Tcp(BufWriter<TcpStream>),
+    Unix(UnixStream),
+    Tcp(TcpStream),
 }
 
 impl Connection {
@@ -134,7 +137,7 @@ impl Connection {
             Address::Unix(path) => {
                 let stream = UnixStream::connect(path)?;
                 stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-                Ok(Connection::Unix(BufWriter::with_capacity(1 << 16, stream)))
+                Ok(Connection::Unix(stream))
             }
             Address::Tcp(hostport) => {
                 let addr = hostport.to_socket_addrs()?.next().ok_or_else(|| {
@@ -146,7 +149,7 @@ impl Connection {
                 let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
                 stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 stream.set_nodelay(true)?;
-                Ok(Connection::Tcp(BufWriter::with_capacity(1 << 16, stream)))
+                Ok(Connection::Tcp(stream))
             }
         }
     }

@@ -60,3 +60,24 @@ pub trait TimelineSink {
     fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()>;
     fn finish(&mut self) -> io::Result<()>;
 }
+
+impl<T: TimelineSink + ?Sized> TimelineSink for Box<T> {
+    fn process(&mut self, stream: StreamId, process: &ProcessInfo) -> io::Result<()> {
+        (**self).process(stream, process)
+    }
+    fn function(&mut self, stream: StreamId, function: &FunctionInfo) -> io::Result<()> {
+        (**self).function(stream, function)
+    }
+    fn thread(&mut self, stream: StreamId, tid: u64, name: &str) -> io::Result<()> {
+        (**self).thread(stream, tid, name)
+    }
+    fn event(&mut self, stream: StreamId, event: &Event) -> io::Result<()> {
+        (**self).event(stream, event)
+    }
+    fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()> {
+        (**self).stream_end(stream, end)
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        (**self).finish()
+    }
+}

@@ -1,134 +1,14 @@
-//! rtrace-collect: works on rtrace streams. Today: `stats`, a per-stream
-//! summary of stream files (the live `--listen` collector and `merge` build
-//! on the same reading code).
+//! rtrace-collect: the collector. It accepts the streams of many recorded
+//! processes (`live`), or reads stream files (`offline`), merges them by
+//! timestamp (`rtrace::merge`) and writes one timeline (`output`).
+//! `cli` is the command line; `main.rs` only calls it.
 
-use std::path::{Path, PathBuf};
+pub mod cli;
+pub mod ingest;
+pub mod live;
+pub mod offline;
+pub mod output;
+pub mod report;
+pub mod summary;
 
-use anyhow::{Context, Result};
-use rtrace::{EventReader, Kind};
-
-/// What one stream holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamSummary {
-    pub path: PathBuf,
-    pub session: String,
-    pub pid: u32,
-    pub host: String,
-    pub recorder: String,
-    pub events: u64,
-    pub calls: u64,
-    pub lost: u64,
-    pub threads: usize,
-    pub functions: usize,
-    pub bytes: u64,
-    pub first_ns: Option<u64>,
-    pub last_ns: Option<u64>,
-    /// True when the stream has no end marker.
-    pub truncated: bool,
-}
-
-impl StreamSummary {
-    /// Seconds between the first and the last event.
-    pub fn duration_s(&self) -> f64 {
-        match (self.first_ns, self.last_ns) {
-            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e9,
-            _ => 0.0,
-        }
-    }
-}
-
-/// Reads a whole stream file and summarises it.
-pub fn summarize(path: &Path) -> Result<StreamSummary> {
-    let mut reader = EventReader::open(path)?;
-    let mut summary = StreamSummary {
-        path: path.to_owned(),
-        session: String::new(),
-        pid: 0,
-        host: String::new(),
-        recorder: String::new(),
-        events: 0,
-        calls: 0,
-        lost: 0,
-        threads: 0,
-        functions: 0,
-        bytes: std::fs::metadata(path)
-            .with_context(|| format!("reading the size of {}", path.display()))?
-            .len(),
-        first_ns: None,
-        last_ns: None,
-        truncated: false,
-    };
-    let mut threads = std::collections::HashSet::new();
-    let mut functions = std::collections::HashSet::new();
-    while let Some(ev) = reader.next_event()? {
-        summary.events += 1;
-        summary.calls += u64::from(matches!(ev.kind, Kind::Call | Kind::CCall));
-        summary.first_ns = Some(summary.first_ns.map_or(ev.ts_ns, |f| f.min(ev.ts_ns)));
-        summary.last_ns = Some(summary.last_ns.map_or(ev.ts_ns, |l| l.max(ev.ts_ns)));
-        threads.insert(ev.tid);
-        functions.insert(ev.function);
-    }
-    if let Some(hello) = reader.hello() {
-        summary.session = hello.session.clone();
-        summary.pid = hello.pid;
-        summary.host = hello.host.clone();
-        summary.recorder = hello.recorder.clone();
-    }
-    summary.lost = reader.lost();
-    summary.truncated = reader.truncated();
-    summary.threads = threads.len();
-    summary.functions = functions.len();
-    Ok(summary)
-}
-
-/// Formats summaries as an aligned table.
-pub fn table(summaries: &[StreamSummary]) -> String {
-    let mut rows = vec![[
-        "session",
-        "pid",
-        "host",
-        "events",
-        "calls",
-        "lost",
-        "threads",
-        "bytes/event",
-        "seconds",
-        "end",
-        "file",
-    ]
-    .map(String::from)];
-    for s in summaries {
-        let per_event = if s.events > 0 {
-            format!("{:.2}", s.bytes as f64 / s.events as f64)
-        } else {
-            "-".into()
-        };
-        rows.push([
-            s.session.clone(),
-            s.pid.to_string(),
-            s.host.clone(),
-            s.events.to_string(),
-            s.calls.to_string(),
-            s.lost.to_string(),
-            s.threads.to_string(),
-            per_event,
-            format!("{:.3}", s.duration_s()),
-            if s.truncated { "truncated" } else { "clean" }.into(),
-            s.path.display().to_string(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
+pub use summary::{summarize, table, StreamSummary};

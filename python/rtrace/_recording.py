@@ -40,13 +40,13 @@ def _safe_name(session: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", session).strip("._") or "session"
 
 
-def _default_output(session: str) -> Path:
+def _default_output(session: str, suffix: str) -> Path:
     directory = Path(os.environ.get("RTRACE_OUTPUT_DIR") or ".")
     base = f"rtrace-{_safe_name(session)}-{os.getpid()}"
-    path = directory / f"{base}.rtrace"
+    path = directory / f"{base}{suffix}"
     n = 2
     while path.exists():
-        path = directory / f"{base}-{n}.rtrace"
+        path = directory / f"{base}-{n}{suffix}"
         n += 1
     return path
 
@@ -67,6 +67,7 @@ class Recording:
         session: str | None = None,
         *,
         output: str | os.PathLike[str] | None = None,
+        collector: str | None = None,
         threads: bool = True,
         c_calls: bool = True,
         lines: bool = False,
@@ -74,6 +75,12 @@ class Recording:
         buffer_events: int = _DEFAULT_BUFFER_EVENTS,
         flush_interval: float = _DEFAULT_FLUSH_INTERVAL,
     ) -> None:
+        if collector is None and output is None:
+            collector = os.environ.get("RTRACE_COLLECTOR") or None
+        if collector is not None and not collector.startswith(("unix://", "tcp://")):
+            raise ValueError(
+                f"collector must look like unix:///path/to.sock or tcp://host:port, not {collector!r}"
+            )
         if session is not None and not isinstance(session, str):
             raise TypeError(f"session must be a str, not {type(session).__name__}")
         if on_full not in _ON_FULL:
@@ -86,6 +93,7 @@ class Recording:
             )
         self.session = session or _default_session()
         self._output = Path(output) if output is not None else None
+        self.collector = collector
         self.threads = threads
         self.c_calls = c_calls
         self.lines = lines
@@ -151,12 +159,15 @@ class Recording:
                     f"{str(_active.path)!r}; stop it first (rtrace.stop()) — recordings "
                     "cannot be nested or run concurrently in one process"
                 )
-            path = self._output or _default_output(self.session)
+            path = self._output or _default_output(
+                self.session, ".spill.rtrace" if self.collector else ".rtrace"
+            )
             hook = Hook(threads=self.threads, c_calls=self.c_calls, lines=self.lines)
             hook.choose()
             _native.start(
                 session=self.session,
                 output=str(path),
+                collector=self.collector,
                 on_full=self.on_full,
                 buffer_events=self.buffer_events,
                 flush_interval=self.flush_interval,
@@ -232,6 +243,7 @@ def record(
     session: str | None = None,
     *,
     output: str | os.PathLike[str] | None = None,
+    collector: str | None = None,
     threads: bool = True,
     c_calls: bool = True,
     lines: bool = False,
@@ -245,7 +257,11 @@ def record(
     session:        name shown in the timeline (default ``$RTRACE_SESSION``,
                     else the program's name).
     output:         stream file (default ``$RTRACE_OUTPUT_DIR`` or ``.``,
-                    ``rtrace-<session>-<pid>.rtrace``).
+                    ``rtrace-<session>-<pid>.rtrace``); with a collector, the
+                    spill file used while it is unreachable.
+    collector:      stream to this collector (``unix:///path.sock`` or
+                    ``tcp://host:port``; default ``$RTRACE_COLLECTOR`` when
+                    no ``output`` is given).
     threads:        record every thread (False: only the calling one).
     c_calls:        record calls of functions implemented in C.
     lines:          record line events too (slower).
@@ -256,6 +272,7 @@ def record(
     return Recording(
         session,
         output=output,
+        collector=collector,
         threads=threads,
         c_calls=c_calls,
         lines=lines,

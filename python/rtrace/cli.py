@@ -1,31 +1,45 @@
-"""The ``rtrace`` command line: record a Python program, inspect a stream.
+"""The ``rtrace`` command line.
 
-    rtrace run [--session NAME] [-o FILE] [--lines] [--no-c-calls] -- script.py [ARGS...]
-    rtrace run [...] -- -m package.module [ARGS...]
+    rtrace run [--session NAME] [-o FILE] [options] -- COMMAND [ARGS...]
+    rtrace view FILE [--port 9001] [--no-browser]
+    rtrace export IN... -o OUT.json|OUT.pftrace
     rtrace dump FILE [--json] [--limit N]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import os
-import runpy
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
+import urllib.parse
+import webbrowser
+from pathlib import Path
 
-from . import read, record
+from . import _native, read
 
 _EPILOG = """examples:
-  rtrace run -- app.py --port 8000        record app.py into ./rtrace-app-<pid>.rtrace
-  rtrace run -o out.rtrace -- -m mypkg    record `python -m mypkg`
-  rtrace dump out.rtrace --limit 20       print the first 20 events
+  rtrace run -- app.py --port 8000       record app.py and every Python process it starts
+  rtrace run -o t.pftrace -- -m mypkg    record `python -m mypkg`
+  rtrace run -- ./native_program         a program that links rtrace's C or Rust API
+  rtrace view t.pftrace                  open the timeline in Perfetto UI
+  rtrace export rtrace-*.rtrace -o t.json   merge stream files into Chrome trace JSON
+  rtrace dump rtrace-svc-1234.rtrace --limit 20
 """
+
+PERFETTO_UI = "https://ui.perfetto.dev"
+BOOT_DIR = Path(__file__).resolve().parent / "_boot"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtrace",
-        description="Record what Python processes execute, with nanosecond timestamps.",
+        description="Record what cooperating processes execute onto one timeline.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -34,18 +48,38 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="run a Python script or module with recording on",
-        description="Run a Python script (or -m module) in this interpreter with recording "
-        "on, writing a stream file. Everything after -- is the program and its arguments.",
+        help="run a program with recording on and merge its processes into one timeline",
+        description="Run COMMAND with a collector inside this rtrace process: the program, and "
+        "every Python process it starts, stream to it, and the result is one timeline file. "
+        "COMMAND is a Python script (app.py ...), -m module ..., or any program.",
     )
     run.add_argument("--session", help="session name (default: $RTRACE_SESSION or the program name)")
-    run.add_argument("-o", "--output", help="stream file (default: ./rtrace-<session>-<pid>.rtrace)")
+    run.add_argument("-o", "--output",
+                     help="timeline file: .pftrace (Perfetto, default) or .json (Chrome trace); "
+                          "default ./rtrace-<session>.pftrace")
     run.add_argument("--lines", action="store_true", help="also record line events (slower)")
     run.add_argument("--no-c-calls", action="store_true", help="do not record calls of C functions")
     run.add_argument("--on-full", choices=("drop", "block"), default="drop",
-                     help="when the writer falls behind: drop and count events (default) or block")
-    run.add_argument("program", nargs=argparse.REMAINDER,
-                     help="-- script.py [ARGS...]  or  -- -m module [ARGS...]")
+                     help="when a process's writer falls behind: drop and count (default) or block")
+    run.add_argument("--drain", type=float, default=2.0, metavar="SECONDS",
+                     help="after the program exits, how long other recorded processes may still "
+                          "deliver (default 2)")
+    run.add_argument("program", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+
+    view = commands.add_parser("view", help="open a timeline in Perfetto UI",
+                               description="Serve FILE on 127.0.0.1 and open Perfetto UI on it "
+                               "(Perfetto's convention for local files); prints the URL.")
+    view.add_argument("file")
+    view.add_argument("--port", type=int, default=9001, help="port to serve on (default 9001)")
+    view.add_argument("--no-browser", action="store_true", help="only print the URL")
+
+    export = commands.add_parser("export", help="merge stream files into a timeline file",
+                                 description="Merge .rtrace stream files into one timeline: "
+                                 "Chrome trace JSON for -o x.json, Perfetto for -o x.pftrace.")
+    export.add_argument("inputs", nargs="+", metavar="IN")
+    export.add_argument("-o", "--output", required=True)
+    export.add_argument("--format", choices=("chrome", "perfetto"),
+                        help="defaults to the output's extension (.json: chrome)")
 
     dump = commands.add_parser("dump", help="print the events of a stream file",
                                description="Print the events of a stream file, one per line.")
@@ -55,44 +89,136 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_for(program: list[str]) -> list[str]:
+    """What to execute: Python scripts and -m modules run under this
+    interpreter (which has rtrace installed)."""
+    if program[0] == "-m" or program[0].endswith(".py"):
+        return [sys.executable, *program]
+    return program
+
+
+def _print_table(stats: list[dict]) -> None:
+    rows = [["session", "pid", "ppid", "events", "lost", "late", "bytes", "end"]]
+    for s in stats:
+        end = f"error: {s['error']}" if s["error"] else "truncated" if s["truncated"] else "clean"
+        rows.append([s["session"], s["pid"], s["ppid"], s["events"], s["lost"], s["late"],
+                     s["bytes"], end])
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip(), file=sys.stderr)
+
+
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     program = list(args.program)
     if program and program[0] == "--":
         program = program[1:]
     if not program:
-        parser.error("run: nothing to run; give a script or -m module after --, "
-                     "e.g. `rtrace run -- app.py`")
-    if program[0] == "-m":
-        if len(program) < 2:
-            parser.error("run: -m needs a module name, e.g. `rtrace run -- -m http.server`")
-        target, is_module, argv = program[1], True, program[1:]
-    else:
-        target, is_module, argv = program[0], False, program
-        if not os.path.exists(target):
-            parser.error(f"run: no such script: {target!r}")
-    sys.argv = argv
-    # As `python script.py` / `python -m module` would: the script's folder
-    # or the current directory replaces rtrace's own entry point folder.
-    sys.path[0] = os.getcwd() if is_module else os.path.dirname(os.path.abspath(target))
-    recording = record(
-        args.session or os.environ.get("RTRACE_SESSION") or os.path.splitext(os.path.basename(target))[0],
-        output=args.output,
-        lines=args.lines,
-        c_calls=not args.no_c_calls,
-        on_full=args.on_full,
-    )
-    code = 0
-    with recording:
-        try:
-            if is_module:
-                runpy.run_module(target, run_name="__main__", alter_sys=True)
-            else:
-                runpy.run_path(target, run_name="__main__")
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    print(f"rtrace: recorded {recording.events} events ({recording.lost} lost) to {recording.path}",
-          file=sys.stderr)
+        parser.error("run: nothing to run; give a command after --, e.g. `rtrace run -- app.py`")
+    if args.output and not args.output.endswith((".pftrace", ".json", ".perfetto-trace")):
+        parser.error(f"run: {args.output!r}: rtrace run writes a merged timeline; name it "
+                     "*.pftrace (Perfetto) or *.json (Chrome trace)")
+    if program[0] == "-m" and len(program) < 2:
+        parser.error("run: -m needs a module name, e.g. `rtrace run -- -m http.server`")
+    if program[0].endswith(".py") and not os.path.exists(program[0]):
+        parser.error(f"run: no such script: {program[0]!r}")
+    name = program[1] if program[0] == "-m" else Path(program[0]).stem
+    session = args.session or os.environ.get("RTRACE_SESSION") or name
+    output = Path(args.output or Path(os.environ.get("RTRACE_OUTPUT_DIR") or ".")
+                  / f"rtrace-{session}.pftrace").resolve()
+    with tempfile.TemporaryDirectory(prefix="rtrace-") as tmp:
+        address = f"unix://{tmp}/collector.sock"
+        collector = _native.Collector([address], str(output), drain=args.drain)
+        collector.start()
+        env = dict(os.environ)
+        env.update(
+            RTRACE_AUTOSTART="1",
+            RTRACE_COLLECTOR=address,
+            RTRACE_SESSION=session,
+            RTRACE_LINES="1" if args.lines else "0",
+            RTRACE_C_CALLS="0" if args.no_c_calls else "1",
+            RTRACE_ON_FULL=args.on_full,
+            PYTHONPATH=os.pathsep.join(p for p in (str(BOOT_DIR), env.get("PYTHONPATH")) if p),
+        )
+        code = _run_child(_command_for(program), env)
+        stats = collector.stop()
+    _print_table(stats)
+    print(f"rtrace: timeline: {output}", file=sys.stderr)
+    print(f"rtrace: view it:  rtrace view {os.path.relpath(output)}", file=sys.stderr)
     return code
+
+
+def _run_child(command: list[str], env: dict) -> int:
+    """Runs the program; Ctrl-C goes to it (it shares our terminal), and
+    SIGTERM to rtrace is passed on."""
+    try:
+        child = subprocess.Popen(command, env=env)
+    except OSError as error:
+        print(f"rtrace: cannot run {command[0]!r}: {error}", file=sys.stderr)
+        return 127
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    try:
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
+    return code if code >= 0 else 128 - code
+
+
+def _view(args: argparse.Namespace) -> int:
+    path = Path(args.file).resolve()
+    if not path.is_file():
+        print(f"rtrace: error: no such file: {args.file}", file=sys.stderr)
+        return 1
+    served = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if urllib.parse.unquote(self.path.lstrip("/")) != path.name:
+                self.send_error(404)
+                return
+            data = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Access-Control-Allow-Origin", PERFETTO_UI)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            served.set()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    except OSError as error:
+        print(f"rtrace: error: cannot serve on 127.0.0.1:{args.port}: {error}; try --port",
+              file=sys.stderr)
+        return 1
+    file_url = f"http://127.0.0.1:{args.port}/{urllib.parse.quote(path.name)}"
+    url = f"{PERFETTO_UI}/#!/?url={file_url}"
+    print(f"rtrace: serving {path} at {file_url}\nrtrace: open {url}", file=sys.stderr)
+    if not args.no_browser and not webbrowser.open(url):
+        print("rtrace: no browser could be opened; open the URL above yourself", file=sys.stderr)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        served.wait()
+        print("rtrace: Perfetto UI has loaded the trace", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+    return 0
+
+
+def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    wanted = args.format or ("chrome" if args.output.endswith(".json") else "perfetto")
+    if (wanted == "chrome") != args.output.endswith(".json"):
+        parser.error(f"export: --format {wanted} needs an output ending in "
+                     f"{'.json' if wanted == 'chrome' else '.pftrace'}, not {args.output!r}")
+    stats = _native.merge(args.inputs, args.output)
+    _print_table(stats)
+    print(f"rtrace: wrote {args.output}", file=sys.stderr)
+    return 0
 
 
 def _dump(args: argparse.Namespace) -> int:
@@ -117,10 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, parser)
+        if args.command == "view":
+            return _view(args)
+        if args.command == "export":
+            return _export(args, parser)
         return _dump(args)
     except BrokenPipeError:
         return 0
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RuntimeError) as error:
         print(f"rtrace: error: {error}", file=sys.stderr)
         return 1
 

@@ -7,6 +7,7 @@
 
 use pyo3::prelude::*;
 
+mod collector;
 mod errors;
 mod ffi;
 mod gil;
@@ -23,6 +24,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RecordingError", py.get_type::<errors::RecordingError>())?;
     m.add("StreamError", py.get_type::<errors::StreamError>())?;
     m.add_class::<reader::Reader>()?;
+    m.add_class::<collector::Collector>()?;
+    m.add_function(wrap_pyfunction!(collector::merge, m)?)?;
+    m.add_function(wrap_pyfunction!(collector::collect_main, m)?)?;
     m.add_class::<reader::Event>()?;
     m.add_class::<legacy::ProfileHook>()?;
     m.add_class::<legacy::TraceHook>()?;

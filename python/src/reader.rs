@@ -1,5 +1,6 @@
-//! `rtrace.read(path)`: iterate the events of a stream file as light
-//! objects, with names resolved from the stream's intern records.
+//! `rtrace.read(path)`: iterate the events of a stream file, or of a merged
+//! timeline (rtrace's Perfetto files), as light objects with names
+//! resolved from the intern records.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -8,7 +9,9 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use rtrace::{EventReader, FunctionId, Kind};
+use rtrace::export::MergedReader;
+use rtrace::timeline::{ProcessInfo, StreamId};
+use rtrace::{EventReader, FunctionId, FunctionInfo, Kind};
 
 use crate::errors::Error;
 
@@ -54,29 +57,77 @@ struct Names {
     line: u32,
 }
 
-/// Iterates the events of a stream file. After iteration, `truncated` is
-/// True when the stream ended without its end marker.
+/// A stream file (one process) or a merged timeline (many).
+enum Source {
+    Stream(Box<EventReader<BufReader<File>>>),
+    Merged(Box<MergedReader<BufReader<File>>>),
+}
+
+impl Source {
+    fn open(path: &std::path::Path) -> rtrace::Result<Source> {
+        let mut magic = [0u8; 6];
+        let got = File::open(path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
+            .unwrap_or(0);
+        // A Perfetto trace starts with field 1 (a TracePacket): byte 0x0a.
+        Ok(match (&magic[..got], magic[0]) {
+            (m, _) if m == rtrace::wire::MAGIC => Source::Stream(Box::new(EventReader::open(path)?)),
+            (m, 0x0a) if !m.is_empty() => Source::Merged(Box::new(MergedReader::open(path)?)),
+            _ => Source::Stream(Box::new(EventReader::open(path)?)),
+        })
+    }
+
+    /// The next event with the stream it belongs to.
+    fn next(&mut self) -> rtrace::Result<Option<(StreamId, rtrace::Event)>> {
+        match self {
+            Source::Stream(r) => Ok(r.next_event()?.map(|e| (StreamId(0), e))),
+            Source::Merged(r) => Ok(r.next_event()?.map(|m| (m.stream, m.event))),
+        }
+    }
+
+    fn function(&self, stream: StreamId, id: FunctionId) -> Option<&FunctionInfo> {
+        match self {
+            Source::Stream(r) => r.function(id),
+            Source::Merged(r) => r.function(stream, id),
+        }
+    }
+
+    fn pid(&self, stream: StreamId) -> u32 {
+        match self {
+            Source::Stream(r) => r.hello().map_or(0, |h| h.pid),
+            Source::Merged(r) => r.process(stream).map_or(0, |p| p.pid),
+        }
+    }
+
+    fn processes(&self) -> Vec<ProcessInfo> {
+        match self {
+            Source::Stream(r) => r.hello().map(ProcessInfo::from).into_iter().collect(),
+            Source::Merged(r) => r.streams().map(|(_, p)| p.clone()).collect(),
+        }
+    }
+}
+
+/// Iterates the events of a stream file or a merged timeline. After
+/// iteration, `truncated` is True when the input ended early (a stream
+/// without its end marker, a cut timeline file).
 #[pyclass(module = "rtrace._native", unsendable)]
 pub struct Reader {
-    inner: EventReader<BufReader<File>>,
-    names: HashMap<u32, Names>,
+    inner: Source,
+    names: HashMap<(u32, u32), Names>,
     kinds: HashMap<&'static str, Py<PyString>>,
-    pid: u32,
+    pids: HashMap<u32, u32>,
 }
 
 #[pymethods]
 impl Reader {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py
-            .allow_threads(|| EventReader::open(&path))
-            .map_err(Error)?;
-        let pid = inner.hello().map_or(0, |h| h.pid);
+        let inner = py.allow_threads(|| Source::open(&path)).map_err(Error)?;
         Ok(Reader {
             inner,
             names: HashMap::new(),
             kinds: HashMap::new(),
-            pid,
+            pids: HashMap::new(),
         })
     }
 
@@ -85,12 +136,16 @@ impl Reader {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Event>> {
-        let Some(ev) = self.inner.next_event().map_err(Error)? else {
+        let Some((stream, ev)) = self.inner.next().map_err(Error)? else {
             return Ok(None);
         };
         let kind = self.kind(py, ev.kind);
-        let pid = self.pid;
-        let names = self.names(py, ev.function);
+        let inner = &self.inner;
+        let pid = *self
+            .pids
+            .entry(stream.0)
+            .or_insert_with(|| inner.pid(stream));
+        let names = self.names(py, stream, ev.function);
         Ok(Some(Event {
             ts_ns: ev.ts_ns,
             pid,
@@ -107,68 +162,99 @@ impl Reader {
         }))
     }
 
-    /// True when the stream ended without its end marker (known once the
-    /// events have been iterated to the end).
+    /// True when the input ended early (known once iterated to the end).
     #[getter]
     fn truncated(&self) -> bool {
-        self.inner.truncated()
+        match &self.inner {
+            Source::Stream(r) => r.truncated(),
+            Source::Merged(r) => r.truncated(),
+        }
     }
 
-    /// Session name from the stream's hello.
+    /// True for a merged timeline, False for one process's stream file.
+    #[getter]
+    fn merged(&self) -> bool {
+        matches!(self.inner, Source::Merged(_))
+    }
+
+    /// Session name (of the stream; of the first process of a timeline).
     #[getter]
     fn session(&self) -> String {
-        self.inner
-            .hello()
-            .map(|h| h.session.clone())
-            .unwrap_or_default()
+        self.first_process().session
     }
 
     #[getter]
     fn pid(&self) -> u32 {
-        self.pid
+        self.first_process().pid
     }
 
     #[getter]
     fn ppid(&self) -> u32 {
-        self.inner.hello().map_or(0, |h| h.ppid)
+        self.first_process().ppid
     }
 
     #[getter]
     fn host(&self) -> String {
-        self.inner
-            .hello()
-            .map(|h| h.host.clone())
-            .unwrap_or_default()
+        self.first_process().host
     }
 
     #[getter]
     fn argv(&self) -> Vec<String> {
-        self.inner
-            .hello()
-            .map(|h| h.argv.clone())
-            .unwrap_or_default()
+        self.first_process().argv
     }
 
     /// Describes the recorder that wrote the stream (runtime and hook).
     #[getter]
     fn recorder(&self) -> String {
-        self.inner
-            .hello()
-            .map(|h| h.recorder.clone())
-            .unwrap_or_default()
+        self.first_process().recorder
     }
 
-    /// Events reported lost so far.
+    /// Events reported lost (of every process, for a timeline) so far.
     #[getter]
     fn lost(&self) -> u64 {
-        self.inner.lost()
+        match &self.inner {
+            Source::Stream(r) => r.lost(),
+            Source::Merged(r) => r
+                .streams()
+                .filter_map(|(id, _)| r.stream_end(id))
+                .map(|e| e.lost)
+                .sum(),
+        }
+    }
+
+    /// The processes seen so far: dicts with session, pid, ppid, host, argv.
+    fn processes<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.inner
+            .processes()
+            .into_iter()
+            .map(|p| {
+                let d = PyDict::new(py);
+                d.set_item("session", p.session)?;
+                d.set_item("pid", p.pid)?;
+                d.set_item("ppid", p.ppid)?;
+                d.set_item("host", p.host)?;
+                d.set_item("argv", p.argv)?;
+                Ok(d)
+            })
+            .collect()
     }
 
     /// Thread names seen so far, by OS thread id.
     fn thread_names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
-        for (tid, name) in self.inner.thread_names() {
-            dict.set_item(tid, name)?;
+        match &self.inner {
+            Source::Stream(r) => {
+                for (tid, name) in r.thread_names() {
+                    dict.set_item(tid, name)?;
+                }
+            }
+            Source::Merged(r) => {
+                for (id, _) in r.streams() {
+                    for (tid, name) in r.thread_names(id) {
+                        dict.set_item(tid, name)?;
+                    }
+                }
+            }
         }
         Ok(dict)
     }
@@ -182,9 +268,18 @@ impl Reader {
             .clone_ref(py)
     }
 
-    fn names(&mut self, py: Python<'_>, id: FunctionId) -> &Names {
-        if !self.names.contains_key(&id.0) {
-            let names = match self.inner.function(id) {
+    fn first_process(&self) -> ProcessInfo {
+        self.inner
+            .processes()
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+
+    fn names(&mut self, py: Python<'_>, stream: StreamId, id: FunctionId) -> &Names {
+        let key = (stream.0, id.0);
+        if !self.names.contains_key(&key) {
+            let names = match self.inner.function(stream, id) {
                 Some(f) => Names {
                     name: PyString::new(py, &f.name).unbind(),
                     module: PyString::new(py, &f.module).unbind(),
@@ -198,8 +293,8 @@ impl Reader {
                     line: 0,
                 },
             };
-            self.names.insert(id.0, names);
+            self.names.insert(key, names);
         }
-        &self.names[&id.0]
+        &self.names[&key]
     }
 }

@@ -25,13 +25,13 @@ def test_run_records_a_script_with_its_arguments_and_exit_code(tmp_path):
         "print('argv', sys.argv[1:])\n"
         "sys.exit(3)\n"
     )
-    proc = rtrace_cli("run", "--session", "app", "-o", "app.rtrace", "--", "app.py", "x", "--y",
+    proc = rtrace_cli("run", "--session", "app", "-o", "app.pftrace", "--", "app.py", "x", "--y",
                       cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr
     assert "argv ['x', '--y']" in proc.stdout
-    assert "app.rtrace" in proc.stderr and "0 lost" in proc.stderr
-    events, reader = read_events(tmp_path / "app.rtrace")
-    assert reader.session == "app"
+    assert "app.pftrace" in proc.stderr and "clean" in proc.stderr
+    events, reader = read_events(tmp_path / "app.pftrace")
+    assert reader.session == "app" and reader.merged
     assert sum(1 for e in events if e.kind == "call" and e.name == "step") == 10
     check_nesting(events)
 
@@ -41,18 +41,20 @@ def test_run_module_and_dump_json(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "__main__.py").write_text("def hello(): return 1\nhello()\n")
-    proc = rtrace_cli("run", "-o", "m.rtrace", "--", "-m", "mypkg", cwd=tmp_path)
+    proc = rtrace_cli("run", "-o", "m.pftrace", "--", "-m", "mypkg", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    dump = rtrace_cli("dump", "m.rtrace", "--json", cwd=tmp_path)
+    dump = rtrace_cli("dump", "m.pftrace", "--json", cwd=tmp_path)
     records = [json.loads(line) for line in dump.stdout.splitlines()]
     assert any(r["name"] == "hello" and r["kind"] == "call" for r in records)
-    limited = rtrace_cli("dump", "m.rtrace", "--limit", "3", cwd=tmp_path)
+    limited = rtrace_cli("dump", "m.pftrace", "--limit", "3", cwd=tmp_path)
     assert len(limited.stdout.splitlines()) == 3
 
 
 def test_wrong_usage_says_what_to_do(tmp_path):
     proc = rtrace_cli("run", cwd=tmp_path)
-    assert proc.returncode == 2 and "give a script or -m module after --" in proc.stderr
+    assert proc.returncode == 2 and "give a command after --" in proc.stderr
+    proc = rtrace_cli("run", "-o", "x.rtrace", "--", "app.py", cwd=tmp_path)
+    assert proc.returncode == 2 and ".pftrace" in proc.stderr
     proc = rtrace_cli("run", "--", "missing.py", cwd=tmp_path)
     assert proc.returncode == 2 and "no such script" in proc.stderr
     proc = rtrace_cli("dump", "missing.rtrace", cwd=tmp_path)

@@ -1,0 +1,165 @@
+//! The `rtrace-collect` command line (also run by the `rtrace-collect`
+//! console script of the Python package).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{live, offline, output, report};
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use rtrace::merge::MergeConfig;
+use rtrace::Address;
+
+#[derive(Parser)]
+#[command(
+    name = "rtrace-collect",
+    version,
+    about = "Merge the streams of many recorded processes into one timeline",
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  rtrace-collect --listen unix:///tmp/rtrace.sock -o timeline.pftrace\n  \
+                  rtrace-collect --listen tcp://127.0.0.1:9876 --listen unix:///tmp/r.sock -o t.json\n  \
+                  rtrace-collect merge rtrace-*.rtrace -o timeline.pftrace\n  \
+                  rtrace-collect stats rtrace-*.rtrace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Accept streams here: unix:///path/to.sock or tcp://host:port (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<String>,
+    /// The merged timeline: .pftrace (Perfetto, default) or .json (Chrome trace).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    merge: MergeArgs,
+    /// Seconds open streams may keep sending after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    drain: f64,
+}
+
+#[derive(clap::Args, Clone)]
+struct MergeArgs {
+    /// Reorder window in seconds: how late a stream may deliver an event
+    /// before it counts as late (it is still written).
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    window: f64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Merge stream files written without a collector into one timeline.
+    Merge {
+        #[arg(required = true, value_name = "IN")]
+        inputs: Vec<PathBuf>,
+        /// The merged timeline: .pftrace (Perfetto) or .json (Chrome trace).
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+        #[command(flatten)]
+        merge: MergeArgs,
+    },
+    /// Summarise stream files: session, pid, events, lost, clean or truncated.
+    Stats {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Runs the command line with `args` (the first is the program name);
+/// returns the exit status.
+pub fn main_with_args(args: Vec<String>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code() as u8;
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("rtrace-collect: error: {error:#}");
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Some(Command::Merge {
+            inputs,
+            output,
+            merge,
+        }) => {
+            let sink = output::create(&output)?;
+            let (stats, bytes) = offline::merge_files(&inputs, sink, merge_config(&merge)?)?;
+            eprint!("{}", report::table(&stats, &bytes));
+            eprintln!("rtrace-collect: wrote {}", output.display());
+            Ok(0)
+        }
+        Some(Command::Stats { files }) => stats(&files),
+        None => listen(cli),
+    }
+}
+
+fn listen(cli: Cli) -> Result<u8> {
+    if cli.listen.is_empty() {
+        bail!("nothing to do: give --listen ADDR and -o FILE, or a subcommand (merge, stats); see --help");
+    }
+    let Some(output) = cli.output else {
+        bail!("--listen needs -o FILE for the merged timeline, e.g. -o timeline.pftrace");
+    };
+    let listen = cli
+        .listen
+        .iter()
+        .map(|a| a.parse::<Address>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = live::LiveOptions {
+        listen: listen.clone(),
+        merge: merge_config(&cli.merge)?,
+        drain: seconds("--drain", cli.drain)?,
+        status: true,
+    };
+    let stop = live::stop_on_signals()?;
+    let sink = output::create(&output)?;
+    let collected = live::collect(&options, sink, &stop, || {
+        let addresses: Vec<String> = listen.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "rtrace-collect: listening on {}; writing {} (Ctrl-C to finish)",
+            addresses.join(", "),
+            output.display()
+        );
+    })?;
+    eprint!("{}", report::table(&collected.stats, &collected.bytes));
+    eprintln!("rtrace-collect: wrote {}", output.display());
+    Ok(0)
+}
+
+fn stats(files: &[PathBuf]) -> Result<u8> {
+    let mut summaries = Vec::new();
+    let mut failed = false;
+    for file in files {
+        match crate::summarize(file) {
+            Ok(s) => summaries.push(s),
+            Err(e) => {
+                eprintln!("rtrace-collect: {}: {e:#}", file.display());
+                failed = true;
+            }
+        }
+    }
+    print!("{}", crate::table(&summaries));
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn merge_config(args: &MergeArgs) -> Result<MergeConfig> {
+    Ok(MergeConfig {
+        window: seconds("--window", args.window)?,
+        ..MergeConfig::default()
+    })
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    if !(value.is_finite() && (0.0..=3600.0).contains(&value)) {
+        bail!("{flag} takes seconds between 0 and 3600, not {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}

@@ -1,0 +1,343 @@
+//! Accepting streams: a listener per address, and a reader thread per
+//! connection that decodes frames (never trusting them: size limits, typed
+//! errors) and hands their items to the merge. A bad stream is closed with
+//! a message naming it; nothing else is affected.
+
+use std::collections::HashMap;
+use std::io::{self, BufReader, Read};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use crossbeam_channel::Sender;
+use rtrace::timeline::{ProcessInfo, StreamEnd};
+use rtrace::{Address, EventReader, FrameReader, StreamItem};
+
+/// A connection, numbered in order of arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+/// What reader threads tell the merge.
+#[derive(Debug)]
+pub enum Arrival {
+    Hello {
+        conn: ConnId,
+        process: ProcessInfo,
+    },
+    Items {
+        conn: ConnId,
+        items: Vec<StreamItem>,
+    },
+    Closed {
+        conn: ConnId,
+        end: StreamEnd,
+        error: Option<String>,
+        bytes: u64,
+    },
+}
+
+/// A peer that sends nothing (not even a heartbeat) for this long is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const ACCEPT_POLL: Duration = Duration::from_millis(50);
+
+#[derive(Clone)]
+enum Peer {
+    Unix(Arc<UnixStream>),
+    Tcp(Arc<TcpStream>),
+}
+
+impl Peer {
+    fn close(&self) {
+        let _ = match self {
+            Peer::Unix(s) => s.shutdown(Shutdown::Both),
+            Peer::Tcp(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+/// The listeners and the connections they accepted.
+pub struct Ingest {
+    accepting: Arc<AtomicBool>,
+    peers: Arc<Mutex<HashMap<ConnId, Peer>>>,
+    threads: Vec<JoinHandle<()>>,
+    unix_paths: Vec<std::path::PathBuf>,
+}
+
+impl Ingest {
+    /// Binds every address and starts accepting.
+    pub fn start(addresses: &[Address], tx: Sender<Arrival>) -> Result<Ingest> {
+        let mut ingest = Ingest {
+            accepting: Arc::new(AtomicBool::new(true)),
+            peers: Arc::new(Mutex::new(HashMap::new())),
+            threads: Vec::new(),
+            unix_paths: Vec::new(),
+        };
+        let next_id = Arc::new(AtomicU64::new(0));
+        for address in addresses {
+            let listener = bind(address)?;
+            if let Address::Unix(path) = address {
+                ingest.unix_paths.push(path.clone());
+            }
+            let ctx = AcceptContext {
+                accepting: ingest.accepting.clone(),
+                peers: ingest.peers.clone(),
+                next_id: next_id.clone(),
+                tx: tx.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("accept {address}"))
+                .spawn(move || ctx.run(listener))
+                .context("starting an accept thread")?;
+            ingest.threads.push(thread);
+        }
+        Ok(ingest)
+    }
+
+    /// Connections currently open.
+    pub fn open_connections(&self) -> usize {
+        self.peers.lock().map_or(0, |p| p.len())
+    }
+
+    /// Stops accepting new connections (open ones keep streaming).
+    pub fn stop_accepting(&mut self) {
+        self.accepting.store(false, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        for path in self.unix_paths.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Closes every open connection; their readers report what they got.
+    pub fn close_all(&self) {
+        if let Ok(peers) = self.peers.lock() {
+            for peer in peers.values() {
+                peer.close();
+            }
+        }
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.stop_accepting();
+        self.close_all();
+    }
+}
+
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+fn bind(address: &Address) -> Result<Listener> {
+    match address {
+        Address::Unix(path) => bind_unix(path).map(Listener::Unix),
+        Address::Tcp(hostport) => {
+            let listener = TcpListener::bind(hostport)
+                .with_context(|| format!("cannot listen on tcp://{hostport}"))?;
+            listener.set_nonblocking(true)?;
+            Ok(Listener::Tcp(listener))
+        }
+    }
+}
+
+/// Binds a Unix socket readable and writable by its owner only. A stale
+/// socket file (nobody listening) is replaced; a live one is an error.
+fn bind_unix(path: &Path) -> Result<UnixListener> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            bail!(
+                "another collector is already listening on unix://{}; stop it or choose another path",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on unix://{}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {} to its owner", path.display()))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+struct AcceptContext {
+    accepting: Arc<AtomicBool>,
+    peers: Arc<Mutex<HashMap<ConnId, Peer>>>,
+    next_id: Arc<AtomicU64>,
+    tx: Sender<Arrival>,
+}
+
+impl AcceptContext {
+    fn run(self, listener: Listener) {
+        loop {
+            // Once asked to stop, still take what already waits in the
+            // backlog: those processes have connected, maybe even finished.
+            let stopping = !self.accepting.load(Ordering::Relaxed);
+            let accepted = match &listener {
+                Listener::Unix(l) => l.accept().map(|(s, _)| self.start_unix(s)),
+                Listener::Tcp(l) => l.accept().map(|(s, peer)| self.start_tcp(s, peer)),
+            };
+            match accepted {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("rtrace-collect: {e:#}"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if stopping {
+                        return;
+                    }
+                    std::thread::sleep(ACCEPT_POLL);
+                }
+                Err(e) => {
+                    eprintln!("rtrace-collect: accept failed: {e}");
+                    if stopping {
+                        return;
+                    }
+                    std::thread::sleep(ACCEPT_POLL);
+                }
+            }
+        }
+    }
+
+    fn start_unix(&self, stream: UnixStream) -> Result<()> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        let stream = Arc::new(stream);
+        let id = self.register(Peer::Unix(stream.clone()));
+        self.spawn(id, format!("unix connection #{}", id.0), ArcRead(stream))
+    }
+
+    fn start_tcp(&self, stream: TcpStream, peer: std::net::SocketAddr) -> Result<()> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        let stream = Arc::new(stream);
+        let id = self.register(Peer::Tcp(stream.clone()));
+        self.spawn(
+            id,
+            format!("tcp connection #{} from {peer}", id.0),
+            ArcRead(stream),
+        )
+    }
+
+    fn register(&self, peer: Peer) -> ConnId {
+        let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.insert(id, peer);
+        }
+        id
+    }
+
+    fn spawn<R: Read + Send + 'static>(&self, id: ConnId, name: String, input: R) -> Result<()> {
+        let tx = self.tx.clone();
+        let peers = self.peers.clone();
+        std::thread::Builder::new()
+            .name(format!("stream #{}", id.0))
+            .spawn(move || {
+                serve(id, name, input, &tx);
+                if let Ok(mut peers) = peers.lock() {
+                    peers.remove(&id);
+                }
+            })
+            .context("starting a stream reader thread")?;
+        Ok(())
+    }
+}
+
+/// Reads from a shared socket (the registry keeps a handle to close it).
+struct ArcRead<S>(Arc<S>);
+
+impl<S> Read for ArcRead<S>
+where
+    for<'a> &'a S: Read,
+{
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Decodes one stream and forwards it; always ends with `Closed`.
+pub fn serve<R: Read>(conn: ConnId, name: String, input: R, tx: &Sender<Arrival>) {
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counting = Counting {
+        inner: BufReader::with_capacity(1 << 16, input),
+        bytes: bytes.clone(),
+    };
+    let (end, error) = forward(conn, name.clone(), counting, tx);
+    let _ = tx.send(Arrival::Closed {
+        conn,
+        end,
+        error: error.map(|e| format!("{name}: {e}")),
+        bytes: bytes.load(Ordering::Relaxed),
+    });
+}
+
+/// Forwards a stream's items; returns how it ended and, for a stream
+/// closed because of bad input, why.
+fn forward<R: Read>(
+    conn: ConnId,
+    name: String,
+    input: R,
+    tx: &Sender<Arrival>,
+) -> (StreamEnd, Option<String>) {
+    let broken = StreamEnd {
+        truncated: true,
+        ..StreamEnd::default()
+    };
+    let mut reader = match FrameReader::with_header(input, name).and_then(EventReader::new) {
+        Ok(reader) => reader,
+        Err(e) => return (broken, Some(e.to_string())),
+    };
+    let Some(hello) = reader.hello() else {
+        return (broken, Some("closed before sending its hello".into()));
+    };
+    let _ = tx.send(Arrival::Hello {
+        conn,
+        process: ProcessInfo::from(hello),
+    });
+    let mut events = 0u64;
+    let error = loop {
+        let item = match reader.next_item() {
+            Ok(Some(item)) => item,
+            Ok(None) => break None,
+            Err(e) => break Some(e.to_string()),
+        };
+        let mut items = vec![item];
+        reader.take_ready(&mut items);
+        events += items
+            .iter()
+            .filter(|i| matches!(i, StreamItem::Event(_)))
+            .count() as u64;
+        if tx.send(Arrival::Items { conn, items }).is_err() {
+            break None;
+        }
+    };
+    let end = StreamEnd {
+        events,
+        lost: reader.lost(),
+        truncated: error.is_some() || reader.truncated(),
+        last_ts_ns: 0,
+    };
+    (end, error)
+}

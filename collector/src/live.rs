@@ -1,0 +1,191 @@
+//! The live collector: accepts streams, merges them as they arrive, writes
+//! the timeline incrementally, and on shutdown drains and finishes it.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use crossbeam_channel::RecvTimeoutError;
+use rtrace::merge::{MergeConfig, Merger, StreamStats};
+use rtrace::timeline::{StreamId, TimelineSink};
+use rtrace::Address;
+
+use crate::ingest::{Arrival, ConnId, Ingest};
+
+/// How to collect.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    pub listen: Vec<Address>,
+    pub merge: MergeConfig,
+    /// After a shutdown request, how long open streams may keep sending
+    /// before their connections are closed.
+    pub drain: Duration,
+    /// Print a status line (streams, events/s, lost) once a second.
+    pub status: bool,
+}
+
+/// What a collection saw.
+#[derive(Debug)]
+pub struct Collected {
+    pub stats: Vec<StreamStats>,
+    pub bytes: Vec<u64>,
+}
+
+/// Collects into `sink` until `stop` is set, then drains and finishes.
+/// `on_ready` runs once every address is listening.
+pub fn collect<S: TimelineSink>(
+    options: &LiveOptions,
+    sink: S,
+    stop: &AtomicBool,
+    on_ready: impl FnOnce(),
+) -> Result<Collected> {
+    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let mut ingest = Ingest::start(&options.listen, tx)?;
+    on_ready();
+    let mut state = State::new(Merger::new(sink, options.merge));
+    let mut status = Status::new(options.status);
+    while !stop.load(Ordering::Relaxed) {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(arrival) => state.apply(arrival)?,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        state.merger.advance(rtrace::clock::monotonic_ns())?;
+        status.tick(&state, ingest.open_connections());
+    }
+    ingest.stop_accepting();
+    let deadline = Instant::now() + options.drain;
+    while ingest.open_connections() > 0 && Instant::now() < deadline {
+        if let Ok(arrival) = rx.recv_timeout(Duration::from_millis(50)) {
+            state.apply(arrival)?;
+        }
+    }
+    ingest.close_all();
+    drop(ingest);
+    while let Ok(arrival) = rx.recv_timeout(Duration::from_millis(200)) {
+        state.apply(arrival)?;
+    }
+    status.clear();
+    state.finish()
+}
+
+/// The merge plus the mapping from connections to streams.
+struct State<S: TimelineSink> {
+    merger: Merger<S>,
+    streams: HashMap<ConnId, StreamId>,
+    bytes: Vec<u64>,
+    events: u64,
+}
+
+impl<S: TimelineSink> State<S> {
+    fn new(merger: Merger<S>) -> Self {
+        State {
+            merger,
+            streams: HashMap::new(),
+            bytes: Vec::new(),
+            events: 0,
+        }
+    }
+
+    fn apply(&mut self, arrival: Arrival) -> Result<()> {
+        match arrival {
+            Arrival::Hello { conn, process } => {
+                let id = self.merger.add_stream(process)?;
+                self.streams.insert(conn, id);
+                self.bytes.push(0);
+            }
+            Arrival::Items { conn, items } => {
+                let Some(&id) = self.streams.get(&conn) else {
+                    return Ok(());
+                };
+                for item in items {
+                    self.events += u64::from(matches!(item, rtrace::StreamItem::Event(_)));
+                    self.merger.push(id, item)?;
+                }
+            }
+            Arrival::Closed {
+                conn,
+                end,
+                error,
+                bytes,
+            } => {
+                if let Some(error) = &error {
+                    eprintln!("rtrace-collect: closed {error}");
+                }
+                if let Some(&id) = self.streams.get(&conn) {
+                    self.bytes[id.0 as usize] = bytes;
+                    self.merger.end_stream(id, end, error)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn lost(&self) -> u64 {
+        self.merger
+            .stats()
+            .iter()
+            .filter_map(|s| s.end)
+            .map(|e| e.lost)
+            .sum()
+    }
+
+    fn finish(self) -> Result<Collected> {
+        let (_, stats) = self.merger.finish()?;
+        Ok(Collected {
+            stats,
+            bytes: self.bytes,
+        })
+    }
+}
+
+/// A one-line status on a terminal, refreshed once a second.
+struct Status {
+    enabled: bool,
+    last: Instant,
+    last_events: u64,
+}
+
+impl Status {
+    fn new(wanted: bool) -> Status {
+        Status {
+            enabled: wanted && std::io::stderr().is_terminal(),
+            last: Instant::now(),
+            last_events: 0,
+        }
+    }
+
+    fn tick<S: TimelineSink>(&mut self, state: &State<S>, connected: usize) {
+        let elapsed = self.last.elapsed();
+        if !self.enabled || elapsed < Duration::from_secs(1) {
+            return;
+        }
+        let rate = (state.events - self.last_events) as f64 / elapsed.as_secs_f64();
+        eprint!(
+            "\r\x1b[2K{connected} streams connected, {} seen, {rate:.0} events/s, {} events, {} lost",
+            state.streams.len(),
+            state.events,
+            state.lost()
+        );
+        self.last = Instant::now();
+        self.last_events = state.events;
+    }
+
+    fn clear(&self) {
+        if self.enabled {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+/// Sets `flag` on SIGINT or SIGTERM.
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, flag.clone())?;
+    }
+    Ok(flag)
+}

@@ -1,0 +1,70 @@
+//! `rtrace-collect merge`: joins stream files written without a collector,
+//! with the same merge as the live collector. Reads the stream that lags
+//! furthest behind first, so memory stays bounded by the reorder window.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use rtrace::merge::{MergeConfig, Merger, StreamStats};
+use rtrace::timeline::{ProcessInfo, StreamEnd, TimelineSink};
+use rtrace::EventReader;
+
+/// Merges `inputs` into `sink`. A file that cannot be read at all is
+/// reported and skipped; one that breaks mid-way keeps what came before.
+pub fn merge_files<S: TimelineSink>(
+    inputs: &[PathBuf],
+    sink: S,
+    config: MergeConfig,
+) -> Result<(Vec<StreamStats>, Vec<u64>)> {
+    let mut merger = Merger::new(sink, config);
+    let mut readers: Vec<Option<EventReader<BufReader<File>>>> = Vec::new();
+    let mut bytes = Vec::new();
+    for path in inputs {
+        match EventReader::open(path) {
+            Ok(reader) => {
+                let process = reader.hello().map(ProcessInfo::from).unwrap_or_default();
+                merger.add_stream(process)?;
+                readers.push(Some(reader));
+                bytes.push(std::fs::metadata(path).map_or(0, |m| m.len()));
+            }
+            Err(e) => eprintln!("rtrace-collect: skipping {}: {e}", path.display()),
+        }
+    }
+    let mut items = Vec::new();
+    while let Some(stream) = merger.lagging_stream() {
+        let slot = &mut readers[stream.0 as usize];
+        let Some(reader) = slot else { break };
+        match reader.next_item() {
+            Ok(Some(item)) => {
+                items.push(item);
+                reader.take_ready(&mut items);
+                for item in items.drain(..) {
+                    merger.push(stream, item)?;
+                }
+            }
+            Ok(None) => {
+                let end = end_of(reader, false);
+                merger.end_stream(stream, end, None)?;
+                *slot = None;
+            }
+            Err(e) => {
+                let end = end_of(reader, true);
+                merger.end_stream(stream, end, Some(e.to_string()))?;
+                *slot = None;
+            }
+        }
+    }
+    let (_, stats) = merger.finish()?;
+    Ok((stats, bytes))
+}
+
+fn end_of<R: std::io::Read>(reader: &EventReader<R>, broken: bool) -> StreamEnd {
+    StreamEnd {
+        events: reader.end().map_or(0, |e| e.events),
+        lost: reader.lost(),
+        truncated: broken || reader.truncated(),
+        last_ts_ns: 0,
+    }
+}

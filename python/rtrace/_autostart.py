@@ -1,0 +1,37 @@
+"""Starts recording at interpreter start-up when ``RTRACE_AUTOSTART=1``.
+
+``rtrace run`` puts ``rtrace/_boot`` on ``PYTHONPATH``; its
+``sitecustomize`` calls :func:`start_from_environment` in every Python
+process started under it. Settings come from the environment:
+
+RTRACE_COLLECTOR   where to stream (set by ``rtrace run``)
+RTRACE_SESSION     session name
+RTRACE_LINES       "1" to record line events
+RTRACE_C_CALLS     "0" not to record C calls
+RTRACE_ON_FULL     "drop" (default) or "block"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def start_from_environment() -> None:
+    """Starts a recording as the environment says; never raises: a broken
+    set-up is reported on stderr and the program runs unrecorded."""
+    if os.environ.get("RTRACE_AUTOSTART") != "1":
+        return
+    try:
+        from . import _recording
+
+        if _recording.current() is not None:
+            return
+        _recording.start(
+            os.environ.get("RTRACE_SESSION") or None,
+            lines=os.environ.get("RTRACE_LINES") == "1",
+            c_calls=os.environ.get("RTRACE_C_CALLS", "1") != "0",
+            on_full=os.environ.get("RTRACE_ON_FULL", "drop"),
+        )
+    except Exception as error:  # noqa: BLE001 - never harm the program
+        print(f"rtrace: not recording this process: {error}", file=sys.stderr)

@@ -1,0 +1,181 @@
+//! The collector inside a Python process (`rtrace run`, tests): listens,
+//! merges and writes the timeline on a background thread; and the offline
+//! merge of stream files.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use rtrace::merge::{MergeConfig, StreamStats};
+use rtrace::Address;
+use rtrace_collect::live::{self, Collected, LiveOptions};
+use rtrace_collect::{offline, output};
+
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    if !(value.is_finite() && (0.0..=3600.0).contains(&value)) {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be between 0 and 3600 seconds, not {value}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn merge_config(window: f64) -> PyResult<MergeConfig> {
+    Ok(MergeConfig {
+        window: seconds("window", window)?,
+        ..MergeConfig::default()
+    })
+}
+
+/// One row per stream: what the collector saw of it.
+fn stats_dicts<'py>(
+    py: Python<'py>,
+    stats: &[StreamStats],
+    bytes: &[u64],
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    stats
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let d = PyDict::new(py);
+            d.set_item("session", &s.process.session)?;
+            d.set_item("pid", s.process.pid)?;
+            d.set_item("ppid", s.process.ppid)?;
+            d.set_item("host", &s.process.host)?;
+            d.set_item("events", s.events)?;
+            d.set_item("lost", s.end.map_or(0, |e| e.lost))?;
+            d.set_item("late", s.late)?;
+            d.set_item("bytes", bytes.get(i).copied().unwrap_or(0))?;
+            d.set_item("truncated", s.end.is_none_or(|e| e.truncated))?;
+            d.set_item("error", s.error.clone())?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// A collector running on a background thread of this process.
+#[pyclass(module = "rtrace._native")]
+pub struct Collector {
+    options: LiveOptions,
+    output: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<anyhow::Result<Collected>>>,
+}
+
+#[pymethods]
+impl Collector {
+    #[new]
+    #[pyo3(signature = (listen, output, *, window = 1.0, drain = 1.0))]
+    fn new(listen: Vec<String>, output: PathBuf, window: f64, drain: f64) -> PyResult<Self> {
+        let listen = listen
+            .iter()
+            .map(|a| a.parse::<Address>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if listen.is_empty() {
+            return Err(PyValueError::new_err(
+                "the collector needs at least one address to listen on",
+            ));
+        }
+        Ok(Collector {
+            options: LiveOptions {
+                listen,
+                merge: merge_config(window)?,
+                drain: seconds("drain", drain)?,
+                status: false,
+            },
+            output,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        })
+    }
+
+    /// Starts listening; returns once every address accepts connections.
+    fn start(&mut self, py: Python<'_>) -> PyResult<()> {
+        if self.thread.is_some() {
+            return Err(PyRuntimeError::new_err("this collector is already running"));
+        }
+        let sink =
+            output::create(&self.output).map_err(|e| PyRuntimeError::new_err(format!("{e:#}")))?;
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(1);
+        let options = self.options.clone();
+        let stop = self.stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("rtrace-collector".into())
+            .spawn(move || {
+                live::collect(&options, sink, &stop, move || {
+                    let _ = ready_tx.send(());
+                })
+            })
+            .map_err(|e| {
+                PyRuntimeError::new_err(format!("cannot start the collector thread: {e}"))
+            })?;
+        let ready = py.allow_threads(|| ready_rx.recv_timeout(Duration::from_secs(10)));
+        if ready.is_err() {
+            let reason = match py.allow_threads(|| thread.join()) {
+                Ok(Err(e)) => format!("{e:#}"),
+                _ => "it did not start listening within 10 s".into(),
+            };
+            return Err(PyRuntimeError::new_err(format!(
+                "the collector failed: {reason}"
+            )));
+        }
+        self.thread = Some(thread);
+        Ok(())
+    }
+
+    /// Stops accepting, drains open streams (up to `drain` seconds),
+    /// finishes the file and returns per-stream stats.
+    fn stop<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let Some(thread) = self.thread.take() else {
+            return Err(PyRuntimeError::new_err("this collector is not running"));
+        };
+        self.stop.store(true, Ordering::Relaxed);
+        match py.allow_threads(|| thread.join()) {
+            Ok(Ok(collected)) => stats_dicts(py, &collected.stats, &collected.bytes),
+            Ok(Err(e)) => Err(PyRuntimeError::new_err(format!(
+                "the collector failed: {e:#}"
+            ))),
+            Err(_) => Err(PyRuntimeError::new_err("the collector thread panicked")),
+        }
+    }
+
+    /// The output file.
+    #[getter]
+    fn output(&self) -> PathBuf {
+        self.output.clone()
+    }
+}
+
+/// Merges stream files into one timeline (`.pftrace`, or `.json` for
+/// Chrome JSON); returns per-stream stats.
+#[pyfunction]
+#[pyo3(signature = (inputs, output, *, window = 1.0))]
+pub fn merge<'py>(
+    py: Python<'py>,
+    inputs: Vec<PathBuf>,
+    output: PathBuf,
+    window: f64,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let config = merge_config(window)?;
+    let result = py.allow_threads(|| {
+        let sink = output::create(&output)?;
+        offline::merge_files(&inputs, sink, config)
+    });
+    match result {
+        Ok((stats, bytes)) => stats_dicts(py, &stats, &bytes),
+        Err(e) => Err(PyRuntimeError::new_err(format!("{e:#}"))),
+    }
+}
+
+/// Runs the `rtrace-collect` command line in this process (the console
+/// script); returns its exit status.
+#[pyfunction]
+pub fn collect_main(py: Python<'_>, argv: Vec<String>) -> u8 {
+    py.allow_threads(|| rtrace_collect::cli::main_with_args(argv))
+}

@@ -1,0 +1,163 @@
+"""The collector: many recorded processes streaming to one collector over
+Unix sockets and TCP, merged into one chronological timeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+import rtrace
+from rtrace import _native
+
+WORKER = """
+import os, sys, threading, rtrace
+def leaf(): pass
+def work(n):
+    for _ in range(n):
+        leaf()
+calls = int(sys.argv[1])
+threads = [threading.Thread(target=work, args=(calls,), name=f"w{i}") for i in range(2)]
+with rtrace.record(session=sys.argv[2]) as rec:
+    for t in threads: t.start()
+    for t in threads: t.join()
+print(rec.events, rec.lost, rec.collector, flush=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_workers(tmp_path: Path, address: str, sessions: list[str], calls: int):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, RTRACE_COLLECTOR=address)
+    return [
+        subprocess.Popen([sys.executable, str(script), str(calls), s], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for s in sessions
+    ]
+
+
+def chrome_events(path: Path) -> list[dict]:
+    data = json.loads(path.read_text())
+    return data["traceEvents"] if isinstance(data, dict) else data
+
+
+def test_ten_processes_over_unix_and_tcp_merge_into_one_ordered_timeline(tmp_path):
+    sock = tmp_path / "c.sock"
+    port = free_port()
+    out = tmp_path / "merged.json"
+    collector = _native.Collector([f"unix://{sock}", f"tcp://127.0.0.1:{port}"], str(out))
+    collector.start()
+    calls = 3000
+    procs = start_workers(tmp_path, f"unix://{sock}", [f"unix-{i}" for i in range(5)], calls)
+    procs += start_workers(tmp_path, f"tcp://127.0.0.1:{port}", [f"tcp-{i}" for i in range(5)], calls)
+    reported = {}
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=120)
+        assert p.returncode == 0, stderr
+        events, lost, _ = stdout.split()
+        reported[p.pid] = (int(events), int(lost))
+    stats = collector.stop()
+    assert {s["pid"] for s in stats} == set(reported)
+    for s in stats:
+        assert (s["events"], s["lost"]) == reported[s["pid"]], s
+        assert not s["truncated"] and s["error"] is None and s["late"] == 0, s
+
+    events = chrome_events(out)
+    slices = [e for e in events if e.get("ph") in ("B", "E")]
+    assert [e["ts"] for e in slices] == sorted(e["ts"] for e in slices), "not chronological"
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    processes = {e["pid"]: e["args"]["name"] for e in events
+                 if e.get("ph") == "M" and e.get("name") == "process_name"}
+    assert sorted(processes[pid].split(" ")[0] for pid in reported) == sorted(
+        [f"unix-{i}" for i in range(5)] + [f"tcp-{i}" for i in range(5)])
+    leaf_calls = Counter((e["pid"], names.get((e["pid"], e["tid"]))) for e in slices
+                         if e["ph"] == "B" and e["name"] == "leaf")
+    for pid in reported:
+        assert leaf_calls[(pid, "w0")] == calls and leaf_calls[(pid, "w1")] == calls
+
+
+def test_offline_merge_joins_stream_files(tmp_path):
+    script = tmp_path / "w.py"
+    script.write_text(WORKER)
+    env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
+    env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, str(script), "500", name], cwd=tmp_path, env=env, check=True,
+                       capture_output=True)
+    inputs = sorted(str(p) for p in tmp_path.glob("rtrace-*.rtrace"))
+    assert len(inputs) == 2
+    stats = _native.merge(inputs, str(tmp_path / "m.json"))
+    assert [s["events"] for s in stats] == [sum(1 for _ in rtrace.read(i)) for i in inputs]
+    events = chrome_events(tmp_path / "m.json")
+    per_thread = defaultdict(list)
+    for e in events:
+        if e.get("ph") in ("B", "E"):
+            per_thread[(e["pid"], e["tid"])].append(e["ph"])
+    for phases in per_thread.values():
+        assert phases.count("B") == phases.count("E")
+
+
+def test_rtrace_run_gives_one_timeline_and_says_where(tmp_path):
+    (tmp_path / "app.py").write_text(
+        "import subprocess, sys\n"
+        "def parent_work(): return sum(range(10))\n"
+        "parent_work()\n"
+        "subprocess.run([sys.executable, '-c', 'def child_work(): pass\\nchild_work()'], check=True)\n"
+        "sys.exit(4)\n"
+    )
+    rtrace_bin = Path(sys.executable).parent / "rtrace"
+    proc = subprocess.run([str(rtrace_bin), "run", "-o", "t.json", "--", "app.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 4, proc.stderr
+    assert "timeline:" in proc.stderr and "t.json" in proc.stderr and "rtrace view" in proc.stderr
+    events = chrome_events(tmp_path / "t.json")
+    calls = {e["name"]: e["pid"] for e in events if e.get("ph") == "B"}
+    assert "parent_work" in calls and "child_work" in calls
+    assert calls["parent_work"] != calls["child_work"]
+
+
+def test_the_collector_console_script_rejects_wrong_usage(tmp_path):
+    script = Path(sys.executable).parent / "rtrace-collect"
+    proc = subprocess.run([str(script)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "--listen" in proc.stderr
+    proc = subprocess.run([str(script), "--listen", "http://x", "-o", "x.pftrace"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0 and "unix://" in proc.stderr
+
+
+def test_rtrace_read_iterates_a_merged_perfetto_timeline(tmp_path):
+    sock = tmp_path / "c.sock"
+    out = tmp_path / "merged.pftrace"
+    collector = _native.Collector([f"unix://{sock}"], str(out))
+    collector.start()
+    procs = start_workers(tmp_path, f"unix://{sock}", ["p0", "p1", "p2"], 400)
+    reported = {}
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=120)
+        assert p.returncode == 0, stderr
+        reported[p.pid] = int(stdout.split()[0])
+    collector.stop()
+    reader = rtrace.read(out)
+    events = list(reader)
+    assert reader.merged and not reader.truncated
+    assert Counter(e.pid for e in events) == Counter(reported)
+    assert [e.ts_ns for e in events] == sorted(e.ts_ns for e in events)
+    assert {p["session"] for p in reader.processes()} == {"p0", "p1", "p2"}
+    leaf = [e for e in events if e.name == "leaf" and e.kind == "call"]
+    assert len(leaf) == 3 * 2 * 400 and leaf[0].file.endswith("worker.py")
+    assert set(reader.thread_names().values()) >= {"w0", "w1"}
