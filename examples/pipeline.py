@@ -1,16 +1,20 @@
-"""A small program with the shapes rtrace records: a thread pool, a
-generator pipeline, asyncio tasks, and an exception caught far from where
-it was raised.
+"""A small multi-process program with the shapes rtrace records: a process
+pool, a thread pool, a child interpreter started with subprocess, a
+generator pipeline, asyncio tasks, and an exception caught far from where it
+was raised.
 
-    rtrace run -o pipeline.rtrace -- examples/pipeline.py
+    rtrace run -o pipeline.pftrace -- examples/pipeline.py
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
+import subprocess
+import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 
 def parse(lines):
@@ -56,10 +60,25 @@ def check(value: int) -> str:
         return str(error)
 
 
+def shard(shard_id: int) -> int:
+    """Runs in a worker process: its calls land on that process's track."""
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"shard{shard_id}") as pool:
+        return sum(pool.map(handle_batch, range(shard_id * 4, shard_id * 4 + 4)))
+
+
+def report(total: int) -> None:
+    """A separate interpreter, started the way services start helpers."""
+    code = "import sys\ndef render(n): return f'total={n}'\nprint(render(int(sys.argv[1])))"
+    subprocess.run([sys.executable, "-c", code, str(total)], check=True)
+
+
 def main() -> None:
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="pool") as pool:
-        totals = list(pool.map(handle_batch, range(8)))
+    # "spawn" starts fresh interpreters, which `rtrace run` records too.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=context) as processes:
+        totals = list(processes.map(shard, range(2)))
     squares = asyncio.run(gather_all())
+    report(sum(totals))
     print("batches:", sum(totals), "squares:", squares, "check:", check(sum(totals) + squares))
 
 

@@ -56,7 +56,7 @@ fn wrong_usage_and_bad_files_say_what_is_wrong() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.rtrace");
     std::fs::write(&junk, b"junk").unwrap();

@@ -73,9 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument("--port", type=int, default=9001, help="port to serve on (default 9001)")
     view.add_argument("--no-browser", action="store_true", help="only print the URL")
 
-    export = commands.add_parser("export", help="merge stream files into a timeline file",
-                                 description="Merge .rtrace stream files into one timeline: "
-                                 "Chrome trace JSON for -o x.json, Perfetto for -o x.pftrace.")
+    export = commands.add_parser("export", help="merge stream files, or convert a timeline",
+                                 description="Merge .rtrace stream files into one timeline, or "
+                                 "convert one merged timeline (.pftrace): Chrome trace JSON for "
+                                 "-o x.json, Perfetto for -o x.pftrace.")
     export.add_argument("inputs", nargs="+", metavar="IN")
     export.add_argument("-o", "--output", required=True)
     export.add_argument("--format", choices=("chrome", "perfetto"),
@@ -215,8 +216,10 @@ def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if (wanted == "chrome") != args.output.endswith(".json"):
         parser.error(f"export: --format {wanted} needs an output ending in "
                      f"{'.json' if wanted == 'chrome' else '.pftrace'}, not {args.output!r}")
-    stats = _native.merge(args.inputs, args.output)
-    _print_table(stats)
+    if len(args.inputs) == 1 and read(args.inputs[0]).merged:
+        _native.convert(args.inputs[0], args.output)
+    else:
+        _print_table(_native.merge(args.inputs, args.output))
     print(f"rtrace: wrote {args.output}", file=sys.stderr)
     return 0
 

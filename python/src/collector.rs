@@ -179,3 +179,16 @@ pub fn merge<'py>(
 pub fn collect_main(py: Python<'_>, argv: Vec<String>) -> u8 {
     py.allow_threads(|| rtrace_collect::cli::main_with_args(argv))
 }
+
+/// Rewrites a merged timeline (an rtrace `.pftrace`) in the format the
+/// output's name asks for (`.json`: Chrome trace JSON).
+#[pyfunction]
+pub fn convert(py: Python<'_>, input: PathBuf, output: PathBuf) -> PyResult<()> {
+    py.allow_threads(|| -> anyhow::Result<()> {
+        let mut reader = rtrace::export::MergedReader::open(&input)?;
+        let mut sink = output::create(&output)?;
+        rtrace::export::replay(&mut reader, &mut sink)?;
+        Ok(())
+    })
+    .map_err(|e| PyRuntimeError::new_err(format!("{e:#}")))
+}

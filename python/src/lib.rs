@@ -27,6 +27,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<collector::Collector>()?;
     m.add_function(wrap_pyfunction!(collector::merge, m)?)?;
     m.add_function(wrap_pyfunction!(collector::collect_main, m)?)?;
+    m.add_function(wrap_pyfunction!(collector::convert, m)?)?;
     m.add_class::<reader::Event>()?;
     m.add_class::<legacy::ProfileHook>()?;
     m.add_class::<legacy::TraceHook>()?;

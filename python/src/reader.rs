@@ -71,7 +71,9 @@ impl Source {
             .unwrap_or(0);
         // A Perfetto trace starts with field 1 (a TracePacket): byte 0x0a.
         Ok(match (&magic[..got], magic[0]) {
-            (m, _) if m == rtrace::wire::MAGIC => Source::Stream(Box::new(EventReader::open(path)?)),
+            (m, _) if m == rtrace::wire::MAGIC => {
+                Source::Stream(Box::new(EventReader::open(path)?))
+            }
             (m, 0x0a) if !m.is_empty() => Source::Merged(Box::new(MergedReader::open(path)?)),
             _ => Source::Stream(Box::new(EventReader::open(path)?)),
         })

@@ -59,3 +59,15 @@ def test_wrong_usage_says_what_to_do(tmp_path):
     assert proc.returncode == 2 and "no such script" in proc.stderr
     proc = rtrace_cli("dump", "missing.rtrace", cwd=tmp_path)
     assert proc.returncode == 1 and "cannot open" in proc.stderr
+
+
+def test_export_converts_a_timeline_and_merges_streams_to_chrome_json(tmp_path):
+    (tmp_path / "app.py").write_text("def f(): pass\nf()\n")
+    assert rtrace_cli("run", "-o", "t.pftrace", "--", "app.py", cwd=tmp_path).returncode == 0
+    proc = rtrace_cli("export", "t.pftrace", "-o", "t.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "t.json").read_text())
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    assert any(e.get("name") == "f" and e.get("ph") == "B" for e in events)
+    proc = rtrace_cli("export", "t.pftrace", "-o", "t.txt", "--format", "chrome", cwd=tmp_path)
+    assert proc.returncode == 2 and ".json" in proc.stderr
