@@ -27,11 +27,13 @@ def start_from_environment() -> None:
 
         if _recording.current() is not None:
             return
-        _recording.start(
+        recording = _recording.record(
             os.environ.get("RTRACE_SESSION") or None,
             lines=os.environ.get("RTRACE_LINES") == "1",
             c_calls=os.environ.get("RTRACE_C_CALLS", "1") != "0",
             on_full=os.environ.get("RTRACE_ON_FULL", "drop"),
         )
+        recording._autostarted = True
+        recording.start()
     except Exception as error:  # noqa: BLE001 - never harm the program
         print(f"rtrace: not recording this process: {error}", file=sys.stderr)

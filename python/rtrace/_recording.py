@@ -105,6 +105,7 @@ class Recording:
         self._hook: Hook | None = None
         self._pid: int | None = None
         self._final: tuple[int, int, int, str | None] | None = None
+        self._autostarted = False
 
     # -- state ---------------------------------------------------------------
 
@@ -153,6 +154,10 @@ class Recording:
         """Starts recording; raises RecordingError if one is already active."""
         global _active
         with _state_lock:
+            if _active is not None and _active._autostarted:
+                # `rtrace run` started this process's recording; a recording
+                # the program asks for itself takes its place.
+                _active.stop()
             if _active is not None:
                 raise RecordingError(
                     f"rtrace is already recording session {_active.session!r} to "

@@ -161,3 +161,20 @@ def test_rtrace_read_iterates_a_merged_perfetto_timeline(tmp_path):
     leaf = [e for e in events if e.name == "leaf" and e.kind == "call"]
     assert len(leaf) == 3 * 2 * 400 and leaf[0].file.endswith("worker.py")
     assert set(reader.thread_names().values()) >= {"w0", "w1"}
+
+
+def test_a_program_that_records_itself_works_under_rtrace_run(tmp_path):
+    (tmp_path / "svc.py").write_text(
+        "import rtrace\n"
+        "def handle(): pass\n"
+        "with rtrace.record(session='svc-a'):\n"
+        "    handle()\n"
+    )
+    rtrace_bin = Path(sys.executable).parent / "rtrace"
+    proc = subprocess.run([str(rtrace_bin), "run", "-o", "t.pftrace", "--", "svc.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    reader = rtrace.read(tmp_path / "t.pftrace")
+    handled = [e for e in reader if e.name == "handle" and e.kind == "call"]
+    assert len(handled) == 1
+    assert "svc-a" in {p["session"] for p in reader.processes()}
