@@ -71,3 +71,27 @@ def test_export_converts_a_timeline_and_merges_streams_to_chrome_json(tmp_path):
     assert any(e.get("name") == "f" and e.get("ph") == "B" for e in events)
     proc = rtrace_cli("export", "t.pftrace", "-o", "t.txt", "--format", "chrome", cwd=tmp_path)
     assert proc.returncode == 2 and ".json" in proc.stderr
+
+
+def test_view_serves_the_file_to_perfetto_ui_and_prints_the_url(tmp_path):
+    import socket
+    import urllib.request
+
+    trace = tmp_path / "t.pftrace"
+    trace.write_bytes(b"\x0a\x00pretend-trace")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([RTRACE, "view", str(trace), "--no-browser", "--port", str(port)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+        url_line = proc.stderr.readline()
+        assert f"http://127.0.0.1:{port}/t.pftrace" in first, first
+        assert f"https://ui.perfetto.dev/#!/?url=http://127.0.0.1:{port}/t.pftrace" in url_line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/t.pftrace", timeout=10) as reply:
+            assert reply.read() == trace.read_bytes()
+            assert reply.headers["Access-Control-Allow-Origin"] == "https://ui.perfetto.dev"
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
