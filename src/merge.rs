@@ -3,14 +3,17 @@
 //!
 //! Within a stream, each thread's events come in order, but batches of
 //! different threads interleave: a thread that was blocked hands over old
-//! events late. Each stream's clock snapshots (its heartbeat) tell how far
+//! events late. So the merge keeps one queue per thread (already sorted)
+//! and a heap of the queues' heads: a k-way merge whose heap is as small as
+//! the number of threads, and which keeps each thread's order even for an
+//! event that comes late. Each stream's clock snapshots (its heartbeat) tell how far
 //! its time has advanced; an event is released once every open stream's
 //! time, less the reorder window, has passed it. An event that still
 //! arrives later than what was already written is written at once and
 //! counted as late: nothing is dropped.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::time::Duration;
 
@@ -51,28 +54,19 @@ pub struct StreamStats {
     pub error: Option<String>,
 }
 
-struct Pending {
-    ts_ns: u64,
-    seq: u64,
+/// A thread's events waiting to be written, oldest first.
+struct ThreadQueue {
     stream: StreamId,
-    event: Event,
+    events: VecDeque<Event>,
+    /// True while the queue's head is in the heap.
+    in_heap: bool,
 }
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        (self.ts_ns, self.seq) == (other.ts_ns, other.seq)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.ts_ns, self.seq).cmp(&(other.ts_ns, other.seq))
-    }
+/// A heap entry: the head of one thread queue.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Head {
+    ts_ns: u64,
+    queue: usize,
 }
 
 struct Slot {
@@ -94,8 +88,11 @@ pub struct Merger<S: TimelineSink> {
     window_ns: u64,
     max_buffered: usize,
     slots: Vec<Slot>,
-    heap: BinaryHeap<Reverse<Pending>>,
-    seq: u64,
+    queues: Vec<ThreadQueue>,
+    queue_of: HashMap<(StreamId, u64), usize>,
+    last_queue: Option<((StreamId, u64), usize)>,
+    heap: BinaryHeap<Reverse<Head>>,
+    buffered: usize,
     written_ns: u64,
     /// Live merges: no event newer than this is written yet, so that a
     /// process which connects a little late still fits in (see `advance`).
@@ -109,8 +106,11 @@ impl<S: TimelineSink> Merger<S> {
             window_ns: config.window.as_nanos().min(u128::from(u64::MAX)) as u64,
             max_buffered: config.max_buffered.max(1),
             slots: Vec::new(),
+            queues: Vec::new(),
+            queue_of: HashMap::new(),
+            last_queue: None,
             heap: BinaryHeap::new(),
-            seq: 0,
+            buffered: 0,
             written_ns: 0,
             live_horizon_ns: None,
         }
@@ -163,25 +163,56 @@ impl<S: TimelineSink> Merger<S> {
     }
 
     fn push_event(&mut self, stream: StreamId, event: Event) -> io::Result<()> {
-        let Some(slot) = self.slots.get_mut(stream.0 as usize) else {
+        if stream.0 as usize >= self.slots.len() {
             return Ok(());
-        };
-        if event.ts_ns < self.written_ns {
+        }
+        let q = self.queue_index(stream, event.tid);
+        let late = event.ts_ns < self.written_ns;
+        let slot = &mut self.slots[stream.0 as usize];
+        if late {
             slot.stats.late += 1;
-            return self.write(stream, &event);
+            if self.queues[q].events.is_empty() {
+                return self.write(stream, &event);
+            }
+            // Otherwise it follows the events of its thread that wait, to
+            // keep the thread's order.
         }
         slot.pending += 1;
-        self.seq += 1;
-        self.heap.push(Reverse(Pending {
-            ts_ns: event.ts_ns,
-            seq: self.seq,
-            stream,
-            event,
-        }));
-        while self.heap.len() > self.max_buffered {
-            self.pop_one()?;
+        let queue = &mut self.queues[q];
+        queue.events.push_back(event);
+        if !queue.in_heap {
+            queue.in_heap = true;
+            self.heap.push(Reverse(Head {
+                ts_ns: event.ts_ns,
+                queue: q,
+            }));
+        }
+        self.buffered += 1;
+        while self.buffered > self.max_buffered {
+            self.write_oldest(u64::MAX)?;
         }
         Ok(())
+    }
+
+    /// The queue of a stream's thread, created on first use.
+    fn queue_index(&mut self, stream: StreamId, tid: u64) -> usize {
+        let key = (stream, tid);
+        if let Some((last, q)) = self.last_queue {
+            if last == key {
+                return q;
+            }
+        }
+        let queues = &mut self.queues;
+        let q = *self.queue_of.entry(key).or_insert_with(|| {
+            queues.push(ThreadQueue {
+                stream,
+                events: VecDeque::new(),
+                in_heap: false,
+            });
+            queues.len() - 1
+        });
+        self.last_queue = Some((key, q));
+        q
     }
 
     /// The stream has ended (cleanly, truncated, or closed for an error).
@@ -210,20 +241,44 @@ impl<S: TimelineSink> Merger<S> {
             .min()
             .unwrap_or(u64::MAX)
             .min(self.live_horizon_ns.unwrap_or(u64::MAX));
-        while self.heap.peek().is_some_and(|p| p.0.ts_ns <= horizon) {
-            self.pop_one()?;
+        while self.heap.peek().is_some_and(|h| h.0.ts_ns <= horizon) {
+            self.write_oldest(horizon)?;
         }
         self.report_ends()
     }
 
-    fn pop_one(&mut self) -> io::Result<()> {
-        let Some(Reverse(p)) = self.heap.pop() else {
+    /// Writes the oldest queue's events up to `horizon`, for as long as
+    /// they stay older than every other queue's head.
+    fn write_oldest(&mut self, horizon: u64) -> io::Result<()> {
+        let Some(Reverse(head)) = self.heap.pop() else {
             return Ok(());
         };
-        if let Some(slot) = self.slots.get_mut(p.stream.0 as usize) {
-            slot.pending -= 1;
+        let q = head.queue;
+        let next_other = self.heap.peek().map_or(u64::MAX, |h| h.0.ts_ns);
+        let limit = horizon.min(next_other);
+        let stream = self.queues[q].stream;
+        let mut first = true;
+        while let Some(&event) = self.queues[q].events.front() {
+            if !first && event.ts_ns > limit {
+                break;
+            }
+            first = false;
+            self.queues[q].events.pop_front();
+            self.buffered -= 1;
+            if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+                slot.pending -= 1;
+            }
+            self.write(stream, &event)?;
         }
-        self.write(p.stream, &p.event)
+        let queue = &mut self.queues[q];
+        match queue.events.front() {
+            Some(next) => self.heap.push(Reverse(Head {
+                ts_ns: next.ts_ns,
+                queue: q,
+            })),
+            None => queue.in_heap = false,
+        }
+        Ok(())
     }
 
     fn write(&mut self, stream: StreamId, event: &Event) -> io::Result<()> {
@@ -263,7 +318,7 @@ impl<S: TimelineSink> Merger<S> {
 
     /// Events held for reordering right now.
     pub fn buffered(&self) -> usize {
-        self.heap.len()
+        self.buffered
     }
 
     /// Stats of every stream so far.
@@ -282,7 +337,7 @@ impl<S: TimelineSink> Merger<S> {
             }
         }
         while !self.heap.is_empty() {
-            self.pop_one()?;
+            self.write_oldest(u64::MAX)?;
         }
         self.report_ends()?;
         self.sink.finish()?;
@@ -401,6 +456,28 @@ mod tests {
         let (sink, stats) = m.finish().unwrap();
         assert_eq!(sink.events, vec![(1, 920), (0, 950)]);
         assert_eq!(stats.iter().map(|s| s.late).sum::<u64>(), 0);
+    }
+
+    #[test]
+    fn a_late_event_keeps_its_thread_order() {
+        let mut m = Merger::new(Recorded::default(), config(0, 1000));
+        let a = m.add_stream(ProcessInfo::default()).unwrap();
+        let on = |tid, ts_ns| {
+            StreamItem::Event(Event {
+                ts_ns,
+                tid,
+                kind: Kind::Call,
+                function: FunctionId(0),
+                line: 0,
+            })
+        };
+        for item in [on(1, 10), on(1, 30), clock(20), on(2, 5), on(1, 40)] {
+            m.push(a, item).unwrap();
+        }
+        let (sink, stats) = m.finish().unwrap();
+        let order: Vec<u64> = sink.events.iter().map(|e| e.1).collect();
+        assert_eq!(order, vec![10, 5, 30, 40]);
+        assert_eq!(stats[0].late, 1);
     }
 
     #[test]
