@@ -165,7 +165,7 @@ impl Status {
         }
         let rate = (state.events - self.last_events) as f64 / elapsed.as_secs_f64();
         eprint!(
-            "\r\x1b[2K{connected} streams connected, {} seen, {rate:.0} events/s, {} events, {} lost",
+            "\r\x1b[2Kstreams: {connected} connected, {} seen | {rate:.0} events/s | {} events, {} lost",
             state.streams.len(),
             state.events,
             state.lost()
