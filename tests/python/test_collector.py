@@ -50,6 +50,13 @@ def start_workers(tmp_path: Path, address: str, sessions: list[str], calls: int)
     ]
 
 
+def rtrace_run(cwd: Path, output: str, *program: str) -> subprocess.CompletedProcess:
+    """`rtrace run -o OUTPUT -- PROGRAM...` with the installed command."""
+    rtrace_bin = Path(sys.executable).parent / "rtrace"
+    return subprocess.run([str(rtrace_bin), "run", "-o", output, "--", *program], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
 def chrome_events(path: Path) -> list[dict]:
     data = json.loads(path.read_text())
     return data["traceEvents"] if isinstance(data, dict) else data
@@ -120,9 +127,7 @@ def test_rtrace_run_gives_one_timeline_and_says_where(tmp_path):
         "subprocess.run([sys.executable, '-c', 'def child_work(): pass\\nchild_work()'], check=True)\n"
         "sys.exit(4)\n"
     )
-    rtrace_bin = Path(sys.executable).parent / "rtrace"
-    proc = subprocess.run([str(rtrace_bin), "run", "-o", "t.json", "--", "app.py"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = rtrace_run(tmp_path, "t.json", "app.py")
     assert proc.returncode == 4, proc.stderr
     assert "timeline:" in proc.stderr and "t.json" in proc.stderr and "rtrace view" in proc.stderr
     events = chrome_events(tmp_path / "t.json")
@@ -170,9 +175,7 @@ def test_a_program_that_records_itself_works_under_rtrace_run(tmp_path):
         "with rtrace.record(session='svc-a'):\n"
         "    handle()\n"
     )
-    rtrace_bin = Path(sys.executable).parent / "rtrace"
-    proc = subprocess.run([str(rtrace_bin), "run", "-o", "t.pftrace", "--", "svc.py"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = rtrace_run(tmp_path, "t.pftrace", "svc.py")
     assert proc.returncode == 0, proc.stderr
     reader = rtrace.read(tmp_path / "t.pftrace")
     handled = [e for e in reader if e.name == "handle" and e.kind == "call"]
