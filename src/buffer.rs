@@ -52,11 +52,6 @@ impl ThreadBuffer {
         self.events.is_empty()
     }
 
-    /// Ticks of the newest waiting event.
-    pub fn last_ticks(&self) -> Option<u64> {
-        self.events.last().map(|e| e.ticks)
-    }
-
     /// Drops the waiting events without counting them (after `fork()`,
     /// where they belong to the parent's stream).
     pub fn discard(&mut self) {

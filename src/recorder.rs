@@ -114,7 +114,6 @@ pub struct Recorder {
     /// True while the writer thread is parked (see `park`).
     parked: AtomicBool,
     max_age_ticks: u64,
-    threads_seen: AtomicU64,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -166,7 +165,6 @@ impl Recorder {
             next_function: AtomicU32::new(0),
             pid: std::process::id(),
             parked: AtomicBool::new(false),
-            threads_seen: AtomicU64::new(0),
         })
     }
 
@@ -177,7 +175,6 @@ impl Recorder {
 
     /// A new, empty buffer for thread `tid`.
     pub fn new_thread_buffer(&self, tid: u64) -> ThreadBuffer {
-        self.threads_seen.fetch_add(1, Ordering::Relaxed);
         ThreadBuffer::new(tid, self.queue.take_array(), self.max_age_ticks)
     }
 

@@ -194,16 +194,6 @@ impl CollectorSink {
         }
     }
 
-    /// True while frames go to the collector.
-    pub fn connected(&self) -> bool {
-        self.connection.is_some()
-    }
-
-    /// The spill file's path, if anything was spilled.
-    pub fn spilled_to(&self) -> Option<&Path> {
-        self.spill.as_ref().map(|_| self.spill_path.as_path())
-    }
-
     fn start_of_stream(&self) -> Vec<u8> {
         let mut bytes = wire::file_header().to_vec();
         bytes.extend_from_slice(&self.preamble);

@@ -30,6 +30,9 @@ use crate::gil::GilCell;
 /// Marks a C function's entry on a thread's call stack.
 const C_BIT: u32 = 1 << 31;
 
+/// Calls of a new thread on which its name is looked up (see `name_tries`).
+const NAME_TRIES: u8 = 64;
+
 /// Stands for rtrace's own functions, and everything they call: such calls
 /// are tracked on the stack (to keep nesting right) but not recorded.
 const SUPPRESSED: FunctionId = FunctionId(rtrace::event::MAX_FUNCTION_ID);
@@ -280,7 +283,7 @@ impl Session {
                 stack,
                 suppressed,
                 ignored,
-                named: ignored,
+                name_tries: if ignored { 0 } else { NAME_TRIES },
                 retired: false,
             }),
             exit_lock: Mutex::new(()),
@@ -462,7 +465,10 @@ struct SlotState {
     /// zero, nothing is recorded.
     suppressed: u32,
     ignored: bool,
-    named: bool,
+    /// Calls left on which to look the thread's name up in `threading`
+    /// (0: named, or given up — a thread `threading` never registers must
+    /// not pay a lookup per call for ever).
+    name_tries: u8,
     retired: bool,
 }
 
@@ -627,10 +633,11 @@ pub fn on_call(code: *mut ffi::PyObject) {
         if state.open(id, 0) {
             state.record(session, RawEvent::new(t, id, Kind::Call, 0));
         }
-        if !state.named {
+        if state.name_tries > 0 {
             // A new thread is named once `threading` has registered it,
             // a few calls into its bootstrap.
-            state.named = session.try_name_thread(state.buf.tid);
+            let named = session.try_name_thread(state.buf.tid);
+            state.name_tries = if named { 0 } else { state.name_tries - 1 };
         }
     });
 }
