@@ -2,7 +2,8 @@
 //! no allocation, no lock and no syscall. When it is full, or its oldest
 //! event is older than the flush interval, the hook hands it to the queue.
 
-use crate::event::RawEvent;
+use crate::event::{FunctionId, Kind, RawEvent};
+use crate::mark::{self, Payload};
 
 /// Events of one thread waiting to be handed to the writer.
 #[derive(Debug)]
@@ -12,6 +13,8 @@ pub struct ThreadBuffer {
     pub tid: u64,
     /// Events of this thread dropped since its last delivered batch.
     pub(crate) lost: u64,
+    /// Of `events`, how many are mark payload slots rather than events.
+    pub(crate) payload_slots: usize,
     first_ticks: u64,
     max_age_ticks: u64,
 }
@@ -24,6 +27,7 @@ impl ThreadBuffer {
             events,
             tid,
             lost: 0,
+            payload_slots: 0,
             first_ticks: 0,
             max_age_ticks,
         }
@@ -42,9 +46,39 @@ impl ThreadBuffer {
             || event.ticks.wrapping_sub(self.first_ticks) > self.max_age_ticks
     }
 
-    /// Number of events waiting.
+    /// Appends a mark (see `mark`): its event, then its payload's slots.
+    /// Returns `None`, appending nothing, when the buffer has no room for
+    /// it: hand over and push again (an empty buffer always has room).
+    /// Otherwise returns whether to hand over now, as `push` does.
+    pub fn push_mark(
+        &mut self,
+        ticks: u64,
+        name: FunctionId,
+        kind: Kind,
+        payload: Option<&Payload>,
+    ) -> Option<bool> {
+        let slots = match payload {
+            Some(p) if kind.has_payload() => p.slots(),
+            _ => 0,
+        };
+        if self.events.len() + 1 + slots > self.events.capacity() {
+            if self.events.is_empty() {
+                // Too small a buffer for this payload: keep the event.
+                return Some(self.push(mark::mark_event(ticks, name, kind, 0)));
+            }
+            return None;
+        }
+        let full = self.push(mark::mark_event(ticks, name, kind, slots));
+        if let Some(payload) = payload.filter(|_| slots > 0) {
+            payload.write_slots(&mut self.events);
+            self.payload_slots += slots;
+        }
+        Some(full || self.events.len() >= self.events.capacity())
+    }
+
+    /// Number of events waiting (payload slots not counted).
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.events.len() - self.payload_slots
     }
 
     /// True when no event is waiting.
@@ -56,6 +90,7 @@ impl ThreadBuffer {
     /// where they belong to the parent's stream).
     pub fn discard(&mut self) {
         self.events.clear();
+        self.payload_slots = 0;
         self.lost = 0;
     }
 }
@@ -75,5 +110,29 @@ mod tests {
         let mut buf = ThreadBuffer::new(7, Vec::with_capacity(10), 100);
         assert!(!buf.push(ev(10)));
         assert!(buf.push(ev(111)));
+    }
+
+    #[test]
+    fn marks_take_their_payload_slots_and_ask_for_room() {
+        let mut buf = ThreadBuffer::new(7, Vec::with_capacity(4), u64::MAX);
+        let mut payload = Payload::new(9, 0.0);
+        payload.arg("key", mark::ArgRef::Str("a value over one slot"));
+        assert_eq!(payload.slots(), 3);
+        assert_eq!(
+            buf.push_mark(1, FunctionId(2), Kind::Instant, Some(&payload)),
+            Some(true)
+        );
+        assert_eq!((buf.len(), buf.events.len()), (1, 4));
+        assert_eq!(
+            buf.push_mark(2, FunctionId(2), Kind::Instant, Some(&payload)),
+            None
+        );
+        // A span end has no payload.
+        let mut buf = ThreadBuffer::new(7, Vec::with_capacity(4), u64::MAX);
+        assert_eq!(
+            buf.push_mark(1, FunctionId(2), Kind::SpanEnd, Some(&payload)),
+            Some(false)
+        );
+        assert_eq!(buf.events.len(), 1);
     }
 }

@@ -20,6 +20,18 @@ pub enum Kind {
     CReturn = 5,
     /// A line is about to run.
     Line = 6,
+    /// A user span began (`rtrace.span`); closed by the next `SpanEnd`.
+    SpanBegin = 7,
+    /// The innermost open user span ended.
+    SpanEnd = 8,
+    /// A user instant (`rtrace.instant`).
+    Instant = 9,
+    /// A counter's new value (`rtrace.counter`).
+    Counter = 10,
+    /// A message left with a flow token (`rtrace.flow_out`).
+    FlowOut = 11,
+    /// A message with a flow token arrived (`rtrace.flow_in`).
+    FlowIn = 12,
 }
 
 impl Kind {
@@ -36,6 +48,12 @@ impl Kind {
             Kind::CCall => "c_call",
             Kind::CReturn => "c_return",
             Kind::Line => "line",
+            Kind::SpanBegin => "span_begin",
+            Kind::SpanEnd => "span_end",
+            Kind::Instant => "instant",
+            Kind::Counter => "counter",
+            Kind::FlowOut => "flow_out",
+            Kind::FlowIn => "flow_in",
         }
     }
 
@@ -48,18 +66,39 @@ impl Kind {
             4 => Kind::CCall,
             5 => Kind::CReturn,
             6 => Kind::Line,
+            7 => Kind::SpanBegin,
+            8 => Kind::SpanEnd,
+            9 => Kind::Instant,
+            10 => Kind::Counter,
+            11 => Kind::FlowOut,
+            12 => Kind::FlowIn,
             _ => return None,
         })
     }
 
     /// True for kinds that open a slice.
     pub fn opens(self) -> bool {
-        matches!(self, Kind::Call | Kind::CCall)
+        matches!(self, Kind::Call | Kind::CCall | Kind::SpanBegin)
     }
 
     /// True for kinds that close the slice opened last.
     pub fn closes(self) -> bool {
-        matches!(self, Kind::Return | Kind::Exception | Kind::CReturn)
+        matches!(
+            self,
+            Kind::Return | Kind::Exception | Kind::CReturn | Kind::SpanEnd
+        )
+    }
+
+    /// True for user events (`mark`), as opposed to the calls and lines
+    /// the hook records.
+    pub fn is_mark(self) -> bool {
+        self as u8 >= Kind::SpanBegin as u8
+    }
+
+    /// True for kinds that carry a `mark::Mark` (flow id, value, args);
+    /// in a buffer, the event's `line` counts its payload slots.
+    pub fn has_payload(self) -> bool {
+        self.is_mark() && self != Kind::SpanEnd
     }
 }
 
@@ -83,7 +122,8 @@ pub struct RawEvent {
     pub ticks: u64,
     /// Function id and kind (`encode_code`).
     pub code: u32,
-    /// Line number for `Kind::Line`, else 0.
+    /// Line number for `Kind::Line`; for marks (`Kind::has_payload`), the
+    /// number of payload slots that follow; else 0.
     pub line: u32,
 }
 

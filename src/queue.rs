@@ -37,6 +37,8 @@ pub struct Batch {
     pub tid: u64,
     pub events: Vec<RawEvent>,
     pub lost_before: u64,
+    /// Of `events`, how many are mark payload slots.
+    pub payload_slots: usize,
 }
 
 /// The producer side of the queue, shared by all recording threads.
@@ -107,8 +109,9 @@ impl Queue {
         }
         if self.on_full == OnFull::Drop && self.batches.is_full() {
             // The common overflow case: count and reuse the same array.
-            let n = buf.events.len() as u64;
+            let n = buf.len() as u64;
             buf.events.clear();
+            buf.payload_slots = 0;
             buf.lost += n;
             self.lost.fetch_add(n, Ordering::Relaxed);
             return;
@@ -118,6 +121,7 @@ impl Queue {
             tid: buf.tid,
             events,
             lost_before: buf.lost,
+            payload_slots: std::mem::take(&mut buf.payload_slots),
         };
         let refused = match self.on_full {
             OnFull::Drop => self.batches.try_send(batch).err().map(|e| e.into_inner()),
@@ -129,12 +133,13 @@ impl Queue {
         };
         match refused {
             None => buf.lost = 0,
-            Some(batch) => self.count_lost(buf, batch.events),
+            Some(batch) => self.count_lost(buf, batch),
         }
     }
 
-    fn count_lost(&self, buf: &mut ThreadBuffer, mut events: Vec<RawEvent>) {
-        let n = events.len() as u64;
+    fn count_lost(&self, buf: &mut ThreadBuffer, batch: Batch) {
+        let mut events = batch.events;
+        let n = (events.len() - batch.payload_slots) as u64;
         buf.lost += n;
         self.lost.fetch_add(n, Ordering::Relaxed);
         events.clear();

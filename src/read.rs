@@ -9,6 +9,7 @@ use std::path::Path;
 
 use crate::clock::ClockMap;
 use crate::event::{decode_code, FunctionId, Kind};
+use crate::mark::Mark;
 use crate::wire::{self, pb, Body};
 use crate::writer::FunctionInfo;
 use crate::{Error, Result};
@@ -167,7 +168,7 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// One event read back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// CLOCK_MONOTONIC nanoseconds of the writer's host.
     pub ts_ns: u64,
@@ -177,6 +178,9 @@ pub struct Event {
     pub function: FunctionId,
     /// Line number for `Kind::Line`, else 0.
     pub line: u32,
+    /// For user events with a payload (`Kind::has_payload`): flow id,
+    /// counter value, arguments.
+    pub mark: Option<Box<Mark>>,
 }
 
 /// One thing read from a stream, in stream order: intern records before the
@@ -357,6 +361,7 @@ impl<R: Read> EventReader<R> {
         self.lost += batch.lost_before;
         let mut ticks = batch.base_ticks;
         let mut lines = batch.lines.iter();
+        let mut marks = batch.marks.into_iter();
         for (&delta, &code) in batch.tick_deltas.iter().zip(&batch.codes) {
             ticks = ticks.wrapping_add(delta as u64);
             let (function, kind) = decode_code(code);
@@ -368,12 +373,21 @@ impl<R: Read> EventReader<R> {
                     .ok_or_else(|| self.malformed("a line event without its line number"))?,
                 _ => 0,
             };
+            let mark = if kind.has_payload() {
+                let mark = marks
+                    .next()
+                    .ok_or_else(|| self.malformed("a user event without its mark"))?;
+                Some(Box::new(wire::mark_from_wire(mark)))
+            } else {
+                None
+            };
             self.ready.push_back(StreamItem::Event(Event {
                 ts_ns: self.clock.to_ns(ticks).unwrap_or(0),
                 tid: batch.tid,
                 kind,
                 function: FunctionId(function as u32),
                 line,
+                mark,
             }));
         }
         Ok(())

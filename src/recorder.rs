@@ -2,6 +2,7 @@
 //! Language front-ends (the Python hook, the native API) own thread buffers
 //! and hand them over here; this module never calls back into them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,8 @@ use crossbeam_channel::Sender;
 
 use crate::buffer::ThreadBuffer;
 use crate::clock;
-use crate::event::{FunctionId, MAX_FUNCTION_ID};
+use crate::event::{FunctionId, Kind, MAX_FUNCTION_ID};
+use crate::mark::{token, FlowIds, Payload};
 use crate::queue::{OnFull, Queue};
 use crate::sink::{Address, CollectorSink, FileSink, Sink};
 use crate::wire::{self, pb, Body};
@@ -63,7 +65,7 @@ impl Config {
 
     /// Events per thread buffer: an eighth of the queue, within limits.
     pub fn chunk_events(&self) -> usize {
-        (self.buffer_events / 8).clamp(64, 16 * 1024)
+        (self.buffer_events / 8).clamp(2 * crate::mark::MAX_PAYLOAD_SLOTS, 16 * 1024)
     }
 
     fn validate(&self) -> Result<()> {
@@ -114,6 +116,9 @@ pub struct Recorder {
     /// True while the writer thread is parked (see `park`).
     parked: AtomicBool,
     max_age_ticks: u64,
+    /// Ids of the names of user events (spans, instants, counters, flows).
+    mark_names: Mutex<HashMap<String, FunctionId>>,
+    flow_ids: FlowIds,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -165,6 +170,8 @@ impl Recorder {
             next_function: AtomicU32::new(0),
             pid: std::process::id(),
             parked: AtomicBool::new(false),
+            mark_names: Mutex::new(HashMap::new()),
+            flow_ids: FlowIds::new(),
         })
     }
 
@@ -199,6 +206,54 @@ impl Recorder {
         if let Ok(mut pending) = self.shared.pending.lock() {
             pending.functions.push(info);
         }
+    }
+
+    /// The id of a user event's name (a span's, instant's, counter's or
+    /// flow end's), interned on first use. `None` when all ids are used.
+    pub fn intern_name(&self, name: &str) -> Option<FunctionId> {
+        let mut names = self.mark_names.lock().ok()?;
+        if let Some(&id) = names.get(name) {
+            return Some(id);
+        }
+        let id = self.next_function_id()?;
+        self.intern_function(FunctionInfo {
+            id,
+            name: name.to_owned(),
+            module: String::new(),
+            file: String::new(),
+            line: 0,
+            native: false,
+        });
+        names.insert(name.to_owned(), id);
+        Some(id)
+    }
+
+    /// Appends a user event to a thread's buffer, handing the buffer over
+    /// first if the event does not fit, and after it if it is full.
+    pub fn push_mark(
+        &self,
+        buf: &mut ThreadBuffer,
+        ticks: u64,
+        name: FunctionId,
+        kind: Kind,
+        payload: Option<&Payload>,
+    ) {
+        let full = match buf.push_mark(ticks, name, kind, payload) {
+            Some(full) => full,
+            None => {
+                self.hand_over(buf);
+                buf.push_mark(ticks, name, kind, payload).unwrap_or(true)
+            }
+        };
+        if full {
+            self.hand_over(buf);
+        }
+    }
+
+    /// A fresh flow id and its token (a W3C traceparent).
+    pub fn new_flow(&self) -> (u64, String) {
+        let id = self.flow_ids.next();
+        (id, token::format(self.flow_ids.trace_id(), id))
     }
 
     /// Queues a thread's name.

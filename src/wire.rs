@@ -5,7 +5,8 @@
 use prost::Message;
 
 use crate::clock::{self, Snapshot};
-use crate::event::RawEvent;
+use crate::event::{Kind, RawEvent};
+use crate::mark::{self, Arg, ArgValue, Mark};
 
 /// Types generated from `proto/rtrace.proto`.
 #[allow(clippy::all, missing_docs)]
@@ -61,19 +62,29 @@ pub fn clock_info(description: &clock::Description) -> pb::ClockInfo {
     }
 }
 
-/// Encodes one thread's events as a batch. `events` must not be empty.
+/// Encodes one thread's events as a batch. `events` is a thread buffer's
+/// content: events, each mark followed by its payload slots.
 pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64) -> Body {
     let base_ticks = events.first().map_or(0, |e| e.ticks);
     let mut tick_deltas = Vec::with_capacity(events.len());
     let mut codes = Vec::with_capacity(events.len());
     let mut lines = Vec::new();
+    let mut marks = Vec::new();
     let mut previous = base_ticks;
-    for event in events {
+    let mut i = 0;
+    while let Some(event) = events.get(i) {
+        i += 1;
         tick_deltas.push(event.ticks.wrapping_sub(previous) as i64);
         previous = event.ticks;
         codes.push(u64::from(event.code));
-        if event.kind() == Some(crate::event::Kind::Line) {
-            lines.push(event.line);
+        match event.kind() {
+            Some(Kind::Line) => lines.push(event.line),
+            Some(kind) if kind.has_payload() => {
+                let end = (i + event.line as usize).min(events.len());
+                marks.push(mark_to_wire(mark::decode_slots(&events[i..end])));
+                i = end;
+            }
+            _ => {}
         }
     }
     Body::Batch(pb::EventBatch {
@@ -83,7 +94,56 @@ pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64) -> Body {
         codes,
         lines,
         lost_before,
+        marks,
     })
+}
+
+fn mark_to_wire(mark: Mark) -> pb::Mark {
+    use pb::arg::Value;
+    let args = mark
+        .args
+        .into_iter()
+        .map(|arg| pb::Arg {
+            key: arg.key,
+            value: Some(match arg.value {
+                ArgValue::Int(v) => Value::Int(v),
+                ArgValue::Float(v) => Value::Float(v),
+                ArgValue::Str(v) => Value::Str(v),
+                ArgValue::Bool(v) => Value::Bool(v),
+            }),
+        })
+        .collect();
+    pb::Mark {
+        flow_id: mark.flow_id,
+        value: mark.value,
+        args,
+    }
+}
+
+/// A wire mark as rtrace's own type.
+pub fn mark_from_wire(mark: pb::Mark) -> Mark {
+    use pb::arg::Value;
+    let args = mark
+        .args
+        .into_iter()
+        .filter_map(|arg| {
+            let value = match arg.value? {
+                Value::Int(v) => ArgValue::Int(v),
+                Value::Float(v) => ArgValue::Float(v),
+                Value::Str(v) => ArgValue::Str(v),
+                Value::Bool(v) => ArgValue::Bool(v),
+            };
+            Some(Arg {
+                key: arg.key,
+                value,
+            })
+        })
+        .collect();
+    Mark {
+        flow_id: mark.flow_id,
+        value: mark.value,
+        args,
+    }
 }
 
 /// Decodes one frame's bytes (without its length prefix).

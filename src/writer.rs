@@ -229,7 +229,7 @@ impl Writer {
 
     fn write_batch(&mut self, mut batch: Batch) {
         self.write_pending();
-        let n = batch.events.len() as u64;
+        let n = (batch.events.len() - batch.payload_slots) as u64;
         if self.failed {
             self.shared.queue.add_lost(n);
         } else if n > 0 || batch.lost_before > 0 {

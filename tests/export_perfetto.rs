@@ -9,9 +9,10 @@ use export_support::{generate, play, Call, Recorded, Spec};
 use prost::Message;
 use rtrace::event::{FunctionId, Kind};
 use rtrace::export::perfetto_format::{pb, SEQ_INCREMENTAL_STATE_CLEARED};
-use rtrace::export::{replay, Flows, MergedReader, PerfettoWriter};
+use rtrace::export::{replay, MergedReader, PerfettoWriter};
 use rtrace::timeline::{StreamEnd, StreamId, TimelineSink};
 use rtrace::Event;
+use rtrace::Mark;
 
 fn write(calls: &[Call]) -> Vec<u8> {
     let mut writer = PerfettoWriter::new(Vec::new());
@@ -34,7 +35,7 @@ fn events(calls: &[Call]) -> Vec<(StreamId, Event)> {
     calls
         .iter()
         .filter_map(|c| match c {
-            Call::Event(s, e) => Some((*s, *e)),
+            Call::Event(s, e) => Some((*s, e.clone())),
             _ => None,
         })
         .collect()
@@ -224,35 +225,43 @@ fn flow_ids_are_unpacked_fixed64_on_the_wire() {
             writer.function(*s, f).unwrap();
         }
     }
-    let flows = Flows {
-        flow_ids: &[1, 1 << 40],
-        terminating_flow_ids: &[3],
-    };
-    writer
-        .flow_instant(StreamId(0), 4000, 6_000_000_000_000, "send", flows)
-        .unwrap();
+    for (kind, flow_id, ts_ns) in [
+        (Kind::FlowOut, 1u64 << 40, 6_000_000_000_000),
+        (Kind::FlowIn, 3, 6_000_000_000_100),
+    ] {
+        let mark = Mark {
+            flow_id,
+            ..Mark::default()
+        };
+        let event = Event {
+            ts_ns,
+            tid: 4000,
+            kind,
+            function: FunctionId(0),
+            line: 0,
+            mark: Some(Box::new(mark)),
+        };
+        writer.event(StreamId(0), &event).unwrap();
+    }
     writer.finish().unwrap();
     let bytes = writer.into_inner();
 
     let packets: Vec<&[u8]> = fields(&bytes).into_iter().map(|f| f.2).collect();
-    let event = packets
+    let track_events: Vec<Vec<(u64, u64, &[u8])>> = packets
         .iter()
-        .rev()
-        .find_map(|p| fields(p).into_iter().find(|f| f.0 == 11))
-        .expect("the flow instant");
-    let event_fields = fields(event.2);
-    let by_number = |n: u64| -> Vec<(u64, &[u8])> {
-        event_fields
+        .filter_map(|p| fields(p).into_iter().find(|f| f.0 == 11))
+        .map(|e| fields(e.2))
+        .collect();
+    let flows = |n: u64| -> Vec<(u64, Vec<u8>)> {
+        track_events
             .iter()
-            .filter(|f| f.0 == n)
-            .map(|f| (f.1, f.2))
+            .flat_map(|e| e.iter().filter(|f| f.0 == n).map(|f| (f.1, f.2.to_vec())))
             .collect()
     };
-    let one: &[u8] = &1u64.to_le_bytes();
-    let big: &[u8] = &(1u64 << 40).to_le_bytes();
-    let three: &[u8] = &3u64.to_le_bytes();
-    assert_eq!(by_number(47), vec![(1, one), (1, big)]);
-    assert_eq!(by_number(48), vec![(1, three)]);
+    let big = (1u64 << 40).to_le_bytes().to_vec();
+    let three = 3u64.to_le_bytes().to_vec();
+    assert_eq!(flows(47), vec![(1, big)]);
+    assert_eq!(flows(48), vec![(1, three)]);
 
     // Category ids are unpacked varints too.
     let begin = packets
@@ -354,6 +363,7 @@ fn contract_breaches_are_errors_not_panics() {
         kind: Kind::Call,
         function: FunctionId(9),
         line: 0,
+        mark: None,
     };
     assert!(writer.event(StreamId(0), &event).is_err());
     writer
@@ -364,7 +374,7 @@ fn contract_breaches_are_errors_not_panics() {
     let stray = Event {
         kind: Kind::Return,
         function: FunctionId(3),
-        ..event
+        ..event.clone()
     };
     writer.event(StreamId(0), &stray).unwrap();
     writer
@@ -414,20 +424,33 @@ fn write_samples() {
             .unwrap();
     }
     let (send, receive) = (6_000_000_000_000, 6_000_000_050_000);
-    let out = Flows {
-        flow_ids: &[7],
-        terminating_flow_ids: &[],
-    };
-    writer
-        .flow_instant(StreamId(0), 4000, send, "send", out)
-        .unwrap();
-    let end = Flows {
-        flow_ids: &[],
-        terminating_flow_ids: &[7],
-    };
-    writer
-        .flow_instant(StreamId(1), 4001, receive, "receive", end)
-        .unwrap();
+    for (p, kind, ts_ns, name) in [
+        (0, Kind::FlowOut, send, "send"),
+        (1, Kind::FlowIn, receive, "receive"),
+    ] {
+        let function = rtrace::FunctionInfo {
+            id: FunctionId(0),
+            name: name.into(),
+            module: String::new(),
+            file: String::new(),
+            line: 0,
+            native: false,
+        };
+        writer.function(StreamId(p), &function).unwrap();
+        let mark = Mark {
+            flow_id: 7,
+            ..Mark::default()
+        };
+        let event = Event {
+            ts_ns,
+            tid: 4000 + u64::from(p),
+            kind,
+            function: FunctionId(0),
+            line: 0,
+            mark: Some(Box::new(mark)),
+        };
+        writer.event(StreamId(p), &event).unwrap();
+    }
     writer.finish().unwrap();
     std::fs::write(dir.join("flows.pftrace"), writer.into_inner()).unwrap();
 

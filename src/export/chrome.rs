@@ -31,6 +31,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use crate::event::Kind;
+use crate::mark::ArgValue;
 use crate::read::Event;
 use crate::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
 use crate::writer::FunctionInfo;
@@ -132,9 +133,17 @@ impl<W: Write> ChromeJsonWriter<W> {
             .or_default()
             .push((event.function.0, native));
         let mut body = head("B", state.pid, event.tid, event.ts_ns);
-        let category = if native { "c" } else { "python" };
+        let category = match event.kind {
+            Kind::CCall => "c",
+            Kind::SpanBegin => USER_CATEGORY,
+            _ => "python",
+        };
         name_and_category(&mut body, &function_name(state, event.function.0), category);
         match state.functions.get(&event.function.0) {
+            _ if event.kind == Kind::SpanBegin => {
+                body.push_str(",\"args\":");
+                user_args(&mut body, event);
+            }
             Some(f) => {
                 let _ = write!(
                     body,
@@ -176,6 +185,37 @@ impl<W: Write> ChromeJsonWriter<W> {
         let mut body = head("i", state.pid, event.tid, event.ts_ns);
         name_and_category(&mut body, &function_name(state, event.function.0), "python");
         let _ = write!(body, r#","s":"t","args":{{"line":{}}}"#, event.line);
+        self.element(&body)
+    }
+
+    /// A user instant, counter value or flow end. A flow end is an
+    /// instant plus the flow event (`s` or `f`) that links it.
+    fn mark(&mut self, stream: StreamId, event: &Event) -> io::Result<()> {
+        let state = self.stream(stream)?;
+        let pid = state.pid;
+        let name = function_name(state, event.function.0);
+        let mark = event.mark.as_deref();
+        if event.kind == Kind::Counter {
+            let mut body = head("C", pid, event.tid, event.ts_ns);
+            name_and_category(&mut body, &name, USER_CATEGORY);
+            let value = mark.map_or(0.0, |m| m.value);
+            let _ = write!(body, r#","args":{{"value":{}}}"#, json_number(value));
+            return self.element(&body);
+        }
+        let mut body = head("i", pid, event.tid, event.ts_ns);
+        name_and_category(&mut body, &name, USER_CATEGORY);
+        body.push_str(r#","s":"t","args":"#);
+        user_args(&mut body, event);
+        self.element(&body)?;
+        let phase = match event.kind {
+            Kind::FlowOut => "s",
+            Kind::FlowIn => "f",
+            _ => return Ok(()),
+        };
+        let mut body = head(phase, pid, event.tid, event.ts_ns);
+        name_and_category(&mut body, "flow", USER_CATEGORY);
+        let id = mark.map_or(0, |m| m.flow_id);
+        let _ = write!(body, r#","id":"0x{id:016x}","bp":"e""#);
         self.element(&body)
     }
 
@@ -228,8 +268,14 @@ impl<W: Write> TimelineSink for ChromeJsonWriter<W> {
         self.stream(stream)?.first_ts_ns.get_or_insert(event.ts_ns);
         match event.kind {
             Kind::Call | Kind::CCall => self.begin(stream, event),
-            Kind::Return | Kind::Exception | Kind::CReturn => self.end(stream, event),
+            Kind::SpanBegin => self.begin(stream, event),
+            Kind::Return | Kind::Exception | Kind::CReturn | Kind::SpanEnd => {
+                self.end(stream, event)
+            }
             Kind::Line => self.line(stream, event),
+            Kind::Instant | Kind::Counter | Kind::FlowOut | Kind::FlowIn => {
+                self.mark(stream, event)
+            }
         }
     }
 
@@ -288,6 +334,42 @@ impl<W: Write> TimelineSink for ChromeJsonWriter<W> {
             self.buf.extend_from_slice(b"\n]\n");
         }
         self.flush()
+    }
+}
+
+/// Category of user events (spans, instants, counters, flows).
+const USER_CATEGORY: &str = "user";
+
+/// Appends a user event's arguments as a JSON object.
+fn user_args(body: &mut String, event: &Event) {
+    body.push('{');
+    let args = event.mark.as_deref().map_or(&[][..], |m| &m.args[..]);
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&json_string(&arg.key));
+        body.push(':');
+        match &arg.value {
+            ArgValue::Int(v) => {
+                let _ = write!(body, "{v}");
+            }
+            ArgValue::Float(v) => body.push_str(&json_number(*v)),
+            ArgValue::Str(v) => body.push_str(&json_string(v)),
+            ArgValue::Bool(v) => {
+                let _ = write!(body, "{v}");
+            }
+        }
+    }
+    body.push('}');
+}
+
+/// A float as JSON (which has no NaN or infinities: those become null).
+fn json_number(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "null".to_owned()
     }
 }
 

@@ -11,5 +11,5 @@ pub mod perfetto_format;
 pub mod perfetto_read;
 
 pub use chrome::ChromeJsonWriter;
-pub use perfetto::{Flows, PerfettoWriter};
+pub use perfetto::PerfettoWriter;
 pub use perfetto_read::{replay, MergedEvent, MergedItem, MergedReader};

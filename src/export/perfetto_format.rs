@@ -46,10 +46,12 @@ pub enum Category {
     Python = 1,
     /// Functions implemented in C (`c_call`, `c_return`).
     C = 2,
+    /// User events: spans, instants, counters, flow ends.
+    User = 3,
 }
 
 impl Category {
-    pub const ALL: [Category; 2] = [Category::Python, Category::C];
+    pub const ALL: [Category; 3] = [Category::Python, Category::C, Category::User];
 
     /// The interning id.
     pub fn iid(self) -> u64 {
@@ -61,6 +63,7 @@ impl Category {
         match self {
             Category::Python => "python",
             Category::C => "c",
+            Category::User => "user",
         }
     }
 
@@ -124,6 +127,18 @@ pub const END_ARG_LOST: &str = "lost";
 pub const END_ARG_TRUNCATED: &str = "truncated";
 /// Name of the per-process counter track of lost events.
 pub const LOST_TRACK_NAME: &str = "rtrace lost events";
+
+/// Prefix of a counter track's description; the function id of the
+/// counter's name follows (the reader takes it back).
+pub const COUNTER_DESCRIPTION: &str = "rtrace counter ";
+
+/// The uuid of the track of a user counter of a process.
+pub fn counter_uuid(process: u64, function: u32) -> u64 {
+    child_uuid(
+        process,
+        &[b"counter".as_slice(), &function.to_le_bytes()].concat(),
+    )
+}
 
 /// Appends `packet` to `out` as one `Trace.packet` field.
 pub fn append_packet(packet: &pb::TracePacket, out: &mut Vec<u8>) {

@@ -56,7 +56,7 @@ impl TimelineSink for Recorded {
         Ok(())
     }
     fn event(&mut self, stream: StreamId, event: &Event) -> io::Result<()> {
-        self.calls.push(Call::Event(stream, *event));
+        self.calls.push(Call::Event(stream, event.clone()));
         Ok(())
     }
     fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()> {
@@ -210,8 +210,9 @@ pub fn generate(spec: &Spec) -> Vec<Call> {
             kind,
             function: FunctionId(function),
             line,
+            mark: None,
         };
-        calls.push(Call::Event(stream, event));
+        calls.push(Call::Event(stream, event.clone()));
         counts[stream.0 as usize] += 1;
         emitted += 1;
         if spec.extras && emitted == spec.events / 2 {
@@ -224,7 +225,7 @@ pub fn generate(spec: &Spec) -> Vec<Call> {
                 kind: Kind::Line,
                 function: FunctionId(0),
                 line: 10,
-                ..event
+                ..event.clone()
             };
             calls.push(Call::Event(stream, late));
             counts[stream.0 as usize] += 1;
@@ -259,6 +260,7 @@ fn finish_streams(
                 kind,
                 function: FunctionId(k),
                 line: 0,
+                mark: None,
             };
             calls.push(Call::Event(*stream, event));
             counts[stream.0 as usize] += 1;

@@ -49,9 +49,10 @@
 mod packets;
 mod thread;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
+use crate::event::Kind;
 use crate::read::Event;
 use crate::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
 use crate::writer::FunctionInfo;
@@ -61,21 +62,10 @@ use packets::{
     clock_snapshot, end_packets, first_packet, process_descriptor, process_tree, sequence_packet,
     ProcessTrack,
 };
-use pb::track_event::{NameField, Type};
 use thread::ThreadTrack;
 
 /// Bytes gathered before they are written to the output.
 const BUFFER_BYTES: usize = 256 << 10;
-
-/// Flow arrows attached to an instant (see `PerfettoWriter::flow_instant`).
-/// Flow ids are global to the trace.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Flows<'a> {
-    /// Flows that start at (or pass through) the instant.
-    pub flow_ids: &'a [u64],
-    /// Flows that end at the instant.
-    pub terminating_flow_ids: &'a [u64],
-}
 
 /// A `TimelineSink` that writes a Perfetto trace to `W` as it goes: memory
 /// holds interning state and open-slice stacks, never the trace.
@@ -118,32 +108,6 @@ impl<W: Write> PerfettoWriter<W> {
     /// The output, after `finish`.
     pub fn into_inner(self) -> W {
         self.out.out
-    }
-
-    /// An instant on thread `tid` of `stream`, in category `rtrace`, that
-    /// starts or ends flow arrows (e.g. a message sent by one process and
-    /// received by another). `flow_ids` and `terminating_flow_ids` are
-    /// written unpacked, the only form Perfetto reads.
-    pub fn flow_instant(
-        &mut self,
-        stream: StreamId,
-        tid: u64,
-        ts_ns: u64,
-        name: &str,
-        flows: Flows<'_>,
-    ) -> io::Result<()> {
-        self.watermark_ns = self.watermark_ns.max(ts_ns);
-        let track_event = pb::TrackEvent {
-            r#type: Some(Type::Instant as i32),
-            name_field: Some(NameField::Name(name.to_owned())),
-            categories: vec![format::RTRACE_CATEGORY.to_owned()],
-            flow_ids: flows.flow_ids.to_vec(),
-            terminating_flow_ids: flows.terminating_flow_ids.to_vec(),
-            ..Default::default()
-        };
-        let thread = self.started_thread(stream, tid, ts_ns)?;
-        let packet = thread.event_packet(ts_ns, track_event, pb::InternedData::default());
-        self.out.packet(&packet)
     }
 
     fn ensure_header(&mut self) -> io::Result<()> {
@@ -207,6 +171,7 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
                 sequence,
                 functions: HashMap::new(),
                 threads: HashMap::new(),
+                counters: HashSet::new(),
                 first_ts_ns: None,
             },
         );
@@ -245,13 +210,25 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
         self.started_thread(stream, event.tid, event.ts_ns)?;
         let state = open_stream(&mut self.streams, stream)?;
         state.first_ts_ns.get_or_insert(event.ts_ns);
+        if event.kind == Kind::Counter && state.counters.insert(event.function.0) {
+            let packet = counter_descriptor(state, event.function.0);
+            self.out.packet(&packet)?;
+        }
         let StreamState {
-            functions, threads, ..
+            functions,
+            threads,
+            uuid,
+            ..
         } = state;
         let Some(thread) = threads.get_mut(&event.tid) else {
             return Ok(()); // started_thread just made it
         };
-        let packet = thread.encode(event, functions);
+        let mut packet = thread.encode(event, functions);
+        if event.kind == Kind::Counter {
+            if let Some(pb::trace_packet::Data::TrackEvent(e)) = &mut packet.data {
+                e.track_uuid = Some(format::counter_uuid(*uuid, event.function.0));
+            }
+        }
         self.out.packet(&packet)
     }
 
@@ -349,7 +326,28 @@ struct StreamState {
     sequence: u32,
     functions: HashMap<u32, FunctionInfo>,
     threads: HashMap<u64, ThreadTrack>,
+    /// User counters (by name id) whose track is described.
+    counters: HashSet<u32>,
     first_ts_ns: Option<u64>,
+}
+
+/// The track of a user counter of the stream, on the process sequence.
+fn counter_descriptor(state: &StreamState, function: u32) -> pb::TracePacket {
+    let name = state
+        .functions
+        .get(&function)
+        .map_or_else(|| format!("<counter {function}>"), |f| f.name.clone());
+    let descriptor = pb::TrackDescriptor {
+        uuid: Some(format::counter_uuid(state.uuid, function)),
+        parent_uuid: Some(state.uuid),
+        name: Some(name),
+        description: Some(format!("{}{function}", format::COUNTER_DESCRIPTION)),
+        counter: Some(pb::CounterDescriptor::default()),
+        ..Default::default()
+    };
+    let mut packet = sequence_packet(state.sequence);
+    packet.data = Some(pb::trace_packet::Data::TrackDescriptor(descriptor));
+    packet
 }
 
 impl StreamState {

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::event::Kind;
+use crate::mark::{Arg, ArgValue};
 use crate::read::Event;
 use crate::writer::FunctionInfo;
 
@@ -126,8 +127,11 @@ impl ThreadTrack {
         };
         let track_event = match event.kind {
             Kind::Call | Kind::CCall => intern.begin(event),
-            Kind::Return | Kind::Exception | Kind::CReturn => intern.end(event),
+            Kind::Return | Kind::Exception | Kind::CReturn | Kind::SpanEnd => intern.end(event),
             Kind::Line => intern.line(event),
+            Kind::SpanBegin => intern.span_begin(event),
+            Kind::Instant | Kind::FlowOut | Kind::FlowIn => intern.instant(event),
+            Kind::Counter => counter_event(event),
         };
         self.event_packet(event.ts_ns, track_event, interned)
     }
@@ -191,6 +195,29 @@ impl Interning<'_> {
         if event.kind == Kind::Exception {
             let arg = self.arg(ArgName::Exception, Value::BoolValue(true));
             track_event.debug_annotations = vec![arg];
+        }
+        track_event
+    }
+
+    /// A user span's begin, with its arguments.
+    fn span_begin(&mut self, event: &Event) -> pb::TrackEvent {
+        let frame = frame_of(event);
+        self.thread.stack.push(frame);
+        let mut track_event = self.named(frame, Type::SliceBegin);
+        track_event.debug_annotations = user_args(event);
+        track_event
+    }
+
+    /// A user instant, or a flow's end (a send starts the arrow, a receive
+    /// ends it), with its arguments.
+    fn instant(&mut self, event: &Event) -> pb::TrackEvent {
+        let mut track_event = self.named(frame_of(event), Type::Instant);
+        track_event.debug_annotations = user_args(event);
+        let flow = event.mark.as_ref().map_or(0, |m| m.flow_id);
+        match event.kind {
+            Kind::FlowOut => track_event.flow_ids = vec![flow],
+            Kind::FlowIn => track_event.terminating_flow_ids = vec![flow],
+            _ => {}
         }
         track_event
     }
@@ -270,10 +297,41 @@ impl Interning<'_> {
     }
 }
 
+/// A counter's new value; the caller puts it on the counter's track.
+fn counter_event(event: &Event) -> pb::TrackEvent {
+    pb::TrackEvent {
+        r#type: Some(Type::Counter as i32),
+        counter_value_field: Some(pb::track_event::CounterValueField::DoubleCounterValue(
+            event.mark.as_ref().map_or(0.0, |m| m.value),
+        )),
+        ..Default::default()
+    }
+}
+
+/// A user event's arguments, as debug annotations named inline.
+fn user_args(event: &Event) -> Vec<pb::DebugAnnotation> {
+    let Some(mark) = &event.mark else {
+        return Vec::new();
+    };
+    mark.args
+        .iter()
+        .map(|Arg { key, value }| pb::DebugAnnotation {
+            name_field: Some(ArgNameField::Name(key.clone())),
+            value: Some(match value {
+                ArgValue::Int(v) => Value::IntValue(*v),
+                ArgValue::Float(v) => Value::DoubleValue(*v),
+                ArgValue::Str(v) => Value::StringValue(v.clone()),
+                ArgValue::Bool(v) => Value::BoolValue(*v),
+            }),
+        })
+        .collect()
+}
+
 /// The slice an event opens or closes.
 fn frame_of(event: &Event) -> Frame {
     let category = match event.kind {
         Kind::CCall | Kind::CReturn => Category::C,
+        kind if kind.is_mark() => Category::User,
         _ => Category::Python,
     };
     Frame {

@@ -15,7 +15,8 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use crate::event::FunctionId;
+use crate::event::{FunctionId, Kind};
+use crate::mark::Mark;
 use crate::read::Event;
 use crate::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
 use crate::writer::FunctionInfo;
@@ -24,11 +25,11 @@ use crate::{Error, Result};
 use super::perfetto_format::{self as format, pb};
 use packets::PacketReader;
 use pb::debug_annotation::{NameField as ArgNameField, Value};
-use pb::track_event::NameField;
+use pb::track_event::{CounterValueField, NameField};
 use state::{Owner, Sequence, StreamData};
 
 /// One event of a merged timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MergedEvent {
     /// The process (stream) it happened in.
     pub stream: StreamId,
@@ -37,7 +38,7 @@ pub struct MergedEvent {
 
 /// What reading a merged file yields, in file order: each process, function
 /// and thread name before the first event that needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MergedItem {
     /// A process joined (`MergedReader::process` describes it).
     Process(StreamId),
@@ -202,7 +203,26 @@ impl<R: Read> MergedReader<R> {
                 self.ready.push_back(MergedItem::Thread(stream, tid));
             }
         } else if let Some(stream) = parent {
-            self.tracks.insert(uuid, Owner::Other(stream));
+            let counter = descriptor
+                .description
+                .as_deref()
+                .and_then(|d| d.strip_prefix(format::COUNTER_DESCRIPTION))
+                .and_then(|id| id.parse::<u32>().ok())
+                .filter(|_| descriptor.counter.is_some());
+            let Some(id) = counter else {
+                self.tracks.insert(uuid, Owner::Other(stream));
+                return;
+            };
+            self.tracks.insert(uuid, Owner::Counter(stream, id));
+            let name = descriptor.name.as_deref().unwrap_or("");
+            let new = self
+                .streams
+                .get_mut(&stream)
+                .is_some_and(|data| data.counter_name(id, name));
+            if new {
+                self.ready
+                    .push_back(MergedItem::Function(stream, FunctionId(id)));
+            }
         }
     }
 
@@ -257,7 +277,8 @@ impl<R: Read> MergedReader<R> {
         event: &pb::TrackEvent,
     ) -> Result<(), String> {
         let sequence = self.sequences.entry(sequence_id).or_default();
-        let track = event.track_uuid.or(sequence.default_track).unwrap_or(0);
+        let default_track = sequence.default_track;
+        let track = event.track_uuid.or(default_track).unwrap_or(0);
         match self.tracks.get(&track) {
             Some(&Owner::Thread(stream, tid)) => {
                 let ts_ns = ts_ns.ok_or("a thread event without a timestamp")?;
@@ -265,6 +286,33 @@ impl<R: Read> MergedReader<R> {
             }
             Some(&Owner::Process(stream)) => {
                 self.process_event(stream, ts_ns.unwrap_or(0), event);
+                Ok(())
+            }
+            Some(&Owner::Counter(stream, id)) => {
+                let ts_ns = ts_ns.ok_or("a counter value without a timestamp")?;
+                let thread = default_track.and_then(|t| self.tracks.get(&t));
+                let Some(&Owner::Thread(_, tid)) = thread else {
+                    return Err("a counter value outside a thread's sequence".into());
+                };
+                let value = match event.counter_value_field {
+                    Some(CounterValueField::DoubleCounterValue(v)) => v,
+                    Some(CounterValueField::CounterValue(v)) => v as f64,
+                    None => 0.0,
+                };
+                let mark = Mark {
+                    value,
+                    ..Mark::default()
+                };
+                let event = Event {
+                    ts_ns,
+                    tid,
+                    kind: Kind::Counter,
+                    function: FunctionId(id),
+                    line: 0,
+                    mark: Some(Box::new(mark)),
+                };
+                self.ready
+                    .push_back(MergedItem::Event(MergedEvent { stream, event }));
                 Ok(())
             }
             _ => Ok(()),

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::event::{FunctionId, Kind};
+use crate::mark::{Arg, ArgValue, Mark};
 use crate::read::Event;
 use crate::timeline::{ProcessInfo, StreamEnd, StreamId};
 use crate::writer::FunctionInfo;
@@ -19,6 +20,8 @@ use pb::track_event::{NameField, Type};
 pub(super) enum Owner {
     Process(StreamId),
     Thread(StreamId, u64),
+    /// The track of a user counter of a process, by its name's id.
+    Counter(StreamId, u32),
     /// Another track of a process (the lost-events counter).
     Other(StreamId),
 }
@@ -26,7 +29,7 @@ pub(super) enum Owner {
 impl Owner {
     pub(super) fn stream(&self) -> StreamId {
         match *self {
-            Owner::Process(s) | Owner::Thread(s, _) | Owner::Other(s) => s,
+            Owner::Process(s) | Owner::Thread(s, _) | Owner::Counter(s, _) | Owner::Other(s) => s,
         }
     }
 }
@@ -95,18 +98,42 @@ impl StreamData {
                 let exception = sequence.flag(event, ArgName::Exception);
                 (end_kind(frame, exception), frame, 0)
             }
+            (Some(Type::Instant), Some(frame)) if frame.category == Category::User => {
+                let kind = if !event.flow_ids.is_empty() {
+                    Kind::FlowOut
+                } else if !event.terminating_flow_ids.is_empty() {
+                    Kind::FlowIn
+                } else {
+                    Kind::Instant
+                };
+                (kind, frame, 0)
+            }
             (Some(Type::Instant), Some(frame)) => match sequence.uint_arg(event, ArgName::Line) {
                 Some(line) => (Kind::Line, frame, line as u32),
                 None => return Ok(None),
             },
             _ => return Ok(None),
         };
+        let mark = kind.has_payload().then(|| {
+            let flow_id = event
+                .flow_ids
+                .first()
+                .or(event.terminating_flow_ids.first())
+                .copied()
+                .unwrap_or(0);
+            Box::new(Mark {
+                flow_id,
+                value: 0.0,
+                args: user_args(event),
+            })
+        });
         let event = Event {
             ts_ns,
             tid,
             kind,
             function: FunctionId(frame.function),
             line,
+            mark,
         };
         Ok(Some(Decoded {
             event,
@@ -154,16 +181,62 @@ impl StreamData {
     }
 }
 
+impl StreamData {
+    /// A user counter's name, from its track, as a function of the
+    /// process; true if it was not known yet.
+    pub(super) fn counter_name(&mut self, id: u32, name: &str) -> bool {
+        if self.functions.contains_key(&id) {
+            return false;
+        }
+        let info = FunctionInfo {
+            id: FunctionId(id),
+            name: name.to_owned(),
+            module: String::new(),
+            file: String::new(),
+            line: 0,
+            native: false,
+        };
+        self.functions.insert(id, info);
+        true
+    }
+}
+
+/// The arguments of a user event, from its inline-named annotations.
+fn user_args(event: &pb::TrackEvent) -> Vec<Arg> {
+    event
+        .debug_annotations
+        .iter()
+        .filter_map(|a| {
+            let Some(ArgNameField::Name(key)) = &a.name_field else {
+                return None;
+            };
+            let value = match a.value.as_ref()? {
+                Value::BoolValue(v) => ArgValue::Bool(*v),
+                Value::UintValue(v) => ArgValue::Int(*v as i64),
+                Value::IntValue(v) => ArgValue::Int(*v),
+                Value::DoubleValue(v) => ArgValue::Float(*v),
+                Value::StringValue(v) => ArgValue::Str(v.clone()),
+            };
+            Some(Arg {
+                key: key.clone(),
+                value,
+            })
+        })
+        .collect()
+}
+
 fn begin_kind(frame: Frame) -> Kind {
     match frame.category {
         Category::C => Kind::CCall,
         Category::Python => Kind::Call,
+        Category::User => Kind::SpanBegin,
     }
 }
 
 fn end_kind(frame: Frame, exception: bool) -> Kind {
     match frame.category {
         Category::C => Kind::CReturn,
+        Category::User => Kind::SpanEnd,
         Category::Python if exception => Kind::Exception,
         Category::Python => Kind::Return,
     }
