@@ -45,6 +45,9 @@ pub struct Config {
     pub argv: Vec<String>,
     /// Describes the recorder (runtime, hook), for the hello.
     pub recorder: String,
+    /// The parent process shown in the timeline; `None`: the OS parent.
+    /// (A fork server's workers name the program that asked for them.)
+    pub parent_pid: Option<u32>,
 }
 
 impl Config {
@@ -60,6 +63,7 @@ impl Config {
             block_timeout: Duration::from_secs(10),
             argv: std::env::args().collect(),
             recorder: format!("rtrace {}", env!("CARGO_PKG_VERSION")),
+            parent_pid: None,
         }
     }
 
@@ -381,7 +385,7 @@ fn hello(config: &Config, description: &clock::Description) -> pb::Hello {
         protocol_version: u32::from(wire::FORMAT_VERSION),
         session: config.session.clone(),
         pid: std::process::id(),
-        ppid: parent_pid(),
+        ppid: config.parent_pid.unwrap_or_else(parent_pid),
         host: host_name(),
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_owned())

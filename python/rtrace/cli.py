@@ -22,6 +22,7 @@ import webbrowser
 from pathlib import Path
 
 from . import _native, read
+from ._children import child_environment
 
 _EPILOG = """examples:
   rtrace run -- app.py --port 8000       record app.py and every Python process it starts
@@ -33,7 +34,6 @@ _EPILOG = """examples:
 """
 
 PERFETTO_UI = "https://ui.perfetto.dev"
-BOOT_DIR = Path(__file__).resolve().parent / "_boot"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,13 +132,14 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         collector.start()
         env = dict(os.environ)
         env.update(
-            RTRACE_AUTOSTART="1",
-            RTRACE_COLLECTOR=address,
-            RTRACE_SESSION=session,
-            RTRACE_LINES="1" if args.lines else "0",
-            RTRACE_C_CALLS="0" if args.no_c_calls else "1",
-            RTRACE_ON_FULL=args.on_full,
-            PYTHONPATH=os.pathsep.join(p for p in (str(BOOT_DIR), env.get("PYTHONPATH")) if p),
+            child_environment(
+                session=session,
+                collector=address,
+                output_dir=None,
+                lines=args.lines,
+                c_calls=not args.no_c_calls,
+                on_full=args.on_full,
+            )
         )
         code = _run_child(_command_for(program), env)
         stats = collector.stop()

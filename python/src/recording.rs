@@ -38,7 +38,7 @@ fn extra_index(_py: Python<'_>) -> PyResult<ffi::Py_ssize_t> {
 
 /// Starts a session; the caller installs the hook afterwards.
 #[pyfunction]
-#[pyo3(signature = (*, session, output, collector, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files))]
+#[pyo3(signature = (*, session, output, collector, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files, parent_pid=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     py: Python<'_>,
@@ -54,6 +54,7 @@ pub fn start(
     missing: Bound<'_, PyAny>,
     thread_names: Vec<(u64, String)>,
     internal_files: Vec<String>,
+    parent_pid: Option<u32>,
 ) -> PyResult<()> {
     if hook::with_session(|_| ()).is_some() {
         return Err(RecordingError::new_err(
@@ -75,6 +76,7 @@ pub fn start(
     config.flush_interval = Duration::from_secs_f64(flush_interval);
     config.argv = argv;
     config.recorder = recorder;
+    config.parent_pid = parent_pid;
     let index = extra_index(py)?;
     let started = py
         .allow_threads(|| Recorder::start(config))
