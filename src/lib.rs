@@ -17,6 +17,7 @@ pub mod queue;
 pub mod read;
 pub mod recorder;
 pub mod sink;
+pub mod terminate;
 pub mod timeline;
 pub mod wire;
 pub mod writer;

@@ -11,7 +11,7 @@
 //! first sight of a function or thread and when a buffer is handed over.
 
 use std::cell::UnsafeCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::os::raw::c_void;
 use std::ptr;
@@ -67,6 +67,9 @@ pub struct Session {
     slots: Mutex<Vec<Arc<Slot>>>,
     c_functions: GilCell<HashMap<usize, FunctionId>>,
     fallback_id: FunctionId,
+    /// Threads named with `rtrace.name_thread`: `threading`'s names do not
+    /// replace theirs.
+    pub user_named: Mutex<HashSet<u64>>,
 }
 
 // SAFETY: `missing` is an immortal-for-our-purposes object we hold a strong
@@ -110,6 +113,7 @@ impl Session {
             slots: Mutex::new(Vec::new()),
             c_functions: GilCell::new(HashMap::new()),
             fallback_id,
+            user_named: Mutex::new(HashSet::new()),
         }
     }
 
@@ -136,6 +140,26 @@ impl Session {
             }
             self.recorder.hand_over(&mut state.buf);
             state.retired = retire;
+        }
+    }
+
+    /// Offers every thread's waiting events to the writer without ever
+    /// blocking: the writer thread calls this on each flush tick, so that
+    /// a thread blocked in a C call (a worker waiting for its next task)
+    /// does not keep its events until its next call. Call with the GIL
+    /// held.
+    pub fn sweep_idle(&self) {
+        let Ok(slots) = self.slots.lock() else { return };
+        for slot in slots.iter() {
+            let Ok(_exit) = slot.exit_lock.lock() else {
+                continue;
+            };
+            // SAFETY: as in `sweep`: the GIL and the slot's exit lock.
+            #[allow(unsafe_code)]
+            let state = unsafe { &mut *slot.state.get() };
+            if !state.retired && !state.buf.is_empty() {
+                self.recorder.offer(&mut state.buf);
+            }
         }
     }
 
@@ -666,6 +690,9 @@ pub fn new_flow() -> Option<(u64, String)> {
 pub fn name_current_thread(name: &str) {
     with_thread(|session, state| {
         state.name_tries = 0;
+        if let Ok(mut named) = session.user_named.lock() {
+            named.insert(state.buf.tid);
+        }
         session.recorder.name_thread(state.buf.tid, name.to_owned());
     });
 }
