@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-c-calls", action="store_true", help="do not record calls of C functions")
     run.add_argument("--on-full", choices=("drop", "block"), default="drop",
                      help="when a process's writer falls behind: drop and count (default) or block")
+    run.add_argument("--no-children", action="store_true",
+                     help="record only the program, not the Python processes it starts")
     run.add_argument("--drain", type=float, default=2.0, metavar="SECONDS",
                      help="after the program exits, how long other recorded processes may still "
                           "deliver (default 2)")
@@ -141,6 +143,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 on_full=args.on_full,
             )
         )
+        if args.no_children:
+            env["RTRACE_FOLLOW_CHILDREN"] = "0"
         code = _run_child(_command_for(program), env)
         stats = collector.stop()
     _print_table(stats)

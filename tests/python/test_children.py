@@ -150,3 +150,18 @@ def test_record_follows_children_into_stream_files_or_not(tmp_path, mode):
         assert process["ppid"] == main_pid and process["session"] == "svc-a"
     assert "child_work" in forked[0][1]
     assert "hello" in spawned[0][1]
+
+
+def test_rtrace_run_no_children_records_only_the_program(tmp_path):
+    (tmp_path / "parent.py").write_text(
+        "import subprocess, sys\n"
+        "subprocess.run([sys.executable, '-c', 'def hello(): pass\\nhello()'], check=True)\n"
+    )
+    proc = rtrace_cli("run", "--no-children", "-o", "p.pftrace", "--", "parent.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    names, processes = calls_per_process(tmp_path / "p.pftrace")
+    assert len(processes) == 1, processes
+    proc = rtrace_cli("run", "-o", "q.pftrace", "--", "parent.py", cwd=tmp_path)
+    names, processes = calls_per_process(tmp_path / "q.pftrace")
+    assert len(processes) == 2, processes
+    assert sum(n["hello"] for n in names.values()) == 1
