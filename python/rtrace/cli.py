@@ -234,11 +234,19 @@ def _dump(args: argparse.Namespace) -> int:
     for n, ev in enumerate(reader):
         if args.limit and n >= args.limit:
             break
+        extra = {key: value for key, value in
+                 (("args", ev.args), ("value", ev.value), ("flow_id", ev.flow_id))
+                 if value is not None}
         if args.json:
             print(json.dumps({"ts_ns": ev.ts_ns, "pid": ev.pid, "tid": ev.tid, "kind": ev.kind,
-                              "name": ev.name, "module": ev.module, "file": ev.file, "line": ev.line}))
-        else:
+                              "name": ev.name, "module": ev.module, "file": ev.file, "line": ev.line,
+                              **extra}))
+        elif ev.kind in ("call", "return", "exception", "c_call", "c_return", "line"):
             print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {ev.name}  {ev.file}:{ev.line}")
+        else:
+            details = " ".join(f"{k}={v:016x}" if k == "flow_id" else f"{k}={v!r}"
+                               for k, v in extra.items())
+            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {ev.name}  {details}")
     if reader.truncated:
         print(f"rtrace: {args.file} is truncated (the recording process did not finish it)",
               file=sys.stderr)
