@@ -8,9 +8,11 @@
 
 pub mod buffer;
 pub mod clock;
+pub mod clocksync;
 mod error;
 pub mod event;
 pub mod export;
+pub mod host;
 pub mod mark;
 pub mod merge;
 pub mod queue;

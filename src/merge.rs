@@ -17,8 +17,9 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::time::Duration;
 
+use crate::clock::ClockJump;
 use crate::read::{Event, StreamItem};
-use crate::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
+use crate::timeline::{ClockOffset, ProcessInfo, StreamEnd, StreamId, TimelineSink};
 
 /// Tuning of the merge.
 #[derive(Debug, Clone, Copy)]
@@ -52,12 +53,25 @@ pub struct StreamStats {
     pub end: Option<StreamEnd>,
     /// Why the stream was closed early, if it was (bad input).
     pub error: Option<String>,
+    /// The collector's latest estimate of the stream's clock (`None`: no
+    /// estimate was made, e.g. in an offline merge).
+    pub clock: Option<ClockOffset>,
+    /// Clock jumps seen in the stream.
+    pub clock_jumps: u64,
+    /// The first of them.
+    pub first_jump: Option<ClockJump>,
+    /// Events stamped earlier than their thread's previous event (after a
+    /// clock jump, or when the clock estimate moved back), written at the
+    /// previous event's time to keep the thread's order.
+    pub clamped: u64,
 }
 
 /// A thread's events waiting to be written, oldest first.
 struct ThreadQueue {
     stream: StreamId,
     events: VecDeque<Event>,
+    /// Timestamp of the thread's newest event so far.
+    last_ts_ns: u64,
     /// True while the queue's head is in the heap.
     in_heap: bool,
 }
@@ -136,6 +150,10 @@ impl<S: TimelineSink> Merger<S> {
                 late: 0,
                 end: None,
                 error: None,
+                clock: None,
+                clock_jumps: 0,
+                first_jump: None,
+                clamped: 0,
             },
             watermark_ns: 0,
             open: true,
@@ -159,14 +177,34 @@ impl<S: TimelineSink> Merger<S> {
                 self.release()
             }
             StreamItem::Event(event) => self.push_event(stream, event),
+            StreamItem::ClockJump(jump) => {
+                if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+                    slot.stats.clock_jumps += 1;
+                    slot.stats.first_jump.get_or_insert(jump);
+                }
+                self.sink.clock_jump(stream, &jump)
+            }
+            StreamItem::Offset(offset) => {
+                if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+                    slot.stats.clock = Some(offset);
+                }
+                self.sink.clock_offset(stream, &offset)
+            }
+            // Handled by the collector before the merge.
+            StreamItem::Ping { .. } | StreamItem::Sync(_) => Ok(()),
         }
     }
 
-    fn push_event(&mut self, stream: StreamId, event: Event) -> io::Result<()> {
+    fn push_event(&mut self, stream: StreamId, mut event: Event) -> io::Result<()> {
         if stream.0 as usize >= self.slots.len() {
             return Ok(());
         }
         let q = self.queue_index(stream, event.tid);
+        if event.ts_ns < self.queues[q].last_ts_ns {
+            event.ts_ns = self.queues[q].last_ts_ns;
+            self.slots[stream.0 as usize].stats.clamped += 1;
+        }
+        self.queues[q].last_ts_ns = event.ts_ns;
         let late = event.ts_ns < self.written_ns;
         let slot = &mut self.slots[stream.0 as usize];
         if late {
@@ -205,6 +243,7 @@ impl<S: TimelineSink> Merger<S> {
             queues.push(ThreadQueue {
                 stream,
                 events: VecDeque::new(),
+                last_ts_ns: 0,
                 in_heap: false,
             });
             queues.len() - 1
@@ -430,7 +469,15 @@ mod tests {
     fn events_behind_the_window_are_written_and_counted_late() {
         let mut m = Merger::new(Recorded::default(), config(5, 1000));
         let a = m.add_stream(ProcessInfo::default()).unwrap();
-        for item in [ev(100), clock(200), ev(50)] {
+        let other_thread = StreamItem::Event(Event {
+            ts_ns: 50,
+            tid: 2,
+            kind: Kind::Call,
+            function: FunctionId(0),
+            line: 0,
+            mark: None,
+        });
+        for item in [ev(100), clock(200), other_thread] {
             m.push(a, item).unwrap();
         }
         m.end_stream(a, StreamEnd::default(), None).unwrap();
@@ -480,6 +527,19 @@ mod tests {
         let order: Vec<u64> = sink.events.iter().map(|e| e.1).collect();
         assert_eq!(order, vec![10, 5, 30, 40]);
         assert_eq!(stats[0].late, 1);
+    }
+
+    #[test]
+    fn an_event_older_than_its_threads_previous_one_is_clamped_and_counted() {
+        let mut m = Merger::new(Recorded::default(), config(0, 1000));
+        let a = m.add_stream(ProcessInfo::default()).unwrap();
+        for item in [ev(10), ev(30), ev(20), ev(40)] {
+            m.push(a, item).unwrap();
+        }
+        let (sink, stats) = m.finish().unwrap();
+        let order: Vec<u64> = sink.events.iter().map(|e| e.1).collect();
+        assert_eq!(order, vec![10, 30, 30, 40]);
+        assert_eq!(stats[0].clamped, 1);
     }
 
     #[test]

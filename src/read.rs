@@ -7,7 +7,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
-use crate::clock::ClockMap;
+use crate::clock::{ClockJump, ClockMap, JumpKind};
+use crate::clocksync::SyncSample;
 use crate::event::{decode_code, FunctionId, Kind};
 use crate::mark::Mark;
 use crate::wire::{self, pb, Body};
@@ -102,7 +103,9 @@ impl<R: Read> FrameReader<R> {
             return Ok(None);
         }
         match wire::decode_frame(&self.buf) {
-            Ok(body) => Ok(Some(body)),
+            Ok(Some(body)) => Ok(Some(body)),
+            // A frame type of a newer writer: skip it.
+            Ok(None) => self.next_frame(),
             Err(reason) => {
                 self.done = true;
                 Err(self.malformed(start, reason))
@@ -199,6 +202,19 @@ pub enum StreamItem {
         monotonic_ns: u64,
     },
     Event(Event),
+    /// The stream's clock jumped (see `ClockMap`); read from snapshots, or
+    /// from a thread's counter going backwards within a batch.
+    ClockJump(ClockJump),
+    /// Live connections only: the recorder asks for a clock pong now.
+    Ping {
+        id: u64,
+        sent_ns: u64,
+    },
+    /// A clock exchange the recorder reports (see `clocksync`).
+    Sync(SyncSample),
+    /// The collector's estimate of the stream's clock changed. Never read
+    /// from a stream: the collector adds it before merging.
+    Offset(crate::timeline::ClockOffset),
 }
 
 /// Reads the events of one stream, resolving clocks as it goes.
@@ -340,13 +356,22 @@ impl<R: Read> EventReader<R> {
                 });
             }
             Body::Clock(c) => {
-                self.clock.add(c.ticks, c.monotonic_ns);
+                if let Some(jump) = self.clock.add(c.ticks, c.monotonic_ns) {
+                    self.ready.push_back(StreamItem::ClockJump(jump));
+                }
                 self.ready.push_back(StreamItem::Clock {
-                    monotonic_ns: c.monotonic_ns,
+                    monotonic_ns: c.monotonic_ns.saturating_add(self.clock.shift_ns()),
                 });
             }
             Body::Batch(batch) => self.decode_batch(batch)?,
             Body::End(end) => self.end = Some(end),
+            Body::ClockPing(ping) => self.ready.push_back(StreamItem::Ping {
+                id: ping.id,
+                sent_ns: ping.sent_ns,
+            }),
+            Body::ClockSync(sync) => self.ready.push_back(StreamItem::Sync((&sync).into())),
+            // The collector's direction; nothing a stream should carry.
+            Body::ClockPong(_) | Body::CollectorHello(_) => {}
         }
         Ok(())
     }
@@ -362,8 +387,12 @@ impl<R: Read> EventReader<R> {
         let mut ticks = batch.base_ticks;
         let mut lines = batch.lines.iter();
         let mut marks = batch.marks.into_iter();
+        let mut backwards = None;
         for (&delta, &code) in batch.tick_deltas.iter().zip(&batch.codes) {
             ticks = ticks.wrapping_add(delta as u64);
+            if delta < 0 && backwards.is_none() {
+                backwards = Some((ticks, delta));
+            }
             let (function, kind) = decode_code(code);
             let kind = Kind::from_wire(kind)
                 .ok_or_else(|| self.malformed(&format!("unknown event kind {kind}")))?;
@@ -388,6 +417,14 @@ impl<R: Read> EventReader<R> {
                 function: FunctionId(function as u32),
                 line,
                 mark,
+            }));
+        }
+        if let Some((ticks, delta)) = backwards {
+            // Reported after the batch: the merge keeps the thread's order.
+            self.ready.push_back(StreamItem::ClockJump(ClockJump {
+                kind: JumpKind::CounterBackwards,
+                at_ns: self.clock.to_ns(ticks).unwrap_or(0),
+                size_ns: self.clock.ticks_to_ns(delta),
             }));
         }
         Ok(())

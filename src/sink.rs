@@ -13,7 +13,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{clock, wire};
+use crate::clocksync::{Duplex, LocalClock, SyncConfig, SyncLink, Timekeeper};
+use crate::wire;
 use crate::{Error, Result};
 
 /// A destination for encoded frames.
@@ -27,6 +28,9 @@ pub trait Sink: Send {
     fn flush(&mut self) -> io::Result<()>;
     /// Names the sink in messages ("/tmp/x.rtrace").
     fn describe(&self) -> String;
+    /// Runs the clock exchange with a collector if one is due (see
+    /// `clocksync`); a no-op for sinks without one.
+    fn sync_clock(&mut self) {}
 }
 
 /// A stream file: the header, then frames.
@@ -160,13 +164,25 @@ impl Connection {
             Connection::Tcp(w) => w,
         }
     }
+
+    fn duplex(&mut self) -> &mut dyn Duplex {
+        match self {
+            Connection::Unix(s) => s,
+            Connection::Tcp(s) => s,
+        }
+    }
 }
 
 /// Streams to a collector; while it is unreachable, writes to a spill file
-/// (announced once on stderr) and retries with backoff.
+/// (announced once on stderr) and retries with backoff. On each connection
+/// it runs the clock exchange (`sync_clock`) if the collector offers it.
 pub struct CollectorSink {
     address: Address,
     connection: Option<Connection>,
+    /// The clock exchange on the current connection.
+    link: Option<SyncLink>,
+    sync: SyncConfig,
+    timekeeper: Box<dyn Timekeeper>,
     next_attempt: Instant,
     backoff: Duration,
     spill_path: PathBuf,
@@ -179,11 +195,31 @@ pub struct CollectorSink {
 }
 
 impl CollectorSink {
-    /// A sink for `address`; connects at the first write.
+    /// A recorder's sink for `address` with the default clock exchange;
+    /// connects at the first write.
     pub fn new(address: Address, spill_path: PathBuf) -> CollectorSink {
+        CollectorSink::with_clock(
+            address,
+            spill_path,
+            SyncConfig::default(),
+            Box::new(LocalClock),
+        )
+    }
+
+    /// A sink whose clock exchange follows `sync`, and whose snapshots and
+    /// samples `timekeeper` provides (a relay forwards another process's).
+    pub fn with_clock(
+        address: Address,
+        spill_path: PathBuf,
+        sync: SyncConfig,
+        timekeeper: Box<dyn Timekeeper>,
+    ) -> CollectorSink {
         CollectorSink {
             address,
             connection: None,
+            link: None,
+            sync,
+            timekeeper,
             next_attempt: Instant::now(),
             backoff: FIRST_RETRY,
             spill_path,
@@ -194,11 +230,30 @@ impl CollectorSink {
         }
     }
 
-    fn start_of_stream(&self) -> Vec<u8> {
+    fn start_of_stream(&mut self) -> Vec<u8> {
         let mut bytes = wire::file_header().to_vec();
         bytes.extend_from_slice(&self.preamble);
-        wire::encode_frame(wire::clock_body(&clock::snapshot()), &mut bytes);
+        self.timekeeper.snapshot_frame(&mut bytes);
         bytes
+    }
+
+    fn drop_connection(&mut self) {
+        self.connection = None;
+        self.link = None;
+    }
+
+    /// Writes `frame` to the collector if connected, never to the spill
+    /// file (clock samples only mean something on their connection).
+    /// Returns whether it was written.
+    pub fn write_live(&mut self, frame: &[u8]) -> bool {
+        let Some(connection) = &mut self.connection else {
+            return false;
+        };
+        if connection.out().write_all(frame).is_ok() {
+            return true;
+        }
+        self.drop_connection();
+        false
     }
 
     /// Connects if it is time to try; returns whether a connection is up.
@@ -218,6 +273,7 @@ impl CollectorSink {
         match attempt {
             Ok(connection) => {
                 self.connection = Some(connection);
+                self.link = Some(SyncLink::new(self.sync));
                 self.backoff = FIRST_RETRY;
                 true
             }
@@ -232,7 +288,7 @@ impl CollectorSink {
     fn spill(&mut self, frame: &[u8]) -> io::Result<()> {
         if self.spill.is_some() && !self.spilling {
             let mut snapshot = Vec::new();
-            wire::encode_frame(wire::clock_body(&clock::snapshot()), &mut snapshot);
+            self.timekeeper.snapshot_frame(&mut snapshot);
             if let Some(out) = &mut self.spill {
                 out.write_all(&snapshot)?;
             }
@@ -279,7 +335,7 @@ impl CollectorSink {
             }
             // The collector went away (or stalled past the write timeout);
             // this frame, and what follows until it is back, is spilled.
-            self.connection = None;
+            self.drop_connection();
             self.next_attempt = Instant::now() + self.backoff;
         }
         self.spill(frame)
@@ -297,7 +353,7 @@ impl Sink for CollectorSink {
             None => false,
         };
         if broken {
-            self.connection = None;
+            self.drop_connection();
         }
         Ok(())
     }
@@ -309,7 +365,7 @@ impl Sink for CollectorSink {
     fn flush(&mut self) -> io::Result<()> {
         if let Some(c) = &mut self.connection {
             if c.out().flush().is_err() {
-                self.connection = None;
+                self.drop_connection();
             }
         }
         if let Some(spill) = &mut self.spill {
@@ -324,5 +380,21 @@ impl Sink for CollectorSink {
             self.address,
             self.spill_path.display()
         )
+    }
+
+    fn sync_clock(&mut self) {
+        let (Some(connection), Some(link)) = (&mut self.connection, &mut self.link) else {
+            return;
+        };
+        let samples = match link.run(connection.duplex()) {
+            Ok((samples, fresh)) if !samples.is_empty() => (samples, fresh),
+            Ok(_) => return,
+            Err(_) => return self.drop_connection(),
+        };
+        let mut frames = Vec::new();
+        self.timekeeper.samples(&samples.0, samples.1, &mut frames);
+        if !frames.is_empty() {
+            self.write_live(&frames);
+        }
     }
 }

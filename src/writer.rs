@@ -147,6 +147,9 @@ impl Writer {
 
     /// The thread's main loop. Returns the writer for parking or ending.
     pub fn run(mut self) -> (Writer, Exit) {
+        // Right after connecting: the clock exchange's burst, before any
+        // batch (see `clocksync`).
+        self.sink.sync_clock();
         loop {
             let mut wait = self
                 .flush_interval
@@ -227,6 +230,7 @@ impl Writer {
 
     fn tick(&mut self) {
         self.run_tick();
+        self.sink.sync_clock();
         if self.last_snapshot_at.elapsed() >= SNAPSHOT_EVERY {
             self.write_snapshot();
         }
@@ -278,6 +282,8 @@ impl Writer {
     }
 
     fn write_batch(&mut self, mut batch: Batch) {
+        // After a reconnect, the burst goes before the next batch.
+        self.sink.sync_clock();
         self.write_pending();
         let n = (batch.events.len() - batch.payload_slots) as u64;
         if self.failed {

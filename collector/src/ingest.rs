@@ -4,7 +4,7 @@
 //! a message naming it; nothing else is affected.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -18,6 +18,8 @@ use anyhow::{bail, Context, Result};
 use crossbeam_channel::Sender;
 use rtrace::timeline::{ProcessInfo, StreamEnd};
 use rtrace::{Address, EventReader, FrameReader, StreamItem};
+
+use crate::clocksync::{Responder, StreamClock};
 
 /// A connection, numbered in order of arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +46,23 @@ pub enum Arrival {
 
 /// A peer that sends nothing (not even a heartbeat) for this long is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A peer that does not take what the collector writes back (its hello,
+/// clock pongs) within this long gets no more of it.
+const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A connection just accepted, handed to the connection handler on a
+/// thread of its own.
+pub struct Accepted {
+    pub conn: ConnId,
+    /// Names the connection in messages ("tcp connection #3 from ...").
+    pub name: String,
+    pub input: Box<dyn Read + Send>,
+    /// The way back to the peer (the collector's hello, clock pongs).
+    pub reply: Box<dyn Write + Send>,
+}
+
+/// What serves each accepted connection (runs on its reader thread).
+pub type Handler = Arc<dyn Fn(Accepted) + Send + Sync>;
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
@@ -70,8 +89,16 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Binds every address and starts accepting.
+    /// Binds every address and starts accepting; each connection's items
+    /// go to `tx` (see `serve`).
     pub fn start(addresses: &[Address], tx: Sender<Arrival>) -> Result<Ingest> {
+        let handler: Handler = Arc::new(move |accepted| serve(accepted, &tx));
+        Ingest::start_with(addresses, handler)
+    }
+
+    /// Binds every address and starts accepting; `handler` serves each
+    /// connection on a thread of its own.
+    pub fn start_with(addresses: &[Address], handler: Handler) -> Result<Ingest> {
         let mut ingest = Ingest {
             accepting: Arc::new(AtomicBool::new(true)),
             peers: Arc::new(Mutex::new(HashMap::new())),
@@ -88,7 +115,7 @@ impl Ingest {
                 accepting: ingest.accepting.clone(),
                 peers: ingest.peers.clone(),
                 next_id: next_id.clone(),
-                tx: tx.clone(),
+                handler: handler.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("accept {address}"))
@@ -174,7 +201,7 @@ struct AcceptContext {
     accepting: Arc<AtomicBool>,
     peers: Arc<Mutex<HashMap<ConnId, Peer>>>,
     next_id: Arc<AtomicU64>,
-    tx: Sender<Arrival>,
+    handler: Handler,
 }
 
 impl AcceptContext {
@@ -210,21 +237,23 @@ impl AcceptContext {
     fn start_unix(&self, stream: UnixStream) -> Result<()> {
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
         let stream = Arc::new(stream);
         let id = self.register(Peer::Unix(stream.clone()));
-        self.spawn(id, format!("unix connection #{}", id.0), ArcRead(stream))
+        let name = format!("unix connection #{}", id.0);
+        self.spawn(id, name, ArcRead(stream.clone()), ArcRead(stream))
     }
 
     fn start_tcp(&self, stream: TcpStream, peer: std::net::SocketAddr) -> Result<()> {
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
+        // Pongs must leave at once, not wait for more bytes.
+        stream.set_nodelay(true)?;
         let stream = Arc::new(stream);
         let id = self.register(Peer::Tcp(stream.clone()));
-        self.spawn(
-            id,
-            format!("tcp connection #{} from {peer}", id.0),
-            ArcRead(stream),
-        )
+        let name = format!("tcp connection #{} from {peer}", id.0);
+        self.spawn(id, name, ArcRead(stream.clone()), ArcRead(stream))
     }
 
     fn register(&self, peer: Peer) -> ConnId {
@@ -235,13 +264,22 @@ impl AcceptContext {
         id
     }
 
-    fn spawn<R: Read + Send + 'static>(&self, id: ConnId, name: String, input: R) -> Result<()> {
-        let tx = self.tx.clone();
+    fn spawn<R, W>(&self, id: ConnId, name: String, input: R, reply: W) -> Result<()>
+    where
+        R: Read + Send + 'static,
+        W: Write + Send + 'static,
+    {
+        let handler = self.handler.clone();
         let peers = self.peers.clone();
         std::thread::Builder::new()
             .name(format!("stream #{}", id.0))
             .spawn(move || {
-                serve(id, name, input, &tx);
+                handler(Accepted {
+                    conn: id,
+                    name,
+                    input: Box::new(input),
+                    reply: Box::new(reply),
+                });
                 if let Ok(mut peers) = peers.lock() {
                     peers.remove(&id);
                 }
@@ -251,7 +289,8 @@ impl AcceptContext {
     }
 }
 
-/// Reads from a shared socket (the registry keeps a handle to close it).
+/// Reads from (and writes to) a shared socket (the registry keeps a
+/// handle to close it).
 struct ArcRead<S>(Arc<S>);
 
 impl<S> Read for ArcRead<S>
@@ -260,6 +299,19 @@ where
 {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self.0).read(buf)
+    }
+}
+
+impl<S> Write for ArcRead<S>
+where
+    for<'a> &'a S: Write,
+{
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
     }
 }
 
@@ -277,14 +329,22 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Decodes one stream and forwards it; always ends with `Closed`.
-pub fn serve<R: Read>(conn: ConnId, name: String, input: R, tx: &Sender<Arrival>) {
+/// Decodes one stream and forwards it; always ends with `Closed`. Greets
+/// the peer and answers its clock pings on `reply`.
+pub fn serve(accepted: Accepted, tx: &Sender<Arrival>) {
+    let Accepted {
+        conn,
+        name,
+        input,
+        reply,
+    } = accepted;
+    let mut responder = Responder::new(reply);
     let bytes = Arc::new(AtomicU64::new(0));
     let counting = Counting {
         inner: BufReader::with_capacity(1 << 16, input),
         bytes: bytes.clone(),
     };
-    let (end, error) = forward(conn, name.clone(), counting, tx);
+    let (end, error) = forward(conn, name.clone(), counting, &mut responder, tx);
     let _ = tx.send(Arrival::Closed {
         conn,
         end,
@@ -299,6 +359,7 @@ fn forward<R: Read>(
     conn: ConnId,
     name: String,
     input: R,
+    responder: &mut Responder,
     tx: &Sender<Arrival>,
 ) -> (StreamEnd, Option<String>) {
     let broken = StreamEnd {
@@ -316,6 +377,7 @@ fn forward<R: Read>(
         conn,
         process: ProcessInfo::from(hello),
     });
+    let mut clock = StreamClock::for_hello(hello);
     let mut events = 0u64;
     let error = loop {
         let item = match reader.next_item() {
@@ -325,14 +387,22 @@ fn forward<R: Read>(
         };
         let mut items = vec![item];
         reader.take_ready(&mut items);
+        responder.answer_pings(&items);
         events += items
             .iter()
             .filter(|i| matches!(i, StreamItem::Event(_)))
             .count() as u64;
-        if tx.send(Arrival::Items { conn, items }).is_err() {
+        let mut ready = Vec::with_capacity(items.len() + 1);
+        clock.process(items, &mut ready);
+        if !ready.is_empty() && tx.send(Arrival::Items { conn, items: ready }).is_err() {
             break None;
         }
     };
+    let mut ready = Vec::new();
+    clock.finish(&mut ready);
+    if !ready.is_empty() {
+        let _ = tx.send(Arrival::Items { conn, items: ready });
+    }
     let end = StreamEnd {
         events,
         lost: reader.lost(),

@@ -4,6 +4,7 @@
 //! `cli` is the command line; `main.rs` only calls it.
 
 pub mod cli;
+pub mod clocksync;
 pub mod ingest;
 pub mod live;
 pub mod offline;

@@ -35,8 +35,16 @@
 //! - When a stream ends, its process track gets an instant `rtrace: stream
 //!   end` — or `rtrace: stream truncated — process died` when the stream
 //!   stopped without its end marker — with the arguments `events`, `lost`
-//!   and `truncated`; a stream that lost events also gets a counter track
-//!   `rtrace lost events` holding the total over the stream's lifetime.
+//!   and `truncated` (and `clock_jumps` if its clock jumped); a stream that
+//!   lost events also gets a counter track `rtrace lost events` holding the
+//!   total over the stream's lifetime.
+//! - Clocks (see `clock`): each clock estimate of a stream adds values to
+//!   its counter tracks `rtrace clock offset (ns)` and `rtrace clock
+//!   uncertainty (ns)` and a clock snapshot pairing the recording host's
+//!   CLOCK_MONOTONIC (sequence-scoped clock 65) with the trace clock; each
+//!   clock jump an instant `rtrace: clock jump` (arguments `kind`,
+//!   `jump_ns`). The process track is described again, with `clock*` lines
+//!   in its description, at the first estimate and when the stream ends.
 //!
 //! A call and its return take about 15 bytes per event on average (see the
 //! size test). `SEQ_NEEDS_INCREMENTAL_STATE` is not set on events: it only
@@ -46,18 +54,21 @@
 //! Threads that never had an event get no track (a thread named by the
 //! merge but idle shows nothing in Perfetto either).
 
+mod clock;
 mod packets;
 mod thread;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
+use crate::clock::ClockJump;
 use crate::event::Kind;
 use crate::read::Event;
-use crate::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
+use crate::timeline::{ClockOffset, ClockStatus, ProcessInfo, StreamEnd, StreamId, TimelineSink};
 use crate::writer::FunctionInfo;
 
 use super::perfetto_format::{self as format, pb};
+use clock::ClockState;
 use packets::{
     clock_snapshot, end_packets, first_packet, process_descriptor, process_tree, sequence_packet,
     ProcessTrack,
@@ -166,6 +177,9 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
         self.streams.insert(
             stream,
             StreamState {
+                id: stream,
+                info: process.clone(),
+                clock: ClockState::default(),
                 uuid,
                 pid: process.pid,
                 sequence,
@@ -241,11 +255,18 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
             watermark
         };
         let first_ts_ns = state.first_ts_ns.unwrap_or(ts_ns).min(ts_ns);
-        let track = ProcessTrack {
-            sequence: state.sequence,
-            uuid: state.uuid,
-        };
-        let packets = end_packets(track, end, first_ts_ns, ts_ns);
+        let track = state.track();
+        let mut packets = Vec::new();
+        if state.clock.worth_describing() {
+            packets.push(state.descriptor_packet());
+        }
+        packets.extend(end_packets(
+            track,
+            end,
+            state.clock.jumps,
+            first_ts_ns,
+            ts_ns,
+        ));
         self.streams.remove(&stream);
         for packet in &packets {
             self.out.packet(packet)?;
@@ -256,6 +277,31 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
     fn finish(&mut self) -> io::Result<()> {
         self.ensure_header()?;
         self.out.flush()
+    }
+
+    fn clock_offset(&mut self, stream: StreamId, offset: &ClockOffset) -> io::Result<()> {
+        let state = open_stream(&mut self.streams, stream)?;
+        let first_measure = offset.status != ClockStatus::Unmeasured
+            && state
+                .clock
+                .offset
+                .is_none_or(|o| o.status == ClockStatus::Unmeasured);
+        let track = state.track();
+        let mut packets = state.clock.offset_packets(track, offset);
+        if first_measure {
+            packets.push(state.descriptor_packet());
+        }
+        for packet in &packets {
+            self.out.packet(packet)?;
+        }
+        Ok(())
+    }
+
+    fn clock_jump(&mut self, stream: StreamId, jump: &ClockJump) -> io::Result<()> {
+        let state = open_stream(&mut self.streams, stream)?;
+        let track = state.track();
+        let packet = state.clock.jump_packet(track, jump);
+        self.out.packet(&packet)
     }
 }
 
@@ -320,6 +366,9 @@ impl<W: Write> Output<W> {
 
 /// What the writer keeps per open stream.
 struct StreamState {
+    id: StreamId,
+    info: ProcessInfo,
+    clock: ClockState,
     uuid: u64,
     pid: u32,
     /// The process sequence.
@@ -351,6 +400,27 @@ fn counter_descriptor(state: &StreamState, function: u32) -> pb::TracePacket {
 }
 
 impl StreamState {
+    fn track(&self) -> ProcessTrack {
+        ProcessTrack {
+            sequence: self.sequence,
+            uuid: self.uuid,
+        }
+    }
+
+    /// The process track's descriptor again, its description now with the
+    /// clock's lines (Perfetto keeps the last description of a track).
+    fn descriptor_packet(&self) -> pb::TracePacket {
+        let mut descriptor = process_descriptor(self.id, self.uuid, &self.info);
+        let clock = format::describe_clock(self.clock.offset.as_ref(), self.clock.jumps);
+        if let Some(text) = &mut descriptor.description {
+            text.push('\n');
+            text.push_str(&clock);
+        }
+        let mut packet = sequence_packet(self.sequence);
+        packet.data = Some(pb::trace_packet::Data::TrackDescriptor(descriptor));
+        packet
+    }
+
     /// The thread's track, made (with a sequence of its own) on first use.
     fn thread(&mut self, tid: u64, sequences: &mut Sequences) -> &mut ThreadTrack {
         let process_uuid = self.uuid;

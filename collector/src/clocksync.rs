@@ -1,0 +1,548 @@
+//! Aligning a stream's clock with the collector's: the offset estimator
+//! (NTP/Cristian style: the sample with the smallest round trip wins, and a
+//! line through the best samples of the last minutes gives the drift), and
+//! the per-stream stage that applies it before the merge.
+//!
+//! Timestamps in a stream are the recorder host's CLOCK_MONOTONIC. The
+//! stage maps them, and the clock heartbeats that drive the merge's
+//! watermark, to the collector's CLOCK_MONOTONIC by subtracting the
+//! stream's estimated offset. The merge keeps each thread's order (an
+//! event mapped before its thread's previous one, after the estimate moved
+//! back, is clamped to it and counted).
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rtrace::clocksync::{self, SyncSample};
+use rtrace::timeline::{ClockOffset, ClockStatus};
+use rtrace::wire::pb;
+use rtrace::StreamItem;
+
+/// This host's boot id, read once.
+pub fn local_boot_id() -> &'static str {
+    static BOOT_ID: OnceLock<String> = OnceLock::new();
+    BOOT_ID.get_or_init(rtrace::host::boot_id)
+}
+
+/// The collector's end of the exchange on one connection: greets the peer
+/// (so a recorder knows it may ping) and answers its pings at once.
+pub struct Responder {
+    out: Box<dyn Write + Send>,
+    broken: bool,
+}
+
+impl Responder {
+    /// Greets the peer on `out`.
+    pub fn new(out: Box<dyn Write + Send>) -> Responder {
+        let mut responder = Responder { out, broken: false };
+        responder.send(&clocksync::collector_hello());
+        responder
+    }
+
+    /// Answers the `Ping`s among `items` (read just now).
+    pub fn answer_pings(&mut self, items: &[StreamItem]) {
+        let received_ns = rtrace::clock::monotonic_ns();
+        for item in items {
+            if let StreamItem::Ping { id, sent_ns } = item {
+                let frame = clocksync::pong_frame(*id, *sent_ns, received_ns);
+                self.send(&frame);
+            }
+        }
+    }
+
+    /// Writes `frame`; after a failure (a peer that does not read) writes
+    /// nothing more.
+    fn send(&mut self, frame: &[u8]) {
+        if !self.broken && self.out.write_all(frame).is_err() {
+            self.broken = true;
+        }
+    }
+}
+
+/// Samples are grouped by this much stream time; each group keeps its
+/// best (smallest round trip) sample.
+const BUCKET_NS: u64 = 10_000_000_000;
+/// Groups kept: the estimate follows the last 5 minutes.
+const MAX_BUCKETS: usize = 30;
+/// The drift is fitted once the best samples span this much time.
+const MIN_DRIFT_SPAN_NS: u64 = 20_000_000_000;
+/// Drift beyond this (500 ppm, the most NTP slews a clock) is not believed.
+const MAX_DRIFT: f64 = 500e-6;
+/// Samples whose uncertainty is below this all weigh the same in the fit.
+const WEIGHT_FLOOR_NS: f64 = 1_000.0;
+/// Groups whose best sample sets the reported uncertainty.
+const RECENT_BUCKETS: usize = 3;
+
+/// The best sample of a group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Point {
+    bucket: u64,
+    at_ns: u64,
+    offset_ns: i64,
+    uncertainty_ns: u64,
+}
+
+/// An offset as a line over the stream's time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fit {
+    /// Stream clock minus collector clock at `ref_ns` (stream time).
+    pub offset_ns: i64,
+    pub ref_ns: u64,
+    /// Change of the offset per ns of stream time.
+    pub drift: f64,
+    /// Half the best recent round trip (plus a relay's uncertainty).
+    pub uncertainty_ns: u64,
+    pub samples: u64,
+}
+
+impl Fit {
+    /// The offset at stream time `stream_ns`.
+    pub fn offset_at(&self, stream_ns: u64) -> i64 {
+        let dt = stream_ns as f64 - self.ref_ns as f64;
+        self.offset_ns.saturating_add((self.drift * dt) as i64)
+    }
+
+    /// Maps a stream time to collector time.
+    pub fn to_collector(&self, stream_ns: u64) -> u64 {
+        let offset = self.offset_at(stream_ns);
+        (i128::from(stream_ns) - i128::from(offset)).clamp(0, i128::from(u64::MAX)) as u64
+    }
+
+    /// Maps a collector time to stream time (inverse of `to_collector`).
+    pub fn to_stream(&self, collector_ns: u64) -> u64 {
+        // offset(s) changes by at most MAX_DRIFT per ns: two steps suffice.
+        let mut stream = collector_ns;
+        for _ in 0..3 {
+            let offset = self.offset_at(stream);
+            stream = (i128::from(collector_ns) + i128::from(offset)).clamp(0, i128::from(u64::MAX))
+                as u64;
+        }
+        stream
+    }
+}
+
+/// Estimates a clock's offset from exchange samples.
+#[derive(Debug, Default)]
+pub struct Estimator {
+    buckets: VecDeque<Point>,
+    samples: u64,
+}
+
+impl Estimator {
+    /// Adds a sample; returns the new estimate (`None` for a sample that
+    /// cannot be right: its reply came before its request).
+    pub fn add(&mut self, sample: &SyncSample) -> Option<Fit> {
+        if sample.pong_received_ns < sample.ping_sent_ns
+            || sample.pong_sent_ns < sample.ping_received_ns
+        {
+            return None;
+        }
+        self.samples += 1;
+        let at_ns = sample.stream_midpoint_ns();
+        let point = Point {
+            bucket: at_ns / BUCKET_NS,
+            at_ns,
+            offset_ns: sample.offset_ns(),
+            uncertainty_ns: sample.uncertainty_ns(),
+        };
+        match self.buckets.back_mut() {
+            Some(last) if last.bucket == point.bucket => {
+                if point.uncertainty_ns <= last.uncertainty_ns {
+                    *last = point;
+                }
+            }
+            _ => {
+                self.buckets.push_back(point);
+                if self.buckets.len() > MAX_BUCKETS {
+                    self.buckets.pop_front();
+                }
+            }
+        }
+        Some(self.fit())
+    }
+
+    /// The estimate from the groups kept (at least one).
+    fn fit(&self) -> Fit {
+        let recent = self.buckets.iter().rev().take(RECENT_BUCKETS);
+        let uncertainty_ns = recent.map(|p| p.uncertainty_ns).min().unwrap_or(0);
+        let best = self
+            .buckets
+            .iter()
+            .rev()
+            .min_by_key(|p| p.uncertainty_ns)
+            .copied()
+            .unwrap_or(Point {
+                bucket: 0,
+                at_ns: 0,
+                offset_ns: 0,
+                uncertainty_ns: 0,
+            });
+        let (first, last) = match (self.buckets.front(), self.buckets.back()) {
+            (Some(f), Some(l)) => (f.at_ns, l.at_ns),
+            _ => (0, 0),
+        };
+        let mut fit = Fit {
+            offset_ns: best.offset_ns,
+            ref_ns: best.at_ns,
+            drift: 0.0,
+            uncertainty_ns,
+            samples: self.samples,
+        };
+        if self.buckets.len() >= 3 && last - first >= MIN_DRIFT_SPAN_NS {
+            let (offset_ns, drift) = self.weighted_line(best);
+            fit.offset_ns = offset_ns;
+            fit.drift = drift;
+        }
+        fit
+    }
+
+    /// Weighted least squares through the groups' best samples (weights
+    /// 1/uncertainty²), centred on `best`: (offset at best.at_ns, drift).
+    fn weighted_line(&self, best: Point) -> (i64, f64) {
+        let mut sums = [0.0f64; 5]; // w, wx, wy, wxx, wxy
+        for p in &self.buckets {
+            let u = p.uncertainty_ns as f64 + WEIGHT_FLOOR_NS;
+            let w = 1.0 / (u * u);
+            let x = p.at_ns as f64 - best.at_ns as f64;
+            let y = (p.offset_ns - best.offset_ns) as f64;
+            sums[0] += w;
+            sums[1] += w * x;
+            sums[2] += w * y;
+            sums[3] += w * x * x;
+            sums[4] += w * x * y;
+        }
+        let [w, wx, wy, wxx, wxy] = sums;
+        let denominator = w * wxx - wx * wx;
+        if denominator <= 0.0 || !denominator.is_finite() {
+            return (best.offset_ns, 0.0);
+        }
+        let drift = ((w * wxy - wx * wy) / denominator).clamp(-MAX_DRIFT, MAX_DRIFT);
+        let intercept = (wy - drift * wx) / w;
+        (best.offset_ns.saturating_add(intercept as i64), drift)
+    }
+}
+
+/// How long a stream that said it will exchange clocks is held back
+/// waiting for its first sample, and how many items at most.
+const HOLD_FOR: Duration = Duration::from_secs(2);
+const HOLD_ITEMS: usize = 100_000;
+
+/// The clock stage of one stream: estimates its offset from the samples
+/// it reports and maps its timestamps to the collector's clock.
+#[derive(Debug)]
+pub struct StreamClock {
+    estimator: Estimator,
+    same_boot: bool,
+    fit: Option<Fit>,
+    status: ClockStatus,
+    announced: Option<ClockOffset>,
+    /// Items held until the first sample (for streams that exchange).
+    held: Option<(Instant, Vec<StreamItem>)>,
+}
+
+impl StreamClock {
+    /// The stage for a stream whose hello said `exchanges` (it takes part
+    /// in the clock exchange) and whose boot id equals the collector's if
+    /// `same_boot`.
+    pub fn new(exchanges: bool, same_boot: bool) -> StreamClock {
+        StreamClock {
+            estimator: Estimator::default(),
+            same_boot,
+            fit: None,
+            status: ClockStatus::Unmeasured,
+            announced: None,
+            held: exchanges.then(|| (Instant::now(), Vec::new())),
+        }
+    }
+
+    /// The stage for a stream with this hello, on this collector.
+    pub fn for_hello(hello: &pb::Hello) -> StreamClock {
+        let same_boot = !hello.boot_id.is_empty() && hello.boot_id == local_boot_id();
+        StreamClock::new(hello.clock_sync, same_boot)
+    }
+
+    /// The estimate in use, if any.
+    pub fn fit(&self) -> Option<Fit> {
+        self.fit
+    }
+
+    /// Takes the stream's items in order; appends those ready for the merge
+    /// (timestamps in the collector's clock, estimates as `Offset` items)
+    /// to `out`. `Ping`s must have been answered already; they are dropped.
+    pub fn process(
+        &mut self,
+        items: impl IntoIterator<Item = StreamItem>,
+        out: &mut Vec<StreamItem>,
+    ) {
+        for item in items {
+            match item {
+                StreamItem::Ping { .. } => {}
+                StreamItem::Sync(sample) => self.sample(&sample, out),
+                item => match &mut self.held {
+                    Some((_, held)) => held.push(item),
+                    None => self.map(item, out),
+                },
+            }
+        }
+        if let Some((since, held)) = &self.held {
+            if since.elapsed() >= HOLD_FOR || held.len() >= HOLD_ITEMS {
+                self.release(out);
+            }
+        }
+    }
+
+    /// The stream ended: releases what is held.
+    pub fn finish(&mut self, out: &mut Vec<StreamItem>) {
+        self.release(out);
+    }
+
+    fn sample(&mut self, sample: &SyncSample, out: &mut Vec<StreamItem>) {
+        let Some(fit) = self.estimator.add(sample) else {
+            return;
+        };
+        let zero = self.same_boot && fit.offset_at(fit.ref_ns).unsigned_abs() <= fit.uncertainty_ns;
+        self.status = if zero {
+            ClockStatus::SameHost
+        } else {
+            ClockStatus::Measured
+        };
+        self.fit = Some(if zero {
+            Fit {
+                offset_ns: 0,
+                drift: 0.0,
+                ..fit
+            }
+        } else {
+            fit
+        });
+        self.announce(sample.pong_sent_ns, out);
+        self.release(out);
+    }
+
+    /// Sends the estimate on (after every sample: the output keeps its
+    /// history, the stats its latest value).
+    fn announce(&mut self, at_ns: u64, out: &mut Vec<StreamItem>) {
+        let offset = self.current(at_ns);
+        self.announced = Some(offset);
+        out.push(StreamItem::Offset(offset));
+    }
+
+    /// The estimate as published, at collector time `at_ns`.
+    fn current(&self, at_ns: u64) -> ClockOffset {
+        let Some(fit) = self.fit else {
+            return ClockOffset {
+                status: self.status,
+                at_ns,
+                ..ClockOffset::default()
+            };
+        };
+        ClockOffset {
+            status: self.status,
+            offset_ns: fit.offset_at(fit.to_stream(at_ns)),
+            uncertainty_ns: fit.uncertainty_ns,
+            drift_ppb: (fit.drift * 1e9) as i64,
+            samples: fit.samples,
+            at_ns,
+        }
+    }
+
+    fn release(&mut self, out: &mut Vec<StreamItem>) {
+        let Some((_, held)) = self.held.take() else {
+            return;
+        };
+        if self.announced.is_none() {
+            // No sample (yet): say so, so the stats tell.
+            let first = held.iter().find_map(|i| match i {
+                StreamItem::Clock { monotonic_ns } => Some(*monotonic_ns),
+                _ => None,
+            });
+            self.announce(first.unwrap_or(0), out);
+        }
+        for item in held {
+            self.map(item, out);
+        }
+    }
+
+    fn map(&mut self, item: StreamItem, out: &mut Vec<StreamItem>) {
+        if self.announced.is_none() {
+            let at = match &item {
+                StreamItem::Clock { monotonic_ns } => *monotonic_ns,
+                _ => 0,
+            };
+            self.announce(at, out);
+        }
+        let Some(fit) = self.fit else {
+            return out.push(item);
+        };
+        out.push(match item {
+            StreamItem::Event(mut event) => {
+                event.ts_ns = fit.to_collector(event.ts_ns);
+                StreamItem::Event(event)
+            }
+            StreamItem::Clock { monotonic_ns } => StreamItem::Clock {
+                monotonic_ns: fit.to_collector(monotonic_ns),
+            },
+            StreamItem::ClockJump(mut jump) => {
+                jump.at_ns = fit.to_collector(jump.at_ns);
+                StreamItem::ClockJump(jump)
+            }
+            other => other,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtrace::{Event, FunctionId, Kind};
+
+    /// A sample of a stream clock `offset` ahead of the collector's, with
+    /// one-way delays `up` and `down` (ns), starting at stream time `t1`.
+    fn sample(t1: u64, offset: i64, up: u64, down: u64) -> SyncSample {
+        let to_collector = |s: u64| (s as i64 - offset) as u64;
+        let t2 = to_collector(t1 + up);
+        SyncSample {
+            ping_sent_ns: t1,
+            ping_received_ns: t2,
+            pong_sent_ns: t2 + 10,
+            pong_received_ns: t1 + up + 10 + down,
+            extra_uncertainty_ns: 0,
+        }
+    }
+
+    #[test]
+    fn the_smallest_round_trip_wins() {
+        let mut e = Estimator::default();
+        let s = 1_000_000_000_000;
+        e.add(&sample(s, 37_000_000_000, 900, 100)).unwrap();
+        let fit = e.add(&sample(s + 1000, 37_000_000_000, 20, 20)).unwrap();
+        assert_eq!(fit.offset_ns, 37_000_000_000);
+        assert_eq!(fit.uncertainty_ns, 20);
+        let fit = e.add(&sample(s + 2000, 37_000_000_000, 5000, 10)).unwrap();
+        assert_eq!(
+            fit.offset_ns, 37_000_000_000,
+            "a worse sample changes nothing"
+        );
+        assert_eq!(fit.samples, 3);
+    }
+
+    #[test]
+    fn drift_is_fitted_over_minutes() {
+        let mut e = Estimator::default();
+        // 20 ppm drift: the offset grows by 20 us per second.
+        let mut fit = None;
+        for i in 0..60u64 {
+            let t = 5_000_000_000_000 + i * 2_000_000_000;
+            let offset = -5_000_000_000 + (i * 2_000_000_000 / 50_000) as i64;
+            fit = e.add(&sample(t, offset, 30 + i % 7, 30));
+        }
+        let fit = fit.unwrap();
+        assert!((fit.drift - 20e-6).abs() < 0.2e-6, "{}", fit.drift);
+        let t = 5_000_000_000_000 + 59 * 2_000_000_000;
+        let expected = -5_000_000_000 + (59 * 2_000_000_000 / 50_000);
+        assert!((fit.offset_at(t) - expected).abs() < 100, "{fit:?}");
+    }
+
+    #[test]
+    fn mapping_is_inverted_by_to_stream() {
+        let fit = Fit {
+            offset_ns: 37_000_000_000,
+            ref_ns: 100_000_000_000,
+            drift: 20e-6,
+            uncertainty_ns: 10,
+            samples: 1,
+        };
+        let stream = 150_000_000_000;
+        let collector = fit.to_collector(stream);
+        assert!(fit.to_stream(collector).abs_diff(stream) <= 1);
+    }
+
+    fn event(ts_ns: u64) -> StreamItem {
+        StreamItem::Event(Event {
+            ts_ns,
+            tid: 1,
+            kind: Kind::Call,
+            function: FunctionId(0),
+            line: 0,
+            mark: None,
+        })
+    }
+
+    #[test]
+    fn items_wait_for_the_first_sample_then_move_by_the_offset() {
+        let mut clock = StreamClock::new(true, false);
+        let mut out = Vec::new();
+        let base = 40_000_000_000;
+        clock.process(
+            [StreamItem::Clock { monotonic_ns: base }, event(base + 5)],
+            &mut out,
+        );
+        assert!(out.is_empty(), "held until the first sample");
+        let sync = StreamItem::Sync(sample(base + 10, 37_000_000_000, 20, 20));
+        clock.process([sync, event(base + 100)], &mut out);
+        let StreamItem::Offset(offset) = out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(offset.status, ClockStatus::Measured);
+        assert_eq!(offset.offset_ns, 37_000_000_000);
+        let times: Vec<u64> = out[1..]
+            .iter()
+            .map(|i| match i {
+                StreamItem::Clock { monotonic_ns } => *monotonic_ns,
+                StreamItem::Event(e) => e.ts_ns,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(times, vec![3_000_000_000, 3_000_000_005, 3_000_000_100]);
+    }
+
+    #[test]
+    fn same_boot_within_uncertainty_is_exactly_zero() {
+        let mut clock = StreamClock::new(true, true);
+        let mut out = Vec::new();
+        clock.process([StreamItem::Sync(sample(1_000_000, 3, 20, 20))], &mut out);
+        let StreamItem::Offset(offset) = out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (offset.status, offset.offset_ns),
+            (ClockStatus::SameHost, 0)
+        );
+        // A time namespace shares the boot id but not the clock.
+        let mut clock = StreamClock::new(true, true);
+        out.clear();
+        clock.process(
+            [StreamItem::Sync(sample(
+                9_000_000_000,
+                -5_000_000_000,
+                20,
+                20,
+            ))],
+            &mut out,
+        );
+        let StreamItem::Offset(offset) = out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (offset.status, offset.offset_ns),
+            (ClockStatus::Measured, -5_000_000_000)
+        );
+    }
+
+    #[test]
+    fn streams_without_exchange_pass_unchanged_and_say_so() {
+        let mut clock = StreamClock::new(false, false);
+        let mut out = Vec::new();
+        clock.process([event(7)], &mut out);
+        assert!(matches!(
+            out[0],
+            StreamItem::Offset(ClockOffset {
+                status: ClockStatus::Unmeasured,
+                ..
+            })
+        ));
+        assert_eq!(out[1], event(7));
+    }
+}
