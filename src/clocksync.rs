@@ -27,9 +27,9 @@ pub struct SyncSample {
     pub ping_received_ns: u64,
     pub pong_sent_ns: u64,
     pub pong_received_ns: u64,
-    /// Uncertainty added by a relay that translated t2 and t3 into the
-    /// next collector's clock (0 for a direct exchange).
-    pub extra_uncertainty_ns: u64,
+    /// Which hop of the stream's way to the merging collector (0: the
+    /// writer's own connection; n: from the n-th relay on).
+    pub hop: u32,
 }
 
 impl SyncSample {
@@ -50,9 +50,9 @@ impl SyncSample {
     }
 
     /// How far the true offset can be from `offset_ns`: half the round
-    /// trip, plus a relay's extra uncertainty.
+    /// trip.
     pub fn uncertainty_ns(&self) -> u64 {
-        (self.round_trip_ns() / 2).saturating_add(self.extra_uncertainty_ns)
+        self.round_trip_ns() / 2
     }
 
     /// The middle of the exchange on the stream's clock.
@@ -64,7 +64,8 @@ impl SyncSample {
 /// How a recorder (or relay) takes part in the clock exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncConfig {
-    /// Time between exchanges after the first burst; `None`: no exchange.
+    /// Time between rounds of exchanges after the first burst (and the
+    /// first seconds' faster rounds); `None`: no exchange.
     pub interval: Option<Duration>,
     /// Exchanges right after connecting (the best one counts).
     pub burst: u32,
@@ -74,11 +75,12 @@ pub struct SyncConfig {
 }
 
 impl Default for SyncConfig {
-    /// A burst of 8 exchanges at connect, one every 2 s, 50 ms timeout.
+    /// A burst of 16 exchanges at connect, then rounds of 3: every 100 ms
+    /// for 5 s, then every 2 s; 50 ms timeout.
     fn default() -> SyncConfig {
         SyncConfig {
             interval: Some(Duration::from_secs(2)),
-            burst: 8,
+            burst: 16,
             timeout: Duration::from_millis(50),
         }
     }
@@ -169,19 +171,27 @@ impl Timekeeper for LocalClock {
     }
 }
 
-/// Consecutive lost pongs after which a connection stops exchanging.
-const MAX_MISSES: u32 = 3;
-/// Later looks for a collector hello that did not come at once.
-const HELLO_POLLS: u32 = 3;
+/// Exchanges per round after the burst: back to back, so the later ones
+/// find the collector's reader awake (the best of them counts).
+const PER_ROUND: u32 = 3;
+/// A collector hello that did not come within the first wait is looked
+/// for (without waiting) this often, for this long: a busy collector may
+/// take a while to accept (older ones never greet).
+const HELLO_POLL: Duration = Duration::from_millis(5);
+const HELLO_PATIENCE: Duration = Duration::from_secs(10);
+/// For this long after connecting, an exchange every `FAST_START_EVERY`.
+const FAST_START_FOR: Duration = Duration::from_secs(5);
+const FAST_START_EVERY: Duration = Duration::from_millis(100);
 /// Largest frame a collector may write back (they are a few dozen bytes).
 const MAX_REPLY_BYTES: u64 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LinkState {
     /// Waiting for the collector's hello: once for up to the timeout, then
-    /// in non-blocking looks once per interval.
-    AwaitHello { waited: bool, polls_left: u32 },
-    /// Exchanging; `burst` until the first burst ran.
+    /// in non-blocking looks (see `HELLO_POLL`) until `give_up`.
+    AwaitHello { waited: bool, give_up: Instant },
+    /// Exchanging (for as long as the connection lasts); `burst` until the
+    /// first burst ran.
     Ready { burst: bool },
     /// No exchange on this connection.
     Off,
@@ -195,9 +205,11 @@ pub struct SyncLink {
     state: LinkState,
     inbox: Vec<u8>,
     next_id: u64,
-    misses: u32,
     next_due: Instant,
+    /// Rounds in a row whose pong did not come in time.
+    misses: u32,
     fresh: bool,
+    connected_at: Instant,
 }
 
 impl SyncLink {
@@ -206,7 +218,7 @@ impl SyncLink {
         let state = match config.interval {
             Some(_) => LinkState::AwaitHello {
                 waited: false,
-                polls_left: HELLO_POLLS,
+                give_up: Instant::now() + HELLO_PATIENCE,
             },
             None => LinkState::Off,
         };
@@ -216,9 +228,21 @@ impl SyncLink {
             state,
             inbox: Vec::new(),
             next_id: 1,
-            misses: 0,
             next_due: Instant::now(),
+            misses: 0,
             fresh: true,
+            connected_at: Instant::now(),
+        }
+    }
+
+    /// The time to the next exchange: short in the first seconds (samples
+    /// spread over time beat a burst that a moment of load spoils), then
+    /// the configured interval.
+    fn next_interval(&self) -> Duration {
+        if self.connected_at.elapsed() < FAST_START_FOR {
+            self.interval.min(FAST_START_EVERY)
+        } else {
+            self.interval
         }
     }
 
@@ -231,39 +255,42 @@ impl SyncLink {
     /// periodic exchange). Returns the samples taken and whether they are
     /// the connection's first; an error means the connection broke.
     pub fn run(&mut self, conn: &mut dyn Duplex) -> io::Result<(Vec<SyncSample>, bool)> {
-        if let LinkState::AwaitHello { waited, polls_left } = self.state {
-            self.await_hello(conn, waited, polls_left)?;
+        if let LinkState::AwaitHello { waited, give_up } = self.state {
+            self.await_hello(conn, waited, give_up)?;
         }
         let LinkState::Ready { burst } = self.state else {
             return Ok((Vec::new(), false));
         };
-        let now = Instant::now();
         let wanted = if burst {
             self.config.burst.max(1)
-        } else if now >= self.next_due {
-            1
+        } else if Instant::now() >= self.next_due {
+            PER_ROUND
         } else {
-            0
+            return Ok((Vec::new(), false));
         };
         let mut samples = Vec::new();
+        let mut missed = false;
         for _ in 0..wanted {
             match self.exchange(conn)? {
                 Some(sample) => samples.push(sample),
                 None => {
-                    self.misses += 1;
+                    missed = true;
                     break;
                 }
             }
         }
-        if wanted > 0 {
-            self.next_due = Instant::now() + self.interval;
-            self.state = LinkState::Ready { burst: false };
-        }
-        if !samples.is_empty() {
-            self.misses = 0;
-        } else if self.misses >= MAX_MISSES {
-            self.state = LinkState::Off;
-        }
+        // A collector too busy to answer in time is asked again a little
+        // later each time (0.2, 0.4, 0.8 s... up to the interval): the
+        // writer must not spend its time waiting.
+        self.misses = if missed { self.misses + 1 } else { 0 };
+        let wait = if missed {
+            let backoff = FAST_START_EVERY * 2u32.saturating_pow(self.misses.min(8));
+            backoff.min(self.interval)
+        } else {
+            self.next_interval()
+        };
+        self.next_due = Instant::now() + wait;
+        self.state = LinkState::Ready { burst: false };
         let fresh = self.fresh && !samples.is_empty();
         if fresh {
             self.fresh = false;
@@ -275,7 +302,7 @@ impl SyncLink {
         &mut self,
         conn: &mut dyn Duplex,
         waited: bool,
-        polls_left: u32,
+        give_up: Instant,
     ) -> io::Result<()> {
         let now = Instant::now();
         let wait = if !waited {
@@ -291,12 +318,12 @@ impl SyncLink {
         self.state = match hello {
             Some((Body::CollectorHello(h), _)) if h.clock_pong => LinkState::Ready { burst: true },
             Some(_) => LinkState::Off,
-            None if polls_left == 0 => LinkState::Off,
+            None if now >= give_up => LinkState::Off,
             None => {
-                self.next_due = now + self.interval;
+                self.next_due = Instant::now() + HELLO_POLL;
                 LinkState::AwaitHello {
                     waited: true,
-                    polls_left: polls_left - 1,
+                    give_up,
                 }
             }
         };
@@ -331,7 +358,7 @@ impl SyncLink {
             ping_received_ns: pong.received_ns,
             pong_sent_ns: pong.sent_ns,
             pong_received_ns: t4,
-            extra_uncertainty_ns: 0,
+            hop: 0,
         }))
     }
 
@@ -459,11 +486,11 @@ mod tests {
             ping_received_ns: 10_040,
             pong_sent_ns: 10_060,
             pong_received_ns: 11_100,
-            extra_uncertainty_ns: 5,
+            hop: 0,
         };
         assert_eq!(sample.offset_ns(), 1000);
         assert_eq!(sample.round_trip_ns(), 80);
-        assert_eq!(sample.uncertainty_ns(), 45);
+        assert_eq!(sample.uncertainty_ns(), 40);
         assert_eq!(sample.stream_midpoint_ns(), 11_050);
     }
 

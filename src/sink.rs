@@ -31,6 +31,9 @@ pub trait Sink: Send {
     /// Runs the clock exchange with a collector if one is due (see
     /// `clocksync`); a no-op for sinks without one.
     fn sync_clock(&mut self) {}
+    /// Ends the stream's connection, if it has one, after everything
+    /// written was flushed.
+    fn close(&mut self) {}
 }
 
 /// A stream file: the header, then frames.
@@ -171,7 +174,17 @@ impl Connection {
             Connection::Tcp(s) => s,
         }
     }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Connection::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Connection::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
 }
+
+/// How long `close` waits for the collector to finish reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Streams to a collector; while it is unreachable, writes to a spill file
 /// (announced once on stderr) and retries with backoff. On each connection
@@ -380,6 +393,39 @@ impl Sink for CollectorSink {
             self.address,
             self.spill_path.display()
         )
+    }
+
+    /// A connection whose collector may have written to it (its hello,
+    /// pongs) must not be closed with those bytes unread: the kernel would
+    /// answer with a reset, and the collector could lose the end of the
+    /// stream. So: half-close, then read (and drop) until the collector
+    /// closes its side, which it does once it has read everything.
+    fn close(&mut self) {
+        let Some(connection) = self.connection.take() else {
+            return;
+        };
+        self.link = None;
+        if self.sync.interval.is_none() || connection.shutdown_write().is_err() {
+            return;
+        }
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        let mut connection = connection;
+        let mut sink = [0u8; 512];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let duplex = connection.duplex();
+            if duplex
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .is_err()
+            {
+                return;
+            }
+            match duplex.read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
     }
 
     fn sync_clock(&mut self) {

@@ -162,7 +162,7 @@ pub fn sync_body(sample: &SyncSample) -> Body {
         ping_received_ns: sample.ping_received_ns,
         pong_sent_ns: sample.pong_sent_ns,
         pong_received_ns: sample.pong_received_ns,
-        extra_uncertainty_ns: sample.extra_uncertainty_ns,
+        hop: sample.hop,
     })
 }
 
@@ -173,7 +173,7 @@ impl From<&pb::ClockSync> for SyncSample {
             ping_received_ns: sync.ping_received_ns,
             pong_sent_ns: sync.pong_sent_ns,
             pong_received_ns: sync.pong_received_ns,
-            extra_uncertainty_ns: sync.extra_uncertainty_ns,
+            hop: sync.hop,
         }
     }
 }

@@ -201,6 +201,7 @@ impl Writer {
         };
         self.write_body(Body::End(end));
         self.flush();
+        self.sink.close();
         loop {
             terminate::die_of_sigterm();
             std::thread::sleep(Duration::from_millis(10));
@@ -225,6 +226,7 @@ impl Writer {
         };
         self.write_body(Body::End(end));
         self.flush();
+        self.sink.close();
         (self, Exit::Finished)
     }
 

@@ -1,7 +1,7 @@
 //! Streaming to a collector socket: delivery, and spilling while the
 //! collector is unreachable.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -88,4 +88,72 @@ fn addresses_are_parsed_or_explained() {
             "{bad}: {err}"
         );
     }
+}
+
+/// Counts the items of a stream a fake collector receives: (pings, clock
+/// samples, events, samples that came before the first event).
+fn clock_items<R: Read>(
+    mut reader: EventReader<R>,
+    mut on_ping: impl FnMut(u64, u64),
+) -> [usize; 4] {
+    let mut counts = [0; 4];
+    while let Some(item) = reader.next_item().unwrap() {
+        match item {
+            rtrace::StreamItem::Ping { id, sent_ns } => {
+                counts[0] += 1;
+                on_ping(id, sent_ns);
+            }
+            rtrace::StreamItem::Sync(_) => {
+                counts[1] += 1;
+                if counts[2] == 0 {
+                    counts[3] += 1;
+                }
+            }
+            rtrace::StreamItem::Event(_) => counts[2] += 1,
+            _ => {}
+        }
+    }
+    counts
+}
+
+#[test]
+fn a_collector_that_never_greets_is_never_pinged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let frames = FrameReader::with_header(conn, "old".into()).unwrap();
+        clock_items(EventReader::new(frames).unwrap(), |_, _| {})
+    });
+    let stats = record(config(dir.path(), Address::Unix(path)), 1_000);
+    let [pings, samples, events, _] = server.join().unwrap();
+    assert_eq!((pings, samples), (0, 0));
+    assert_eq!(events as u64, stats.events);
+}
+
+#[test]
+fn a_greeting_collector_gets_a_burst_of_exchanges_before_the_first_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reply = conn.try_clone().unwrap();
+        reply
+            .write_all(&rtrace::clocksync::collector_hello())
+            .unwrap();
+        let frames = FrameReader::with_header(conn, "new".into()).unwrap();
+        clock_items(EventReader::new(frames).unwrap(), |id, sent_ns| {
+            let received = clock::monotonic_ns();
+            let pong = rtrace::clocksync::pong_frame(id, sent_ns, received);
+            reply.write_all(&pong).unwrap();
+        })
+    });
+    let stats = record(config(dir.path(), Address::Unix(path)), 1_000);
+    let [pings, samples, events, before_first_event] = server.join().unwrap();
+    assert_eq!(events as u64, stats.events);
+    let burst = rtrace::clocksync::SyncConfig::default().burst as usize;
+    assert_eq!(before_first_event, burst, "the burst");
+    assert_eq!(pings, samples, "every ping answered and reported");
 }

@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{live, offline, output, report};
+use crate::{live, offline, output, relay, report};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
+use rtrace::clocksync::SyncConfig;
 use rtrace::merge::MergeConfig;
 use rtrace::Address;
 
@@ -18,6 +19,7 @@ use rtrace::Address;
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  rtrace-collect --listen unix:///tmp/rtrace.sock -o timeline.pftrace\n  \
                   rtrace-collect --listen tcp://127.0.0.1:9876 --listen unix:///tmp/r.sock -o t.json\n  \
+                  rtrace-collect --listen unix:///tmp/rtrace.sock --forward tcp://central:9876\n  \
                   rtrace-collect merge rtrace-*.rtrace -o timeline.pftrace\n  \
                   rtrace-collect stats rtrace-*.rtrace"
 )]
@@ -35,6 +37,31 @@ struct Cli {
     /// Seconds open streams may keep sending after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     drain: f64,
+    #[command(flatten)]
+    relay: RelayArgs,
+}
+
+/// Relay mode (see `relay`).
+#[derive(clap::Args, Clone)]
+struct RelayArgs {
+    /// Relay mode: forward every stream to the collector at ADDR
+    /// (tcp://host:port or unix:///path), with clocks translated, instead of
+    /// writing a timeline.
+    #[arg(long, value_name = "ADDR", conflicts_with = "output")]
+    forward: Option<String>,
+    /// Relay mode: where spill files go while the central collector is
+    /// unreachable.
+    #[arg(long, value_name = "DIR", default_value = ".", requires = "forward")]
+    spill_dir: PathBuf,
+    /// Relay mode: seconds between clock exchanges with the central
+    /// collector after the burst at connect (0: none).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value = "2",
+        requires = "forward"
+    )]
+    clock_sync: String,
 }
 
 #[derive(clap::Args, Clone)]
@@ -105,6 +132,9 @@ fn listen(cli: Cli) -> Result<u8> {
     if cli.listen.is_empty() {
         bail!("nothing to do: give --listen ADDR and -o FILE, or a subcommand (merge, stats); see --help");
     }
+    if let Some(forward) = &cli.relay.forward {
+        return relay(&cli, forward);
+    }
     let Some(output) = cli.output else {
         bail!("--listen needs -o FILE for the merged timeline, e.g. -o timeline.pftrace");
     };
@@ -131,6 +161,34 @@ fn listen(cli: Cli) -> Result<u8> {
     })?;
     eprint!("{}", report::table(&collected.stats, &collected.bytes));
     eprintln!("rtrace-collect: wrote {}", output.display());
+    Ok(0)
+}
+
+fn relay(cli: &Cli, forward: &str) -> Result<u8> {
+    let listen = cli
+        .listen
+        .iter()
+        .map(|a| a.parse::<Address>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = relay::RelayOptions {
+        listen: listen.clone(),
+        forward: forward.parse()?,
+        spill_dir: cli.relay.spill_dir.clone(),
+        drain: seconds("--drain", cli.drain)?,
+        sync: SyncConfig::default()
+            .with_interval(&cli.relay.clock_sync)
+            .map_err(|e| anyhow::anyhow!("--clock-sync: {e}"))?,
+    };
+    let stop = live::stop_on_signals()?;
+    let streams = relay::relay(&options, &stop, || {
+        let addresses: Vec<String> = listen.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "rtrace-collect: listening on {}; relaying to {} (Ctrl-C to finish)",
+            addresses.join(", "),
+            options.forward
+        );
+    })?;
+    eprint!("{}", relay::table(&streams));
     Ok(0)
 }
 

@@ -11,8 +11,9 @@
 //! back, is clamped to it and counted).
 
 use std::collections::VecDeque;
-use std::io::Write;
-use std::sync::OnceLock;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rtrace::clocksync::{self, SyncSample};
@@ -20,36 +21,93 @@ use rtrace::timeline::{ClockOffset, ClockStatus};
 use rtrace::wire::pb;
 use rtrace::StreamItem;
 
+/// Notes when each read of a connection returned (see `Responder::stamp`).
+pub struct Stamping<R> {
+    inner: R,
+    arrival_ns: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Stamping<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            let now = rtrace::clock::monotonic_ns();
+            self.arrival_ns.store(now, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
 /// This host's boot id, read once.
 pub fn local_boot_id() -> &'static str {
     static BOOT_ID: OnceLock<String> = OnceLock::new();
     BOOT_ID.get_or_init(rtrace::host::boot_id)
 }
 
-/// The collector's end of the exchange on one connection: greets the peer
-/// (so a recorder knows it may ping) and answers its pings at once.
+/// The collector's end of the exchange on one connection: greets a peer
+/// that takes part (so it knows it may ping) and answers its pings at once.
+///
+/// Only such peers are greeted: they read what the collector writes, and
+/// drain it before they close. A peer that never reads (an older recorder)
+/// would close with the greeting unread, and the kernel would answer with
+/// a reset that can make the collector lose the end of the stream.
 pub struct Responder {
     out: Box<dyn Write + Send>,
     broken: bool,
+    /// When the connection's last read returned (see `Stamping`).
+    arrival_ns: Arc<AtomicU64>,
 }
 
 impl Responder {
-    /// Greets the peer on `out`.
+    /// A responder writing to `out`.
     pub fn new(out: Box<dyn Write + Send>) -> Responder {
-        let mut responder = Responder { out, broken: false };
-        responder.send(&clocksync::collector_hello());
-        responder
+        Responder {
+            out,
+            broken: false,
+            arrival_ns: Arc::new(AtomicU64::new(0)),
+        }
     }
 
-    /// Answers the `Ping`s among `items` (read just now).
+    /// Greets the peer if its hello says it takes part in the exchange.
+    pub fn greet(&mut self, hello: &pb::Hello) {
+        if hello.clock_sync {
+            self.send(&clocksync::collector_hello());
+        }
+    }
+
+    /// Wraps the connection's input (below any buffering) so that a ping's
+    /// t2 is when the read that brought it returned, not when it was
+    /// decoded: decoding is on the ping's way only, and would bias the
+    /// offset by half its time.
+    pub fn stamp<R: Read>(&self, input: R) -> Stamping<R> {
+        Stamping {
+            inner: input,
+            arrival_ns: self.arrival_ns.clone(),
+        }
+    }
+
+    /// When the bytes decoded last arrived (now, without `stamp`).
+    pub fn arrival_ns(&self) -> u64 {
+        match self.arrival_ns.load(Ordering::Relaxed) {
+            0 => rtrace::clock::monotonic_ns(),
+            ns => ns,
+        }
+    }
+
+    /// Answers the `Ping`s among `items` (decoded just now).
     pub fn answer_pings(&mut self, items: &[StreamItem]) {
-        let received_ns = rtrace::clock::monotonic_ns();
+        let received_ns = self.arrival_ns();
         for item in items {
             if let StreamItem::Ping { id, sent_ns } = item {
-                let frame = clocksync::pong_frame(*id, *sent_ns, received_ns);
-                self.send(&frame);
+                self.answer(*id, *sent_ns, received_ns);
             }
         }
+    }
+
+    /// Answers ping `id`, sent at `sent_ns` and read at `received_ns`.
+    pub fn answer(&mut self, id: u64, sent_ns: u64, received_ns: u64) {
+        let frame = clocksync::pong_frame(id, sent_ns, received_ns);
+        self.send(&frame);
     }
 
     /// Writes `frame`; after a failure (a peer that does not read) writes
@@ -75,13 +133,31 @@ const WEIGHT_FLOOR_NS: f64 = 1_000.0;
 /// Groups whose best sample sets the reported uncertainty.
 const RECENT_BUCKETS: usize = 3;
 
-/// The best sample of a group.
+/// A sample as a point (stream time, offset), or a group's summary.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Point {
     bucket: u64,
     at_ns: u64,
     offset_ns: i64,
     uncertainty_ns: u64,
+}
+
+/// A group's summary: the mean of its samples near the best one (sorted
+/// best first), with the best one's uncertainty.
+fn summary(group: &[Point]) -> Point {
+    let best = group[0];
+    let limit = (best.uncertainty_ns as f64 * NEAR_BEST) as u64;
+    let near: Vec<&Point> = group
+        .iter()
+        .take_while(|p| p.uncertainty_ns <= limit)
+        .collect();
+    let n = near.len() as i128;
+    let mean = |f: &dyn Fn(&Point) -> i128| near.iter().map(|p| f(p)).sum::<i128>() / n;
+    Point {
+        at_ns: mean(&|p| i128::from(p.at_ns)) as u64,
+        offset_ns: mean(&|p| i128::from(p.offset_ns)) as i64,
+        ..best
+    }
 }
 
 /// An offset as a line over the stream's time.
@@ -123,10 +199,20 @@ impl Fit {
     }
 }
 
+/// Samples of the current group kept (the best by round trip).
+const GROUP_SAMPLES: usize = 32;
+/// Samples whose uncertainty is within this factor of the group's best
+/// are averaged: each one's asymmetry (the part of the round trip the
+/// uncertainty bounds) is random, so the mean of a few is closer.
+const NEAR_BEST: f64 = 1.5;
+
 /// Estimates a clock's offset from exchange samples.
 #[derive(Debug, Default)]
 pub struct Estimator {
+    /// One summary per group, oldest first; the last is the current group's.
     buckets: VecDeque<Point>,
+    /// The current group's best samples.
+    group: Vec<Point>,
     samples: u64,
 }
 
@@ -147,18 +233,20 @@ impl Estimator {
             offset_ns: sample.offset_ns(),
             uncertainty_ns: sample.uncertainty_ns(),
         };
-        match self.buckets.back_mut() {
-            Some(last) if last.bucket == point.bucket => {
-                if point.uncertainty_ns <= last.uncertainty_ns {
-                    *last = point;
-                }
+        if self.group.first().is_some_and(|p| p.bucket != point.bucket) {
+            self.group.clear();
+        }
+        if self.group.is_empty() {
+            self.buckets.push_back(point);
+            if self.buckets.len() > MAX_BUCKETS {
+                self.buckets.pop_front();
             }
-            _ => {
-                self.buckets.push_back(point);
-                if self.buckets.len() > MAX_BUCKETS {
-                    self.buckets.pop_front();
-                }
-            }
+        }
+        self.group.push(point);
+        self.group.sort_by_key(|p| p.uncertainty_ns);
+        self.group.truncate(GROUP_SAMPLES);
+        if let Some(last) = self.buckets.back_mut() {
+            *last = summary(&self.group);
         }
         Some(self.fit())
     }
@@ -224,48 +312,133 @@ impl Estimator {
     }
 }
 
-/// How long a stream that said it will exchange clocks is held back
-/// waiting for its first sample, and how many items at most.
-const HOLD_FOR: Duration = Duration::from_secs(2);
-const HOLD_ITEMS: usize = 100_000;
+/// A stream that said it will exchange clocks is held back until `SETTLE`
+/// after its first sample (the recorder samples every 100 ms at first, so
+/// its first items are placed with the best of several moments' samples,
+/// not with a burst a moment of load may have spoiled); at most
+/// `HOLD_FOR` in all and `HOLD_ITEMS` items.
+const SETTLE: Duration = Duration::from_millis(500);
+const HOLD_FOR: Duration = Duration::from_secs(3);
+const HOLD_ITEMS: usize = 250_000;
+
+/// Items held at a stream's start.
+#[derive(Debug)]
+struct Hold {
+    since: Instant,
+    first_sample: Option<Instant>,
+    items: Vec<StreamItem>,
+}
+
+/// A stream's clock as the chain of its hops' estimates: the recorder's
+/// connection (hop 0), then each relay's (see `relay`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chain {
+    fits: Vec<Fit>,
+}
+
+impl Chain {
+    /// Maps a stream time to the collector's clock, hop by hop.
+    pub fn to_collector(&self, stream_ns: u64) -> u64 {
+        self.fits
+            .iter()
+            .fold(stream_ns, |t, fit| fit.to_collector(t))
+    }
+
+    /// Maps a collector time back to the stream's clock.
+    pub fn to_stream(&self, collector_ns: u64) -> u64 {
+        self.fits
+            .iter()
+            .rev()
+            .fold(collector_ns, |t, fit| fit.to_stream(t))
+    }
+
+    /// The stream's clock minus the collector's at collector time `at_ns`.
+    pub fn offset_at(&self, at_ns: u64) -> i64 {
+        (i128::from(self.to_stream(at_ns)) - i128::from(at_ns)) as i64
+    }
+
+    /// The sum of the hops' uncertainties.
+    pub fn uncertainty_ns(&self) -> u64 {
+        self.fits.iter().map(|f| f.uncertainty_ns).sum()
+    }
+
+    fn drift(&self) -> f64 {
+        self.fits.iter().map(|f| f.drift).sum()
+    }
+
+    fn samples(&self) -> u64 {
+        self.fits.iter().map(|f| f.samples).sum()
+    }
+
+    /// The same chain with no offset and no drift (a same-host stream).
+    fn zeroed(&self) -> Chain {
+        let fits = self
+            .fits
+            .iter()
+            .map(|f| Fit {
+                offset_ns: 0,
+                drift: 0.0,
+                ..*f
+            })
+            .collect();
+        Chain { fits }
+    }
+}
 
 /// The clock stage of one stream: estimates its offset from the samples
-/// it reports and maps its timestamps to the collector's clock.
+/// it reports (per hop) and maps its timestamps to the collector's clock.
 #[derive(Debug)]
 pub struct StreamClock {
-    estimator: Estimator,
+    /// One estimator per hop: 1 + the relays the stream came through.
+    hops: Vec<Estimator>,
+    fits: Vec<Option<Fit>>,
     same_boot: bool,
-    fit: Option<Fit>,
+    chain: Option<Chain>,
     status: ClockStatus,
     announced: Option<ClockOffset>,
-    /// Items held until the first sample (for streams that exchange).
-    held: Option<(Instant, Vec<StreamItem>)>,
+    /// Items held at the start (for streams that exchange).
+    held: Option<Hold>,
+    settle: Duration,
 }
 
 impl StreamClock {
     /// The stage for a stream whose hello said `exchanges` (it takes part
-    /// in the clock exchange) and whose boot id equals the collector's if
-    /// `same_boot`.
-    pub fn new(exchanges: bool, same_boot: bool) -> StreamClock {
+    /// in the clock exchange), that reaches the collector over `hops`
+    /// connections (1 + its relays), and whose boot id equals the
+    /// collector's if `same_boot`.
+    pub fn new(exchanges: bool, hops: usize, same_boot: bool) -> StreamClock {
+        let hops = hops.max(1);
         StreamClock {
-            estimator: Estimator::default(),
+            hops: (0..hops).map(|_| Estimator::default()).collect(),
+            fits: vec![None; hops],
             same_boot,
-            fit: None,
+            chain: None,
             status: ClockStatus::Unmeasured,
             announced: None,
-            held: exchanges.then(|| (Instant::now(), Vec::new())),
+            held: exchanges.then(|| Hold {
+                since: Instant::now(),
+                first_sample: None,
+                items: Vec::new(),
+            }),
+            settle: SETTLE,
         }
+    }
+
+    /// This stage, releasing held items `settle` after the first sample.
+    pub fn with_settle(mut self, settle: Duration) -> StreamClock {
+        self.settle = settle;
+        self
     }
 
     /// The stage for a stream with this hello, on this collector.
     pub fn for_hello(hello: &pb::Hello) -> StreamClock {
         let same_boot = !hello.boot_id.is_empty() && hello.boot_id == local_boot_id();
-        StreamClock::new(hello.clock_sync, same_boot)
+        StreamClock::new(hello.clock_sync, 1 + hello.relayed_by.len(), same_boot)
     }
 
     /// The estimate in use, if any.
-    pub fn fit(&self) -> Option<Fit> {
-        self.fit
+    pub fn chain(&self) -> Option<&Chain> {
+        self.chain.as_ref()
     }
 
     /// Takes the stream's items in order; appends those ready for the merge
@@ -281,13 +454,16 @@ impl StreamClock {
                 StreamItem::Ping { .. } => {}
                 StreamItem::Sync(sample) => self.sample(&sample, out),
                 item => match &mut self.held {
-                    Some((_, held)) => held.push(item),
+                    Some(hold) => hold.items.push(item),
                     None => self.map(item, out),
                 },
             }
         }
-        if let Some((since, held)) = &self.held {
-            if since.elapsed() >= HOLD_FOR || held.len() >= HOLD_ITEMS {
+        if let Some(hold) = &self.held {
+            let settled = hold
+                .first_sample
+                .is_some_and(|t| t.elapsed() >= self.settle);
+            if settled || hold.since.elapsed() >= HOLD_FOR || hold.items.len() >= HOLD_ITEMS {
                 self.release(out);
             }
         }
@@ -299,26 +475,27 @@ impl StreamClock {
     }
 
     fn sample(&mut self, sample: &SyncSample, out: &mut Vec<StreamItem>) {
-        let Some(fit) = self.estimator.add(sample) else {
+        let hop = sample.hop as usize;
+        let Some(fit) = self.hops.get_mut(hop).and_then(|e| e.add(sample)) else {
             return;
         };
-        let zero = self.same_boot && fit.offset_at(fit.ref_ns).unsigned_abs() <= fit.uncertainty_ns;
+        self.fits[hop] = Some(fit);
+        let Some(fits) = self.fits.iter().copied().collect::<Option<Vec<Fit>>>() else {
+            return; // a hop without a sample yet
+        };
+        let chain = Chain { fits };
+        let now = rtrace::clock::monotonic_ns();
+        let zero = self.same_boot && chain.offset_at(now).unsigned_abs() <= chain.uncertainty_ns();
         self.status = if zero {
             ClockStatus::SameHost
         } else {
             ClockStatus::Measured
         };
-        self.fit = Some(if zero {
-            Fit {
-                offset_ns: 0,
-                drift: 0.0,
-                ..fit
-            }
-        } else {
-            fit
-        });
-        self.announce(sample.pong_sent_ns, out);
-        self.release(out);
+        self.chain = Some(if zero { chain.zeroed() } else { chain });
+        self.announce(now, out);
+        if let Some(hold) = &mut self.held {
+            hold.first_sample.get_or_insert_with(Instant::now);
+        }
     }
 
     /// Sends the estimate on (after every sample: the output keeps its
@@ -331,7 +508,7 @@ impl StreamClock {
 
     /// The estimate as published, at collector time `at_ns`.
     fn current(&self, at_ns: u64) -> ClockOffset {
-        let Some(fit) = self.fit else {
+        let Some(chain) = &self.chain else {
             return ClockOffset {
                 status: self.status,
                 at_ns,
@@ -340,16 +517,16 @@ impl StreamClock {
         };
         ClockOffset {
             status: self.status,
-            offset_ns: fit.offset_at(fit.to_stream(at_ns)),
-            uncertainty_ns: fit.uncertainty_ns,
-            drift_ppb: (fit.drift * 1e9) as i64,
-            samples: fit.samples,
+            offset_ns: chain.offset_at(at_ns),
+            uncertainty_ns: chain.uncertainty_ns(),
+            drift_ppb: (chain.drift() * 1e9) as i64,
+            samples: chain.samples(),
             at_ns,
         }
     }
 
     fn release(&mut self, out: &mut Vec<StreamItem>) {
-        let Some((_, held)) = self.held.take() else {
+        let Some(Hold { items: held, .. }) = self.held.take() else {
             return;
         };
         if self.announced.is_none() {
@@ -373,19 +550,19 @@ impl StreamClock {
             };
             self.announce(at, out);
         }
-        let Some(fit) = self.fit else {
+        let Some(chain) = &self.chain else {
             return out.push(item);
         };
         out.push(match item {
             StreamItem::Event(mut event) => {
-                event.ts_ns = fit.to_collector(event.ts_ns);
+                event.ts_ns = chain.to_collector(event.ts_ns);
                 StreamItem::Event(event)
             }
             StreamItem::Clock { monotonic_ns } => StreamItem::Clock {
-                monotonic_ns: fit.to_collector(monotonic_ns),
+                monotonic_ns: chain.to_collector(monotonic_ns),
             },
             StreamItem::ClockJump(mut jump) => {
-                jump.at_ns = fit.to_collector(jump.at_ns);
+                jump.at_ns = chain.to_collector(jump.at_ns);
                 StreamItem::ClockJump(jump)
             }
             other => other,
@@ -408,7 +585,7 @@ mod tests {
             ping_received_ns: t2,
             pong_sent_ns: t2 + 10,
             pong_received_ns: t1 + up + 10 + down,
-            extra_uncertainty_ns: 0,
+            hop: 0,
         }
     }
 
@@ -426,6 +603,18 @@ mod tests {
             "a worse sample changes nothing"
         );
         assert_eq!(fit.samples, 3);
+    }
+
+    #[test]
+    fn samples_near_the_best_are_averaged() {
+        let mut e = Estimator::default();
+        let s = 1_000_000_000_000;
+        // Round trips of 40 ns, asymmetric either way: each is 10 ns off.
+        let first = e.add(&sample(s, 5_000, 30, 10)).unwrap();
+        assert_eq!(first.offset_ns.abs_diff(5_000), 10);
+        let fit = e.add(&sample(s + 1000, 5_000, 10, 30)).unwrap();
+        assert_eq!(fit.offset_ns, 5_000);
+        assert_eq!(fit.uncertainty_ns, 20);
     }
 
     #[test]
@@ -472,7 +661,7 @@ mod tests {
 
     #[test]
     fn items_wait_for_the_first_sample_then_move_by_the_offset() {
-        let mut clock = StreamClock::new(true, false);
+        let mut clock = StreamClock::new(true, 1, false).with_settle(Duration::ZERO);
         let mut out = Vec::new();
         let base = 40_000_000_000;
         clock.process(
@@ -500,7 +689,7 @@ mod tests {
 
     #[test]
     fn same_boot_within_uncertainty_is_exactly_zero() {
-        let mut clock = StreamClock::new(true, true);
+        let mut clock = StreamClock::new(true, 1, true);
         let mut out = Vec::new();
         clock.process([StreamItem::Sync(sample(1_000_000, 3, 20, 20))], &mut out);
         let StreamItem::Offset(offset) = out[0] else {
@@ -511,7 +700,7 @@ mod tests {
             (ClockStatus::SameHost, 0)
         );
         // A time namespace shares the boot id but not the clock.
-        let mut clock = StreamClock::new(true, true);
+        let mut clock = StreamClock::new(true, 1, true);
         out.clear();
         clock.process(
             [StreamItem::Sync(sample(
@@ -533,7 +722,7 @@ mod tests {
 
     #[test]
     fn streams_without_exchange_pass_unchanged_and_say_so() {
-        let mut clock = StreamClock::new(false, false);
+        let mut clock = StreamClock::new(false, 1, false);
         let mut out = Vec::new();
         clock.process([event(7)], &mut out);
         assert!(matches!(

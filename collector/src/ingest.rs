@@ -330,7 +330,8 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// Decodes one stream and forwards it; always ends with `Closed`. Greets
-/// the peer and answers its clock pings on `reply`.
+/// a peer that takes part in the clock exchange and answers its pings on
+/// `reply`.
 pub fn serve(accepted: Accepted, tx: &Sender<Arrival>) {
     let Accepted {
         conn,
@@ -341,7 +342,7 @@ pub fn serve(accepted: Accepted, tx: &Sender<Arrival>) {
     let mut responder = Responder::new(reply);
     let bytes = Arc::new(AtomicU64::new(0));
     let counting = Counting {
-        inner: BufReader::with_capacity(1 << 16, input),
+        inner: BufReader::with_capacity(1 << 16, responder.stamp(input)),
         bytes: bytes.clone(),
     };
     let (end, error) = forward(conn, name.clone(), counting, &mut responder, tx);
@@ -373,6 +374,7 @@ fn forward<R: Read>(
     let Some(hello) = reader.hello() else {
         return (broken, Some("closed before sending its hello".into()));
     };
+    responder.greet(hello);
     let _ = tx.send(Arrival::Hello {
         conn,
         process: ProcessInfo::from(hello),

@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod live;
 pub mod offline;
 pub mod output;
+pub mod relay;
 pub mod report;
 pub mod summary;
 

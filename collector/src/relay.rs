@@ -1,0 +1,391 @@
+//! Relay mode (`rtrace-collect --listen ... --forward ADDR`): a host-local
+//! collector that forwards every local stream to a central collector, so
+//! that the central timeline is the same as if each process had connected
+//! to it directly.
+//!
+//! Each local connection gets its own upstream connection (a
+//! `CollectorSink`, with its spill file and reconnects), and its frames go
+//! up unchanged except for two things:
+//!
+//! - clock pings are answered here, at once, with this host's clock (the
+//!   recorder's samples, hop 0, go up as they are); and the relay runs its
+//!   own clock exchange with the central collector on each upstream
+//!   connection, whose samples it adds to the stream as hop n (this relay's
+//!   place in `relayed_by`). The central collector estimates each hop and
+//!   adds the offsets (and their uncertainties) up: the recorder's clock
+//!   against the central one, with every sample of both hops used as it
+//!   comes, as for a direct connection.
+//! - the hello names this host in `relayed_by`.
+//!
+//! Nothing is merged here: one stream per process reaches the central
+//! collector, which merges them all. That keeps the central file equal to
+//! a direct collection (same streams, same per-stream ends and losses),
+//! keeps a broken stream from affecting the others, and needs no
+//! multiplexing protocol; the cost is one upstream connection per process.
+
+use std::collections::VecDeque;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rtrace::clocksync::{SyncConfig, SyncSample, Timekeeper};
+use rtrace::sink::{CollectorSink, Sink};
+use rtrace::wire::{self, pb, Body};
+use rtrace::{Address, FrameReader};
+
+use crate::clocksync::{Estimator, Fit, Responder};
+use crate::ingest::{Accepted, Handler, Ingest};
+
+/// How to relay.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    pub listen: Vec<Address>,
+    /// The central collector.
+    pub forward: Address,
+    /// Where spill files go while the central collector is unreachable.
+    pub spill_dir: PathBuf,
+    /// After a shutdown request, how long open streams may keep sending.
+    pub drain: Duration,
+    /// The clock exchange with the central collector.
+    pub sync: SyncConfig,
+}
+
+/// What the relay did with one local stream.
+#[derive(Debug, Clone, Default)]
+pub struct RelayedStream {
+    pub session: String,
+    pub pid: u32,
+    /// Frames forwarded (or spilled).
+    pub frames: u64,
+    /// The recorder's clock minus this host's (its samples, relayed).
+    pub local: Option<Fit>,
+    /// This host's clock minus the central collector's.
+    pub upstream: Option<Fit>,
+    pub error: Option<String>,
+}
+
+/// Relays until `stop` is set, then drains; returns what each stream saw.
+pub fn relay(
+    options: &RelayOptions,
+    stop: &AtomicBool,
+    on_ready: impl FnOnce(),
+) -> Result<Vec<RelayedStream>> {
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let handler: Handler = {
+        let options = options.clone();
+        let done = done.clone();
+        Arc::new(move |accepted| {
+            let stream = serve(&options, accepted);
+            if let Ok(mut done) = done.lock() {
+                done.push(stream);
+            }
+        })
+    };
+    let mut ingest = Ingest::start_with(&options.listen, handler)?;
+    on_ready();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ingest.stop_accepting();
+    let deadline = Instant::now() + options.drain;
+    while ingest.open_connections() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ingest.close_all();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ingest.open_connections() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(ingest);
+    let done = done.lock().map(|d| d.clone()).unwrap_or_default();
+    Ok(done)
+}
+
+/// Frames waiting for the upstream thread.
+const CHANNEL_FRAMES: usize = 1024;
+
+/// Serves one local connection: answers pings here, hands every other
+/// frame to an upstream thread.
+fn serve(options: &RelayOptions, accepted: Accepted) -> RelayedStream {
+    let mut responder = Responder::new(accepted.reply);
+    let mut stream = RelayedStream::default();
+    let input = BufReader::with_capacity(1 << 16, responder.stamp(accepted.input));
+    let mut frames = match FrameReader::with_header(input, accepted.name.clone()) {
+        Ok(frames) => frames,
+        Err(e) => {
+            stream.error = Some(e.to_string());
+            return stream;
+        }
+    };
+    let hello = match frames.next_frame() {
+        Ok(Some(Body::Hello(hello))) => hello,
+        Ok(_) => {
+            stream.error = Some(format!("{}: no hello", accepted.name));
+            return stream;
+        }
+        Err(e) => {
+            stream.error = Some(e.to_string());
+            return stream;
+        }
+    };
+    responder.greet(&hello);
+    stream.session = hello.session.clone();
+    stream.pid = hello.pid;
+    let spill = options.spill_dir.join(format!(
+        "rtrace-relay-{}-{}-{}.spill.rtrace",
+        sanitize(&hello.session),
+        hello.pid,
+        accepted.conn.0
+    ));
+    let (tx, rx) = crossbeam_channel::bounded(CHANNEL_FRAMES);
+    let upstream = {
+        let (address, sync) = (options.forward.clone(), options.sync);
+        std::thread::Builder::new()
+            .name(format!("upstream #{}", accepted.conn.0))
+            .spawn(move || Upstream::new(address, spill, sync).run(hello, &rx))
+    };
+    let upstream = match upstream {
+        Ok(handle) => handle,
+        Err(e) => {
+            stream.error = Some(format!("cannot start an upstream thread: {e}"));
+            return stream;
+        }
+    };
+    loop {
+        match frames.next_frame() {
+            Ok(Some(Body::ClockPing(ping))) => {
+                let received_ns = responder.arrival_ns();
+                responder.answer(ping.id, ping.sent_ns, received_ns)
+            }
+            Ok(Some(body)) => {
+                stream.frames += 1;
+                if tx.send(body).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                stream.error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(tx);
+    drop(frames);
+    drop(responder);
+    if let Ok(report) = upstream.join() {
+        stream.local = report.local;
+        stream.upstream = report.upstream;
+    }
+    stream
+}
+
+fn sanitize(session: &str) -> String {
+    session
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect()
+}
+
+/// The clocks of one relayed stream, shared by the upstream thread and
+/// the timekeeper inside its sink.
+#[derive(Default)]
+struct RelayClock {
+    /// This relay's hop number (its place in the stream's `relayed_by`).
+    hop: u32,
+    /// This host's clock against the central collector's (for the report).
+    upstream: Estimator,
+    upstream_fit: Option<Fit>,
+    /// The recorder's clock against this host's (for the report).
+    local: Estimator,
+    local_fit: Option<Fit>,
+    /// The recorder's last snapshot frame: it starts each upstream
+    /// connection and spill file.
+    last_snapshot: Vec<u8>,
+    /// The latest samples of the hops below this one, sent again on a new
+    /// upstream connection (a new stream for the central collector).
+    recent: VecDeque<SyncSample>,
+}
+
+/// Samples of the hops below sent again on a new upstream connection.
+const REPLAYED: usize = 16;
+
+/// The timekeeper of an upstream sink: the recorder's snapshots; this
+/// host's exchanges with the central collector go into the stream as
+/// samples of this relay's hop.
+struct RelayKeeper(Arc<Mutex<RelayClock>>);
+
+impl Timekeeper for RelayKeeper {
+    fn snapshot_frame(&mut self, out: &mut Vec<u8>) {
+        if let Ok(clock) = self.0.lock() {
+            out.extend_from_slice(&clock.last_snapshot);
+        }
+    }
+
+    fn samples(&mut self, samples: &[SyncSample], fresh: bool, out: &mut Vec<u8>) {
+        let Ok(mut clock) = self.0.lock() else {
+            return;
+        };
+        if fresh {
+            for sample in &clock.recent {
+                wire::encode_frame(wire::sync_body(sample), out);
+            }
+        }
+        for sample in samples {
+            let sample = SyncSample {
+                hop: clock.hop,
+                ..*sample
+            };
+            if let Some(fit) = clock.upstream.add(&sample) {
+                clock.upstream_fit = Some(fit);
+            }
+            wire::encode_frame(wire::sync_body(&sample), out);
+        }
+    }
+}
+
+/// How an upstream thread ended.
+struct UpstreamReport {
+    local: Option<Fit>,
+    upstream: Option<Fit>,
+}
+
+/// The upstream side of one relayed stream.
+struct Upstream {
+    sink: CollectorSink,
+    clock: Arc<Mutex<RelayClock>>,
+}
+
+impl Upstream {
+    fn new(address: Address, spill: PathBuf, sync: SyncConfig) -> Upstream {
+        let clock = Arc::new(Mutex::new(RelayClock::default()));
+        let keeper = Box::new(RelayKeeper(clock.clone()));
+        Upstream {
+            sink: CollectorSink::with_clock(address, spill, sync, keeper),
+            clock,
+        }
+    }
+
+    fn run(mut self, mut hello: pb::Hello, frames: &Receiver<Body>) -> UpstreamReport {
+        hello.relayed_by.push(rtrace::host::name());
+        if let Ok(mut clock) = self.clock.lock() {
+            clock.hop = hello.relayed_by.len() as u32;
+        }
+        self.write(Body::Hello(hello));
+        let mut last_flush = Instant::now();
+        loop {
+            match frames.recv_timeout(Duration::from_millis(100)) {
+                Ok(body) => self.forward(body),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.sink.sync_clock();
+            if last_flush.elapsed() >= Duration::from_millis(100) {
+                let _ = self.sink.flush();
+                last_flush = Instant::now();
+            }
+        }
+        let _ = self.sink.flush();
+        self.sink.close();
+        let clock = self.clock.lock();
+        UpstreamReport {
+            local: clock.as_ref().ok().and_then(|c| c.local_fit),
+            upstream: clock.as_ref().ok().and_then(|c| c.upstream_fit),
+        }
+    }
+
+    fn forward(&mut self, body: Body) {
+        match body {
+            Body::ClockSync(sync) => self.relay_sample((&sync).into()),
+            Body::Clock(snapshot) => {
+                let mut frame = Vec::new();
+                wire::encode_frame(Body::Clock(snapshot), &mut frame);
+                if let Ok(mut clock) = self.clock.lock() {
+                    clock.last_snapshot.clone_from(&frame);
+                }
+                let _ = self.sink.write_frame(&frame);
+            }
+            // Only this relay's connection to the recorder carries these.
+            Body::ClockPing(_) | Body::ClockPong(_) | Body::CollectorHello(_) => {}
+            body => self.write(body),
+        }
+    }
+
+    fn write(&mut self, body: Body) {
+        let intern = matches!(body, Body::Hello(_) | Body::Function(_) | Body::Thread(_));
+        let mut frame = Vec::new();
+        wire::encode_frame(body, &mut frame);
+        let _ = if intern {
+            self.sink.write_intern(&frame)
+        } else {
+            self.sink.write_frame(&frame)
+        };
+    }
+
+    /// A sample of a hop below this relay: kept to send again on a new
+    /// upstream connection, and sent up as it is (only on the current
+    /// connection: a spill file has no use for it).
+    fn relay_sample(&mut self, sample: SyncSample) {
+        if let Ok(mut clock) = self.clock.lock() {
+            if sample.hop + 1 == clock.hop {
+                if let Some(fit) = clock.local.add(&sample) {
+                    clock.local_fit = Some(fit);
+                }
+            }
+            clock.recent.push_back(sample);
+            if clock.recent.len() > REPLAYED {
+                clock.recent.pop_front();
+            }
+        }
+        let mut frame = Vec::new();
+        wire::encode_frame(wire::sync_body(&sample), &mut frame);
+        self.sink.write_live(&frame);
+    }
+}
+
+/// The table printed when a relay ends: per stream, the offsets of its two
+/// hops (recorder to this host, this host to the central collector).
+pub fn table(streams: &[RelayedStream]) -> String {
+    let mut rows = vec![[
+        "session",
+        "pid",
+        "frames",
+        "recorder - relay clock",
+        "relay - central clock",
+        "end",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let fit = |fit: &Option<Fit>| {
+        fit.map_or("not measured".into(), |f| {
+            format!(
+                "{:+.9} s ±{:.1} µs",
+                f.offset_at(f.ref_ns) as f64 / 1e9,
+                f.uncertainty_ns as f64 / 1000.0
+            )
+        })
+    };
+    for s in streams {
+        let end = s.error.clone().unwrap_or_else(|| "forwarded".into());
+        rows.push(vec![
+            s.session.clone(),
+            s.pid.to_string(),
+            s.frames.to_string(),
+            fit(&s.local),
+            fit(&s.upstream),
+            end,
+        ]);
+    }
+    crate::report::aligned(&rows)
+}
