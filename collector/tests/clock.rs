@@ -308,3 +308,26 @@ fn a_recorder_that_does_not_exchange_is_not_greeted() {
     assert_eq!(offset.status, ClockStatus::Unmeasured);
     assert_eq!(stats[0].events, 6 * EVENTS_PER_BATCH);
 }
+
+#[test]
+fn chrome_json_shows_the_clock_jump_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jumpy.rtrace");
+    let crafted = Crafted {
+        base_ns: 70_000_000_000,
+    };
+    std::fs::write(&path, [crafted.hello(false), crafted.body()].concat()).unwrap();
+    let out = dir.path().join("jumpy.json");
+    let sink = rtrace_collect::output::create(&out).unwrap();
+    let (stats, _) = offline::merge_files(&[path], sink, MergeConfig::default()).unwrap();
+    assert_eq!(stats[0].clock_jumps, 1);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let jumps: Vec<_> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "rtrace: clock jump")
+        .collect();
+    assert_eq!(jumps.len(), 1, "{json}");
+    assert_eq!(jumps[0]["args"]["kind"], "CLOCK_MONOTONIC went backwards");
+}

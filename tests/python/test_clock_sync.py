@@ -272,3 +272,30 @@ def test_a_clock_jump_is_flagged_in_the_stats_and_the_timeline(tmp_path, perfett
         jumps = trace.query("select ts, name from slice where name = 'rtrace: clock jump'")
         assert len(jumps) == 1, jumps
         assert trace.scalar("select count(*) from slice where name = 'work'") == 75
+
+
+def test_a_relay_spills_while_the_central_collector_is_unreachable(tmp_path):
+    sock = f"unix://{tmp_path}/relay.sock"
+    (tmp_path / "spill").mkdir()
+    relay = subprocess.Popen([COLLECT, "--listen", sock, "--forward", f"tcp://127.0.0.1:{free_port()}",
+                              "--spill-dir", "spill", "--drain", "5"],
+                             cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    line = relay.stderr.readline()
+    assert "relaying to" in line, line
+    program = tmp_path / "p.py"
+    program.write_text("import rtrace\n"
+                       "def leaf(): pass\n"
+                       "with rtrace.record(session='spilled'):\n"
+                       "    for _ in range(500): leaf()\n")
+    env = dict(os.environ, RTRACE_COLLECTOR=sock)
+    subprocess.run([sys.executable, str(program)], cwd=tmp_path, env=env, check=True, timeout=60)
+    relay.terminate()
+    _, stderr = relay.communicate(timeout=60)
+    assert relay.returncode == 0, stderr
+    assert "unreachable; spilling to" in stderr, stderr
+    spills = sorted((tmp_path / "spill").glob("rtrace-relay-spilled-*.spill.rtrace"))
+    assert len(spills) == 1, stderr
+    reader = rtrace.read(spills[0])
+    calls = [ev for ev in reader if ev.name == "leaf" and ev.kind == "call"]
+    assert len(calls) == 500 and not reader.truncated
+    assert reader.session == "spilled"
