@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::wire::{self, pb, Body};
+use crate::{Error, Result};
 
 /// One completed exchange. `ping_sent_ns` (t1) and `pong_received_ns` (t4)
 /// are read on the stream's clock, `ping_received_ns` (t2) and
@@ -92,35 +93,38 @@ pub const INTERVAL_ENV: &str = "RTRACE_CLOCK_SYNC";
 
 impl SyncConfig {
     /// The default, with the interval from `$RTRACE_CLOCK_SYNC` if set.
-    pub fn from_env() -> Result<SyncConfig, String> {
-        match std::env::var(INTERVAL_ENV) {
-            Ok(value) => SyncConfig::default().with_interval(&value),
-            Err(_) => Ok(SyncConfig::default()),
-        }
+    pub fn from_env() -> Result<SyncConfig> {
+        let Ok(text) = std::env::var(INTERVAL_ENV) else {
+            return Ok(SyncConfig::default());
+        };
+        let interval = parse_interval(&text)
+            .map_err(|e| Error::Config(format!("{INTERVAL_ENV}={text:?}: {e}")))?;
+        Ok(SyncConfig {
+            interval,
+            ..SyncConfig::default()
+        })
     }
 
     /// This config with the interval given as text: seconds, or `off`.
-    pub fn with_interval(self, text: &str) -> Result<SyncConfig, String> {
-        let text = text.trim();
-        if text.eq_ignore_ascii_case("off") {
-            return Ok(SyncConfig {
-                interval: None,
-                ..self
-            });
+    pub fn with_interval(self, text: &str) -> Result<SyncConfig> {
+        let interval = parse_interval(text)
+            .map_err(|e| Error::Config(format!("clock exchange interval {text:?}: {e}")))?;
+        Ok(SyncConfig { interval, ..self })
+    }
+}
+
+/// Seconds between 0.01 and 3600, or `0`/`off` (no exchange: `None`).
+fn parse_interval(text: &str) -> std::result::Result<Option<Duration>, &'static str> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match text.parse::<f64>() {
+        Ok(0.0) => Ok(None),
+        Ok(s) if s.is_finite() && (0.01..=3600.0).contains(&s) => {
+            Ok(Some(Duration::from_secs_f64(s)))
         }
-        match text.parse::<f64>() {
-            Ok(0.0) => Ok(SyncConfig {
-                interval: None,
-                ..self
-            }),
-            Ok(s) if s.is_finite() && (0.01..=3600.0).contains(&s) => Ok(SyncConfig {
-                interval: Some(Duration::from_secs_f64(s)),
-                ..self
-            }),
-            _ => Err(format!(
-                "{INTERVAL_ENV}={text:?}: give seconds between 0.01 and 3600, or 0/off"
-            )),
-        }
+        _ => Err("give seconds between 0.01 and 3600, or 0/off"),
     }
 }
 
@@ -179,6 +183,9 @@ const PER_ROUND: u32 = 3;
 /// take a while to accept (older ones never greet).
 const HELLO_POLL: Duration = Duration::from_millis(5);
 const HELLO_PATIENCE: Duration = Duration::from_secs(10);
+/// How long after connecting a stream that ends waits for the collector's
+/// hello (see `SyncLink::run_at_end`).
+const END_HELLO_WAIT: Duration = Duration::from_millis(250);
 /// For this long after connecting, an exchange every `FAST_START_EVERY`.
 const FAST_START_FOR: Duration = Duration::from_secs(5);
 const FAST_START_EVERY: Duration = Duration::from_millis(100);
@@ -298,6 +305,28 @@ impl SyncLink {
         Ok((samples, fresh))
     }
 
+    /// Before the stream ends: a link still waiting for the collector's
+    /// hello (a short-lived process may end before the collector greets)
+    /// waits for it until `END_HELLO_WAIT` after connecting, then runs
+    /// its burst, so that the stream gets a sample before its end marker.
+    pub fn run_at_end(&mut self, conn: &mut dyn Duplex) -> io::Result<(Vec<SyncSample>, bool)> {
+        if let LinkState::AwaitHello { .. } = self.state {
+            let deadline = self.connected_at + END_HELLO_WAIT;
+            if Instant::now() < deadline {
+                let hello = self.read_until(conn, deadline, |body| {
+                    matches!(body, Body::CollectorHello(_))
+                })?;
+                if let Some((body, _)) = hello {
+                    self.state = greeted(&body);
+                }
+            }
+        }
+        match self.state {
+            LinkState::Ready { burst: true } => self.run(conn),
+            _ => Ok((Vec::new(), false)),
+        }
+    }
+
     fn await_hello(
         &mut self,
         conn: &mut dyn Duplex,
@@ -316,8 +345,7 @@ impl SyncLink {
             matches!(body, Body::CollectorHello(_))
         })?;
         self.state = match hello {
-            Some((Body::CollectorHello(h), _)) if h.clock_pong => LinkState::Ready { burst: true },
-            Some(_) => LinkState::Off,
+            Some((body, _)) => greeted(&body),
             None if now >= give_up => LinkState::Off,
             None => {
                 self.next_due = Instant::now() + HELLO_POLL;
@@ -430,6 +458,14 @@ impl SyncLink {
                 Err(reason) => return Err(io::Error::new(io::ErrorKind::InvalidData, reason)),
             }
         }
+    }
+}
+
+/// The state after the collector's hello: exchanging if it answers pings.
+fn greeted(hello: &Body) -> LinkState {
+    match hello {
+        Body::CollectorHello(h) if h.clock_pong => LinkState::Ready { burst: true },
+        _ => LinkState::Off,
     }
 }
 

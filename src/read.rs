@@ -76,8 +76,22 @@ impl<R: Read> FrameReader<R> {
         &self.what
     }
 
-    /// The next frame, or `None` at the end of the input.
+    /// The next frame, or `None` at the end of the input. Frames of a
+    /// type this version does not know (a newer writer's) are skipped.
     pub fn next_frame(&mut self) -> Result<Option<Body>> {
+        loop {
+            if let Some(body) = self.next_known_or_unknown()? {
+                return Ok(Some(body));
+            }
+            if self.done {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next frame; `None` at the end of the input or for an unknown
+    /// frame (then `done` tells which).
+    fn next_known_or_unknown(&mut self) -> Result<Option<Body>> {
         if self.done {
             return Ok(None);
         }
@@ -103,9 +117,7 @@ impl<R: Read> FrameReader<R> {
             return Ok(None);
         }
         match wire::decode_frame(&self.buf) {
-            Ok(Some(body)) => Ok(Some(body)),
-            // A frame type of a newer writer: skip it.
-            Ok(None) => self.next_frame(),
+            Ok(body) => Ok(body),
             Err(reason) => {
                 self.done = true;
                 Err(self.malformed(start, reason))

@@ -31,6 +31,9 @@ pub trait Sink: Send {
     /// Runs the clock exchange with a collector if one is due (see
     /// `clocksync`); a no-op for sinks without one.
     fn sync_clock(&mut self) {}
+    /// Like `sync_clock`, just before the stream's end marker: makes sure
+    /// a short stream gets its samples (see `SyncLink::run_at_end`).
+    fn sync_clock_at_end(&mut self) {}
     /// Ends the stream's connection, if it has one, after everything
     /// written was flushed.
     fn close(&mut self) {}
@@ -353,6 +356,28 @@ impl CollectorSink {
         }
         self.spill(frame)
     }
+
+    /// Runs the clock exchange on the connection and writes its samples.
+    fn exchange(&mut self, at_end: bool) {
+        let (Some(connection), Some(link)) = (&mut self.connection, &mut self.link) else {
+            return;
+        };
+        let ran = if at_end {
+            link.run_at_end(connection.duplex())
+        } else {
+            link.run(connection.duplex())
+        };
+        let samples = match ran {
+            Ok((samples, fresh)) if !samples.is_empty() => (samples, fresh),
+            Ok(_) => return,
+            Err(_) => return self.drop_connection(),
+        };
+        let mut frames = Vec::new();
+        self.timekeeper.samples(&samples.0, samples.1, &mut frames);
+        if !frames.is_empty() {
+            self.write_live(&frames);
+        }
+    }
 }
 
 impl Sink for CollectorSink {
@@ -429,18 +454,10 @@ impl Sink for CollectorSink {
     }
 
     fn sync_clock(&mut self) {
-        let (Some(connection), Some(link)) = (&mut self.connection, &mut self.link) else {
-            return;
-        };
-        let samples = match link.run(connection.duplex()) {
-            Ok((samples, fresh)) if !samples.is_empty() => (samples, fresh),
-            Ok(_) => return,
-            Err(_) => return self.drop_connection(),
-        };
-        let mut frames = Vec::new();
-        self.timekeeper.samples(&samples.0, samples.1, &mut frames);
-        if !frames.is_empty() {
-            self.write_live(&frames);
-        }
+        self.exchange(false);
+    }
+
+    fn sync_clock_at_end(&mut self) {
+        self.exchange(true);
     }
 }

@@ -193,6 +193,7 @@ impl Writer {
         terminate::start_watchdog();
         self.run_tick();
         self.drain();
+        self.sink.sync_clock_at_end();
         self.write_snapshot();
         let end = pb::End {
             events: self.shared.events_written.load(Ordering::Relaxed),
@@ -218,6 +219,7 @@ impl Writer {
 
     fn finish(mut self) -> (Writer, Exit) {
         self.drain();
+        self.sink.sync_clock_at_end();
         self.write_snapshot();
         let end = pb::End {
             events: self.shared.events_written.load(Ordering::Relaxed),

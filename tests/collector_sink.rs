@@ -157,3 +157,29 @@ fn a_greeting_collector_gets_a_burst_of_exchanges_before_the_first_batch() {
     assert_eq!(before_first_event, burst, "the burst");
     assert_eq!(pings, samples, "every ping answered and reported");
 }
+
+#[test]
+fn a_short_stream_waits_for_a_late_greeting_and_syncs_before_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reply = conn.try_clone().unwrap();
+        let frames = FrameReader::with_header(conn, "slow".into()).unwrap();
+        let reader = EventReader::new(frames).unwrap();
+        // A busy collector: the greeting comes well after the hello.
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        reply
+            .write_all(&rtrace::clocksync::collector_hello())
+            .unwrap();
+        clock_items(reader, |id, sent_ns| {
+            let pong = rtrace::clocksync::pong_frame(id, sent_ns, clock::monotonic_ns());
+            reply.write_all(&pong).unwrap();
+        })
+    });
+    let stats = record(config(dir.path(), Address::Unix(path)), 10);
+    let [_, samples, events, _] = server.join().unwrap();
+    assert_eq!(events as u64, stats.events);
+    assert!(samples > 0, "no clock sample before the end");
+}

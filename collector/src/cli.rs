@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{live, offline, output, relay, report};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rtrace::clocksync::SyncConfig;
 use rtrace::merge::MergeConfig;
@@ -177,7 +177,7 @@ fn relay(cli: &Cli, forward: &str) -> Result<u8> {
         drain: seconds("--drain", cli.drain)?,
         sync: SyncConfig::default()
             .with_interval(&cli.relay.clock_sync)
-            .map_err(|e| anyhow::anyhow!("--clock-sync: {e}"))?,
+            .context("--clock-sync")?,
     };
     let stop = live::stop_on_signals()?;
     let streams = relay::relay(&options, &stop, || {

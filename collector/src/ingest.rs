@@ -49,6 +49,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer that does not take what the collector writes back (its hello,
 /// clock pongs) within this long gets no more of it.
 const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
+const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 /// A connection just accepted, handed to the connection handler on a
 /// thread of its own.
@@ -63,7 +64,6 @@ pub struct Accepted {
 
 /// What serves each accepted connection (runs on its reader thread).
 pub type Handler = Arc<dyn Fn(Accepted) + Send + Sync>;
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 enum Peer {
