@@ -18,6 +18,7 @@ pub mod merge;
 pub mod queue;
 pub mod read;
 pub mod recorder;
+pub mod rxstamp;
 pub mod sink;
 pub mod terminate;
 pub mod timeline;
