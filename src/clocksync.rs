@@ -131,11 +131,20 @@ fn parse_interval(text: &str) -> std::result::Result<Option<Duration>, &'static 
 /// A two-way byte stream whose reads can time out.
 pub trait Duplex: Read + Write {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Reads like `read`; also returns when the bytes arrived (CLOCK_MONOTONIC
+    /// ns), if the kernel says (see `rxstamp`).
+    fn read_timed(&mut self, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+        self.read(buf).map(|n| (n, None))
+    }
 }
 
 impl Duplex for TcpStream {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn read_timed(&mut self, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+        crate::rxstamp::recv(self, buf)
     }
 }
 
@@ -391,8 +400,9 @@ impl SyncLink {
     }
 
     /// Reads frames from the collector until one that `wanted` accepts
-    /// (returned with the CLOCK_MONOTONIC time its last byte was read) or
-    /// until `deadline`. Other frames (stale pongs, unknown ones) are
+    /// (returned with the CLOCK_MONOTONIC time its last byte arrived: the
+    /// kernel's receive time where there is one, else the read's) or until
+    /// `deadline`. Other frames (stale pongs, unknown ones) are
     /// dropped.
     fn read_until(
         &mut self,
@@ -410,10 +420,10 @@ impl SyncLink {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             conn.set_read_timeout(Some(left.max(Duration::from_micros(1))))?;
-            match conn.read(&mut chunk) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    read_at_ns = clock::monotonic_ns();
+            match conn.read_timed(&mut chunk) {
+                Ok((0, _)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok((n, arrived)) => {
+                    read_at_ns = arrived.unwrap_or_else(clock::monotonic_ns);
                     self.inbox.extend_from_slice(&chunk[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -159,6 +159,9 @@ impl Connection {
                 let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
                 stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 stream.set_nodelay(true)?;
+                // Pongs' arrival times (see `rxstamp`); the exchange falls
+                // back to read times without them.
+                let _ = crate::rxstamp::enable(&stream);
                 Ok(Connection::Tcp(stream))
             }
         }

@@ -11,7 +11,7 @@
 //! back, is clamped to it and counted).
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,23 +20,6 @@ use rtrace::clocksync::{self, SyncSample};
 use rtrace::timeline::{ClockOffset, ClockStatus};
 use rtrace::wire::pb;
 use rtrace::StreamItem;
-
-/// Notes when each read of a connection returned (see `Responder::stamp`).
-pub struct Stamping<R> {
-    inner: R,
-    arrival_ns: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Stamping<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            let now = rtrace::clock::monotonic_ns();
-            self.arrival_ns.store(now, Ordering::Relaxed);
-        }
-        Ok(n)
-    }
-}
 
 /// This host's boot id, read once.
 pub fn local_boot_id() -> &'static str {
@@ -54,17 +37,20 @@ pub fn local_boot_id() -> &'static str {
 pub struct Responder {
     out: Box<dyn Write + Send>,
     broken: bool,
-    /// When the connection's last read returned (see `Stamping`).
+    /// When the bytes of the connection's latest read arrived (see
+    /// `ingest::Accepted::arrival_ns`).
     arrival_ns: Arc<AtomicU64>,
 }
 
 impl Responder {
-    /// A responder writing to `out`.
-    pub fn new(out: Box<dyn Write + Send>) -> Responder {
+    /// A responder writing to `out`; `arrival_ns` says when the bytes of
+    /// the connection's latest read arrived (a ping's t2: decoding is on
+    /// the ping's way only, and would bias the offset by half its time).
+    pub fn new(out: Box<dyn Write + Send>, arrival_ns: Arc<AtomicU64>) -> Responder {
         Responder {
             out,
             broken: false,
-            arrival_ns: Arc::new(AtomicU64::new(0)),
+            arrival_ns,
         }
     }
 
@@ -75,18 +61,7 @@ impl Responder {
         }
     }
 
-    /// Wraps the connection's input (below any buffering) so that a ping's
-    /// t2 is when the read that brought it returned, not when it was
-    /// decoded: decoding is on the ping's way only, and would bias the
-    /// offset by half its time.
-    pub fn stamp<R: Read>(&self, input: R) -> Stamping<R> {
-        Stamping {
-            inner: input,
-            arrival_ns: self.arrival_ns.clone(),
-        }
-    }
-
-    /// When the bytes decoded last arrived (now, without `stamp`).
+    /// When the bytes decoded last arrived (now, if no read said).
     pub fn arrival_ns(&self) -> u64 {
         match self.arrival_ns.load(Ordering::Relaxed) {
             0 => rtrace::clock::monotonic_ns(),

@@ -60,6 +60,10 @@ pub struct Accepted {
     pub input: Box<dyn Read + Send>,
     /// The way back to the peer (the collector's hello, clock pongs).
     pub reply: Box<dyn Write + Send>,
+    /// When the bytes of `input`'s latest read arrived (CLOCK_MONOTONIC
+    /// ns): the kernel's receive time on TCP, else the read's end. A clock
+    /// ping's t2.
+    pub arrival_ns: Arc<AtomicU64>,
 }
 
 /// What serves each accepted connection (runs on its reader thread).
@@ -241,7 +245,7 @@ impl AcceptContext {
         let stream = Arc::new(stream);
         let id = self.register(Peer::Unix(stream.clone()));
         let name = format!("unix connection #{}", id.0);
-        self.spawn(id, name, ArcRead(stream.clone()), ArcRead(stream))
+        self.spawn(id, name, stream)
     }
 
     fn start_tcp(&self, stream: TcpStream, peer: std::net::SocketAddr) -> Result<()> {
@@ -250,10 +254,12 @@ impl AcceptContext {
         stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
         // Pongs must leave at once, not wait for more bytes.
         stream.set_nodelay(true)?;
+        // Pings' arrival times (see `rtrace::rxstamp`); read times without.
+        let _ = rtrace::rxstamp::enable(&stream);
         let stream = Arc::new(stream);
         let id = self.register(Peer::Tcp(stream.clone()));
         let name = format!("tcp connection #{} from {peer}", id.0);
-        self.spawn(id, name, ArcRead(stream.clone()), ArcRead(stream))
+        self.spawn(id, name, stream)
     }
 
     fn register(&self, peer: Peer) -> ConnId {
@@ -264,13 +270,19 @@ impl AcceptContext {
         id
     }
 
-    fn spawn<R, W>(&self, id: ConnId, name: String, input: R, reply: W) -> Result<()>
+    fn spawn<S>(&self, id: ConnId, name: String, socket: Arc<S>) -> Result<()>
     where
-        R: Read + Send + 'static,
-        W: Write + Send + 'static,
+        S: TimedRecv + Send + Sync + 'static,
+        for<'a> &'a S: Write,
     {
         let handler = self.handler.clone();
         let peers = self.peers.clone();
+        let arrival_ns = Arc::new(AtomicU64::new(0));
+        let input = TimedInput {
+            socket: socket.clone(),
+            arrival_ns: arrival_ns.clone(),
+        };
+        let reply = SharedOutput(socket);
         std::thread::Builder::new()
             .name(format!("stream #{}", id.0))
             .spawn(move || {
@@ -279,6 +291,7 @@ impl AcceptContext {
                     name,
                     input: Box::new(input),
                     reply: Box::new(reply),
+                    arrival_ns,
                 });
                 if let Ok(mut peers) = peers.lock() {
                     peers.remove(&id);
@@ -289,20 +302,46 @@ impl AcceptContext {
     }
 }
 
-/// Reads from (and writes to) a shared socket (the registry keeps a
-/// handle to close it).
-struct ArcRead<S>(Arc<S>);
+/// Reads from a shared socket (the registry keeps a handle to close it),
+/// noting when what each read returns arrived.
+struct TimedInput<S> {
+    socket: Arc<S>,
+    arrival_ns: Arc<AtomicU64>,
+}
 
-impl<S> Read for ArcRead<S>
-where
-    for<'a> &'a S: Read,
-{
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
+/// Writes to a shared socket.
+struct SharedOutput<S>(Arc<S>);
+
+/// A socket read that may say when its bytes arrived (see `rxstamp`).
+trait TimedRecv {
+    fn recv_timed(&self, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)>;
+}
+
+impl TimedRecv for TcpStream {
+    fn recv_timed(&self, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+        rtrace::rxstamp::recv(self, buf)
     }
 }
 
-impl<S> Write for ArcRead<S>
+impl TimedRecv for UnixStream {
+    fn recv_timed(&self, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+        let mut socket = self;
+        socket.read(buf).map(|n| (n, None))
+    }
+}
+
+impl<S: TimedRecv> Read for TimedInput<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (n, arrived) = self.socket.recv_timed(buf)?;
+        if n > 0 {
+            let at = arrived.unwrap_or_else(rtrace::clock::monotonic_ns);
+            self.arrival_ns.store(at, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+impl<S> Write for SharedOutput<S>
 where
     for<'a> &'a S: Write,
 {
@@ -338,11 +377,12 @@ pub fn serve(accepted: Accepted, tx: &Sender<Arrival>) {
         name,
         input,
         reply,
+        arrival_ns,
     } = accepted;
-    let mut responder = Responder::new(reply);
+    let mut responder = Responder::new(reply, arrival_ns);
     let bytes = Arc::new(AtomicU64::new(0));
     let counting = Counting {
-        inner: BufReader::with_capacity(1 << 16, responder.stamp(input)),
+        inner: BufReader::with_capacity(1 << 16, input),
         bytes: bytes.clone(),
     };
     let (end, error) = forward(conn, name.clone(), counting, &mut responder, tx);

@@ -111,9 +111,9 @@ const CHANNEL_FRAMES: usize = 1024;
 /// Serves one local connection: answers pings here, hands every other
 /// frame to an upstream thread.
 fn serve(options: &RelayOptions, accepted: Accepted) -> RelayedStream {
-    let mut responder = Responder::new(accepted.reply);
+    let mut responder = Responder::new(accepted.reply, accepted.arrival_ns);
     let mut stream = RelayedStream::default();
-    let input = BufReader::with_capacity(1 << 16, responder.stamp(accepted.input));
+    let input = BufReader::with_capacity(1 << 16, accepted.input);
     let mut frames = match FrameReader::with_header(input, accepted.name.clone()) {
         Ok(frames) => frames,
         Err(e) => {
