@@ -19,6 +19,7 @@ pub mod queue;
 pub mod read;
 pub mod recorder;
 pub mod sink;
+pub mod terminate;
 pub mod timeline;
 #[cfg(feature = "tracing")]
 pub mod tracing_layer;

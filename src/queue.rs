@@ -137,6 +137,35 @@ impl Queue {
         }
     }
 
+    /// Hands the buffer's events over if the queue has room now; else
+    /// leaves them in the buffer. Returns true if it handed them over.
+    pub fn offer(&self, buf: &mut ThreadBuffer) -> bool {
+        if buf.events.is_empty() || std::process::id() != self.owner_pid || self.batches.is_full() {
+            return false;
+        }
+        let events = std::mem::replace(&mut buf.events, self.take_array());
+        let batch = Batch {
+            tid: buf.tid,
+            events,
+            lost_before: buf.lost,
+            payload_slots: std::mem::take(&mut buf.payload_slots),
+        };
+        match self.batches.try_send(batch) {
+            Ok(()) => {
+                buf.lost = 0;
+                true
+            }
+            Err(refused) => {
+                // Filled up since the check: keep the events, free the
+                // array taken for them.
+                let batch = refused.into_inner();
+                buf.events = batch.events;
+                buf.payload_slots = batch.payload_slots;
+                false
+            }
+        }
+    }
+
     fn count_lost(&self, buf: &mut ThreadBuffer, batch: Batch) {
         let mut events = batch.events;
         let n = (events.len() - batch.payload_slots) as u64;

@@ -17,6 +17,7 @@ use crate::event::{FunctionId, Kind, MAX_FUNCTION_ID};
 use crate::mark::{token, FlowIds, Payload};
 use crate::queue::{OnFull, Queue};
 use crate::sink::{Address, CollectorSink, FileSink, Sink};
+use crate::terminate;
 use crate::wire::{self, pb, Body};
 use crate::writer::{Control, Exit, FunctionInfo, Pending, Shared, Writer};
 use crate::{Error, Result};
@@ -45,6 +46,12 @@ pub struct Config {
     pub argv: Vec<String>,
     /// Describes the recorder (runtime, hook), for the hello.
     pub recorder: String,
+    /// End the stream before the process dies of SIGTERM, if SIGTERM has
+    /// its default action (see `terminate`). Off by default.
+    pub flush_on_sigterm: bool,
+    /// The parent process shown in the timeline; `None`: the OS parent.
+    /// (A fork server's workers name the program that asked for them.)
+    pub parent_pid: Option<u32>,
 }
 
 impl Config {
@@ -60,6 +67,8 @@ impl Config {
             block_timeout: Duration::from_secs(10),
             argv: std::env::args().collect(),
             recorder: format!("rtrace {}", env!("CARGO_PKG_VERSION")),
+            parent_pid: None,
+            flush_on_sigterm: false,
         }
     }
 
@@ -119,6 +128,8 @@ pub struct Recorder {
     /// Ids of the names of user events (spans, instants, counters, flows).
     mark_names: Mutex<HashMap<String, FunctionId>>,
     flow_ids: FlowIds,
+    /// True when this recorder armed the SIGTERM handler.
+    sigterm: bool,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -149,6 +160,7 @@ impl Recorder {
             events_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             error: Mutex::new(None),
+            tick: Mutex::new(None),
         });
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
         let mut writer = Writer::new(
@@ -161,7 +173,9 @@ impl Recorder {
         writer.write_body(Body::Hello(hello(&config, &description)));
         writer.write_snapshot();
         let handle = spawn_writer(writer)?;
+        let sigterm = config.flush_on_sigterm && terminate::arm();
         Ok(Recorder {
+            sigterm,
             max_age_ticks: clock::duration_to_ticks(config.flush_interval, &description),
             config,
             queue,
@@ -192,6 +206,26 @@ impl Recorder {
             let _ = self.unpark();
         }
         self.queue.hand_over(buf);
+    }
+
+    /// Hands a thread's events to the writer only if the queue has room
+    /// now, never applying the overflow policy: for handing over from
+    /// outside the thread (see `set_tick`). Returns false if it did not.
+    pub fn offer(&self, buf: &mut ThreadBuffer) -> bool {
+        if self.parked.load(Ordering::Acquire) {
+            return false;
+        }
+        self.queue.offer(buf)
+    }
+
+    /// Sets the function the writer thread calls on every flush tick, e.g.
+    /// to `offer` the events of threads that are blocked, so that they are
+    /// written within about one flush interval even if the process is
+    /// killed. It must not wait for anything that waits for the writer.
+    pub fn set_tick(&self, tick: crate::writer::Tick) {
+        if let Ok(mut slot) = self.shared.tick.lock() {
+            *slot = Some(tick);
+        }
     }
 
     /// Allocates a function id, or `None` when all ids are used.
@@ -347,6 +381,9 @@ impl Recorder {
     /// Writes everything handed over, the end marker, and closes the stream.
     /// Later hand-overs are counted as lost. Idempotent.
     pub fn finish(&self) -> Stats {
+        if let Ok(mut tick) = self.shared.tick.lock() {
+            *tick = None;
+        }
         let slot = match self.writer.lock() {
             Ok(mut s) => std::mem::replace(&mut *s, WriterSlot::Gone),
             Err(_) => WriterSlot::Gone,
@@ -361,6 +398,9 @@ impl Recorder {
                 let _ = writer.run();
             }
             WriterSlot::Gone => {}
+        }
+        if self.sigterm && std::process::id() == self.pid {
+            terminate::disarm();
         }
         self.stats()
     }
@@ -381,7 +421,7 @@ fn hello(config: &Config, description: &clock::Description) -> pb::Hello {
         protocol_version: u32::from(wire::FORMAT_VERSION),
         session: config.session.clone(),
         pid: std::process::id(),
-        ppid: parent_pid(),
+        ppid: config.parent_pid.unwrap_or_else(parent_pid),
         host: host_name(),
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_owned())

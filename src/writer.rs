@@ -12,6 +12,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use crate::clock;
 use crate::queue::{Batch, Queue, QueueReceiver};
 use crate::sink::Sink;
+use crate::terminate;
 use crate::wire::{self, pb, Body};
 
 /// A function's description, sent once per stream before its first event.
@@ -32,14 +33,24 @@ pub(crate) struct Pending {
     pub threads: Vec<(u64, String)>,
 }
 
+/// Called by the writer thread on every flush tick (see
+/// `Recorder::set_tick`).
+pub type Tick = Arc<dyn Fn() + Send + Sync>;
+
 /// State shared between the recorder handle and the writer thread.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub pending: Mutex<Pending>,
     pub queue: Arc<Queue>,
     pub events_written: AtomicU64,
     pub bytes_written: AtomicU64,
     pub error: Mutex<Option<String>>,
+    pub tick: Mutex<Option<Tick>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
 }
 
 /// Requests to the writer thread.
@@ -57,6 +68,10 @@ pub(crate) enum Control {
 /// stream's heartbeat, which lets a collector's merge move past a quiet
 /// process.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
+
+/// How often the writer looks for a termination request while rtrace
+/// handles SIGTERM (see `terminate`).
+const TERMINATE_POLL: Duration = Duration::from_millis(20);
 
 /// The writer's state; owned by its thread while running.
 pub(crate) struct Writer {
@@ -133,9 +148,12 @@ impl Writer {
     /// The thread's main loop. Returns the writer for parking or ending.
     pub fn run(mut self) -> (Writer, Exit) {
         loop {
-            let wait = self
+            let mut wait = self
                 .flush_interval
                 .saturating_sub(self.last_flush.elapsed());
+            if terminate::armed() {
+                wait = wait.min(TERMINATE_POLL);
+            }
             select! {
                 recv(self.queue.batches) -> batch => match batch {
                     Ok(batch) => self.write_batch(batch),
@@ -157,9 +175,40 @@ impl Writer {
                 },
                 default(wait) => {}
             }
+            if terminate::requested() {
+                self.terminate();
+            }
             if self.last_flush.elapsed() >= self.flush_interval {
                 self.tick();
             }
+        }
+    }
+
+    /// SIGTERM arrived: write everything recorded, end the stream, and let
+    /// the process die of the signal (see `terminate`).
+    fn terminate(&mut self) {
+        terminate::start_watchdog();
+        self.run_tick();
+        self.drain();
+        self.write_snapshot();
+        let end = pb::End {
+            events: self.shared.events_written.load(Ordering::Relaxed),
+            lost: self.shared.queue.lost(),
+            stop_unix_ns: clock::unix_ns(),
+        };
+        self.write_body(Body::End(end));
+        self.flush();
+        loop {
+            terminate::die_of_sigterm();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Lets the front-end hand over the events of idle threads.
+    fn run_tick(&self) {
+        let tick = self.shared.tick.lock().ok().and_then(|t| t.clone());
+        if let Some(tick) = tick {
+            tick();
         }
     }
 
@@ -177,6 +226,7 @@ impl Writer {
     }
 
     fn tick(&mut self) {
+        self.run_tick();
         if self.last_snapshot_at.elapsed() >= SNAPSHOT_EVERY {
             self.write_snapshot();
         }

@@ -10,6 +10,14 @@ Record a block, a function, or a whole program::
 
     for event in rtrace.read(rec.path):
         print(event.ts_ns, event.kind, event.name)
+
+Add your own events, and arrows between processes::
+
+    with rtrace.span("handle", user=uid):        # also @rtrace.span("handle")
+        rtrace.instant("cache miss", key=k)
+        rtrace.counter("queue_depth", len(queue))
+        headers["traceparent"] = rtrace.flow_out()   # in the sender
+    rtrace.flow_in(request.headers["traceparent"])   # in the receiver
 """
 
 from __future__ import annotations
@@ -17,7 +25,17 @@ from __future__ import annotations
 import os
 
 from . import _native
-from ._native import Event, Reader, StreamError
+from ._native import (
+    Event,
+    Reader,
+    StreamError,
+    counter,
+    flow_in,
+    flow_out,
+    instant,
+    name_thread,
+    span,
+)
 from ._recording import Recording, RecordingError, current, record, start, stop
 
 __all__ = [
@@ -26,9 +44,15 @@ __all__ = [
     "Recording",
     "RecordingError",
     "StreamError",
+    "counter",
     "current",
+    "flow_in",
+    "flow_out",
+    "instant",
+    "name_thread",
     "read",
     "record",
+    "span",
     "start",
     "stop",
 ]
@@ -40,8 +64,11 @@ def read(path: str | os.PathLike[str]) -> Reader:
     """Opens a stream file and returns an iterable of its events.
 
     Each event has ``ts_ns`` (CLOCK_MONOTONIC nanoseconds), ``pid``, ``tid``,
-    ``kind`` ("call", "return", "exception", "c_call", "c_return", "line"),
-    ``name``, ``module``, ``file`` and ``line``. After iterating to the end,
+    ``kind`` ("call", "return", "exception", "c_call", "c_return", "line",
+    or for user events "span_begin", "span_end", "instant", "counter",
+    "flow_out", "flow_in"), ``name``, ``module``, ``file``, ``line``, and
+    for user events ``args`` (a dict or None), ``value`` (counters) and
+    ``flow_id`` (flow ends). After iterating to the end,
     ``reader.truncated`` is True if the stream had no end marker (the
     process died); a torn last frame is skipped, not raised.
     """

@@ -26,7 +26,9 @@ _C_EVENTS = ("CALL", "C_RETURN", "C_RAISE")
 
 # rtrace's own machinery: never recorded, nor what it calls while running.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-INTERNAL_FILES = [os.path.join(_HERE, name) for name in ("_recording.py", "_hooks.py")]
+INTERNAL_FILES = [
+    os.path.join(_HERE, name) for name in ("_recording.py", "_hooks.py", "_children.py")
+]
 
 
 def _declare_internal_frames() -> None:

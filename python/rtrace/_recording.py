@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import _native
+from . import _children, _native
 from ._hooks import INTERNAL_FILES, Hook
 
 __all__ = ["Recording", "RecordingError", "record", "start", "stop", "current"]
@@ -74,6 +74,7 @@ class Recording:
         on_full: str = "drop",
         buffer_events: int = _DEFAULT_BUFFER_EVENTS,
         flush_interval: float = _DEFAULT_FLUSH_INTERVAL,
+        follow_children: bool = True,
     ) -> None:
         if collector is None and output is None:
             collector = os.environ.get("RTRACE_COLLECTOR") or None
@@ -100,12 +101,18 @@ class Recording:
         self.on_full = on_full
         self.buffer_events = buffer_events
         self.flush_interval = float(flush_interval)
+        self.follow_children = bool(follow_children)
         self.path: Path | None = self._output
         self.hook: str | None = None
         self._hook: Hook | None = None
         self._pid: int | None = None
         self._final: tuple[int, int, int, str | None] | None = None
         self._autostarted = False
+        # The parent shown in the timeline, when not the OS parent.
+        self._parent_pid: int | None = None
+        self._environment: _children.EnvironmentPatch | None = None
+        # In a forked child: the recording that carries this one on.
+        self._continued_by: Recording | None = None
 
     # -- state ---------------------------------------------------------------
 
@@ -182,24 +189,53 @@ class Recording:
                 missing=hook.missing,
                 thread_names=_thread_names(),
                 internal_files=INTERNAL_FILES,
+                parent_pid=self._parent_pid,
             )
             self.path = path
             self.hook = hook.describe()
             self._hook = hook
             self._pid = os.getpid()
             self._final = None
+            self._continued_by = None
             _active = self
+            self._environment = _children.EnvironmentPatch(self._children_environment(path))
+            _children.patch_exit(_stop_at_exit)
             try:
                 hook.install()  # the last step: what follows is recorded
             except BaseException:
                 _active = None
                 _native.stop([])
+                self._environment.restore()
+                _children.unpatch_exit()
                 raise
         return self
+
+    def _children_environment(self, path: Path) -> dict[str, str | None]:
+        """What ``os.environ`` must say for exec'd children to follow (or,
+        with ``follow_children=False``, not to)."""
+        if not self.follow_children:
+            return {"RTRACE_AUTOSTART": None}
+        return dict(
+            _children.child_environment(
+                session=self.session,
+                collector=self.collector,
+                output_dir=str(path.resolve().parent),
+                lines=self.lines,
+                c_calls=self.c_calls,
+                on_full=self.on_full,
+            )
+        )
 
     def stop(self) -> Recording:
         """Stops recording, writes everything and closes the stream file."""
         global _active
+        if self._pid is not None and self._pid != os.getpid():
+            # A forked child leaving the parent's `with record()`: end the
+            # child's own recording, if it has one.
+            successor = self._continued_by
+            if successor is not None and successor.active:
+                successor.stop()
+            return self
         with _state_lock:
             if _active is not self:
                 raise RecordingError(
@@ -210,6 +246,9 @@ class Recording:
             final = _native.stop(_thread_names())
             self._final = final or (0, 0, 0, None)
             _active = None
+            if self._environment is not None:
+                self._environment.restore()
+            _children.unpatch_exit()
         if self.error:
             print(f"rtrace: {self.error}", file=sys.stderr)
         return self
@@ -236,12 +275,46 @@ class Recording:
     # -- fork and exit -------------------------------------------------------
 
     def _abandon_in_child(self) -> None:
+        """Right after ``fork()``, in the child: leave the parent's stream
+        alone and, when following children, start the child's own."""
         global _active
         if self._hook is not None:
             self._hook.uninstall_after_fork()
         _native.after_fork_in_child()
         self._final = (0, 0, 0, None)
         _active = None
+        _children.unpatch_exit()
+        if not self.follow_children:
+            return
+        child = self._for_child()
+        try:
+            child.start()
+        except Exception as error:  # noqa: BLE001 - never harm the program
+            print(f"rtrace: not recording forked process {os.getpid()}: {error}", file=sys.stderr)
+            return
+        self._continued_by = child
+
+    def _for_child(self) -> Recording:
+        """The recording a forked child starts: the same settings, a stream
+        of its own."""
+        output = None
+        if self._output is not None:
+            stem, suffix = self._output.stem, self._output.suffix
+            output = self._output.with_name(f"{stem}-{os.getpid()}{suffix}")
+        child = Recording(
+            self.session,
+            output=output,
+            collector=self.collector,
+            threads=self.threads,
+            c_calls=self.c_calls,
+            lines=self.lines,
+            on_full=self.on_full,
+            buffer_events=self.buffer_events,
+            flush_interval=self.flush_interval,
+            follow_children=self.follow_children,
+        )
+        child._autostarted = self._autostarted
+        return child
 
 
 def record(
@@ -255,6 +328,7 @@ def record(
     on_full: str = "drop",
     buffer_events: int = _DEFAULT_BUFFER_EVENTS,
     flush_interval: float = _DEFAULT_FLUSH_INTERVAL,
+    follow_children: bool = True,
 ) -> Recording:
     """Prepares a recording; use it with ``with``, as a decorator, or call
     ``.start()``.
@@ -273,6 +347,14 @@ def record(
     on_full:        "drop" (count lost events, never stall) or "block".
     buffer_events:  events that may wait in memory before ``on_full`` applies.
     flush_interval: seconds an event may wait before it is written.
+    follow_children: child Python processes record too, into the same
+                    collector (or, without one, into stream files beside
+                    this one), each under this session name with its own pid
+                    and a link to its parent: forked children (os.fork,
+                    multiprocessing "fork"/"forkserver" workers) and new
+                    interpreters (subprocess, multiprocessing "spawn"),
+                    which inherit RTRACE_* variables and ``PYTHONPATH`` from
+                    ``os.environ`` while recording runs.
     """
     return Recording(
         session,
@@ -284,6 +366,7 @@ def record(
         on_full=on_full,
         buffer_events=buffer_events,
         flush_interval=flush_interval,
+        follow_children=follow_children,
     )
 
 
@@ -307,13 +390,23 @@ def current() -> Recording | None:
 
 
 def _before_fork() -> None:
+    # Held across fork(), so that the child's copy of the lock is not held
+    # by a thread that does not exist there.
+    _state_lock.acquire()
     if _active is not None:
         _native.before_fork()
 
 
+def _after_fork_in_parent() -> None:
+    _state_lock.release()
+
+
 def _after_fork_in_child() -> None:
-    if _active is not None:
-        _active._abandon_in_child()
+    try:
+        if _active is not None:
+            _active._abandon_in_child()
+    finally:
+        _state_lock.release()
 
 
 def _stop_at_exit() -> None:
@@ -325,6 +418,7 @@ def _stop_at_exit() -> None:
 os.register_at_fork(
     # The parked writer restarts by itself at the next hand-over.
     before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
     after_in_child=_after_fork_in_child,
 )
 atexit.register(_stop_at_exit)

@@ -22,6 +22,7 @@ import webbrowser
 from pathlib import Path
 
 from . import _native, read
+from ._children import child_environment
 
 _EPILOG = """examples:
   rtrace run -- app.py --port 8000       record app.py and every Python process it starts
@@ -33,7 +34,6 @@ _EPILOG = """examples:
 """
 
 PERFETTO_UI = "https://ui.perfetto.dev"
-BOOT_DIR = Path(__file__).resolve().parent / "_boot"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-c-calls", action="store_true", help="do not record calls of C functions")
     run.add_argument("--on-full", choices=("drop", "block"), default="drop",
                      help="when a process's writer falls behind: drop and count (default) or block")
+    run.add_argument("--no-children", action="store_true",
+                     help="record only the program, not the Python processes it starts")
     run.add_argument("--drain", type=float, default=2.0, metavar="SECONDS",
                      help="after the program exits, how long other recorded processes may still "
                           "deliver (default 2)")
@@ -132,14 +134,17 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         collector.start()
         env = dict(os.environ)
         env.update(
-            RTRACE_AUTOSTART="1",
-            RTRACE_COLLECTOR=address,
-            RTRACE_SESSION=session,
-            RTRACE_LINES="1" if args.lines else "0",
-            RTRACE_C_CALLS="0" if args.no_c_calls else "1",
-            RTRACE_ON_FULL=args.on_full,
-            PYTHONPATH=os.pathsep.join(p for p in (str(BOOT_DIR), env.get("PYTHONPATH")) if p),
+            child_environment(
+                session=session,
+                collector=address,
+                output_dir=None,
+                lines=args.lines,
+                c_calls=not args.no_c_calls,
+                on_full=args.on_full,
+            )
         )
+        if args.no_children:
+            env["RTRACE_FOLLOW_CHILDREN"] = "0"
         code = _run_child(_command_for(program), env)
         stats = collector.stop()
     _print_table(stats)
@@ -229,11 +234,19 @@ def _dump(args: argparse.Namespace) -> int:
     for n, ev in enumerate(reader):
         if args.limit and n >= args.limit:
             break
+        extra = {key: value for key, value in
+                 (("args", ev.args), ("value", ev.value), ("flow_id", ev.flow_id))
+                 if value is not None}
         if args.json:
             print(json.dumps({"ts_ns": ev.ts_ns, "pid": ev.pid, "tid": ev.tid, "kind": ev.kind,
-                              "name": ev.name, "module": ev.module, "file": ev.file, "line": ev.line}))
-        else:
+                              "name": ev.name, "module": ev.module, "file": ev.file, "line": ev.line,
+                              **extra}))
+        elif ev.kind in ("call", "return", "exception", "c_call", "c_return", "line"):
             print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {ev.name}  {ev.file}:{ev.line}")
+        else:
+            details = " ".join(f"{k}={v:016x}" if k == "flow_id" else f"{k}={v!r}"
+                               for k, v in extra.items())
+            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {ev.name}  {details}")
     if reader.truncated:
         print(f"rtrace: {args.file} is truncated (the recording process did not finish it)",
               file=sys.stderr)

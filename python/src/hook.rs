@@ -11,7 +11,7 @@
 //! first sight of a function or thread and when a buffer is handed over.
 
 use std::cell::UnsafeCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::os::raw::c_void;
 use std::ptr;
@@ -22,6 +22,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rtrace::clock::ticks;
+use rtrace::mark::Payload;
 use rtrace::{FunctionId, FunctionInfo, Kind, RawEvent, Recorder, ThreadBuffer};
 
 use crate::ffi::{code_get_extra, code_set_extra};
@@ -36,6 +37,9 @@ const NAME_TRIES: u8 = 64;
 /// Stands for rtrace's own functions, and everything they call: such calls
 /// are tracked on the stack (to keep nesting right) but not recorded.
 const SUPPRESSED: FunctionId = FunctionId(rtrace::event::MAX_FUNCTION_ID);
+
+/// Module of rtrace's extension functions.
+const NATIVE_MODULE: &str = "rtrace._native";
 
 const _: () = assert!(
     std::mem::size_of::<usize>() == 8,
@@ -63,6 +67,9 @@ pub struct Session {
     slots: Mutex<Vec<Arc<Slot>>>,
     c_functions: GilCell<HashMap<usize, FunctionId>>,
     fallback_id: FunctionId,
+    /// Threads named with `rtrace.name_thread`: `threading`'s names do not
+    /// replace theirs.
+    pub user_named: Mutex<HashSet<u64>>,
 }
 
 // SAFETY: `missing` is an immortal-for-our-purposes object we hold a strong
@@ -106,6 +113,7 @@ impl Session {
             slots: Mutex::new(Vec::new()),
             c_functions: GilCell::new(HashMap::new()),
             fallback_id,
+            user_named: Mutex::new(HashSet::new()),
         }
     }
 
@@ -132,6 +140,26 @@ impl Session {
             }
             self.recorder.hand_over(&mut state.buf);
             state.retired = retire;
+        }
+    }
+
+    /// Offers every thread's waiting events to the writer without ever
+    /// blocking: the writer thread calls this on each flush tick, so that
+    /// a thread blocked in a C call (a worker waiting for its next task)
+    /// does not keep its events until its next call. Call with the GIL
+    /// held.
+    pub fn sweep_idle(&self) {
+        let Ok(slots) = self.slots.lock() else { return };
+        for slot in slots.iter() {
+            let Ok(_exit) = slot.exit_lock.lock() else {
+                continue;
+            };
+            // SAFETY: as in `sweep`: the GIL and the slot's exit lock.
+            #[allow(unsafe_code)]
+            let state = unsafe { &mut *slot.state.get() };
+            if !state.retired && !state.buf.is_empty() {
+                self.recorder.offer(&mut state.buf);
+            }
         }
     }
 
@@ -224,6 +252,12 @@ impl Session {
             return self.fallback_id;
         };
         let (module, name) = callable.names();
+        if module == NATIVE_MODULE {
+            // rtrace's own entry points (rtrace.instant, ...) record what
+            // they are for, not themselves.
+            map.insert(key, SUPPRESSED);
+            return SUPPRESSED;
+        }
         self.recorder.intern_function(FunctionInfo {
             id,
             name,
@@ -624,6 +658,45 @@ fn with_thread(f: impl FnOnce(&Session, &mut SlotState)) {
     });
 }
 
+/// True while a recording is active.
+#[inline]
+pub fn recording() -> bool {
+    !SESSION.load(Ordering::Acquire).is_null()
+}
+
+/// Records a user event (see `rtrace::mark`) stamped `t` on the calling
+/// thread. Returns false when nothing is recorded (no recording, or the
+/// thread is not recorded). Call with the GIL held.
+pub fn record_mark(t: u64, name: &str, kind: Kind, payload: Option<&Payload>) -> bool {
+    let mut recorded = false;
+    with_thread(|session, state| {
+        let Some(id) = session.recorder.intern_name(name) else {
+            return;
+        };
+        session
+            .recorder
+            .push_mark(&mut state.buf, t, id, kind, payload);
+        recorded = true;
+    });
+    recorded
+}
+
+/// A new flow id and its token, from the active recording.
+pub fn new_flow() -> Option<(u64, String)> {
+    with_session(|session| session.recorder.new_flow())
+}
+
+/// Names the calling thread; its `threading` name is no longer looked up.
+pub fn name_current_thread(name: &str) {
+    with_thread(|session, state| {
+        state.name_tries = 0;
+        if let Ok(mut named) = session.user_named.lock() {
+            named.insert(state.buf.tid);
+        }
+        session.recorder.name_thread(state.buf.tid, name.to_owned());
+    });
+}
+
 /// A Python function started or resumed.
 #[inline]
 pub fn on_call(code: *mut ffi::PyObject) {
@@ -675,8 +748,9 @@ pub fn on_c_call(callable: *mut ffi::PyObject, self_arg: *mut ffi::PyObject) {
         }
         let t = ticks();
         let id = session.c_function_id(c);
-        state.open(id, C_BIT);
-        state.record(session, RawEvent::new(t, id, Kind::CCall, 0));
+        if state.open(id, C_BIT) {
+            state.record(session, RawEvent::new(t, id, Kind::CCall, 0));
+        }
     });
 }
 

@@ -22,7 +22,9 @@ pub struct Event {
     ts_ns: u64,
     pid: u32,
     tid: u64,
-    /// "call", "return", "exception", "c_call", "c_return" or "line".
+    /// "call", "return", "exception", "c_call", "c_return", "line", or a
+    /// user event: "span_begin", "span_end", "instant", "counter",
+    /// "flow_out", "flow_in".
     kind: Py<PyString>,
     /// Qualified function name ("Server.handle", "list.append").
     name: Py<PyString>,
@@ -32,6 +34,12 @@ pub struct Event {
     file: Py<PyString>,
     /// The line for "line" events, else the function's first line.
     line: u32,
+    /// "flow_out"/"flow_in": the flow id (the token's parent-id), else None.
+    flow_id: Option<u64>,
+    /// "counter": the value, else None.
+    value: Option<f64>,
+    /// User events with arguments: a dict of them, else None.
+    args: Option<Py<PyDict>>,
 }
 
 #[pymethods]
@@ -55,6 +63,23 @@ struct Names {
     module: Py<PyString>,
     file: Py<PyString>,
     line: u32,
+}
+
+/// A user event's arguments as a dict (None when it has none).
+fn user_args(py: Python<'_>, args: &[rtrace::Arg]) -> PyResult<Option<Py<PyDict>>> {
+    if args.is_empty() {
+        return Ok(None);
+    }
+    let dict = PyDict::new(py);
+    for arg in args {
+        match &arg.value {
+            rtrace::ArgValue::Int(v) => dict.set_item(&arg.key, v)?,
+            rtrace::ArgValue::Float(v) => dict.set_item(&arg.key, v)?,
+            rtrace::ArgValue::Str(v) => dict.set_item(&arg.key, v)?,
+            rtrace::ArgValue::Bool(v) => dict.set_item(&arg.key, v)?,
+        }
+    }
+    Ok(Some(dict.unbind()))
 }
 
 /// A stream file (one process) or a merged timeline (many).
@@ -148,7 +173,18 @@ impl Reader {
             .entry(stream.0)
             .or_insert_with(|| inner.pid(stream));
         let names = self.names(py, stream, ev.function);
+        let (flow_id, value, args) = match &ev.mark {
+            Some(mark) => (
+                matches!(ev.kind, Kind::FlowOut | Kind::FlowIn).then_some(mark.flow_id),
+                (ev.kind == Kind::Counter).then_some(mark.value),
+                user_args(py, &mark.args)?,
+            ),
+            None => (None, None, None),
+        };
         Ok(Some(Event {
+            flow_id,
+            value,
+            args,
             ts_ns: ev.ts_ns,
             pid,
             tid: ev.tid,

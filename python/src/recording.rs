@@ -38,7 +38,7 @@ fn extra_index(_py: Python<'_>) -> PyResult<ffi::Py_ssize_t> {
 
 /// Starts a session; the caller installs the hook afterwards.
 #[pyfunction]
-#[pyo3(signature = (*, session, output, collector, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files))]
+#[pyo3(signature = (*, session, output, collector, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files, parent_pid=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     py: Python<'_>,
@@ -54,6 +54,7 @@ pub fn start(
     missing: Bound<'_, PyAny>,
     thread_names: Vec<(u64, String)>,
     internal_files: Vec<String>,
+    parent_pid: Option<u32>,
 ) -> PyResult<()> {
     if hook::with_session(|_| ()).is_some() {
         return Err(RecordingError::new_err(
@@ -75,6 +76,8 @@ pub fn start(
     config.flush_interval = Duration::from_secs_f64(flush_interval);
     config.argv = argv;
     config.recorder = recorder;
+    config.parent_pid = parent_pid;
+    config.flush_on_sigterm = true;
     let index = extra_index(py)?;
     let started = py
         .allow_threads(|| Recorder::start(config))
@@ -97,7 +100,18 @@ pub fn start(
         active.map(Bound::unbind),
         internal_files,
     );
-    hook::activate(Arc::new(session));
+    let session = Arc::new(session);
+    if session.recorder.config().on_full == OnFull::Drop {
+        // With "block", a thread waiting for room holds the GIL the tick
+        // would wait for: idle threads then deliver at their next event.
+        let weak = Arc::downgrade(&session);
+        session.recorder.set_tick(Arc::new(move || {
+            if let Some(session) = weak.upgrade() {
+                Python::with_gil(|_| session.sweep_idle());
+            }
+        }));
+    }
+    hook::activate(session);
     Ok(())
 }
 
@@ -120,8 +134,15 @@ pub fn stop(
 ) -> Option<(u64, u64, u64, Option<String>)> {
     let session = hook::deactivate()?;
     session.sweep(true);
+    let user_named = session
+        .user_named
+        .lock()
+        .map(|n| n.clone())
+        .unwrap_or_default();
     for (tid, name) in thread_names {
-        session.recorder.name_thread(tid, name);
+        if !user_named.contains(&tid) {
+            session.recorder.name_thread(tid, name);
+        }
     }
     let st = py.allow_threads(|| session.recorder.finish());
     Some((st.events, st.lost, st.bytes, st.error))
@@ -130,11 +151,15 @@ pub fn stop(
 /// Before `fork()`: deliver everything and stop the writer thread, so the
 /// child inherits no half-written state and 3.12+ sees a single thread.
 #[pyfunction]
-pub fn before_fork() {
-    hook::with_session(|s| {
-        s.sweep(false);
-        s.recorder.park(PARK_TIMEOUT);
-    });
+pub fn before_fork(py: Python<'_>) {
+    // An owned handle: another thread may stop the recording while the
+    // GIL is released below.
+    let Some(session) = hook::with_session(Arc::clone) else {
+        return;
+    };
+    session.sweep(false);
+    // Without the GIL: the writer's tick may be waiting for it.
+    py.allow_threads(|| session.recorder.park(PARK_TIMEOUT));
 }
 
 /// After `fork()`, in the child: drop the parent's recording without

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,15 @@ from pathlib import Path
 import pytest
 
 import rtrace
+
+
+RTRACE = shutil.which("rtrace", path=str(Path(sys.executable).parent)) or "rtrace"
+
+
+def rtrace_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs the installed ``rtrace`` command as a user would."""
+    return subprocess.run([RTRACE, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 class Run:
@@ -87,12 +97,13 @@ def check_nesting(events) -> dict[int, list]:
         for ev in evs:
             assert ev.ts_ns >= last, f"thread {tid}: time goes back at {ev!r}"
             last = ev.ts_ns
-            if ev.kind in ("call", "c_call"):
+            if ev.kind in ("call", "c_call", "span_begin"):
                 stack.append(ev)
-            elif ev.kind in ("return", "exception", "c_return"):
+            elif ev.kind in ("return", "exception", "c_return", "span_end"):
                 assert stack, f"thread {tid}: {ev!r} closes nothing"
                 opened = stack.pop()
                 assert opened.name == ev.name, f"thread {tid}: {ev!r} closes {opened!r}"
                 assert (opened.kind == "c_call") == (ev.kind == "c_return"), f"{ev!r} vs {opened!r}"
+                assert (opened.kind == "span_begin") == (ev.kind == "span_end"), f"{ev!r} vs {opened!r}"
         assert not stack, f"thread {tid}: calls never closed: {stack[-3:]!r}"
     return per_thread

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import check_nesting, read_events
-
-RTRACE = shutil.which("rtrace", path=str(Path(sys.executable).parent)) or "rtrace"
-
-
-def rtrace_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([RTRACE, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+from conftest import RTRACE, check_nesting, read_events, rtrace_cli
 
 
 def test_run_records_a_script_with_its_arguments_and_exit_code(tmp_path):

@@ -3,10 +3,13 @@ processor must agree with what the processes recorded."""
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+from conftest import rtrace_cli
 from perfetto_ui import perfetto_ui  # noqa: F401  (the fixture)
 
 from rtrace import _native
@@ -54,3 +57,43 @@ def test_merged_timeline_loads_in_perfetto_ui_with_names_and_counts(tmp_path, pe
         got = {(r["pid"], r["thread"]): r["n"] for r in leafs}
         for p in procs:
             assert got[(p.pid, "helper")] == 50 and got[(p.pid, "MainThread")] == 100, got
+
+
+def test_services_example_shows_arrows_between_svc_a_and_svc_b(tmp_path, perfetto_ui):  # noqa: F811
+    """The README's main job: the example's timeline in Perfetto UI, with
+    flow arrows from svc-a's requests to svc-b and back, and to the pool."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "services" / "main.py"
+    out = tmp_path / "services.pftrace"
+    proc = rtrace_cli("run", "--session", "services", "-o", str(out), "--", str(example),
+                      cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 orders invoiced" in proc.stdout
+
+    with perfetto_ui.load(out) as trace:
+        trace.assert_no_errors()
+        sessions = trace.query(
+            "select p.pid as pid, p.name as name, p.parent_upid is not null as has_parent "
+            "from process p where p.name like 'svc-%' or p.name like 'services%'"
+        )
+        names = sorted(r["name"].split(" (")[0] for r in sessions)
+        assert names == ["services", "svc-a", "svc-a", "svc-a", "svc-b"], sessions
+        assert all(r["has_parent"] for r in sessions if not r["name"].startswith("services"))
+        flows = trace.query(
+            "select so.name as out_name, si.name as in_name, "
+            "substr(po.name, 1, 5) as out_proc, substr(pi.name, 1, 5) as in_proc, "
+            "so.ts as out_ts, si.ts as in_ts "
+            "from flow f join slice so on f.slice_out = so.id join slice si on f.slice_in = si.id "
+            "join thread_track tto on so.track_id = tto.id join thread tho using(utid) "
+            "join process po on tho.upid = po.upid "
+            "join thread_track tti on si.track_id = tti.id join thread thi on tti.utid = thi.utid "
+            "join process pi on thi.upid = pi.upid"
+        )
+        kinds = collections.Counter((r["out_proc"], r["in_proc"], r["out_name"]) for r in flows)
+        assert kinds == {
+            ("svc-a", "svc-b", "request sent"): 15,
+            ("svc-b", "svc-a", "response sent"): 15,
+            ("svc-a", "svc-a", "task sent"): 6,
+        }, kinds
+        assert all(r["in_ts"] >= r["out_ts"] for r in flows)
+        spans = trace.scalar("select count(*) from slice where name = 'price lookup'")
+        assert spans == 15

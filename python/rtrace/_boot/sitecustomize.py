@@ -20,10 +20,43 @@ def _chain_to_shadowed_sitecustomize() -> None:
             return
 
 
-try:
-    from rtrace._autostart import start_from_environment
+def _import_rtrace():
+    """Imports rtrace; for an interpreter that does not have it installed
+    (another virtualenv, the base interpreter by its absolute path), loads
+    the rtrace package this folder belongs to, without putting anything else
+    on ``sys.path``. That works when it has an extension module built for
+    this Python version."""
+    try:
+        import rtrace._autostart
 
-    start_from_environment()
-except ImportError as _error:
-    print(f"rtrace: cannot import rtrace in {sys.executable}: {_error}", file=sys.stderr)
+        return rtrace._autostart
+    except ImportError as error:
+        first_error = error
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        "rtrace",
+        os.path.join(package_dir, "__init__.py"),
+        submodule_search_locations=[package_dir],
+    )
+    try:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["rtrace"] = module
+        spec.loader.exec_module(module)
+        import rtrace._autostart
+
+        return rtrace._autostart
+    except ImportError:
+        for name in [n for n in sys.modules if n == "rtrace" or n.startswith("rtrace.")]:
+            del sys.modules[name]
+        version = "%d.%d" % sys.version_info[:2]
+        print(
+            f"rtrace: not recording {sys.executable} (Python {version}): {first_error}",
+            file=sys.stderr,
+        )
+        return None
+
+
+_autostart = _import_rtrace()
+if _autostart is not None:
+    _autostart.start_from_environment()
 _chain_to_shadowed_sitecustomize()
