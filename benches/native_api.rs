@@ -52,6 +52,14 @@ fn median_ns_per_call(mut f: impl FnMut(u64)) -> (f64, f64) {
 fn cases() -> Vec<(&'static str, (f64, f64))> {
     vec![
         (
+            "(clock read alone)",
+            median_ns_per_call(|n| {
+                for _ in 0..n {
+                    black_box(rtrace::clock::ticks());
+                }
+            }),
+        ),
+        (
             "span (begin + end, guard)",
             median_ns_per_call(|n| {
                 for _ in 0..n {
