@@ -14,7 +14,7 @@ use crate::buffer::ThreadBuffer;
 use crate::clock;
 use crate::event::{FunctionId, MAX_FUNCTION_ID};
 use crate::queue::{OnFull, Queue};
-use crate::sink::{Address, CollectorSink, FileSink, Sink};
+use crate::sink::{Address, CollectorSink, FileSink, Sink, Token};
 use crate::wire::{self, pb, Body};
 use crate::writer::{Control, Exit, FunctionInfo, Pending, Shared, Writer};
 use crate::{Error, Result};
@@ -29,6 +29,9 @@ pub struct Config {
     pub output: PathBuf,
     /// Stream to this collector instead of writing `output`.
     pub collector: Option<Address>,
+    /// Shared token sent to the collector on every connection (it is
+    /// required on TCP); default `$RTRACE_TOKEN`. Never written to a file.
+    pub token: Option<Token>,
     /// Overflow policy.
     pub on_full: OnFull,
     /// Events the queue may hold before the policy applies. With the
@@ -52,6 +55,7 @@ impl Config {
             session: session.into(),
             output: output.into(),
             collector: None,
+            token: Token::from_env(),
             on_full: OnFull::Drop,
             buffer_events: 1 << 20,
             flush_interval: Duration::from_millis(100),
@@ -130,7 +134,10 @@ impl Recorder {
     pub fn start(config: Config) -> Result<Recorder> {
         config.validate()?;
         let sink: Box<dyn Sink> = match &config.collector {
-            Some(address) => Box::new(CollectorSink::new(address.clone(), config.output.clone())),
+            Some(address) => Box::new(
+                CollectorSink::new(address.clone(), config.output.clone())
+                    .with_token(config.token.clone()),
+            ),
             None => Box::new(FileSink::create(&config.output)?),
         };
         let description = clock::describe();

@@ -68,6 +68,7 @@ class Recording:
         *,
         output: str | os.PathLike[str] | None = None,
         collector: str | None = None,
+        token: str | None = None,
         threads: bool = True,
         c_calls: bool = True,
         lines: bool = False,
@@ -94,6 +95,7 @@ class Recording:
         self.session = session or _default_session()
         self._output = Path(output) if output is not None else None
         self.collector = collector
+        self._token = token if token is not None else os.environ.get("RTRACE_TOKEN") or None
         self.threads = threads
         self.c_calls = c_calls
         self.lines = lines
@@ -173,6 +175,7 @@ class Recording:
                 session=self.session,
                 output=str(path),
                 collector=self.collector,
+                token=self._token,
                 on_full=self.on_full,
                 buffer_events=self.buffer_events,
                 flush_interval=self.flush_interval,
@@ -249,6 +252,7 @@ def record(
     *,
     output: str | os.PathLike[str] | None = None,
     collector: str | None = None,
+    token: str | None = None,
     threads: bool = True,
     c_calls: bool = True,
     lines: bool = False,
@@ -267,6 +271,9 @@ def record(
     collector:      stream to this collector (``unix:///path.sock`` or
                     ``tcp://host:port``; default ``$RTRACE_COLLECTOR`` when
                     no ``output`` is given).
+    token:          shared token the collector requires on TCP (default
+                    ``$RTRACE_TOKEN``); sent on each connection, never
+                    written to a file.
     threads:        record every thread (False: only the calling one).
     c_calls:        record calls of functions implemented in C.
     lines:          record line events too (slower).
@@ -278,6 +285,7 @@ def record(
         session,
         output=output,
         collector=collector,
+        token=token,
         threads=threads,
         c_calls=c_calls,
         lines=lines,
