@@ -338,11 +338,30 @@ fn hello(config: &Config, description: &clock::Description) -> pb::Hello {
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_owned())
             .unwrap_or_default(),
-        argv: config.argv.clone(),
+        argv: hello_argv(&config.argv),
         start_unix_ns: clock::unix_ns(),
         clock: Some(wire::clock_info(description)),
         recorder: config.recorder.clone(),
     }
+}
+
+/// Most bytes of argv put in the hello: collectors take hellos of up to
+/// 1 MiB before they accept a stream; the rest is for display only.
+const MAX_HELLO_ARGV_BYTES: usize = 256 << 10;
+
+/// `argv` cut to `MAX_HELLO_ARGV_BYTES` (a last "…" marks a cut).
+fn hello_argv(argv: &[String]) -> Vec<String> {
+    let mut total = 0;
+    let mut out = Vec::new();
+    for arg in argv {
+        total += arg.len();
+        if total > MAX_HELLO_ARGV_BYTES {
+            out.push("…".to_owned());
+            break;
+        }
+        out.push(arg.clone());
+    }
+    out
 }
 
 fn parent_pid() -> u32 {

@@ -101,3 +101,17 @@ fn addresses_are_parsed_or_explained() {
         );
     }
 }
+
+#[test]
+fn a_huge_argv_is_cut_so_the_hello_fits_a_collectors_handshake_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.rtrace");
+    let mut config = Config::new("big", &path);
+    config.argv = vec!["x".repeat(100_000); 40];
+    record(config, 1);
+    let reader = EventReader::open(&path).unwrap();
+    let argv = &reader.hello().unwrap().argv;
+    assert_eq!(argv.last().map(String::as_str), Some("…"));
+    let bytes: usize = argv.iter().map(String::len).sum();
+    assert!(bytes <= 256 << 10, "{bytes}");
+}

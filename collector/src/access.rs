@@ -28,7 +28,7 @@ pub struct Access {
 /// Default `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Default `--max-streams`.
-pub const DEFAULT_MAX_STREAMS: u64 = 100_000;
+pub const DEFAULT_MAX_STREAMS: u64 = 10_000;
 /// Default `--hello-timeout`.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
