@@ -47,11 +47,10 @@ pub enum Arrival {
         error: Option<String>,
         bytes: u64,
     },
-    /// A connection was refused (token, limits, protocol version). The
-    /// message is `None` when too many were refused in the last second to
-    /// print each.
+    /// A connection was refused (token, limits, protocol version). Sent
+    /// for a few refusals a second; all are counted by `Ingest::refused`.
     Refused {
-        message: Option<String>,
+        message: String,
     },
 }
 
@@ -161,6 +160,7 @@ struct Shared {
     peers: Mutex<HashMap<ConnId, Peer>>,
     next_id: AtomicU64,
     streams: AtomicU64,
+    refused: AtomicU64,
     throttle: Throttle,
     tx: Sender<Arrival>,
 }
@@ -175,9 +175,13 @@ impl Shared {
         self.streams.fetch_add(1, Ordering::Relaxed) < self.access.max_streams
     }
 
+    /// Counts a refusal and passes its message on, unless too many came
+    /// this second or the merge is behind: refusing never waits.
     fn refused(&self, message: String) {
-        let message = self.throttle.message(message);
-        let _ = self.tx.send(Arrival::Refused { message });
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(message) = self.throttle.message(message) {
+            let _ = self.tx.try_send(Arrival::Refused { message });
+        }
     }
 }
 
@@ -200,6 +204,7 @@ impl Ingest {
                 peers: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
                 streams: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
                 throttle: Throttle::new(),
                 tx,
             }),
@@ -224,6 +229,11 @@ impl Ingest {
     /// Connections currently open.
     pub fn open_connections(&self) -> usize {
         self.shared.open_connections()
+    }
+
+    /// Connections refused so far (token, limits, protocol version).
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
     }
 
     /// Stops accepting new connections (open ones keep streaming).

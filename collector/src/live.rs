@@ -69,12 +69,13 @@ pub fn collect<S: TimelineSink>(
         }
     }
     ingest.close_all();
+    let refused = ingest.refused();
     drop(ingest);
     while let Ok(arrival) = rx.recv_timeout(Duration::from_millis(200)) {
         state.apply(arrival)?;
     }
     status.clear();
-    state.finish()
+    state.finish(refused)
 }
 
 /// The merge plus the mapping from connections to streams.
@@ -83,7 +84,6 @@ struct State<S: TimelineSink> {
     streams: HashMap<ConnId, StreamId>,
     bytes: Vec<u64>,
     events: u64,
-    refused: u64,
     /// Connections closed before their hello, in the current second, and
     /// when that second began: a flood of them is not printed line by line.
     broken: (u32, Instant),
@@ -96,7 +96,6 @@ impl<S: TimelineSink> State<S> {
             streams: HashMap::new(),
             bytes: Vec::new(),
             events: 0,
-            refused: 0,
             broken: (0, Instant::now()),
         }
     }
@@ -134,12 +133,7 @@ impl<S: TimelineSink> State<S> {
                     self.merger.end_stream(id, end, error)?;
                 }
             }
-            Arrival::Refused { message } => {
-                self.refused += 1;
-                if let Some(message) = message {
-                    eprintln!("rtrace-collect: {message}");
-                }
-            }
+            Arrival::Refused { message } => eprintln!("rtrace-collect: {message}"),
         }
         Ok(())
     }
@@ -163,12 +157,12 @@ impl<S: TimelineSink> State<S> {
             .sum()
     }
 
-    fn finish(self) -> Result<Collected> {
+    fn finish(self, refused: u64) -> Result<Collected> {
         let (_, stats) = self.merger.finish()?;
         Ok(Collected {
             stats,
             bytes: self.bytes,
-            refused: self.refused,
+            refused,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Any bytes as a stream: the header check, the frame reader and the event
 //! reader must return items or a typed error, never panic, never allocate
-//! what a length prefix merely announces, and never loop.
+//! what a length prefix merely announces, and never loop. The same bytes
+//! also go to the recorder's decoder of the collector's `HelloReply`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,6 +19,8 @@ fuzz_target!(|input: &[u8]| {
         _ => input.to_vec(),
     };
     let data = data.as_slice();
+    // As a recorder reads a collector's answer to its hello.
+    let _ = rtrace::wire::read_reply(&mut &data[..]);
     // As the collector reads a connection: the small handshake limit first.
     if let Ok(mut frames) = FrameReader::with_header(data, "fuzz".into()) {
         frames.set_max_frame_bytes(1 << 20);
