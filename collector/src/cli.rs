@@ -188,6 +188,12 @@ fn listen(cli: Cli) -> Result<u8> {
             collected.refused
         );
     }
+    if collected.broken > 0 {
+        eprintln!(
+            "rtrace-collect: closed {} connection(s) before their hello (not rtrace, broken or silent; see above)",
+            collected.broken
+        );
+    }
     eprintln!("rtrace-collect: wrote {}", output.display());
     Ok(0)
 }

@@ -37,6 +37,8 @@ pub struct Collected {
     pub bytes: Vec<u64>,
     /// Connections refused (token, limits, protocol version).
     pub refused: u64,
+    /// Connections closed before a hello: not rtrace, broken, timed out.
+    pub broken: u64,
 }
 
 /// Collects into `sink` until `stop` is set, then drains and finishes.
@@ -87,6 +89,8 @@ struct State<S: TimelineSink> {
     /// Connections closed before their hello, in the current second, and
     /// when that second began: a flood of them is not printed line by line.
     broken: (u32, Instant),
+    /// All connections closed before their hello.
+    broken_total: u64,
 }
 
 impl<S: TimelineSink> State<S> {
@@ -97,6 +101,7 @@ impl<S: TimelineSink> State<S> {
             bytes: Vec::new(),
             events: 0,
             broken: (0, Instant::now()),
+            broken_total: 0,
         }
     }
 
@@ -145,6 +150,7 @@ impl<S: TimelineSink> State<S> {
             self.broken = (0, Instant::now());
         }
         self.broken.0 += 1;
+        self.broken_total += 1;
         self.broken.0 <= 5
     }
 
@@ -163,6 +169,7 @@ impl<S: TimelineSink> State<S> {
             stats,
             bytes: self.bytes,
             refused,
+            broken: self.broken_total,
         })
     }
 }

@@ -47,7 +47,12 @@ fn wrong_protocol_versions_are_refused_with_both_versions_named() {
     let mut old_header = UnixStream::connect(&sock).unwrap();
     old_header.write_all(b"RTRACE\x09\x00").unwrap();
     collector.wait_for("format version 9", WAIT);
-    collector.stop();
+    let report = collector.stop();
+    assert!(report.contains("refused 2 connection(s)"), "{report}");
+    assert!(
+        report.contains("closed 1 connection(s) before their hello"),
+        "{report}"
+    );
 }
 
 #[test]
