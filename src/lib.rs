@@ -18,6 +18,7 @@ pub mod native;
 pub mod queue;
 pub mod read;
 pub mod recorder;
+pub mod sanitize;
 pub mod sink;
 pub mod terminate;
 pub mod timeline;
@@ -37,5 +38,5 @@ pub use native::{
 pub use queue::OnFull;
 pub use read::{Event, EventReader, FrameReader, StreamItem};
 pub use recorder::{Config, Recorder, Stats};
-pub use sink::Address;
+pub use sink::{Address, Token};
 pub use writer::FunctionInfo;

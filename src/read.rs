@@ -22,6 +22,7 @@ pub struct FrameReader<R> {
     truncated: bool,
     done: bool,
     buf: Vec<u8>,
+    max_frame_bytes: u64,
 }
 
 impl FrameReader<BufReader<File>> {
@@ -62,7 +63,14 @@ impl<R: Read> FrameReader<R> {
             truncated: false,
             done: false,
             buf: Vec::new(),
+            max_frame_bytes: wire::MAX_FRAME_BYTES,
         })
+    }
+
+    /// Lowers (or restores) the largest frame accepted, e.g. for the
+    /// frames a collector reads before a peer has proven who it is.
+    pub fn set_max_frame_bytes(&mut self, limit: u64) {
+        self.max_frame_bytes = limit.min(wire::MAX_FRAME_BYTES);
     }
 
     /// True once the input ended inside a frame.
@@ -85,19 +93,21 @@ impl<R: Read> FrameReader<R> {
             self.done = true;
             return Ok(None);
         };
-        if len > wire::MAX_FRAME_BYTES {
+        if len > self.max_frame_bytes {
             self.done = true;
             return Err(Error::FrameTooLarge {
                 what: self.what.clone(),
                 offset: start,
                 len,
-                limit: wire::MAX_FRAME_BYTES,
+                limit: self.max_frame_bytes,
             });
         }
-        self.buf.resize(len as usize, 0);
-        let got = read_full(&mut self.inner, &mut self.buf).map_err(|e| self.io_error(e))?;
-        self.offset += got as u64;
-        if got < self.buf.len() {
+        // Grown as bytes arrive, not to the announced length: a peer that
+        // announces a large frame and sends little costs little.
+        self.buf.clear();
+        let got = read_up_to(&mut self.inner, &mut self.buf, len).map_err(|e| self.io_error(e))?;
+        self.offset += got;
+        if got < len {
             self.end_truncated();
             return Ok(None);
         }
@@ -167,6 +177,44 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// Refuses a hello that speaks a protocol version this rtrace cannot read,
+/// or none at all.
+fn check_protocol(what: &str, hello: &pb::Hello) -> Result<()> {
+    let supported = u32::from(wire::FORMAT_VERSION);
+    match hello.protocol_version {
+        0 => Err(Error::Malformed {
+            what: what.to_owned(),
+            offset: wire::HEADER_LEN as u64,
+            reason: "the hello names no protocol version".into(),
+        }),
+        found if found > supported => Err(Error::UnsupportedVersion {
+            what: what.to_owned(),
+            found,
+            supported,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Appends up to `len` bytes to `buf`, growing it with what arrives;
+/// returns the bytes read (fewer at the end of the input).
+fn read_up_to(input: &mut impl Read, buf: &mut Vec<u8>, len: u64) -> io::Result<u64> {
+    const STEP: u64 = 64 << 10;
+    let mut total = 0;
+    while total < len {
+        let want = (len - total).min(STEP.max(total));
+        let start = buf.len();
+        buf.resize(start + want as usize, 0);
+        let got = read_full(input, &mut buf[start..])?;
+        buf.truncate(start + got);
+        total += got as u64;
+        if (got as u64) < want {
+            break;
+        }
+    }
+    Ok(total)
+}
+
 /// One event read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -223,31 +271,40 @@ impl EventReader<BufReader<File>> {
 impl<R: Read> EventReader<R> {
     /// Reads events from `frames`; the hello must come first.
     pub fn new(mut frames: FrameReader<R>) -> Result<Self> {
-        let hello = match frames.next_frame()? {
-            Some(Body::Hello(hello)) => Some(hello),
-            None if frames.truncated() || frames.done => None,
-            _ => {
-                return Err(Error::Malformed {
-                    what: frames.what.clone(),
-                    offset: wire::HEADER_LEN as u64,
-                    reason: "the first frame is not a hello".into(),
-                })
-            }
-        };
-        let rate = hello
-            .as_ref()
-            .and_then(|h| h.clock.as_ref())
-            .map_or(1e9, |c| c.ticks_per_second);
-        Ok(EventReader {
+        match frames.next_frame()? {
+            Some(Body::Hello(hello)) => EventReader::with_hello(frames, hello),
+            None if frames.truncated() || frames.done => Ok(EventReader::without_hello(frames)),
+            _ => Err(Error::Malformed {
+                what: frames.what.clone(),
+                offset: wire::HEADER_LEN as u64,
+                reason: "the first frame is not a hello".into(),
+            }),
+        }
+    }
+
+    /// Reads the rest of a stream whose hello the caller has read itself
+    /// (a collector, which looks at the frames before it). Refuses a hello
+    /// of a protocol version newer than this rtrace reads.
+    pub fn with_hello(frames: FrameReader<R>, hello: pb::Hello) -> Result<Self> {
+        check_protocol(&frames.what, &hello)?;
+        let rate = hello.clock.as_ref().map_or(1e9, |c| c.ticks_per_second);
+        let mut reader = EventReader::without_hello(frames);
+        reader.clock = ClockMap::new(rate);
+        reader.hello = Some(hello);
+        Ok(reader)
+    }
+
+    fn without_hello(frames: FrameReader<R>) -> Self {
+        EventReader {
             frames,
-            hello,
+            hello: None,
             functions: HashMap::new(),
             threads: HashMap::new(),
-            clock: ClockMap::new(rate),
+            clock: ClockMap::new(1e9),
             ready: VecDeque::new(),
             end: None,
             lost: 0,
-        })
+        }
     }
 
     /// The stream's hello (`None` only for a stream torn before it).
@@ -347,6 +404,7 @@ impl<R: Read> EventReader<R> {
             }
             Body::Batch(batch) => self.decode_batch(batch)?,
             Body::End(end) => self.end = Some(end),
+            Body::Auth(_) => return Err(self.malformed("an auth frame after the hello")),
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use crate::clock;
 use crate::event::{FunctionId, Kind, MAX_FUNCTION_ID};
 use crate::mark::{token, FlowIds, Payload};
 use crate::queue::{OnFull, Queue};
-use crate::sink::{Address, CollectorSink, FileSink, Sink};
+use crate::sink::{Address, CollectorSink, FileSink, Sink, Token};
 use crate::terminate;
 use crate::wire::{self, pb, Body};
 use crate::writer::{Control, Exit, FunctionInfo, Pending, Shared, Writer};
@@ -32,6 +32,9 @@ pub struct Config {
     pub output: PathBuf,
     /// Stream to this collector instead of writing `output`.
     pub collector: Option<Address>,
+    /// Shared token sent to the collector on every connection (it is
+    /// required on TCP); default `$RTRACE_TOKEN`. Never written to a file.
+    pub token: Option<Token>,
     /// Overflow policy.
     pub on_full: OnFull,
     /// Events the queue may hold before the policy applies. With the
@@ -61,6 +64,7 @@ impl Config {
             session: session.into(),
             output: output.into(),
             collector: None,
+            token: Token::from_env(),
             on_full: OnFull::Drop,
             buffer_events: 1 << 20,
             flush_interval: Duration::from_millis(100),
@@ -146,7 +150,10 @@ impl Recorder {
     pub fn start(config: Config) -> Result<Recorder> {
         config.validate()?;
         let sink: Box<dyn Sink> = match &config.collector {
-            Some(address) => Box::new(CollectorSink::new(address.clone(), config.output.clone())),
+            Some(address) => Box::new(
+                CollectorSink::new(address.clone(), config.output.clone())
+                    .with_token(config.token.clone()),
+            ),
             None => Box::new(FileSink::create(&config.output)?),
         };
         let description = clock::describe();
@@ -426,11 +433,30 @@ fn hello(config: &Config, description: &clock::Description) -> pb::Hello {
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_owned())
             .unwrap_or_default(),
-        argv: config.argv.clone(),
+        argv: hello_argv(&config.argv),
         start_unix_ns: clock::unix_ns(),
         clock: Some(wire::clock_info(description)),
         recorder: config.recorder.clone(),
     }
+}
+
+/// Most bytes of argv put in the hello: collectors take hellos of up to
+/// 1 MiB before they accept a stream; the rest is for display only.
+const MAX_HELLO_ARGV_BYTES: usize = 256 << 10;
+
+/// `argv` cut to `MAX_HELLO_ARGV_BYTES` (a last "…" marks a cut).
+fn hello_argv(argv: &[String]) -> Vec<String> {
+    let mut total = 0;
+    let mut out = Vec::new();
+    for arg in argv {
+        total += arg.len();
+        if total > MAX_HELLO_ARGV_BYTES {
+            out.push("…".to_owned());
+            break;
+        }
+        out.push(arg.clone());
+    }
+    out
 }
 
 fn parent_pid() -> u32 {

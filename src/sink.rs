@@ -7,7 +7,7 @@
 //! itself.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -116,10 +116,41 @@ impl std::fmt::Display for Address {
     }
 }
 
+/// A shared secret that proves a recorder may stream to a collector. Its
+/// `Debug` form does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// A token, or `None` for an empty one.
+    pub fn new(token: impl Into<String>) -> Option<Token> {
+        let token = token.into();
+        (!token.is_empty()).then_some(Token(token))
+    }
+
+    /// `$RTRACE_TOKEN`, when set and not empty.
+    pub fn from_env() -> Option<Token> {
+        std::env::var("RTRACE_TOKEN").ok().and_then(Token::new)
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
 /// How long a connection attempt or a stalled write may take before the
 /// collector counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a recorder waits for the collector's `HelloReply`.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
@@ -137,6 +168,7 @@ impl Connection {
             Address::Unix(path) => {
                 let stream = UnixStream::connect(path)?;
                 stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
                 Ok(Connection::Unix(stream))
             }
             Address::Tcp(hostport) => {
@@ -148,6 +180,7 @@ impl Connection {
                 })?;
                 let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
                 stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
                 stream.set_nodelay(true)?;
                 Ok(Connection::Tcp(stream))
             }
@@ -160,6 +193,21 @@ impl Connection {
             Connection::Tcp(w) => w,
         }
     }
+
+    fn input(&mut self) -> &mut dyn Read {
+        match self {
+            Connection::Unix(r) => r,
+            Connection::Tcp(r) => r,
+        }
+    }
+}
+
+/// Why a connection attempt did not give a connection.
+enum Attempt {
+    /// Down, stalled or broken: try again after the backoff.
+    Failed,
+    /// The collector answered the hello with a refusal.
+    Refused(wire::pb::HelloReply),
 }
 
 /// Streams to a collector; while it is unreachable, writes to a spill file
@@ -176,6 +224,14 @@ pub struct CollectorSink {
     /// on each switch, so its batches are covered).
     spilling: bool,
     preamble: Vec<u8>,
+    /// Sent in an `Auth` frame on every connection (never to the spill).
+    token: Option<Token>,
+    /// The collector's last refusal, for the spill warning.
+    refusal: Option<String>,
+    /// Refused for good (wrong token, protocol): no more attempts.
+    gave_up: bool,
+    /// The spill warning was printed.
+    warned: bool,
 }
 
 impl CollectorSink {
@@ -191,14 +247,59 @@ impl CollectorSink {
             spill_failed: false,
             spilling: false,
             preamble: Vec::new(),
+            token: None,
+            refusal: None,
+            gave_up: false,
+            warned: false,
         }
     }
 
-    fn start_of_stream(&self) -> Vec<u8> {
+    /// Sends `token` to the collector on every connection (see `Auth` in
+    /// `proto/rtrace.proto`).
+    pub fn with_token(mut self, token: Option<Token>) -> CollectorSink {
+        self.token = token;
+        self
+    }
+
+    /// The stream's start; with `auth`, the token frame before the hello.
+    fn start_of_stream(&self, auth: bool) -> Vec<u8> {
         let mut bytes = wire::file_header().to_vec();
+        if let (true, Some(token)) = (auth, &self.token) {
+            wire::auth_frame(token.expose(), &mut bytes);
+        }
         bytes.extend_from_slice(&self.preamble);
         wire::encode_frame(wire::clock_body(&clock::snapshot()), &mut bytes);
         bytes
+    }
+
+    /// Connects, sends the stream's start and waits for the collector's
+    /// answer to the hello.
+    fn attempt(&self) -> Result<Connection, Attempt> {
+        let mut connection = Connection::open(&self.address).map_err(|_| Attempt::Failed)?;
+        let start = self.start_of_stream(true);
+        connection
+            .out()
+            .write_all(&start)
+            .map_err(|_| Attempt::Failed)?;
+        let reply = wire::read_reply(connection.input()).map_err(|_| Attempt::Failed)?;
+        if reply.accepted {
+            Ok(connection)
+        } else {
+            Err(Attempt::Refused(reply))
+        }
+    }
+
+    fn refused(&mut self, reply: wire::pb::HelloReply) {
+        self.gave_up = !reply.retry;
+        let reason = crate::sanitize::printable(&reply.reason, 512);
+        if self.warned && self.refusal.is_none() {
+            eprintln!(
+                "rtrace: collector {} refused this stream: {reason}; writing to {}",
+                self.address,
+                self.spill_path.display()
+            );
+        }
+        self.refusal = Some(reason);
     }
 
     /// Connects if it is time to try; returns whether a connection is up.
@@ -207,21 +308,19 @@ impl CollectorSink {
             return true;
         }
         let now = Instant::now();
-        if now < self.next_attempt {
+        if self.gave_up || now < self.next_attempt {
             return false;
         }
-        let start = self.start_of_stream();
-        let attempt = Connection::open(&self.address).and_then(|mut c| {
-            c.out().write_all(&start)?;
-            Ok(c)
-        });
-        match attempt {
+        match self.attempt() {
             Ok(connection) => {
                 self.connection = Some(connection);
                 self.backoff = FIRST_RETRY;
                 true
             }
-            Err(_) => {
+            Err(failure) => {
+                if let Attempt::Refused(reply) = failure {
+                    self.refused(reply);
+                }
                 self.next_attempt = now + self.backoff;
                 self.backoff = (self.backoff * 2).min(MAX_RETRY);
                 false
@@ -242,7 +341,7 @@ impl CollectorSink {
             if self.spill_failed {
                 return Err(io::Error::other("no collector and no spill file"));
             }
-            let start = self.start_of_stream();
+            let start = self.start_of_stream(false);
             let opened = File::create(&self.spill_path).and_then(|file| {
                 let mut out = BufWriter::with_capacity(1 << 20, file);
                 out.write_all(&start)?;
@@ -250,11 +349,7 @@ impl CollectorSink {
             });
             match opened {
                 Ok(out) => {
-                    eprintln!(
-                        "rtrace: collector {} unreachable; spilling to {} (join it later with `rtrace-collect merge`)",
-                        self.address,
-                        self.spill_path.display()
-                    );
+                    self.warn_spilling();
                     self.spill = Some(out);
                 }
                 Err(e) => {
@@ -267,6 +362,19 @@ impl CollectorSink {
             Some(out) => out.write_all(frame),
             None => Ok(()),
         }
+    }
+
+    fn warn_spilling(&mut self) {
+        let why = match &self.refusal {
+            Some(reason) => format!("refused this stream: {reason}"),
+            None => "unreachable".to_owned(),
+        };
+        eprintln!(
+            "rtrace: collector {} {why}; spilling to {} (join it later with `rtrace-collect merge`)",
+            self.address,
+            self.spill_path.display()
+        );
+        self.warned = true;
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {

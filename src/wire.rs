@@ -152,6 +152,46 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Body, String> {
     frame.body.ok_or_else(|| "frame has no body".to_owned())
 }
 
+/// The frame that carries a connection's token (see `Auth` in the proto).
+pub fn auth_frame(token: &str, out: &mut Vec<u8>) {
+    encode_frame(
+        Body::Auth(pb::Auth {
+            token: token.to_owned(),
+        }),
+        out,
+    );
+}
+
+/// Largest `HelloReply` a recorder accepts from a collector.
+pub const MAX_REPLY_BYTES: u64 = 64 << 10;
+
+/// A collector's answer to a hello, length-delimited.
+pub fn reply_bytes(reply: &pb::HelloReply) -> Vec<u8> {
+    reply.encode_length_delimited_to_vec()
+}
+
+/// Reads a collector's length-delimited `HelloReply`.
+pub fn read_reply(input: &mut (impl std::io::Read + ?Sized)) -> std::io::Result<pb::HelloReply> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut len = 0u64;
+    for i in 0..10 {
+        let mut byte = [0u8; 1];
+        input.read_exact(&mut byte)?;
+        len |= u64::from(byte[0] & 0x7f) << (7 * i);
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    if len > MAX_REPLY_BYTES {
+        return Err(invalid(format!(
+            "the collector's reply announces {len} bytes"
+        )));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    input.read_exact(&mut bytes)?;
+    pb::HelloReply::decode(bytes.as_slice()).map_err(|e| invalid(e.to_string()))
+}
+
 impl From<&pb::Hello> for crate::timeline::ProcessInfo {
     fn from(hello: &pb::Hello) -> Self {
         crate::timeline::ProcessInfo {

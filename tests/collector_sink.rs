@@ -1,7 +1,7 @@
 //! Streaming to a collector socket: delivery, and spilling while the
 //! collector is unreachable.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -32,6 +32,15 @@ fn count<R: Read>(mut reader: EventReader<R>) -> (usize, bool, Option<String>) {
     (n, reader.truncated(), name)
 }
 
+/// The collector's reply that lets a recorder stream on.
+fn accepted() -> Vec<u8> {
+    rtrace::wire::reply_bytes(&rtrace::wire::pb::HelloReply {
+        accepted: true,
+        protocol_version: 1,
+        ..Default::default()
+    })
+}
+
 fn config(dir: &Path, address: Address) -> Config {
     let mut config = Config::new("sock", dir.join("spill.rtrace"));
     config.collector = Some(address);
@@ -46,8 +55,11 @@ fn a_listening_collector_receives_a_complete_stream() {
     let listener = UnixListener::bind(&path).unwrap();
     let server = std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
+        let mut answer = conn.try_clone().unwrap();
         let frames = FrameReader::with_header(conn, "test".into()).unwrap();
-        count(EventReader::new(frames).unwrap())
+        let reader = EventReader::new(frames).unwrap();
+        answer.write_all(&accepted()).unwrap();
+        count(reader)
     });
     let stats = record(config(dir.path(), Address::Unix(path)), 20_000);
     let (events, truncated, thread) = server.join().unwrap();
@@ -88,4 +100,18 @@ fn addresses_are_parsed_or_explained() {
             "{bad}: {err}"
         );
     }
+}
+
+#[test]
+fn a_huge_argv_is_cut_so_the_hello_fits_a_collectors_handshake_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.rtrace");
+    let mut config = Config::new("big", &path);
+    config.argv = vec!["x".repeat(100_000); 40];
+    record(config, 1);
+    let reader = EventReader::open(&path).unwrap();
+    let argv = &reader.hello().unwrap().argv;
+    assert_eq!(argv.last().map(String::as_str), Some("…"));
+    let bytes: usize = argv.iter().map(String::len).sum();
+    assert!(bytes <= 256 << 10, "{bytes}");
 }

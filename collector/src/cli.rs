@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access::{self, Access};
 use crate::{live, offline, output, report};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use rtrace::merge::MergeConfig;
-use rtrace::Address;
+use rtrace::{Address, Token};
 
 #[derive(Parser)]
 #[command(
@@ -17,7 +18,7 @@ use rtrace::Address;
     about = "Merge the streams of many recorded processes into one timeline",
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  rtrace-collect --listen unix:///tmp/rtrace.sock -o timeline.pftrace\n  \
-                  rtrace-collect --listen tcp://127.0.0.1:9876 --listen unix:///tmp/r.sock -o t.json\n  \
+                  RTRACE_TOKEN=secret rtrace-collect --listen tcp://0.0.0.0:9876 -o t.json\n  \
                   rtrace-collect merge rtrace-*.rtrace -o timeline.pftrace\n  \
                   rtrace-collect stats rtrace-*.rtrace"
 )]
@@ -35,6 +36,56 @@ struct Cli {
     /// Seconds open streams may keep sending after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     drain: f64,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+/// Who may connect (see README, Security).
+#[derive(clap::Args, Clone)]
+struct AccessArgs {
+    /// Shared token that TCP connections must send (recorders send
+    /// $RTRACE_TOKEN); prefer the environment variable, which `ps` does not show.
+    #[arg(
+        long,
+        env = "RTRACE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// Accept TCP streams without a token; allowed on loopback addresses only.
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Connections open at once; more are refused at once.
+    #[arg(long, default_value_t = access::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    max_connections: usize,
+    /// Streams accepted in this run; more are refused.
+    #[arg(long, default_value_t = access::DEFAULT_MAX_STREAMS, value_name = "N")]
+    max_streams: u64,
+    /// Seconds a new connection has to send its hello.
+    #[arg(long, default_value_t = access::DEFAULT_HELLO_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    hello_timeout: f64,
+}
+
+impl AccessArgs {
+    fn access(&self) -> Result<Access> {
+        let token = match &self.token {
+            Some(t) => Some(Token::new(t.as_str()).ok_or_else(|| {
+                anyhow::anyhow!("--token (or RTRACE_TOKEN) is empty; give a non-empty token")
+            })?),
+            None => None,
+        };
+        let hello_timeout = seconds("--hello-timeout", self.hello_timeout)?;
+        if hello_timeout.is_zero() {
+            bail!("--hello-timeout must be above 0 seconds");
+        }
+        Ok(Access {
+            token,
+            insecure_no_auth: self.insecure_no_auth,
+            max_connections: self.max_connections,
+            max_streams: self.max_streams,
+            hello_timeout,
+        })
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -115,6 +166,7 @@ fn listen(cli: Cli) -> Result<u8> {
         .collect::<Result<Vec<_>, _>>()?;
     let options = live::LiveOptions {
         listen: listen.clone(),
+        access: cli.access.access()?,
         merge: merge_config(&cli.merge)?,
         drain: seconds("--drain", cli.drain)?,
         status: true,
@@ -130,6 +182,18 @@ fn listen(cli: Cli) -> Result<u8> {
         );
     })?;
     eprint!("{}", report::table(&collected.stats, &collected.bytes));
+    if collected.refused > 0 {
+        eprintln!(
+            "rtrace-collect: refused {} connection(s) (token, limits or protocol version; see above)",
+            collected.refused
+        );
+    }
+    if collected.broken > 0 {
+        eprintln!(
+            "rtrace-collect: closed {} connection(s) before their hello (not rtrace, broken or silent; see above)",
+            collected.broken
+        );
+    }
     eprintln!("rtrace-collect: wrote {}", output.display());
     Ok(0)
 }

@@ -3,7 +3,9 @@
 //! timestamp (`rtrace::merge`) and writes one timeline (`output`).
 //! `cli` is the command line; `main.rs` only calls it.
 
+pub mod access;
 pub mod cli;
+pub mod handshake;
 pub mod ingest;
 pub mod live;
 pub mod offline;

@@ -13,12 +13,15 @@ use rtrace::merge::{MergeConfig, Merger, StreamStats};
 use rtrace::timeline::{StreamId, TimelineSink};
 use rtrace::Address;
 
+use crate::access::Access;
 use crate::ingest::{Arrival, ConnId, Ingest};
 
 /// How to collect.
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
     pub listen: Vec<Address>,
+    /// Tokens, limits and timeouts for connections.
+    pub access: Access,
     pub merge: MergeConfig,
     /// After a shutdown request, how long open streams may keep sending
     /// before their connections are closed.
@@ -32,6 +35,10 @@ pub struct LiveOptions {
 pub struct Collected {
     pub stats: Vec<StreamStats>,
     pub bytes: Vec<u64>,
+    /// Connections refused (token, limits, protocol version).
+    pub refused: u64,
+    /// Connections closed before a hello: not rtrace, broken, timed out.
+    pub broken: u64,
 }
 
 /// Collects into `sink` until `stop` is set, then drains and finishes.
@@ -43,7 +50,7 @@ pub fn collect<S: TimelineSink>(
     on_ready: impl FnOnce(),
 ) -> Result<Collected> {
     let (tx, rx) = crossbeam_channel::bounded(1024);
-    let mut ingest = Ingest::start(&options.listen, tx)?;
+    let mut ingest = Ingest::start(&options.listen, options.access.clone(), tx)?;
     on_ready();
     let mut state = State::new(Merger::new(sink, options.merge));
     let mut status = Status::new(options.status);
@@ -64,12 +71,13 @@ pub fn collect<S: TimelineSink>(
         }
     }
     ingest.close_all();
+    let refused = ingest.refused();
     drop(ingest);
     while let Ok(arrival) = rx.recv_timeout(Duration::from_millis(200)) {
         state.apply(arrival)?;
     }
     status.clear();
-    state.finish()
+    state.finish(refused)
 }
 
 /// The merge plus the mapping from connections to streams.
@@ -78,6 +86,11 @@ struct State<S: TimelineSink> {
     streams: HashMap<ConnId, StreamId>,
     bytes: Vec<u64>,
     events: u64,
+    /// Connections closed before their hello, in the current second, and
+    /// when that second began: a flood of them is not printed line by line.
+    broken: (u32, Instant),
+    /// All connections closed before their hello.
+    broken_total: u64,
 }
 
 impl<S: TimelineSink> State<S> {
@@ -87,6 +100,8 @@ impl<S: TimelineSink> State<S> {
             streams: HashMap::new(),
             bytes: Vec::new(),
             events: 0,
+            broken: (0, Instant::now()),
+            broken_total: 0,
         }
     }
 
@@ -112,16 +127,31 @@ impl<S: TimelineSink> State<S> {
                 error,
                 bytes,
             } => {
+                let stream = self.streams.get(&conn).copied();
                 if let Some(error) = &error {
-                    eprintln!("rtrace-collect: closed {error}");
+                    if stream.is_some() || self.print_broken() {
+                        eprintln!("rtrace-collect: closed {error}");
+                    }
                 }
-                if let Some(&id) = self.streams.get(&conn) {
+                if let Some(id) = stream {
                     self.bytes[id.0 as usize] = bytes;
                     self.merger.end_stream(id, end, error)?;
                 }
             }
+            Arrival::Refused { message } => eprintln!("rtrace-collect: {message}"),
         }
         Ok(())
+    }
+
+    /// Whether to print one more connection that broke before its hello
+    /// (five a second at most).
+    fn print_broken(&mut self) -> bool {
+        if self.broken.1.elapsed() >= Duration::from_secs(1) {
+            self.broken = (0, Instant::now());
+        }
+        self.broken.0 += 1;
+        self.broken_total += 1;
+        self.broken.0 <= 5
     }
 
     fn lost(&self) -> u64 {
@@ -133,11 +163,13 @@ impl<S: TimelineSink> State<S> {
             .sum()
     }
 
-    fn finish(self) -> Result<Collected> {
+    fn finish(self, refused: u64) -> Result<Collected> {
         let (_, stats) = self.merger.finish()?;
         Ok(Collected {
             stats,
             bytes: self.bytes,
+            refused,
+            broken: self.broken_total,
         })
     }
 }

@@ -25,6 +25,7 @@ pub fn merge_files<S: TimelineSink>(
         match EventReader::open(path) {
             Ok(reader) => {
                 let process = reader.hello().map(ProcessInfo::from).unwrap_or_default();
+                let process = rtrace::sanitize::process(process);
                 merger.add_stream(process)?;
                 readers.push(Some(reader));
                 bytes.push(std::fs::metadata(path).map_or(0, |m| m.len()));
@@ -40,7 +41,8 @@ pub fn merge_files<S: TimelineSink>(
             Ok(Some(item)) => {
                 items.push(item);
                 reader.take_ready(&mut items);
-                for item in items.drain(..) {
+                for mut item in items.drain(..) {
+                    crate::ingest::sanitize_item(&mut item);
                     merger.push(stream, item)?;
                 }
             }

@@ -68,6 +68,7 @@ class Recording:
         *,
         output: str | os.PathLike[str] | None = None,
         collector: str | None = None,
+        token: str | None = None,
         threads: bool = True,
         c_calls: bool = True,
         lines: bool = False,
@@ -95,6 +96,7 @@ class Recording:
         self.session = session or _default_session()
         self._output = Path(output) if output is not None else None
         self.collector = collector
+        self._token = token if token is not None else os.environ.get("RTRACE_TOKEN") or None
         self.threads = threads
         self.c_calls = c_calls
         self.lines = lines
@@ -180,6 +182,7 @@ class Recording:
                 session=self.session,
                 output=str(path),
                 collector=self.collector,
+                token=self._token,
                 on_full=self.on_full,
                 buffer_events=self.buffer_events,
                 flush_interval=self.flush_interval,
@@ -215,7 +218,7 @@ class Recording:
         with ``follow_children=False``, not to)."""
         if not self.follow_children:
             return {"RTRACE_AUTOSTART": None}
-        return dict(
+        env: dict[str, str | None] = dict(
             _children.child_environment(
                 session=self.session,
                 collector=self.collector,
@@ -225,6 +228,9 @@ class Recording:
                 on_full=self.on_full,
             )
         )
+        if self.collector and self._token:
+            env["RTRACE_TOKEN"] = self._token
+        return env
 
     def stop(self) -> Recording:
         """Stops recording, writes everything and closes the stream file."""
@@ -305,6 +311,7 @@ class Recording:
             self.session,
             output=output,
             collector=self.collector,
+            token=self._token,
             threads=self.threads,
             c_calls=self.c_calls,
             lines=self.lines,
@@ -322,6 +329,7 @@ def record(
     *,
     output: str | os.PathLike[str] | None = None,
     collector: str | None = None,
+    token: str | None = None,
     threads: bool = True,
     c_calls: bool = True,
     lines: bool = False,
@@ -341,6 +349,9 @@ def record(
     collector:      stream to this collector (``unix:///path.sock`` or
                     ``tcp://host:port``; default ``$RTRACE_COLLECTOR`` when
                     no ``output`` is given).
+    token:          shared token the collector requires on TCP (default
+                    ``$RTRACE_TOKEN``); sent on each connection, never
+                    written to a file.
     threads:        record every thread (False: only the calling one).
     c_calls:        record calls of functions implemented in C.
     lines:          record line events too (slower).
@@ -360,6 +371,7 @@ def record(
         session,
         output=output,
         collector=collector,
+        token=token,
         threads=threads,
         c_calls=c_calls,
         lines=lines,

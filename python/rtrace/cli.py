@@ -17,12 +17,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import unicodedata
 import urllib.parse
 import webbrowser
 from pathlib import Path
 
 from . import _native, read
 from ._children import child_environment
+from ._recording import _safe_name
 
 _EPILOG = """examples:
   rtrace run -- app.py --port 8000       record app.py and every Python process it starts
@@ -127,7 +129,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     name = program[1] if program[0] == "-m" else Path(program[0]).stem
     session = args.session or os.environ.get("RTRACE_SESSION") or name
     output = Path(args.output or Path(os.environ.get("RTRACE_OUTPUT_DIR") or ".")
-                  / f"rtrace-{session}.pftrace").resolve()
+                  / f"rtrace-{_safe_name(session)}.pftrace").resolve()
     with tempfile.TemporaryDirectory(prefix="rtrace-") as tmp:
         address = f"unix://{tmp}/collector.sock"
         collector = _native.Collector([address], str(output), drain=args.drain)
@@ -229,6 +231,18 @@ def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _printable(text: str) -> str:
+    """Text from a stream with control and bidi characters escaped, so a
+    crafted name cannot drive the terminal (as the collector does)."""
+    return "".join(
+        f"\\u{{{ord(c):x}}}" if unicodedata.category(c) == "Cc" or c in _BIDI else c
+        for c in text
+    )
+
+
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _dump(args: argparse.Namespace) -> int:
     reader = read(args.file)
     for n, ev in enumerate(reader):
@@ -242,11 +256,13 @@ def _dump(args: argparse.Namespace) -> int:
                               "name": ev.name, "module": ev.module, "file": ev.file, "line": ev.line,
                               **extra}))
         elif ev.kind in ("call", "return", "exception", "c_call", "c_return", "line"):
-            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {ev.name}  {ev.file}:{ev.line}")
+            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {_printable(ev.name)}  "
+                  f"{_printable(ev.file)}:{ev.line}")
         else:
             details = " ".join(f"{k}={v:016x}" if k == "flow_id" else f"{k}={v!r}"
                                for k, v in extra.items())
-            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {ev.name}  {details}")
+            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {_printable(ev.name)}  "
+                  f"{_printable(details)}")
     if reader.truncated:
         print(f"rtrace: {args.file} is truncated (the recording process did not finish it)",
               file=sys.stderr)

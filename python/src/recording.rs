@@ -38,13 +38,14 @@ fn extra_index(_py: Python<'_>) -> PyResult<ffi::Py_ssize_t> {
 
 /// Starts a session; the caller installs the hook afterwards.
 #[pyfunction]
-#[pyo3(signature = (*, session, output, collector, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files, parent_pid=None))]
+#[pyo3(signature = (*, session, output, collector, token, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files, parent_pid=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     py: Python<'_>,
     session: String,
     output: std::path::PathBuf,
     collector: Option<String>,
+    token: Option<String>,
     on_full: &str,
     buffer_events: usize,
     flush_interval: f64,
@@ -71,6 +72,7 @@ pub fn start(
         .map(|c| c.parse::<rtrace::Address>())
         .transpose()
         .map_err(Error)?;
+    config.token = token.and_then(rtrace::Token::new);
     config.on_full = on_full.parse::<OnFull>().map_err(Error)?;
     config.buffer_events = buffer_events;
     config.flush_interval = Duration::from_secs_f64(flush_interval);
