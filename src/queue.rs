@@ -116,13 +116,7 @@ impl Queue {
             self.lost.fetch_add(n, Ordering::Relaxed);
             return;
         }
-        let events = std::mem::replace(&mut buf.events, self.take_array());
-        let batch = Batch {
-            tid: buf.tid,
-            events,
-            lost_before: buf.lost,
-            payload_slots: std::mem::take(&mut buf.payload_slots),
-        };
+        let batch = self.take_batch(buf);
         let refused = match self.on_full {
             OnFull::Drop => self.batches.try_send(batch).err().map(|e| e.into_inner()),
             OnFull::Block => self
@@ -143,13 +137,7 @@ impl Queue {
         if buf.events.is_empty() || std::process::id() != self.owner_pid || self.batches.is_full() {
             return false;
         }
-        let events = std::mem::replace(&mut buf.events, self.take_array());
-        let batch = Batch {
-            tid: buf.tid,
-            events,
-            lost_before: buf.lost,
-            payload_slots: std::mem::take(&mut buf.payload_slots),
-        };
+        let batch = self.take_batch(buf);
         match self.batches.try_send(batch) {
             Ok(()) => {
                 buf.lost = 0;
@@ -163,6 +151,17 @@ impl Queue {
                 buf.payload_slots = batch.payload_slots;
                 false
             }
+        }
+    }
+
+    /// The buffer's events as a batch; the buffer gets a fresh array.
+    fn take_batch(&self, buf: &mut ThreadBuffer) -> Batch {
+        let events = std::mem::replace(&mut buf.events, self.take_array());
+        Batch {
+            tid: buf.tid,
+            events,
+            lost_before: buf.lost,
+            payload_slots: std::mem::take(&mut buf.payload_slots),
         }
     }
 

@@ -189,15 +189,7 @@ impl Writer {
     fn terminate(&mut self) {
         terminate::start_watchdog();
         self.run_tick();
-        self.drain();
-        self.write_snapshot();
-        let end = pb::End {
-            events: self.shared.events_written.load(Ordering::Relaxed),
-            lost: self.shared.queue.lost(),
-            stop_unix_ns: clock::unix_ns(),
-        };
-        self.write_body(Body::End(end));
-        self.flush();
+        self.write_end();
         loop {
             terminate::die_of_sigterm();
             std::thread::sleep(Duration::from_millis(10));
@@ -213,6 +205,13 @@ impl Writer {
     }
 
     fn finish(mut self) -> (Writer, Exit) {
+        self.write_end();
+        (self, Exit::Finished)
+    }
+
+    /// Writes everything queued, a last snapshot and the end marker, and
+    /// flushes.
+    fn write_end(&mut self) {
         self.drain();
         self.write_snapshot();
         let end = pb::End {
@@ -222,7 +221,6 @@ impl Writer {
         };
         self.write_body(Body::End(end));
         self.flush();
-        (self, Exit::Finished)
     }
 
     fn tick(&mut self) {

@@ -123,6 +123,18 @@ impl Session {
     /// they keep recording (before `fork()`). Call with the GIL held.
     pub fn sweep(&self, retire: bool) {
         let now = ticks();
+        self.for_each_live_thread(|state| {
+            if retire {
+                state.close_open_calls(self, now);
+            }
+            self.recorder.hand_over(&mut state.buf);
+            state.retired = retire;
+        });
+    }
+
+    /// Runs `f` on the state of every thread not yet retired. Call with
+    /// the GIL held.
+    fn for_each_live_thread(&self, mut f: impl FnMut(&mut SlotState)) {
         let Ok(slots) = self.slots.lock() else { return };
         for slot in slots.iter() {
             let Ok(_exit) = slot.exit_lock.lock() else {
@@ -132,14 +144,9 @@ impl Session {
             // lock (its thread is not running its exit hand-over).
             #[allow(unsafe_code)]
             let state = unsafe { &mut *slot.state.get() };
-            if state.retired {
-                continue;
+            if !state.retired {
+                f(state);
             }
-            if retire {
-                state.close_open_calls(self, now);
-            }
-            self.recorder.hand_over(&mut state.buf);
-            state.retired = retire;
         }
     }
 
@@ -149,18 +156,11 @@ impl Session {
     /// does not keep its events until its next call. Call with the GIL
     /// held.
     pub fn sweep_idle(&self) {
-        let Ok(slots) = self.slots.lock() else { return };
-        for slot in slots.iter() {
-            let Ok(_exit) = slot.exit_lock.lock() else {
-                continue;
-            };
-            // SAFETY: as in `sweep`: the GIL and the slot's exit lock.
-            #[allow(unsafe_code)]
-            let state = unsafe { &mut *slot.state.get() };
-            if !state.retired && !state.buf.is_empty() {
+        self.for_each_live_thread(|state| {
+            if !state.buf.is_empty() {
                 self.recorder.offer(&mut state.buf);
             }
-        }
+        });
     }
 
     /// The function id of a code object, interning it on first sight.
