@@ -68,7 +68,8 @@ def build(outdir: str | os.PathLike[str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     include = sysconfig.get_paths()["include"]
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    built: dict = {"compiler": shlex.join(compiler()), "dir": str(out), "modules": {}, "commands": {}}
+    built: dict = {"compiler": shlex.join(compiler()), "dir": str(out)}
+    built.update(modules={}, commands={})
     for variant, module in VARIANTS.items():
         target = out / f"{module}{suffix}"
         command = [

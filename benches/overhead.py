@@ -197,7 +197,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="interpreter to benchmark (default: the one running this script)",
     )
     parser.add_argument(
-        "--repeat", type=int, default=None, help="rounds per workload x mode (default 5, 3 with --quick)"
+        "--repeat",
+        type=int,
+        default=None,
+        help="rounds per workload x mode (default 5, 3 with --quick)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small workloads and 3 rounds: a smoke run"

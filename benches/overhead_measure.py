@@ -301,7 +301,8 @@ def calibrate(python: str, workloads, setup: dict, tmp: str) -> None:
         result, stderr = run_plain(python, spec)
         clean(tmp)
         if result is None:
-            raise SystemExit(f"overhead.py: counting the events of {workload.name} failed: {stderr}")
+            raise SystemExit(f"overhead.py: counting the events of {workload.name} failed: "
+                             f"{stderr}")  # fmt: skip
         setup["events"][workload.name] = result.get(key, 0) + result.get("lost", 0)
     setup["events_by"] = mode
 

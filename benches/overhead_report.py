@@ -23,7 +23,9 @@ from overhead_workloads import WORKLOADS
 BUSY_CPUS = 0.3
 
 # Modes that write an output, and so have an end-to-end time of their own.
-OUTPUT_MODES = ("rtrace", "rtrace-collector", "rtrace-block", "rtrace-legacy", "cProfile", "viztracer")
+OUTPUT_MODES = (
+    "rtrace", "rtrace-collector", "rtrace-block", "rtrace-legacy", "cProfile", "viztracer",
+)  # fmt: skip
 RTRACE_MODES = ("rtrace", "rtrace-collector", "rtrace-block", "rtrace-legacy")
 
 
@@ -104,6 +106,15 @@ def ratio_cell(cell: Cell, mode: str, base: float | None) -> str:
     return f"{inner} ({fmt_ratio(cell.median('e2e_s'), base)})"
 
 
+def cpu_ratio_cell(cell: Cell, workload, base: float | None) -> str:
+    """CPU time of the traced process (all its threads) against untraced:
+    less disturbed by other work on the machine than wall time. Not for the
+    multiprocessing workload, whose work runs in other processes."""
+    if workload.name == "multiprocessing":
+        return "-"
+    return fmt_ratio(cell.median("cpu_s"), base)
+
+
 def summary_table(cells, modes, workloads, setup) -> str:
     headers = ["workload", "events", "untraced s"] + [m for m in modes if m != "untraced"]
     rows = []
@@ -111,6 +122,17 @@ def summary_table(cells, modes, workloads, setup) -> str:
         base = cells[(workload.name, "untraced")].median("in_run_s")
         row = [workload.label(size), fmt_int(setup["events"].get(workload.name)), fmt_s(base)]
         row += [ratio_cell(cells[(workload.name, m)], m, base) for m in modes if m != "untraced"]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def cpu_table(cells, modes, workloads) -> str:
+    headers = ["workload", "untraced cpu s"] + [m for m in modes if m != "untraced"]
+    rows = []
+    for workload, size in workloads:
+        base = cells[(workload.name, "untraced")].median("cpu_s")
+        row = [workload.label(size), fmt_s(base)]
+        row += [cpu_ratio_cell(cells[(workload.name, m)], workload, base) for m in modes[1:]]
         rows.append(row)
     return table(headers, rows)
 
@@ -159,8 +181,8 @@ def rtrace_table(cells, modes, workloads) -> str:
 
 def added_ns(cell: Cell, base: float | None, events: int | None) -> str:
     mid = cell.median("in_run_s")
-    if mid is None or base is None or not events:
-        return "-"
+    if mid is None or base is None or not events or events < 10_000:
+        return "-"  # with few events the cost is not per event
     return f"{1e9 * (mid - base) / events:+.0f}"
 
 
@@ -180,7 +202,8 @@ def recorded(mode: str, cell: Cell) -> list[str]:
 def detail_row(mode: str, cell: Cell, base: Cell, events: int | None) -> list[str]:
     times = []
     for key in ("in_run_s", "e2e_s", "cpu_s"):
-        times += [fmt_s(cell.median(key)), fmt_ratio(cell.median(key), base.median("in_run_s"))]
+        against = base.median("cpu_s" if key == "cpu_s" else "in_run_s")
+        times += [fmt_s(cell.median(key)), fmt_ratio(cell.median(key), against)]
         if key == "in_run_s":
             times += [spread(cell, key), added_ns(cell, base.median(key), events)]
     runs = f"{len(cell.runs)}/{len(cell.runs) + len(cell.failures)}"
@@ -221,6 +244,10 @@ def report(cells, modes, workloads, info, setup, elapsed: float) -> None:
     print()
     print("Slowdown vs untraced: median in-run ratio (e2e ratio, until the output is complete)")
     print(summary_table(cells, modes, workloads, setup))
+    print()
+    print("Slowdown by CPU time: median CPU seconds of the traced process (all its threads)")
+    print("during in-run / untraced; less disturbed by other work on a busy machine than wall time")
+    print(cpu_table(cells, modes, workloads))
     if any(m in RTRACE_MODES for m in modes):
         print()
         print("rtrace: what it recorded and what it cost (medians)")
@@ -282,29 +309,41 @@ COMBINED_COLUMNS = [
 ]
 
 
-def combined_rows(path: str) -> list[list[str]]:
-    cells, modes, workloads, info, setup = load_json(path)
-    rows = []
-    for workload, size in workloads:
-        base = cells[(workload.name, "untraced")].median("in_run_s")
-        row = [info["version"], workload.label(size), fmt_s(base)]
-        for mode, _ in COMBINED_COLUMNS:
-            cell = cells.get((workload.name, mode))
-            row.append(ratio_cell(cell, mode, base) if cell and mode in modes else "-")
-        rtrace = cells.get((workload.name, "rtrace-collector"), Cell())
-        viz = cells.get((workload.name, "viztracer"), Cell())
-        row.append(fmt_ratio(viz.median("e2e_s"), rtrace.median("e2e_s")))
-        row.append(fmt_per(rtrace.median("wire_bytes"), rtrace.median("events")))
-        row.append(fmt_per(rtrace.median("merged_bytes"), rtrace.median("merged_events")))
-        rows.append(row)
-    return rows
+def combined_row(cells, modes, info, workload, size: int) -> list[str]:
+    base = cells[(workload.name, "untraced")].median("in_run_s")
+    row = [info["version"], workload.label(size), fmt_s(base)]
+    for mode, _ in COMBINED_COLUMNS:
+        cell = cells.get((workload.name, mode))
+        row.append(ratio_cell(cell, mode, base) if cell and mode in modes else "-")
+    file, merged = (cells.get((workload.name, m), Cell()) for m in RTRACE_MODES[:2])
+    viz = cells.get((workload.name, "viztracer"), Cell()).median("e2e_s")
+    row.append(f"{fmt_ratio(viz, file.median('e2e_s'))} / {fmt_ratio(viz, merged.median('e2e_s'))}")
+    row.append(fmt_per(merged.median("wire_bytes"), merged.median("events")))
+    row.append(fmt_per(merged.median("merged_bytes"), merged.median("merged_events")))
+    return row
 
 
-def combined_table(paths: list[str]) -> str:
-    headers = ["Python", "workload", "untraced s", *(label for _, label in COMBINED_COLUMNS)]
-    headers += ["VizTracer e2e / rtrace e2e", "wire B/ev", "merged B/ev"]
-    rows = [row for path in paths for row in combined_rows(path)]
-    return table(headers, rows)
+def combined_cpu_row(cells, modes, info, workload, size: int) -> list[str]:
+    base = cells[(workload.name, "untraced")].median("cpu_s")
+    row = [info["version"], workload.label(size), fmt_s(base)]
+    for mode, _ in COMBINED_COLUMNS:
+        cell = cells.get((workload.name, mode))
+        row.append(cpu_ratio_cell(cell, workload, base) if cell and mode in modes else "-")
+    return row
+
+
+def combined_tables(paths: list[str]) -> tuple[str, str]:
+    labels = [label for _, label in COMBINED_COLUMNS]
+    wall, cpu = [], []
+    for path in paths:
+        cells, modes, workloads, info, _ = load_json(path)
+        for workload, size in workloads:
+            wall.append(combined_row(cells, modes, info, workload, size))
+            cpu.append(combined_cpu_row(cells, modes, info, workload, size))
+    wall_headers = ["Python", "workload", "untraced s", *labels]
+    wall_headers += ["VizTracer e2e / rtrace e2e (file / merged)", "wire B/ev", "merged B/ev"]
+    cpu_headers = ["Python", "workload", "untraced cpu s", *labels]
+    return table(wall_headers, wall), table(cpu_headers, cpu)
 
 
 def main(argv: list[str]) -> int:
@@ -316,9 +355,13 @@ def main(argv: list[str]) -> int:
     for path in args.runs:
         if not Path(path).is_file():
             parser.error(f"no such file: {path}")
+    wall, cpu = combined_tables(args.runs)
     print("Slowdown vs untraced, every Python: median in-run ratio (e2e ratio, until the output")
     print("is complete; rtrace+collector: until the collector's merged timeline is complete)")
-    print(combined_table(args.runs))
+    print(wall)
+    print()
+    print("Slowdown by CPU time: the traced process (all its threads) during in-run, every Python")
+    print(cpu)
     return 0
 
 

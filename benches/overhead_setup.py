@@ -70,7 +70,8 @@ def ensure_package(python: str, info: dict, name: str, allowed: bool) -> tuple[s
         return None, f"{name}: not installed, and installing was not allowed (--no-install)"
     if not info["in_venv"]:
         return None, (
-            f"{name}: not installed and {python} is not a venv (not installing into a system Python)"
+            f"{name}: not installed and {python} is not a venv "
+            "(not installing into a system Python)"
         )
     print(f"installing {name} into {info['executable']} ...", file=sys.stderr, flush=True)
     cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", PACKAGES[name]]

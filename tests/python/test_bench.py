@@ -113,7 +113,7 @@ def test_bench_combined_table_across_runs(quick_run):
     assert proc.returncode == 0, proc.stderr
     header, rows = table_after(proc.stdout, "is complete")
     assert header[:3] == ["Python", "workload", "untraced s"]
-    assert "VizTracer e2e / rtrace e2e" in header
+    assert "VizTracer e2e / rtrace e2e (file / merged)" in header
     version = "%d.%d." % sys.version_info[:2]
     assert [r[1] for r in rows] == list(WORKLOADS.values())
     for row in rows:
@@ -122,6 +122,12 @@ def test_bench_combined_table_across_runs(quick_run):
         for label in ("no-op hook", "stamp+store", "rtrace", "rtrace+collector", "cProfile"):
             positive_ratios(cells[label])
         assert cells["VizTracer"] == "-"  # not measured here
+        assert 0 < float(cells["merged B/ev"]) < 64
+    header, rows = table_after(proc.stdout, "Slowdown by CPU time")
+    assert header[:3] == ["Python", "workload", "untraced cpu s"]
+    fib = dict(zip(header, rows[0], strict=True))
+    for label in ("no-op hook", "stamp+store", "rtrace", "rtrace+collector", "cProfile"):
+        positive_ratios(fib[label])
 
 
 def test_bench_rejects_wrong_usage_clearly():
