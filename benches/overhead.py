@@ -43,7 +43,7 @@ Usage (from the repository root)::
 
     benches/run                                      # every .venv-3.* found, then one table
     python benches/overhead.py --python .venv-3.12/bin/python
-    python benches/overhead.py --quick               # a smoke run in about a minute
+    python benches/overhead.py --quick               # a smoke run: ~4 minutes
 
 The interpreter must import rtrace (a release build: ``scripts/dev-setup``).
 
@@ -188,8 +188,9 @@ def header(args, info: dict, modes: list[str], setup: dict) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.split("\nUsage (from")[0],
         epilog="modes: " + ", ".join(ALL_MODES) + f" (not by default: {', '.join(OPTIONAL_MODES)})",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--python",
@@ -271,8 +272,9 @@ def choose_modes(args, info: dict, setup: dict) -> list[str]:
     modes = wanted_modes(args)
     drop = {}
     if tuple(info["version_info"]) < (3, 12):
-        for mode in LEGACY_MODES:
-            drop[mode] = None  # 3.11 has only the profile hook: the plain columns are it
+        # 3.11 has only the profile hook: the plain columns are it.
+        reason = "Python 3.11 has only the profile hook (the plain modes use it)"
+        drop.update(dict.fromkeys(LEGACY_MODES, reason if args.modes else None))
     if not setup.get("floor"):
         drop.update(dict.fromkeys(FLOOR_MODES, "the floor hooks could not be built"))
     if not setup.get("viztracer"):
