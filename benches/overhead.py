@@ -43,7 +43,7 @@ Usage (from the repository root)::
 
     benches/run                                      # every .venv-3.* found, then one table
     python benches/overhead.py --python .venv-3.12/bin/python
-    python benches/overhead.py --quick               # a smoke run: ~4 minutes
+    python benches/overhead.py --quick               # a smoke run: ~2 minutes
 
 The interpreter must import rtrace (a release build: ``scripts/dev-setup``).
 
