@@ -97,3 +97,14 @@ def test_services_example_shows_arrows_between_svc_a_and_svc_b(tmp_path, perfett
         assert all(r["in_ts"] >= r["out_ts"] for r in flows)
         spans = trace.scalar("select count(*) from slice where name = 'price lookup'")
         assert spans == 15
+        # User arguments show in the details pane (Perfetto's args table).
+        items = trace.query(
+            "select a.int_value as item from slice s join args a using(arg_set_id) "
+            "where s.name = 'price lookup' and a.key = 'debug.item' order by 1"
+        )
+        assert [r["item"] for r in items] == list(range(1, 16)), items
+        counters = trace.query(
+            "select max(c.value) as top from counter c join process_counter_track t "
+            "on c.track_id = t.id where t.name = 'orders priced'"
+        )
+        assert counters[0]["top"] == 6, counters
