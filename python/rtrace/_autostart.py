@@ -9,6 +9,10 @@ RTRACE_SESSION     session name
 RTRACE_LINES       "1" to record line events
 RTRACE_C_CALLS     "0" not to record C calls
 RTRACE_ON_FULL     "drop" (default) or "block"
+RTRACE_INCLUDE, RTRACE_EXCLUDE     comma-separated patterns
+RTRACE_EXCLUDE_STDLIB              "1" to leave out the stdlib and site-packages
+RTRACE_MAX_DEPTH, RTRACE_MIN_DURATION (seconds), RTRACE_SAMPLE
+RTRACE_LOG_ARGS    "1" for every recorded function, or comma-separated patterns
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ def start_from_environment() -> None:
     if os.environ.get("RTRACE_AUTOSTART") != "1":
         return
     try:
-        from . import _recording
+        from . import _filters, _recording
 
         if _recording.current() is not None:
             return
@@ -32,6 +36,7 @@ def start_from_environment() -> None:
             lines=os.environ.get("RTRACE_LINES") == "1",
             c_calls=os.environ.get("RTRACE_C_CALLS", "1") != "0",
             on_full=os.environ.get("RTRACE_ON_FULL", "drop"),
+            **_filters.from_environment(dict(os.environ)),
         )
         recording._autostarted = True
         recording.start()

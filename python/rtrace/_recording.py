@@ -11,7 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import _native
+from . import _filters, _native
+from ._filters import Patterns
 from ._hooks import INTERNAL_FILES, Hook
 
 __all__ = ["Recording", "RecordingError", "record", "start", "stop", "current"]
@@ -74,6 +75,13 @@ class Recording:
         on_full: str = "drop",
         buffer_events: int = _DEFAULT_BUFFER_EVENTS,
         flush_interval: float = _DEFAULT_FLUSH_INTERVAL,
+        include: Patterns = None,
+        exclude: Patterns = None,
+        exclude_stdlib: bool = False,
+        max_depth: int | None = None,
+        min_duration: float | None = None,
+        log_args: bool | Patterns = False,
+        sample: int | None = None,
     ) -> None:
         if collector is None and output is None:
             collector = os.environ.get("RTRACE_COLLECTOR") or None
@@ -91,6 +99,16 @@ class Recording:
             raise ValueError(
                 f"flush_interval must be between 0.001 and 60 seconds, not {flush_interval!r}"
             )
+        self._filters = _filters.build(
+            include=include,
+            exclude=exclude,
+            exclude_stdlib=exclude_stdlib,
+            max_depth=max_depth,
+            min_duration=min_duration,
+            log_args=log_args,
+            sample=sample,
+            lines=lines,
+        )
         self.session = session or _default_session()
         self._output = Path(output) if output is not None else None
         self.collector = collector
@@ -182,6 +200,7 @@ class Recording:
                 missing=hook.missing,
                 thread_names=_thread_names(),
                 internal_files=INTERNAL_FILES,
+                filters=self._filters,
             )
             self.path = path
             self.hook = hook.describe()
@@ -255,6 +274,13 @@ def record(
     on_full: str = "drop",
     buffer_events: int = _DEFAULT_BUFFER_EVENTS,
     flush_interval: float = _DEFAULT_FLUSH_INTERVAL,
+    include: Patterns = None,
+    exclude: Patterns = None,
+    exclude_stdlib: bool = False,
+    max_depth: int | None = None,
+    min_duration: float | None = None,
+    log_args: bool | Patterns = False,
+    sample: int | None = None,
 ) -> Recording:
     """Prepares a recording; use it with ``with``, as a decorator, or call
     ``.start()``.
@@ -273,6 +299,30 @@ def record(
     on_full:        "drop" (count lost events, never stall) or "block".
     buffer_events:  events that may wait in memory before ``on_full`` applies.
     flush_interval: seconds an event may wait before it is written.
+
+    Filters (applied in the hook, before anything is queued):
+
+    include:        record only functions matching one of these patterns
+                    (see below); e.g. ``["myapp.*"]``.
+    exclude:        never record functions matching one of these patterns.
+    exclude_stdlib: leave out the standard library and installed packages
+                    (site-packages), Python and C functions alike. Ignored
+                    for functions an ``include`` pattern names.
+    max_depth:      record calls at most this many recorded calls deep.
+    min_duration:   seconds; leave out calls shorter than this (their time
+                    stays in their caller's slice).
+    log_args:       True, or patterns: record the reprs of the arguments
+                    and return values of (these) recorded functions, cut at
+                    120 characters each.
+    sample:         record only the first of every ``sample`` top-level
+                    calls (with everything they call).
+
+    A pattern is a shell-style glob (``*``, ``?``, ``[...]``) matched
+    against a function's module (``myapp.db``), its qualified name
+    (``Db.get``) and both (``myapp.db.Db.get``); a pattern with a ``/`` or
+    ending in ``.py`` is matched against its source file instead (the full
+    path with a ``/``, else the file name). What an excluded function calls
+    is still recorded, nested under the nearest recorded caller.
     """
     return Recording(
         session,
@@ -284,6 +334,13 @@ def record(
         on_full=on_full,
         buffer_events=buffer_events,
         flush_interval=flush_interval,
+        include=include,
+        exclude=exclude,
+        exclude_stdlib=exclude_stdlib,
+        max_depth=max_depth,
+        min_duration=min_duration,
+        log_args=log_args,
+        sample=sample,
     )
 
 

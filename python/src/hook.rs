@@ -24,18 +24,20 @@ use pyo3::types::PyDict;
 use rtrace::clock::ticks;
 use rtrace::{FunctionId, FunctionInfo, Kind, RawEvent, Recorder, ThreadBuffer};
 
+use crate::calls::{self, OpenCalls};
 use crate::ffi::{code_get_extra, code_set_extra};
+use crate::filter::{self, Decision, Filters, ARGS_BIT, EXCLUDED};
 use crate::gil::GilCell;
 
 /// Marks a C function's entry on a thread's call stack.
-const C_BIT: u32 = 1 << 31;
+pub const C_BIT: u32 = 1 << 31;
 
 /// Calls of a new thread on which its name is looked up (see `name_tries`).
 const NAME_TRIES: u8 = 64;
 
 /// Stands for rtrace's own functions, and everything they call: such calls
 /// are tracked on the stack (to keep nesting right) but not recorded.
-const SUPPRESSED: FunctionId = FunctionId(rtrace::event::MAX_FUNCTION_ID);
+pub const SUPPRESSED: FunctionId = FunctionId(rtrace::event::MAX_FUNCTION_ID);
 
 const _: () = assert!(
     std::mem::size_of::<usize>() == 8,
@@ -57,6 +59,8 @@ pub struct Session {
     pub threading_active: Option<Py<PyDict>>,
     /// rtrace's own source files: their functions are not recorded.
     pub internal_files: Vec<String>,
+    /// What to leave out; `None` keeps the hook on its plain path.
+    filters: Option<Py<Filters>>,
     /// rtrace frames on the starting thread's stack when the hook goes
     /// live: their returns and what they call are not recorded.
     starting_depth: (u64, AtomicU32),
@@ -102,11 +106,18 @@ impl Session {
             missing,
             threading_active,
             internal_files,
+            filters: None,
             starting_depth: (current_tid(), AtomicU32::new(0)),
             slots: Mutex::new(Vec::new()),
             c_functions: GilCell::new(HashMap::new()),
             fallback_id,
         }
+    }
+
+    /// The session with `filters` applied (before it is activated).
+    pub fn with_filters(mut self, filters: Option<Py<Filters>>) -> Session {
+        self.filters = filters;
+        self
     }
 
     /// Hands every thread's waiting events to the writer. With `retire`,
@@ -128,14 +139,24 @@ impl Session {
                 continue;
             }
             if retire {
-                state.close_open_calls(self, now);
+                match self.filters() {
+                    None => state.close_open_calls(self, now),
+                    Some(f) => calls::close_open_calls(self, f, state, now),
+                }
             }
             self.recorder.hand_over(&mut state.buf);
             state.retired = retire;
         }
     }
 
-    /// The function id of a code object, interning it on first sight.
+    /// The recording's filters, if it has any.
+    #[inline(always)]
+    pub fn filters(&self) -> Option<&Filters> {
+        self.filters.as_ref().map(Py::get)
+    }
+
+    /// The function id of a code object, interning it on first sight
+    /// (with filters: maybe `EXCLUDED`, maybe with `ARGS_BIT`).
     #[inline]
     fn code_id(&self, code: *mut ffi::PyObject) -> FunctionId {
         let mut extra: *mut c_void = ptr::null_mut();
@@ -193,13 +214,27 @@ impl Session {
                 .and_then(|v| v.extract::<String>())
                 .unwrap_or_default()
         };
+        let name = text("co_qualname");
+        let module = current_module(py);
+        let decision = self.filters().map(|f| {
+            f.decide(&filter::Function {
+                module: &module,
+                name: &name,
+                file: &file,
+            })
+        });
+        let args_bit = match decision {
+            Some(Decision::Exclude) => return EXCLUDED,
+            Some(Decision::Record { args: true }) => ARGS_BIT,
+            _ => 0,
+        };
         let Some(id) = self.recorder.next_function_id() else {
             return self.fallback_id;
         };
         self.recorder.intern_function(FunctionInfo {
             id,
-            name: text("co_qualname"),
-            module: current_module(py),
+            name,
+            module,
             file,
             line: code_obj
                 .getattr("co_firstlineno")
@@ -207,23 +242,37 @@ impl Session {
                 .unwrap_or(0),
             native: false,
         });
-        id
+        FunctionId(id.0 | args_bit)
     }
 
     /// The function id of a C callable, interning it on first sight.
-    fn c_function_id(&self, callable: CCallable) -> FunctionId {
+    pub(crate) fn c_function_id(&self, callable: CCallable) -> FunctionId {
         let key = callable.method_def() as usize;
         // SAFETY: GIL held; no Python code runs while the map is borrowed
-        // (interning only reads C structures).
+        // (interning only reads C structures and dicts).
         #[allow(unsafe_code)]
         let map = unsafe { self.c_functions.get() };
         if let Some(&id) = map.get(&key) {
             return id;
         }
+        let (module, name) = callable.names();
+        if let Some(f) = self.filters() {
+            // SAFETY: hooks run with the GIL held.
+            #[allow(unsafe_code)]
+            let py = unsafe { Python::assume_gil_acquired() };
+            let function = filter::Function {
+                module: &module,
+                name: &name,
+                file: "",
+            };
+            if f.decide_native(py, &function) == Decision::Exclude {
+                map.insert(key, EXCLUDED);
+                return EXCLUDED;
+            }
+        }
         let Some(id) = self.recorder.next_function_id() else {
             return self.fallback_id;
         };
-        let (module, name) = callable.names();
         self.recorder.intern_function(FunctionInfo {
             id,
             name,
@@ -281,6 +330,7 @@ impl Session {
             state: UnsafeCell::new(SlotState {
                 buf: self.recorder.new_thread_buffer(tid),
                 stack,
+                calls: OpenCalls::default(),
                 suppressed,
                 ignored,
                 name_tries: if ignored { 0 } else { NAME_TRIES },
@@ -457,13 +507,15 @@ unsafe impl Sync for Slot {}
 #[allow(unsafe_code)]
 unsafe impl Send for Slot {}
 
-struct SlotState {
-    buf: ThreadBuffer,
+pub struct SlotState {
+    pub buf: ThreadBuffer,
     /// Ids of the calls open on this thread; C calls carry `C_BIT`.
-    stack: Vec<u32>,
+    pub stack: Vec<u32>,
+    /// With filters: the recorded calls among them (see `calls`).
+    pub calls: OpenCalls,
     /// Open calls of rtrace's own code (and what they call): while above
     /// zero, nothing is recorded.
-    suppressed: u32,
+    pub suppressed: u32,
     ignored: bool,
     /// Calls left on which to look the thread's name up in `threading`
     /// (0: named, or given up — a thread `threading` never registers must
@@ -480,12 +532,18 @@ impl SlotState {
         }
     }
 
+    /// Opens a call whose events are not recorded, nor those of what it
+    /// calls.
+    pub fn suppress(&mut self, c_bit: u32) {
+        self.suppressed += 1;
+        self.stack.push(SUPPRESSED.0 | c_bit);
+    }
+
     /// Opens a call; returns false when it is not to be recorded.
     #[inline]
     fn open(&mut self, id: FunctionId, c_bit: u32) -> bool {
         if id == SUPPRESSED || self.suppressed > 0 {
-            self.suppressed += 1;
-            self.stack.push(SUPPRESSED.0 | c_bit);
+            self.suppress(c_bit);
             return false;
         }
         self.stack.push(id.0 | c_bit);
@@ -630,8 +688,13 @@ pub fn on_call(code: *mut ffi::PyObject) {
     let t = ticks();
     with_thread(|session, state| {
         let id = session.code_id(code);
-        if state.open(id, 0) {
-            state.record(session, RawEvent::new(t, id, Kind::Call, 0));
+        match session.filters() {
+            None => {
+                if state.open(id, 0) {
+                    state.record(session, RawEvent::new(t, id, Kind::Call, 0));
+                }
+            }
+            Some(f) => calls::on_call(session, f, state, id, t),
         }
         if state.name_tries > 0 {
             // A new thread is named once `threading` has registered it,
@@ -649,6 +712,9 @@ pub fn on_call(code: *mut ffi::PyObject) {
 pub fn on_return(kind: Kind) {
     let t = ticks();
     with_thread(|session, state| {
+        if let Some(f) = session.filters() {
+            return calls::on_return(session, f, state, kind, t);
+        }
         while let Some(top) = state.stack.pop() {
             let is_c = top & C_BIT != 0;
             if let Some((id, _)) = state.close(top) {
@@ -669,6 +735,9 @@ pub fn on_c_call(callable: *mut ffi::PyObject, self_arg: *mut ffi::PyObject) {
         let Some(c) = CCallable::classify(callable, self_arg, session.missing) else {
             return;
         };
+        if let Some(f) = session.filters() {
+            return calls::on_c_call(session, f, state, c, ticks());
+        }
         if state.suppressed > 0 {
             state.open(SUPPRESSED, C_BIT);
             return;
@@ -685,6 +754,9 @@ pub fn on_c_call(callable: *mut ffi::PyObject, self_arg: *mut ffi::PyObject) {
 pub fn on_c_return() {
     let t = ticks();
     with_thread(|session, state| {
+        if let Some(f) = session.filters() {
+            return calls::on_c_return(session, f, state, t);
+        }
         let Some(&top) = state.stack.last() else {
             return;
         };
@@ -704,6 +776,9 @@ pub fn on_line(code: *mut ffi::PyObject, line: u32) {
     let t = ticks();
     with_thread(|session, state| {
         let id = session.code_id(code);
+        if let Some(f) = session.filters() {
+            return calls::on_line(session, f, state, id, line, t);
+        }
         if id != SUPPRESSED && state.suppressed == 0 {
             state.record(session, RawEvent::new(t, id, Kind::Line, line));
         }

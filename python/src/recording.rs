@@ -12,6 +12,7 @@ use pyo3::types::PyDict;
 use rtrace::{Config, OnFull, Recorder};
 
 use crate::errors::{Error, RecordingError};
+use crate::filter::Filters;
 use crate::hook::{self, Session};
 
 static GENERATION: AtomicU32 = AtomicU32::new(0);
@@ -38,7 +39,7 @@ fn extra_index(_py: Python<'_>) -> PyResult<ffi::Py_ssize_t> {
 
 /// Starts a session; the caller installs the hook afterwards.
 #[pyfunction]
-#[pyo3(signature = (*, session, output, collector, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files))]
+#[pyo3(signature = (*, session, output, collector, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files, filters = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     py: Python<'_>,
@@ -54,6 +55,7 @@ pub fn start(
     missing: Bound<'_, PyAny>,
     thread_names: Vec<(u64, String)>,
     internal_files: Vec<String>,
+    filters: Option<Py<Filters>>,
 ) -> PyResult<()> {
     if hook::with_session(|_| ()).is_some() {
         return Err(RecordingError::new_err(
@@ -96,7 +98,8 @@ pub fn start(
         missing.as_ptr(),
         active.map(Bound::unbind),
         internal_files,
-    );
+    )
+    .with_filters(filters);
     hook::activate(Arc::new(session));
     Ok(())
 }
