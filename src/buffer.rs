@@ -12,6 +12,8 @@ pub struct ThreadBuffer {
     pub tid: u64,
     /// Events of this thread dropped since its last delivered batch.
     pub(crate) lost: u64,
+    /// Texts of the events that carry one (`push_with_text`).
+    pub(crate) texts: Vec<String>,
     first_ticks: u64,
     max_age_ticks: u64,
 }
@@ -24,6 +26,7 @@ impl ThreadBuffer {
             events,
             tid,
             lost: 0,
+            texts: Vec::new(),
             first_ticks: 0,
             max_age_ticks,
         }
@@ -42,6 +45,18 @@ impl ThreadBuffer {
             || event.ticks.wrapping_sub(self.first_ticks) > self.max_age_ticks
     }
 
+    /// Appends a call or return event carrying a text (the reprs of a
+    /// call's arguments, of a return value): the event's `line` refers to
+    /// it (1-based index into `texts`). Returns what `push` returns.
+    pub fn push_with_text(&mut self, event: RawEvent, text: String) -> bool {
+        debug_assert!(event.kind() != Some(crate::event::Kind::Line));
+        self.texts.push(text);
+        self.push(RawEvent {
+            line: self.texts.len() as u32,
+            ..event
+        })
+    }
+
     /// Number of events waiting.
     pub fn len(&self) -> usize {
         self.events.len()
@@ -56,6 +71,7 @@ impl ThreadBuffer {
     /// where they belong to the parent's stream).
     pub fn discard(&mut self) {
         self.events.clear();
+        self.texts.clear();
         self.lost = 0;
     }
 }

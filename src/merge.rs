@@ -178,14 +178,12 @@ impl<S: TimelineSink> Merger<S> {
             // keep the thread's order.
         }
         slot.pending += 1;
+        let ts_ns = event.ts_ns;
         let queue = &mut self.queues[q];
         queue.events.push_back(event);
         if !queue.in_heap {
             queue.in_heap = true;
-            self.heap.push(Reverse(Head {
-                ts_ns: event.ts_ns,
-                queue: q,
-            }));
+            self.heap.push(Reverse(Head { ts_ns, queue: q }));
         }
         self.buffered += 1;
         while self.buffered > self.max_buffered {
@@ -258,12 +256,14 @@ impl<S: TimelineSink> Merger<S> {
         let limit = horizon.min(next_other);
         let stream = self.queues[q].stream;
         let mut first = true;
-        while let Some(&event) = self.queues[q].events.front() {
-            if !first && event.ts_ns > limit {
+        while let Some(ts_ns) = self.queues[q].events.front().map(|e| e.ts_ns) {
+            if !first && ts_ns > limit {
                 break;
             }
             first = false;
-            self.queues[q].events.pop_front();
+            let Some(event) = self.queues[q].events.pop_front() else {
+                break;
+            };
             self.buffered -= 1;
             if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
                 slot.pending -= 1;
@@ -392,6 +392,7 @@ mod tests {
             kind: Kind::Call,
             function: FunctionId(0),
             line: 0,
+            text: None,
         })
     }
 
@@ -469,6 +470,7 @@ mod tests {
                 kind: Kind::Call,
                 function: FunctionId(0),
                 line: 0,
+                text: None,
             })
         };
         for item in [on(1, 10), on(1, 30), clock(20), on(2, 5), on(1, 40)] {

@@ -37,6 +37,8 @@ pub struct Batch {
     pub tid: u64,
     pub events: Vec<RawEvent>,
     pub lost_before: u64,
+    /// Texts the events refer to (see `ThreadBuffer::push_with_text`).
+    pub texts: Vec<String>,
 }
 
 /// The producer side of the queue, shared by all recording threads.
@@ -109,6 +111,7 @@ impl Queue {
             // The common overflow case: count and reuse the same array.
             let n = buf.events.len() as u64;
             buf.events.clear();
+            buf.texts.clear();
             buf.lost += n;
             self.lost.fetch_add(n, Ordering::Relaxed);
             return;
@@ -118,6 +121,7 @@ impl Queue {
             tid: buf.tid,
             events,
             lost_before: buf.lost,
+            texts: std::mem::take(&mut buf.texts),
         };
         let refused = match self.on_full {
             OnFull::Drop => self.batches.try_send(batch).err().map(|e| e.into_inner()),

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::clock::ClockMap;
 use crate::event::{decode_code, FunctionId, Kind};
@@ -167,7 +168,7 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// One event read back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// CLOCK_MONOTONIC nanoseconds of the writer's host.
     pub ts_ns: u64,
@@ -177,6 +178,9 @@ pub struct Event {
     pub function: FunctionId,
     /// Line number for `Kind::Line`, else 0.
     pub line: u32,
+    /// `log_args`: on a call, the reprs of its arguments; on a return, the
+    /// repr of the returned value.
+    pub text: Option<Arc<str>>,
 }
 
 /// One thing read from a stream, in stream order: intern records before the
@@ -357,7 +361,11 @@ impl<R: Read> EventReader<R> {
         self.lost += batch.lost_before;
         let mut ticks = batch.base_ticks;
         let mut lines = batch.lines.iter();
-        for (&delta, &code) in batch.tick_deltas.iter().zip(&batch.codes) {
+        if batch.text_events.len() != batch.texts.len() {
+            return Err(self.malformed("a batch has different numbers of texts and text events"));
+        }
+        let mut texts = batch.text_events.iter().zip(batch.texts).peekable();
+        for (i, (&delta, &code)) in batch.tick_deltas.iter().zip(&batch.codes).enumerate() {
             ticks = ticks.wrapping_add(delta as u64);
             let (function, kind) = decode_code(code);
             let kind = Kind::from_wire(kind)
@@ -368,12 +376,16 @@ impl<R: Read> EventReader<R> {
                     .ok_or_else(|| self.malformed("a line event without its line number"))?,
                 _ => 0,
             };
+            let text = texts
+                .next_if(|(&at, _)| at as usize == i)
+                .map(|(_, text)| Arc::from(text));
             self.ready.push_back(StreamItem::Event(Event {
                 ts_ns: self.clock.to_ns(ticks).unwrap_or(0),
                 tid: batch.tid,
                 kind,
                 function: FunctionId(function as u32),
                 line,
+                text,
             }));
         }
         Ok(())

@@ -61,19 +61,28 @@ pub fn clock_info(description: &clock::Description) -> pb::ClockInfo {
     }
 }
 
-/// Encodes one thread's events as a batch. `events` must not be empty.
-pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64) -> Body {
+/// Encodes one thread's events as a batch. `events` must not be empty;
+/// a call or return event with a `line` refers to `texts[line - 1]`.
+pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64, texts: Vec<String>) -> Body {
     let base_ticks = events.first().map_or(0, |e| e.ticks);
     let mut tick_deltas = Vec::with_capacity(events.len());
     let mut codes = Vec::with_capacity(events.len());
     let mut lines = Vec::new();
+    let mut texts = texts.into_iter().map(Some).collect::<Vec<_>>();
+    let (mut text_events, mut event_texts) = (Vec::new(), Vec::new());
     let mut previous = base_ticks;
-    for event in events {
+    for (i, event) in events.iter().enumerate() {
         tick_deltas.push(event.ticks.wrapping_sub(previous) as i64);
         previous = event.ticks;
         codes.push(u64::from(event.code));
         if event.kind() == Some(crate::event::Kind::Line) {
             lines.push(event.line);
+        } else if let Some(text) = (event.line as usize)
+            .checked_sub(1)
+            .and_then(|t| texts.get_mut(t)?.take())
+        {
+            text_events.push(i as u32);
+            event_texts.push(text);
         }
     }
     Body::Batch(pb::EventBatch {
@@ -83,6 +92,8 @@ pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64) -> Body {
         codes,
         lines,
         lost_before,
+        texts: event_texts,
+        text_events,
     })
 }
 

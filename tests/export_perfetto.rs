@@ -34,7 +34,7 @@ fn events(calls: &[Call]) -> Vec<(StreamId, Event)> {
     calls
         .iter()
         .filter_map(|c| match c {
-            Call::Event(s, e) => Some((*s, *e)),
+            Call::Event(s, e) => Some((*s, e.clone())),
             _ => None,
         })
         .collect()
@@ -57,6 +57,13 @@ fn reading_back_gives_what_the_merge_fed_in() {
     }
     let kinds: HashSet<Kind> = want_events.iter().map(|(_, e)| e.kind).collect();
     assert_eq!(kinds.len(), 6, "the timeline has every kind: {kinds:?}");
+    let texts = |kind| {
+        want_events
+            .iter()
+            .filter(|(_, e)| e.kind == kind && e.text.is_some())
+            .count()
+    };
+    assert!(texts(Kind::Call) > 0 && texts(Kind::Return) > 0);
 
     for call in &calls {
         match call {
@@ -354,6 +361,7 @@ fn contract_breaches_are_errors_not_panics() {
         kind: Kind::Call,
         function: FunctionId(9),
         line: 0,
+        text: None,
     };
     assert!(writer.event(StreamId(0), &event).is_err());
     writer
@@ -364,7 +372,7 @@ fn contract_breaches_are_errors_not_panics() {
     let stray = Event {
         kind: Kind::Return,
         function: FunctionId(3),
-        ..event
+        ..event.clone()
     };
     writer.event(StreamId(0), &stray).unwrap();
     writer

@@ -41,7 +41,9 @@ def read(path: str | os.PathLike[str]) -> Reader:
 
     Each event has ``ts_ns`` (CLOCK_MONOTONIC nanoseconds), ``pid``, ``tid``,
     ``kind`` ("call", "return", "exception", "c_call", "c_return", "line"),
-    ``name``, ``module``, ``file`` and ``line``. After iterating to the end,
+    ``name``, ``module``, ``file`` and ``line``, and with ``log_args``
+    ``args_repr`` (calls) and ``return_repr`` (returns), else None. After
+    iterating to the end,
     ``reader.truncated`` is True if the stream had no end marker (the
     process died); a torn last frame is skipped, not raised.
     """

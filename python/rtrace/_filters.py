@@ -3,6 +3,7 @@ native ``Filters`` the hook applies (see ``python/src/filter.rs``)."""
 
 from __future__ import annotations
 
+import opcode
 import os
 import reprlib
 import site
@@ -135,6 +136,7 @@ def build(
         min_duration=min_duration,
         log_args=args,
         repr=bounded_repr() if args is not None else None,
+        resume_opcode=opcode.opmap["RESUME"],
         sample=sample or 1,
     )
 

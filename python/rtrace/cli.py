@@ -230,10 +230,18 @@ def _dump(args: argparse.Namespace) -> int:
         if args.limit and n >= args.limit:
             break
         if args.json:
-            print(json.dumps({"ts_ns": ev.ts_ns, "pid": ev.pid, "tid": ev.tid, "kind": ev.kind,
-                              "name": ev.name, "module": ev.module, "file": ev.file, "line": ev.line}))
+            record = {"ts_ns": ev.ts_ns, "pid": ev.pid, "tid": ev.tid, "kind": ev.kind,
+                      "name": ev.name, "module": ev.module, "file": ev.file, "line": ev.line}
+            if ev.args_repr is not None:
+                record["args_repr"] = ev.args_repr
+            if ev.return_repr is not None:
+                record["return_repr"] = ev.return_repr
+            print(json.dumps(record))
         else:
-            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {ev.name}  {ev.file}:{ev.line}")
+            logged = (f"({ev.args_repr})" if ev.args_repr is not None else
+                      f" -> {ev.return_repr}" if ev.return_repr is not None else "")
+            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {ev.name}{logged}  "
+                  f"{ev.file}:{ev.line}")
     if reader.truncated:
         print(f"rtrace: {args.file} is truncated (the recording process did not finish it)",
               file=sys.stderr)

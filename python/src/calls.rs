@@ -11,14 +11,20 @@
 //! after the ones already written, so the thread's events stay in time
 //! order and well nested.
 //!
+//! With `log_args`, a call of a chosen function waits here (`awaiting`)
+//! until the hook has made the text of its arguments (`args::Ask`), and a
+//! return asks for its value's text before anything is done.
+//!
 //! Not recorded, with their stack entry:
 //! - `EXCLUDED` functions; what they call is recorded, nested under the
 //!   nearest recorded caller;
 //! - calls deeper than `max_depth` recorded calls, and top-level calls left
 //!   out by `sample`: as `SUPPRESSED`, with everything they call.
 
+use pyo3::ffi;
 use rtrace::{FunctionId, Kind, RawEvent, ThreadBuffer};
 
+use crate::args::Ask;
 use crate::filter::{Filters, ARGS_BIT, EXCLUDED};
 use crate::hook::{CCallable, Session, SlotState, C_BIT, SUPPRESSED};
 
@@ -35,6 +41,10 @@ struct OpenCall {
     ticks: u64,
     /// Function id, with `C_BIT` for a C function.
     code: u32,
+    /// `log_args`: the reprs of the arguments.
+    text: Option<String>,
+    /// `log_args`: the text is being made; nothing after it is written.
+    awaiting: bool,
 }
 
 impl OpenCall {
@@ -48,9 +58,13 @@ impl OpenCall {
     }
 }
 
-/// Appends an event, handing the buffer over when it asks.
-fn push(session: &Session, buf: &mut ThreadBuffer, event: RawEvent) {
-    if buf.push(event) {
+/// Appends an event (with its text), handing the buffer over when it asks.
+fn push(session: &Session, buf: &mut ThreadBuffer, event: RawEvent, text: Option<String>) {
+    let full = match text {
+        Some(text) => buf.push_with_text(event, text),
+        None => buf.push(event),
+    };
+    if full {
         session.recorder.hand_over(buf);
     }
 }
@@ -58,20 +72,22 @@ fn push(session: &Session, buf: &mut ThreadBuffer, event: RawEvent) {
 /// Writes the call events of `calls[written..upto]`.
 fn write_calls(session: &Session, state: &mut SlotState, upto: usize) {
     let open = &mut state.calls;
-    for call in &open.calls[open.written..upto] {
-        push(session, &mut state.buf, call.event());
+    let start = open.written.min(upto);
+    for call in &mut open.calls[start..upto] {
+        push(session, &mut state.buf, call.event(), call.text.take());
     }
     open.written = open.written.max(upto);
 }
 
 /// Writes the calls that have lasted `min_duration` by `t` (all of them
-/// when it is 0): they will be kept whenever they return.
+/// when it is 0), up to the first still awaiting its text: they will be
+/// kept whenever they return.
 #[inline]
 fn promote(session: &Session, filters: &Filters, state: &mut SlotState, t: u64) {
     let open = &state.calls;
     let mut upto = open.written;
     while let Some(call) = open.calls.get(upto) {
-        if t.wrapping_sub(call.ticks) < filters.min_ticks {
+        if call.awaiting || t.wrapping_sub(call.ticks) < filters.min_ticks {
             break;
         }
         upto += 1;
@@ -102,24 +118,39 @@ fn admit(filters: &Filters, state: &mut SlotState, id: FunctionId, c_bit: u32) -
     true
 }
 
-/// Opens a recorded call.
-fn open(session: &Session, filters: &Filters, state: &mut SlotState, code: u32, t: u64) {
+/// Opens a recorded call; with `ARGS_BIT`, asks for its arguments' text.
+fn open(
+    session: &Session,
+    filters: &Filters,
+    state: &mut SlotState,
+    code: u32,
+    t: u64,
+) -> Option<Ask> {
     state.stack.push(code);
+    let ask = if code & ARGS_BIT != 0 {
+        Ask::new(session, filters)
+    } else {
+        None
+    };
     state.calls.calls.push(OpenCall {
         ticks: t,
         code: code & !ARGS_BIT,
+        text: None,
+        awaiting: ask.is_some(),
     });
     promote(session, filters, state, t);
+    ask
 }
 
-/// Closes the stack entry `top` at `t` with a return of `kind`.
+/// Closes the stack entry `top` at `t` with a return of `kind` carrying
+/// `text`.
 fn close(
     session: &Session,
     filters: &Filters,
     state: &mut SlotState,
     top: u32,
-    kind: Kind,
-    t: u64,
+    (kind, t): (Kind, u64),
+    text: Option<String>,
 ) {
     let id = FunctionId(top & !(C_BIT | ARGS_BIT));
     if id == SUPPRESSED {
@@ -129,7 +160,7 @@ fn close(
     if id == EXCLUDED {
         return;
     }
-    let Some(call) = state.calls.calls.pop() else {
+    let Some(mut call) = state.calls.calls.pop() else {
         return;
     };
     let i = state.calls.calls.len();
@@ -138,45 +169,83 @@ fn close(
     } else if t.wrapping_sub(call.ticks) >= filters.min_ticks {
         // Long enough: its callers first (they are older and longer).
         write_calls(session, state, i);
-        push(session, &mut state.buf, call.event());
+        push(session, &mut state.buf, call.event(), call.text.take());
     } else {
         return;
     }
-    push(session, &mut state.buf, RawEvent::new(t, id, kind, 0));
+    push(session, &mut state.buf, RawEvent::new(t, id, kind, 0), text);
 }
 
 /// A Python function started or resumed (`id` from its code object).
+/// Returns what the hook must make before the call can be written.
+#[must_use]
 pub fn on_call(
     session: &Session,
     filters: &Filters,
     state: &mut SlotState,
     id: FunctionId,
     t: u64,
-) {
+) -> Option<Ask> {
     let plain = FunctionId(id.0 & !ARGS_BIT);
     if admit(filters, state, plain, 0) {
-        open(session, filters, state, id.0, t);
+        open(session, filters, state, id.0, t)
+    } else {
+        None
     }
 }
 
-/// A Python function returned (or was left by an exception): closes it,
-/// and first the C calls left open above it.
-pub fn on_return(session: &Session, filters: &Filters, state: &mut SlotState, kind: Kind, t: u64) {
+/// The text asked for by `on_call` (`None`: there is none), for the
+/// innermost call; `t` is now.
+pub fn set_call_text(
+    session: &Session,
+    filters: &Filters,
+    state: &mut SlotState,
+    text: Option<String>,
+    t: u64,
+) {
+    if let Some(call) = state.calls.calls.last_mut().filter(|c| c.awaiting) {
+        call.text = text;
+        call.awaiting = false;
+    }
+    promote(session, filters, state, t);
+}
+
+/// A Python function returned `value` (NULL: unknown) or was left by an
+/// exception: closes it, and first the C calls left open above it. When
+/// its return value is to be logged and `text` is `None`, changes nothing
+/// and asks for the text instead: call again with it.
+#[must_use]
+pub fn on_return(
+    session: &Session,
+    filters: &Filters,
+    state: &mut SlotState,
+    (kind, t): (Kind, u64),
+    value: *mut ffi::PyObject,
+    mut text: Option<String>,
+) -> Option<Ask> {
+    if text.is_none() && kind == Kind::Return && !value.is_null() && logs_return(state) {
+        return Ask::new(session, filters);
+    }
     promote(session, filters, state, t);
     while let Some(top) = state.stack.pop() {
         let is_c = top & C_BIT != 0;
-        close(
-            session,
-            filters,
-            state,
-            top,
-            if is_c { Kind::CReturn } else { kind },
-            t,
-        );
+        let (kind, text) = if is_c {
+            (Kind::CReturn, None)
+        } else {
+            (kind, text.take())
+        };
+        close(session, filters, state, top, (kind, t), text);
         if !is_c {
-            return;
+            break;
         }
     }
+    None
+}
+
+/// True when the innermost Python call on the stack logs its return value.
+fn logs_return(state: &SlotState) -> bool {
+    let python = state.stack.iter().rev().find(|&&e| e & C_BIT == 0);
+    python.is_some_and(|&e| e & ARGS_BIT != 0)
 }
 
 /// A C function is about to be called.
@@ -193,7 +262,8 @@ pub fn on_c_call(
         session.c_function_id(callable)
     };
     if admit(filters, state, id, C_BIT) {
-        open(session, filters, state, id.0 | C_BIT, t);
+        // C functions never have ARGS_BIT: nothing to ask.
+        let _ = open(session, filters, state, id.0 | C_BIT, t);
     }
 }
 
@@ -207,7 +277,7 @@ pub fn on_c_return(session: &Session, filters: &Filters, state: &mut SlotState, 
     }
     state.stack.pop();
     promote(session, filters, state, t);
-    close(session, filters, state, top, Kind::CReturn, t);
+    close(session, filters, state, top, (Kind::CReturn, t), None);
 }
 
 /// A line of the function `id` is about to run. (`min_duration` and
@@ -225,11 +295,8 @@ pub fn on_line(
         return;
     }
     promote(session, filters, state, t);
-    push(
-        session,
-        &mut state.buf,
-        RawEvent::new(t, id, Kind::Line, line),
-    );
+    let event = RawEvent::new(t, id, Kind::Line, line);
+    push(session, &mut state.buf, event, None);
 }
 
 /// Closes every call still open at `t` (at stop).
@@ -240,6 +307,6 @@ pub fn close_open_calls(session: &Session, filters: &Filters, state: &mut SlotSt
         } else {
             Kind::Return
         };
-        close(session, filters, state, top, kind, t);
+        close(session, filters, state, top, (kind, t), None);
     }
 }

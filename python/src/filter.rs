@@ -183,6 +183,9 @@ pub struct Filters {
     rules: Rules,
     /// Turns a value into its (bounded) repr, for `log_args`.
     pub repr: Option<Py<PyAny>>,
+    /// The `RESUME` opcode (`log_args` logs a generator's arguments at its
+    /// start, not on every resumption).
+    pub resume_opcode: u8,
     /// Deepest recorded call, counted in recorded calls (`usize::MAX`: off).
     pub max_depth: usize,
     /// Calls shorter than this many ticks are left out (0: off).
@@ -194,7 +197,7 @@ pub struct Filters {
 #[pymethods]
 impl Filters {
     #[new]
-    #[pyo3(signature = (*, include, exclude, library_paths, stdlib_modules, max_depth, min_duration, log_args, repr, sample))]
+    #[pyo3(signature = (*, include, exclude, library_paths, stdlib_modules, max_depth, min_duration, log_args, repr, resume_opcode, sample))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         include: Vec<String>,
@@ -205,6 +208,7 @@ impl Filters {
         min_duration: f64,
         log_args: Option<Vec<String>>,
         repr: Option<Py<PyAny>>,
+        resume_opcode: u8,
         sample: i64,
     ) -> PyResult<Filters> {
         let max_depth = match max_depth {
@@ -247,6 +251,7 @@ impl Filters {
                 log_args: log_args.map(rules),
             },
             repr,
+            resume_opcode,
             max_depth,
             min_ticks,
             sample: Sampler::new(sample as u64),

@@ -24,6 +24,7 @@ use pyo3::types::PyDict;
 use rtrace::clock::ticks;
 use rtrace::{FunctionId, FunctionInfo, Kind, RawEvent, Recorder, ThreadBuffer};
 
+use crate::args::Ask;
 use crate::calls::{self, OpenCalls};
 use crate::ffi::{code_get_extra, code_set_extra};
 use crate::filter::{self, Decision, Filters, ARGS_BIT, EXCLUDED};
@@ -684,8 +685,9 @@ fn with_thread(f: impl FnOnce(&Session, &mut SlotState)) {
 
 /// A Python function started or resumed.
 #[inline]
-pub fn on_call(code: *mut ffi::PyObject) {
+pub fn on_call(code: *mut ffi::PyObject, frame: *mut ffi::PyObject) {
     let t = ticks();
+    let mut ask = None;
     with_thread(|session, state| {
         let id = session.code_id(code);
         match session.filters() {
@@ -694,7 +696,7 @@ pub fn on_call(code: *mut ffi::PyObject) {
                     state.record(session, RawEvent::new(t, id, Kind::Call, 0));
                 }
             }
-            Some(f) => calls::on_call(session, f, state, id, t),
+            Some(f) => ask = calls::on_call(session, f, state, id, t),
         }
         if state.name_tries > 0 {
             // A new thread is named once `threading` has registered it,
@@ -703,17 +705,55 @@ pub fn on_call(code: *mut ffi::PyObject) {
             state.name_tries = if named { 0 } else { state.name_tries - 1 };
         }
     });
+    if let Some(ask) = ask {
+        answer_call(&ask, frame);
+    }
 }
 
-/// A Python function returned, yielded (`Kind::Return`) or was left by an
-/// exception (`Kind::Exception`). Returns of frames entered before
-/// recording began are ignored; C calls left open are closed first.
+/// Makes the text of a call's arguments (`log_args`), with no borrow of
+/// the session or the thread's state held (see `args`), and hands it to
+/// the call waiting for it.
+#[cold]
+fn answer_call(ask: &Ask, frame: *mut ffi::PyObject) {
+    // SAFETY: hooks run with the GIL held.
+    #[allow(unsafe_code)]
+    let py = unsafe { Python::assume_gil_acquired() };
+    let text = ask.call_text(py, frame);
+    with_thread(|session, state| {
+        if let (true, Some(f)) = (session.generation == ask.generation, session.filters()) {
+            calls::set_call_text(session, f, state, text, ticks());
+        }
+    });
+}
+
+/// Makes the text of a returned value (`log_args`), then records the
+/// return with it (see `answer_call`).
+#[cold]
+fn answer_return(ask: &Ask, kind: Kind, t: u64, value: *mut ffi::PyObject) {
+    // SAFETY: hooks run with the GIL held.
+    #[allow(unsafe_code)]
+    let py = unsafe { Python::assume_gil_acquired() };
+    let text = ask.value_text(py, value);
+    with_thread(|session, state| {
+        if let (true, Some(f)) = (session.generation == ask.generation, session.filters()) {
+            let again = calls::on_return(session, f, state, (kind, t), value, text);
+            debug_assert!(again.is_none());
+        }
+    });
+}
+
+/// A Python function returned or yielded `value` (`Kind::Return`; NULL
+/// when not known) or was left by an exception (`Kind::Exception`).
+/// Returns of frames entered before recording began are ignored; C calls
+/// left open are closed first.
 #[inline]
-pub fn on_return(kind: Kind) {
+pub fn on_return(kind: Kind, value: *mut ffi::PyObject) {
     let t = ticks();
+    let mut ask = None;
     with_thread(|session, state| {
         if let Some(f) = session.filters() {
-            return calls::on_return(session, f, state, kind, t);
+            ask = calls::on_return(session, f, state, (kind, t), value, None);
+            return;
         }
         while let Some(top) = state.stack.pop() {
             let is_c = top & C_BIT != 0;
@@ -726,6 +766,9 @@ pub fn on_return(kind: Kind) {
             }
         }
     });
+    if let Some(ask) = ask {
+        answer_return(&ask, kind, t, value);
+    }
 }
 
 /// A callable is about to be called; recorded if it is implemented in C.

@@ -2,13 +2,14 @@
 //! Python execution into the core recorder, and the stream reader.
 //!
 //! Modules: `hook` (the hot path and per-thread state), `calls` (its
-//! filtered path), `filter` (what a recording leaves out, `glob` its
+//! filtered path), `args` (`log_args` texts), `filter` (what a recording leaves out, `glob` its
 //! patterns), `monitoring` (`sys.monitoring` callbacks, 3.12+), `legacy`
 //! (profile/trace functions), `recording` (session start/stop/fork),
 //! `reader` (`rtrace.read`).
 
 use pyo3::prelude::*;
 
+mod args;
 mod calls;
 mod collector;
 mod errors;

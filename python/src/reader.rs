@@ -32,6 +32,11 @@ pub struct Event {
     file: Py<PyString>,
     /// The line for "line" events, else the function's first line.
     line: u32,
+    /// `log_args`: on a "call", the reprs of its arguments ("x=1, y='a'").
+    args_repr: Option<String>,
+    /// `log_args`: on a "return", the repr of the returned (or yielded)
+    /// value.
+    return_repr: Option<String>,
 }
 
 #[pymethods]
@@ -148,6 +153,12 @@ impl Reader {
             .entry(stream.0)
             .or_insert_with(|| inner.pid(stream));
         let names = self.names(py, stream, ev.function);
+        let text = ev.text.as_deref().map(str::to_owned);
+        let (args_repr, return_repr) = match ev.kind {
+            Kind::Call => (text, None),
+            Kind::Return => (None, text),
+            _ => (None, None),
+        };
         Ok(Some(Event {
             ts_ns: ev.ts_ns,
             pid,
@@ -161,6 +172,8 @@ impl Reader {
             } else {
                 names.line
             },
+            args_repr,
+            return_repr,
         }))
     }
 

@@ -134,17 +134,20 @@ impl<W: Write> ChromeJsonWriter<W> {
         let mut body = head("B", state.pid, event.tid, event.ts_ns);
         let category = if native { "c" } else { "python" };
         name_and_category(&mut body, &function_name(state, event.function.0), category);
+        let text = text_arg(format::ARG_CALL_ARGS, event);
         match state.functions.get(&event.function.0) {
             Some(f) => {
                 let _ = write!(
                     body,
-                    r#","args":{{"module":{},"file":{},"line":{}}}"#,
+                    r#","args":{{"module":{},"file":{},"line":{}{text}}}"#,
                     json_string(&f.module),
                     json_string(&f.file),
                     f.line
                 );
             }
-            None => body.push_str(r#","args":{}"#),
+            None => {
+                let _ = write!(body, r#","args":{{{}}}"#, text.trim_start_matches(','));
+            }
         }
         self.element(&body)
     }
@@ -166,6 +169,10 @@ impl<W: Write> ChromeJsonWriter<W> {
             if n == ends && event.kind == Kind::Exception {
                 body.push_str(r#","args":{"exception":true}"#);
             }
+            if n == ends && event.text.is_some() {
+                let text = text_arg(format::ARG_RETURN, event);
+                let _ = write!(body, r#","args":{{{}}}"#, text.trim_start_matches(','));
+            }
             self.element(&body)?;
         }
         Ok(())
@@ -183,6 +190,14 @@ impl<W: Write> ChromeJsonWriter<W> {
         let mut body = format!(r#""ph":"M","pid":{pid},"tid":{tid}"#);
         let _ = write!(body, r#","name":"{what}","args":{{{args}}}"#);
         self.element(&body)
+    }
+}
+
+/// `,"name":"text"` for an event's `log_args` text, or "".
+fn text_arg(name: &str, event: &Event) -> String {
+    match &event.text {
+        Some(text) => format!(",{}:{}", json_string(name), json_string(text)),
+        None => String::new(),
     }
 }
 

@@ -56,7 +56,7 @@ impl TimelineSink for Recorded {
         Ok(())
     }
     fn event(&mut self, stream: StreamId, event: &Event) -> io::Result<()> {
-        self.calls.push(Call::Event(stream, *event));
+        self.calls.push(Call::Event(stream, event.clone()));
         Ok(())
     }
     fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()> {
@@ -204,14 +204,19 @@ pub fn generate(spec: &Spec) -> Vec<Call> {
                 (kind, k, 0)
             }
         };
+        // log_args texts on some Python calls and returns.
+        let logged = matches!(kind, Kind::Call | Kind::Return);
+        let text = (spec.extras && logged && rng.below(100) < 10)
+            .then(|| std::sync::Arc::from(format!("x={function}, s='é\"\\'")));
         let event = Event {
             ts_ns: ts,
             tid: thread.tid,
             kind,
             function: FunctionId(function),
             line,
+            text,
         };
-        calls.push(Call::Event(stream, event));
+        calls.push(Call::Event(stream, event.clone()));
         counts[stream.0 as usize] += 1;
         emitted += 1;
         if spec.extras && emitted == spec.events / 2 {
@@ -224,7 +229,8 @@ pub fn generate(spec: &Spec) -> Vec<Call> {
                 kind: Kind::Line,
                 function: FunctionId(0),
                 line: 10,
-                ..event
+                text: None,
+                ..event.clone()
             };
             calls.push(Call::Event(stream, late));
             counts[stream.0 as usize] += 1;
@@ -259,6 +265,7 @@ fn finish_streams(
                 kind,
                 function: FunctionId(k),
                 line: 0,
+                text: None,
             };
             calls.push(Call::Event(*stream, event));
             counts[stream.0 as usize] += 1;

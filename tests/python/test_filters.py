@@ -248,3 +248,111 @@ def test_filters_apply_to_threads(run_py, tmp_path, hook_env):
 def test_bad_filter_options_say_what_is_wrong(options, error, message):
     with pytest.raises(error, match=message):
         rtrace.record(output="never.rtrace", **options)
+
+
+def test_log_args_records_bounded_reprs_of_arguments_and_return_values(run_py, tmp_path, hook_env):
+    run_py(
+        """
+        import rtrace
+        class Boom:
+            def __repr__(self): raise RuntimeError("no repr")
+        class Shop:
+            def buy(self, item, n=1, *rest, express=False, **extra):
+                return {"item": item, "n": n}
+            def __repr__(self): return "<Shop>"
+        def gen(a):
+            yield a
+            yield a + 1
+        def big(xs, s):
+            return Boom()
+        def quiet(): return 1
+        with rtrace.record(output="a.rtrace", log_args=True, exclude_stdlib=True):
+            Shop().buy("tea", 2, 3, express=True, gift=None)
+            list(gen(10))
+            big(list(range(1000)), "x" * 500)
+            quiet()
+        """,
+        env=hook_env,
+    )
+    events, _ = read_events(tmp_path / "a.rtrace")
+    check_nesting(events)
+    logged = [(e.kind, e.name, e.args_repr if e.kind == "call" else e.return_repr)
+              for e in events if e.kind in ("call", "return")]
+    assert logged[:2] == [
+        ("call", "Shop.buy", "self=<Shop>, item='tea', n=2, express=True, rest=(3,), "
+                             "extra={'gift': None}"),
+        ("return", "Shop.buy", "{'item': 'tea', 'n': 2}"),
+    ]
+    # A generator: its arguments once, at its start; each yield as a return.
+    gen = [x for x in logged if x[1] == "gen"]
+    assert gen == [("call", "gen", "a=10"), ("return", "gen", "10"),
+                   ("call", "gen", None), ("return", "gen", "11"),
+                   ("call", "gen", None), ("return", "gen", "None")]
+    big_call, big_return = [x for x in logged if x[1] == "big"]
+    assert big_call[2].startswith("xs=[0, 1, 2, 3, 4, 5, 6, 7, ...], s='xxx")
+    assert len(big_call[2]) < 200
+    assert big_return[2].startswith("<Boom instance at 0x")  # reprlib names a failing repr
+    assert ("call", "quiet", None) in logged and ("return", "quiet", "1") in logged
+    # Only calls and returns carry texts.
+    assert all(e.args_repr is None and e.return_repr is None for e in events
+               if e.kind not in ("call", "return"))
+
+
+def test_log_args_patterns_choose_functions_and_texts_reach_the_timeline(run_py, tmp_path, hook_env):
+    run_py(
+        """
+        import rtrace
+        def request(i): return work(i) * 2
+        def work(i): return i + 1
+        with rtrace.record(output="p.rtrace", log_args=["request"], sample=4):
+            for i in range(10):
+                request(i)
+        """,
+        env=hook_env,
+    )
+    events, _ = read_events(tmp_path / "p.rtrace")
+    requests = [(e.args_repr, e.return_repr) for e in events if e.name == "request"]
+    # sample=4 keeps requests 0, 4 and 8; only `request` logs its arguments.
+    assert requests == [("i=0", None), (None, "2"), ("i=4", None), (None, "10"),
+                        ("i=8", None), (None, "18")]
+    assert all(e.args_repr is None and e.return_repr is None for e in events if e.name == "work")
+    # The merged timeline (Perfetto and Chrome JSON) carries them too.
+    import json
+    import subprocess
+    rtrace_cli = Path(sys.executable).parent / "rtrace"
+    for out in ("p.pftrace", "p.json"):
+        subprocess.run([str(rtrace_cli), "export", "p.rtrace", "-o", out], cwd=tmp_path,
+                       check=True, capture_output=True)
+    merged, reader = read_events(tmp_path / "p.pftrace")
+    assert reader.merged
+    assert [(e.args_repr, e.return_repr) for e in merged if e.name == "request"] == requests
+    chrome = json.loads((tmp_path / "p.json").read_text())
+    assert [e["args"].get("args") for e in chrome if e.get("name") == "request"] == \
+        ["i=0", "i=4", "i=8"]
+    assert sum(1 for e in chrome if e.get("args", {}).get("return") in ("2", "10", "18")) == 3
+
+
+def test_log_args_survives_reprs_that_let_other_threads_run(run_py, tmp_path, hook_env):
+    run_py(
+        """
+        import threading, time, rtrace
+        class Slow:
+            def __repr__(self):
+                time.sleep(0.001)            # lets the other threads run
+                return "Slow()"
+        def handle(x): return x
+        def worker():
+            for _ in range(30): handle(Slow())
+        with rtrace.record(output="t.rtrace", log_args=["handle"], include=["__main__.*"]):
+            threads = list(map(lambda _: threading.Thread(target=worker), range(4)))
+            for t in threads: t.start()
+            for t in threads: t.join()
+        """,
+        env=hook_env,
+    )
+    events, _ = read_events(tmp_path / "t.rtrace")
+    check_nesting(events)
+    handles = [e for e in events if e.name == "handle"]
+    assert len(handles) == 240
+    assert all(e.args_repr == "x=Slow()" for e in handles if e.kind == "call")
+    assert all(e.return_repr == "Slow()" for e in handles if e.kind == "return")

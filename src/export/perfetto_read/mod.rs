@@ -28,7 +28,7 @@ use pb::track_event::NameField;
 use state::{Owner, Sequence, StreamData};
 
 /// One event of a merged timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergedEvent {
     /// The process (stream) it happened in.
     pub stream: StreamId,
@@ -37,7 +37,7 @@ pub struct MergedEvent {
 
 /// What reading a merged file yields, in file order: each process, function
 /// and thread name before the first event that needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergedItem {
     /// A process joined (`MergedReader::process` describes it).
     Process(StreamId),

@@ -101,12 +101,18 @@ impl StreamData {
             },
             _ => return Ok(None),
         };
+        let text = match kind {
+            Kind::Call => text_arg(event, format::ARG_CALL_ARGS),
+            Kind::Return => text_arg(event, format::ARG_RETURN),
+            _ => None,
+        };
         let event = Event {
             ts_ns,
             tid,
             kind,
             function: FunctionId(frame.function),
             line,
+            text,
         };
         Ok(Some(Decoded {
             event,
@@ -152,6 +158,19 @@ impl StreamData {
         self.functions.insert(id, info);
         Ok((id, true))
     }
+}
+
+/// A string argument written with its name inline (`log_args` texts).
+fn text_arg(event: &pb::TrackEvent, name: &str) -> Option<std::sync::Arc<str>> {
+    event
+        .debug_annotations
+        .iter()
+        .find_map(|a| match (&a.name_field, &a.value) {
+            (Some(ArgNameField::Name(n)), Some(Value::StringValue(v))) if n == name => {
+                Some(std::sync::Arc::from(v.as_str()))
+            }
+            _ => None,
+        })
 }
 
 fn begin_kind(frame: Frame) -> Kind {
