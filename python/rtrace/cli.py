@@ -1,6 +1,6 @@
 """The ``rtrace`` command line.
 
-    rtrace run [--session NAME] [-o FILE] [options] -- COMMAND [ARGS...]
+    rtrace run [--session NAME] [-o FILE] [options] [filters] -- COMMAND [ARGS...]
     rtrace view FILE [--port 9001] [--no-browser]
     rtrace export IN... -o OUT.json|OUT.pftrace
     rtrace dump FILE [--json] [--limit N]
@@ -21,11 +21,13 @@ import urllib.parse
 import webbrowser
 from pathlib import Path
 
-from . import _native, read
+from . import _filters, _native, read
 
 _EPILOG = """examples:
   rtrace run -- app.py --port 8000       record app.py and every Python process it starts
   rtrace run -o t.pftrace -- -m mypkg    record `python -m mypkg`
+  rtrace run --include 'myapp.*' --min-duration 0.001 -- app.py
+                                         only myapp's calls of 1 ms or more
   rtrace run -- ./native_program         a program that links rtrace's C or Rust API
   rtrace view t.pftrace                  open the timeline in Perfetto UI
   rtrace export rtrace-*.rtrace -o t.json   merge stream files into Chrome trace JSON
@@ -64,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--drain", type=float, default=2.0, metavar="SECONDS",
                      help="after the program exits, how long other recorded processes may still "
                           "deliver (default 2)")
+    _add_filter_arguments(run)
     run.add_argument("program", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
 
     view = commands.add_parser("view", help="open a timeline in Perfetto UI",
@@ -88,6 +91,55 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("--json", action="store_true", help="one JSON object per line")
     dump.add_argument("--limit", type=int, default=0, help="print at most N events")
     return parser
+
+
+def _add_filter_arguments(run: argparse.ArgumentParser) -> None:
+    filters = run.add_argument_group(
+        "filters", "what every recorded process leaves out (see rtrace.record); patterns are "
+        "globs on a module (myapp.*), a qualified name (Db.get), both (myapp.db.Db.get), or, "
+        "with a / or ending in .py, a source file")
+    filters.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                         help="record only functions matching a pattern (repeatable)")
+    filters.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                         help="never record functions matching a pattern (repeatable)")
+    filters.add_argument("--exclude-stdlib", action="store_true",
+                         help="leave out the standard library and installed packages")
+    filters.add_argument("--max-depth", type=int, metavar="N",
+                         help="record calls at most N recorded calls deep")
+    filters.add_argument("--min-duration", type=float, metavar="SECONDS",
+                         help="leave out calls shorter than this (their time stays in the caller)")
+    filters.add_argument("--log-args", nargs="?", const="*", metavar="PATTERNS",
+                         help="record the reprs of arguments and return values, of every "
+                              "recorded function or of those matching comma-separated patterns")
+    filters.add_argument("--sample", type=int, metavar="N",
+                         help="record one top-level call in N, with everything it calls")
+
+
+def _filter_environment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """The RTRACE_* variables that pass the filters to every recorded
+    process; checked here first, so a mistake stops before the program runs."""
+    log_args = None if args.log_args is None else (
+        True if args.log_args == "*" else [p for p in args.log_args.split(",") if p])
+    for pattern in [*args.include, *args.exclude]:
+        if "," in pattern:
+            parser.error(f"run: a pattern cannot contain a comma: {pattern!r}")
+    try:
+        _filters.build(include=args.include, exclude=args.exclude,
+                       exclude_stdlib=args.exclude_stdlib, max_depth=args.max_depth,
+                       min_duration=args.min_duration, log_args=log_args, sample=args.sample,
+                       lines=args.lines)
+    except (TypeError, ValueError) as error:
+        parser.error(f"run: {error}")
+    env = {
+        "RTRACE_INCLUDE": ",".join(args.include),
+        "RTRACE_EXCLUDE": ",".join(args.exclude),
+        "RTRACE_EXCLUDE_STDLIB": "1" if args.exclude_stdlib else "",
+        "RTRACE_MAX_DEPTH": "" if args.max_depth is None else str(args.max_depth),
+        "RTRACE_MIN_DURATION": "" if args.min_duration is None else repr(args.min_duration),
+        "RTRACE_LOG_ARGS": "1" if log_args is True else ",".join(log_args or []),
+        "RTRACE_SAMPLE": "" if args.sample is None else str(args.sample),
+    }
+    return env
 
 
 def _command_for(program: list[str]) -> list[str]:
@@ -122,6 +174,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("run: -m needs a module name, e.g. `rtrace run -- -m http.server`")
     if program[0].endswith(".py") and not os.path.exists(program[0]):
         parser.error(f"run: no such script: {program[0]!r}")
+    filter_env = _filter_environment(args, parser)
     name = program[1] if program[0] == "-m" else Path(program[0]).stem
     session = args.session or os.environ.get("RTRACE_SESSION") or name
     output = Path(args.output or Path(os.environ.get("RTRACE_OUTPUT_DIR") or ".")
@@ -138,6 +191,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             RTRACE_LINES="1" if args.lines else "0",
             RTRACE_C_CALLS="0" if args.no_c_calls else "1",
             RTRACE_ON_FULL=args.on_full,
+            **filter_env,
             PYTHONPATH=os.pathsep.join(p for p in (str(BOOT_DIR), env.get("PYTHONPATH")) if p),
         )
         code = _run_child(_command_for(program), env)

@@ -28,7 +28,10 @@ MYAPP = {
     "__init__.py": """
         from . import codec, text
         def main(n):
-            return [handle(i) for i in range(n)]
+            out = []
+            for i in range(n):                # no comprehension: the same on 3.11
+                out.append(handle(i))
+            return out
         def handle(i):
             data = codec.parse('{"a": [1, {"b": 2}]}')
             return len(text.words("one two %d" % i)) + len(data)
@@ -356,3 +359,34 @@ def test_log_args_survives_reprs_that_let_other_threads_run(run_py, tmp_path, ho
     assert len(handles) == 240
     assert all(e.args_repr == "x=Slow()" for e in handles if e.kind == "call")
     assert all(e.return_repr == "Slow()" for e in handles if e.kind == "return")
+
+
+def test_rtrace_run_passes_filters_to_every_process(tmp_path):
+    from test_cli import rtrace_cli
+
+    write_myapp(tmp_path)
+    (tmp_path / "app.py").write_text(textwrap.dedent("""
+        import subprocess, sys, time, myapp
+        def pause(): time.sleep(0.01)
+        myapp.main(3)
+        pause()
+        subprocess.run([sys.executable, "-c", "import myapp; myapp.main(2)"], check=True)
+        """))
+    proc = rtrace_cli("run", "--include", "myapp.*", "--include", "*.pause", "--log-args",
+                      "handle", "--max-depth", "2", "-o", "r.pftrace", "--", "app.py",
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    events, reader = read_events(tmp_path / "r.pftrace")
+    check_nesting(events)
+    assert len(reader.processes()) == 2
+    assert all(e.module.startswith("myapp") or e.name == "pause" for e in events)
+    per_pid = Counter((e.pid, e.name) for e in events if e.kind == "call")
+    parent, child = sorted({pid for pid, _ in per_pid}, key=lambda p: -per_pid[(p, "handle")])
+    assert per_pid[(parent, "handle")] == 3 and per_pid[(child, "handle")] == 2
+    assert per_pid[(parent, "pause")] == 1
+    assert not any(name == "parse" for _, name in per_pid)  # depth 3: main > handle > parse
+    assert sorted(e.args_repr for e in events if e.name == "handle" and e.kind == "call") == \
+        ["i=0", "i=0", "i=1", "i=1", "i=2"]
+
+    bad = rtrace_cli("run", "--min-duration", "-1", "--", "app.py", cwd=tmp_path)
+    assert bad.returncode == 2 and "min_duration must be between 0 and 3600" in bad.stderr
