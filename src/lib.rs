@@ -4,13 +4,14 @@
 //! it has no Python, no CLI and no global state besides the clock.
 //!
 //! Data flows one way: `buffer` → `queue` → `writer` → `sink`, and back in
-//! through `read`.
+//! through `read` (`input` reads stream files and merged timelines alike).
 
 pub mod buffer;
 pub mod clock;
 mod error;
 pub mod event;
 pub mod export;
+pub mod input;
 pub mod merge;
 pub mod queue;
 pub mod read;

@@ -4,6 +4,7 @@
     rtrace view FILE [--port 9001] [--no-browser]
     rtrace export IN... -o OUT.json|OUT.pftrace
     rtrace dump FILE [--json] [--limit N]
+    rtrace stats FILE... [--top N] [--sort self|total|calls|mean] [--json]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _EPILOG = """examples:
   rtrace view t.pftrace                  open the timeline in Perfetto UI
   rtrace export rtrace-*.rtrace -o t.json   merge stream files into Chrome trace JSON
   rtrace dump rtrace-svc-1234.rtrace --limit 20
+  rtrace stats t.pftrace --top 10       calls and time per process and function
 """
 
 PERFETTO_UI = "https://ui.perfetto.dev"
@@ -90,6 +92,21 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("file")
     dump.add_argument("--json", action="store_true", help="one JSON object per line")
     dump.add_argument("--limit", type=int, default=0, help="print at most N events")
+
+    stats = commands.add_parser(
+        "stats", help="calls and time per process and function",
+        description="Per process and function: calls, total time (recursive calls counted "
+        "once), self time (total minus the calls it made) and mean time per call, in ms. Reads "
+        "stream files (.rtrace) and merged timelines (.pftrace). Per process, the self times "
+        "add up to the time of the top-level calls.")
+    stats.add_argument("files", nargs="+", metavar="FILE")
+    stats.add_argument("--top", type=int, default=20, metavar="N",
+                       help="the N first functions of each process (default 20; 0: all)")
+    stats.add_argument("--sort", choices=("self", "total", "calls", "mean"), default="self",
+                       help="order by (default: self time)")
+    stats.add_argument("--json", action="store_true",
+                       help="one JSON object per function and line: process (pid), session, "
+                            "host, name, module, file, line, calls, total_ns, self_ns, mean_ns")
     return parser
 
 
@@ -302,6 +319,14 @@ def _dump(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.top < 0:
+        parser.error(f"stats: --top takes a count (0: all), not {args.top}")
+    report = _native.profile_report(args.files, top=args.top, sort=args.sort, json=args.json)
+    sys.stdout.write(report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -312,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             return _view(args)
         if args.command == "export":
             return _export(args, parser)
+        if args.command == "stats":
+            return _stats(args, parser)
         return _dump(args)
     except BrokenPipeError:
         return 0

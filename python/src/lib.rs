@@ -5,7 +5,7 @@
 //! filtered path), `args` (`log_args` texts), `filter` (what a recording leaves out, `glob` its
 //! patterns), `monitoring` (`sys.monitoring` callbacks, 3.12+), `legacy`
 //! (profile/trace functions), `recording` (session start/stop/fork),
-//! `reader` (`rtrace.read`).
+//! `reader` (`rtrace.read`), `stats` (`rtrace stats`).
 
 use pyo3::prelude::*;
 
@@ -22,6 +22,7 @@ mod legacy;
 mod monitoring;
 mod reader;
 mod recording;
+mod stats;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -34,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(collector::merge, m)?)?;
     m.add_function(wrap_pyfunction!(collector::collect_main, m)?)?;
     m.add_function(wrap_pyfunction!(collector::convert, m)?)?;
+    m.add_function(wrap_pyfunction!(stats::profile_report, m)?)?;
     m.add_class::<reader::Event>()?;
     m.add_class::<filter::Filters>()?;
     m.add_class::<legacy::ProfileHook>()?;
