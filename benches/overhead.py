@@ -9,6 +9,10 @@ One run prints, side by side, the slowdown of each workload under:
   rtrace-block    ``rtrace.record(on_full="block")``: nothing may be dropped
   rtrace-legacy   3.12+ only: RTRACE_HOOK=legacy forces the PyEval_SetProfile
                   hook instead of sys.monitoring (on_full="drop")
+  rtrace-filtered ``record(exclude=["no_such_module.*"])``: every event, through
+                  the hook's filtered path (the price of turning a filter on)
+  rtrace-nothing  ``record(include=["no_such_module.*"])``: every function is
+                  excluded, nothing is written (the floor of a filtered hook)
   cProfile        the standard library's deterministic profiler
   viztracer       VizTracer, when it is installed or installable into the venv
 
@@ -73,6 +77,8 @@ ALL_MODES = (
     "rtrace",
     "rtrace-block",
     "rtrace-legacy",
+    "rtrace-filtered",
+    "rtrace-nothing",
     "cProfile",
     "viztracer",
 )
@@ -346,6 +352,11 @@ def tool_lines(modes: list[str], viz_version: str | None, viz_note: str) -> list
         lines.append(
             "           rtrace-legacy = same with RTRACE_HOOK=legacy "
             "(PyEval_SetProfile instead of sys.monitoring)"
+        )
+    if "rtrace-filtered" in modes or "rtrace-nothing" in modes:
+        lines.append(
+            "           rtrace-filtered = same with exclude=['no_such_module.*'] (all events); "
+            "rtrace-nothing = include=['no_such_module.*'] (no events)"
         )
     lines.append(
         "cProfile:  Profile().enable() .. disable(); e2e includes dump_stats(FILE); "

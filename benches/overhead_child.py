@@ -73,11 +73,17 @@ def _measure_imported(run, size: int) -> dict:
     return {**_measure_plain(run, size), "import_s": import_s}
 
 
-def _measure_rtrace(run, size: int, out: str, on_full: str) -> dict:
+FILTERS = {
+    "rtrace-filtered": {"exclude": ["no_such_module.*"]},
+    "rtrace-nothing": {"include": ["no_such_module.*"]},
+}
+
+
+def _measure_rtrace(run, size: int, out: str, on_full: str, filters: dict) -> dict:
     import rtrace
 
     t0 = time.perf_counter()
-    with rtrace.record(session="bench", output=out, on_full=on_full) as rec:
+    with rtrace.record(session="bench", output=out, on_full=on_full, **filters) as rec:
         c1, t1 = time.process_time(), time.perf_counter()
         run(size)
         t2, c2 = time.perf_counter(), time.process_time()
@@ -149,10 +155,10 @@ def child_main(spec: dict) -> None:
         result = _measure_plain(run, size)
     elif mode == "imported":
         result = _measure_imported(run, size)
-    elif mode in ("rtrace", "rtrace-legacy"):
-        result = _measure_rtrace(run, size, out, "drop")
+    elif mode in ("rtrace", "rtrace-legacy", *FILTERS):
+        result = _measure_rtrace(run, size, out, "drop", FILTERS.get(mode, {}))
     elif mode == "rtrace-block":
-        result = _measure_rtrace(run, size, out, "block")
+        result = _measure_rtrace(run, size, out, "block", {})
     elif mode == "cProfile":
         result = _measure_cprofile(run, size, out)
     elif mode == "viztracer":

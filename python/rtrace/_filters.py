@@ -3,13 +3,8 @@ native ``Filters`` the hook applies (see ``python/src/filter.rs``)."""
 
 from __future__ import annotations
 
-import opcode
 import os
-import reprlib
-import site
 import sys
-import sysconfig
-from numbers import Real
 from typing import Any, Callable, Iterable, Union
 
 from . import _native
@@ -42,6 +37,9 @@ def patterns(name: str, value: Patterns) -> list[str]:
 
 def library_paths() -> list[str]:
     """Directories of the standard library and of installed packages."""
+    import site
+    import sysconfig
+
     found: list[str] = []
     paths = sysconfig.get_paths()
     candidates = [paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
@@ -59,6 +57,8 @@ def library_paths() -> list[str]:
 
 def bounded_repr() -> Callable[[Any], str]:
     """A repr whose cost and length stay small for big containers."""
+    import reprlib
+
     r = reprlib.Repr()
     r.maxlevel = 3
     r.maxstring = r.maxother = r.maxlong = MAX_REPR // 2
@@ -98,7 +98,7 @@ def build(
     sample = _int_or_none("sample", sample, 1)
     if min_duration is None:
         min_duration = 0.0
-    if isinstance(min_duration, bool) or not isinstance(min_duration, Real):
+    if isinstance(min_duration, bool) or not isinstance(min_duration, (int, float)):
         raise TypeError(
             f"min_duration must be a number of seconds, not {type(min_duration).__name__}"
         )
@@ -127,6 +127,8 @@ def build(
     )
     if nothing:
         return None
+    import opcode
+
     return _native.Filters(
         include=include_list,
         exclude=exclude_list,

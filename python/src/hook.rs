@@ -9,6 +9,11 @@
 //! code-object extra-slot read (the function id), one counter read and one
 //! 16-byte store. No allocation, lock, Python call or syscall, except on
 //! first sight of a function or thread and when a buffer is handed over.
+//!
+//! A recording with filters takes the filtered path (`calls`) at each entry
+//! point instead; one without pays a single branch for it. With
+//! `log_args`, an entry point that needs a repr (Python code) makes it only
+//! after its per-thread borrow has ended (`answer_call`, `answer_return`).
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;

@@ -129,3 +129,34 @@ def test_stats_of_a_truncated_stream_and_bad_usage(run_py, tmp_path):
     proc = rtrace_cli("stats", str(junk), cwd=tmp_path)
     assert proc.returncode == 1 and "not an rtrace stream" in proc.stderr
     assert Path(sys.executable).exists()
+
+
+def readme_block(containing: str) -> str:
+    """The README's Python code block that contains ``containing``."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = readme.split("```python\n")[1:]
+    return next(b.split("```")[0] for b in blocks if containing in b)
+
+
+def test_readme_slowest_chain_recipe(run_py, tmp_path):
+    run_py(
+        """
+        import time, rtrace
+        def query(ms): time.sleep(ms / 1000)
+        def handle(ms): query(ms); query(0.1)
+        def main():
+            for ms in (6, 40, 8): handle(ms)
+        with rtrace.record(output="slow.rtrace", min_duration=0.005):
+            main()
+        """
+    )
+    code = readme_block("def slowest_chain")
+    code = code.replace('print(slowest_chain("slow.pftrace"))', "")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    chain = namespace["slowest_chain"](str(tmp_path / "slow.rtrace"))
+    assert [name for name, _ in chain] == ["main", "handle", "query", "sleep"]
+    assert chain[1][1] >= 40 and chain[0][1] >= 54
+    # The 0.1 ms queries were left out by min_duration.
+    calls = records(rtrace_cli("stats", "slow.rtrace", "--json", "--top", "0", cwd=tmp_path))
+    assert by_name(calls)["query"]["calls"] == 3
