@@ -11,6 +11,9 @@
 //! after the ones already written, so the thread's events stay in time
 //! order and well nested.
 //!
+//! The entry points are never inlined into the hook's: the plain path's
+//! code stays as it was without filters.
+//!
 //! With `log_args`, a call of a chosen function waits here (`awaiting`)
 //! until the hook has made the text of its arguments (`args::Ask`), and a
 //! return asks for its value's text before anything is done.
@@ -34,20 +37,22 @@ pub struct OpenCalls {
     calls: Vec<OpenCall>,
     /// `calls[..written]` have had their call event written to the buffer.
     written: usize,
+    /// `log_args`: the texts of calls not written yet, by index in `calls`
+    /// (rarely more than one; kept apart so that `OpenCall` stays small).
+    texts: Vec<(usize, String)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct OpenCall {
     ticks: u64,
     /// Function id, with `C_BIT` for a C function.
     code: u32,
-    /// `log_args`: the reprs of the arguments.
-    text: Option<String>,
     /// `log_args`: the text is being made; nothing after it is written.
     awaiting: bool,
 }
 
 impl OpenCall {
+    #[inline]
     fn event(&self) -> RawEvent {
         let kind = if self.code & C_BIT != 0 {
             Kind::CCall
@@ -58,7 +63,19 @@ impl OpenCall {
     }
 }
 
+impl OpenCalls {
+    /// The text of `calls[i]`, taken out.
+    fn take_text(&mut self, i: usize) -> Option<String> {
+        if self.texts.is_empty() {
+            return None;
+        }
+        let at = self.texts.iter().position(|(j, _)| *j == i)?;
+        Some(self.texts.swap_remove(at).1)
+    }
+}
+
 /// Appends an event (with its text), handing the buffer over when it asks.
+#[inline]
 fn push(session: &Session, buf: &mut ThreadBuffer, event: RawEvent, text: Option<String>) {
     let full = match text {
         Some(text) => buf.push_with_text(event, text),
@@ -72,9 +89,9 @@ fn push(session: &Session, buf: &mut ThreadBuffer, event: RawEvent, text: Option
 /// Writes the call events of `calls[written..upto]`.
 fn write_calls(session: &Session, state: &mut SlotState, upto: usize) {
     let open = &mut state.calls;
-    let start = open.written.min(upto);
-    for call in &mut open.calls[start..upto] {
-        push(session, &mut state.buf, call.event(), call.text.take());
+    for i in open.written.min(upto)..upto {
+        let text = open.take_text(i);
+        push(session, &mut state.buf, open.calls[i].event(), text);
     }
     open.written = open.written.max(upto);
 }
@@ -99,13 +116,14 @@ fn promote(session: &Session, filters: &Filters, state: &mut SlotState, t: u64) 
 
 /// Pushes the stack entry of a call that is not to be recorded and
 /// returns false; true when the call is to be recorded.
+#[inline]
 fn admit(filters: &Filters, state: &mut SlotState, id: FunctionId, c_bit: u32) -> bool {
-    if id == SUPPRESSED || state.suppressed > 0 {
-        state.suppress(c_bit);
+    if id == EXCLUDED && state.suppressed == 0 {
+        state.stack.push(EXCLUDED.0 | c_bit);
         return false;
     }
-    if id == EXCLUDED {
-        state.stack.push(EXCLUDED.0 | c_bit);
+    if id == SUPPRESSED || state.suppressed > 0 {
+        state.suppress(c_bit);
         return false;
     }
     let depth = state.calls.calls.len();
@@ -119,6 +137,7 @@ fn admit(filters: &Filters, state: &mut SlotState, id: FunctionId, c_bit: u32) -
 }
 
 /// Opens a recorded call; with `ARGS_BIT`, asks for its arguments' text.
+#[inline]
 fn open(
     session: &Session,
     filters: &Filters,
@@ -132,18 +151,27 @@ fn open(
     } else {
         None
     };
-    state.calls.calls.push(OpenCall {
+    let call = OpenCall {
         ticks: t,
         code: code & !ARGS_BIT,
-        text: None,
         awaiting: ask.is_some(),
-    });
+    };
+    let open = &mut state.calls;
+    if filters.min_ticks == 0 && ask.is_none() && open.written == open.calls.len() {
+        // Nothing waits: written at once (what `promote` would do).
+        open.calls.push(call);
+        open.written += 1;
+        push(session, &mut state.buf, call.event(), None);
+        return None;
+    }
+    open.calls.push(call);
     promote(session, filters, state, t);
     ask
 }
 
 /// Closes the stack entry `top` at `t` with a return of `kind` carrying
 /// `text`.
+#[inline]
 fn close(
     session: &Session,
     filters: &Filters,
@@ -160,24 +188,27 @@ fn close(
     if id == EXCLUDED {
         return;
     }
-    let Some(mut call) = state.calls.calls.pop() else {
+    let Some(call) = state.calls.calls.pop() else {
         return;
     };
     let i = state.calls.calls.len();
     if i < state.calls.written {
         state.calls.written = i;
-    } else if t.wrapping_sub(call.ticks) >= filters.min_ticks {
+    } else {
+        let call_text = state.calls.take_text(i);
+        if t.wrapping_sub(call.ticks) < filters.min_ticks {
+            return;
+        }
         // Long enough: its callers first (they are older and longer).
         write_calls(session, state, i);
-        push(session, &mut state.buf, call.event(), call.text.take());
-    } else {
-        return;
+        push(session, &mut state.buf, call.event(), call_text);
     }
     push(session, &mut state.buf, RawEvent::new(t, id, kind, 0), text);
 }
 
 /// A Python function started or resumed (`id` from its code object).
 /// Returns what the hook must make before the call can be written.
+#[inline(never)]
 #[must_use]
 pub fn on_call(
     session: &Session,
@@ -203,9 +234,13 @@ pub fn set_call_text(
     text: Option<String>,
     t: u64,
 ) {
-    if let Some(call) = state.calls.calls.last_mut().filter(|c| c.awaiting) {
-        call.text = text;
+    let open = &mut state.calls;
+    let last = open.calls.len().wrapping_sub(1);
+    if let Some(call) = open.calls.get_mut(last).filter(|c| c.awaiting) {
         call.awaiting = false;
+        if let Some(text) = text {
+            open.texts.push((last, text));
+        }
     }
     promote(session, filters, state, t);
 }
@@ -214,6 +249,7 @@ pub fn set_call_text(
 /// exception: closes it, and first the C calls left open above it. When
 /// its return value is to be logged and `text` is `None`, changes nothing
 /// and asks for the text instead: call again with it.
+#[inline(never)]
 #[must_use]
 pub fn on_return(
     session: &Session,
@@ -221,11 +257,39 @@ pub fn on_return(
     state: &mut SlotState,
     (kind, t): (Kind, u64),
     value: *mut ffi::PyObject,
-    mut text: Option<String>,
+    text: Option<String>,
 ) -> Option<Ask> {
-    if text.is_none() && kind == Kind::Return && !value.is_null() && logs_return(state) {
+    // The common cases first: the function returning was left out.
+    match state.stack.last() {
+        Some(&top) if top == EXCLUDED.0 => {
+            state.stack.pop();
+            return None;
+        }
+        Some(&top) if top == SUPPRESSED.0 => {
+            state.stack.pop();
+            state.suppressed = state.suppressed.saturating_sub(1);
+            return None;
+        }
+        None => return None,
+        _ => {}
+    }
+    let logged = text.is_none() && filters.repr.is_some() && kind == Kind::Return;
+    if logged && !value.is_null() && logs_return(state) {
         return Ask::new(session, filters);
     }
+    close_python(session, filters, state, (kind, t), text);
+    None
+}
+
+/// Closes the innermost Python call, and first the C calls left open
+/// above it.
+fn close_python(
+    session: &Session,
+    filters: &Filters,
+    state: &mut SlotState,
+    (kind, t): (Kind, u64),
+    mut text: Option<String>,
+) {
     promote(session, filters, state, t);
     while let Some(top) = state.stack.pop() {
         let is_c = top & C_BIT != 0;
@@ -239,7 +303,6 @@ pub fn on_return(
             break;
         }
     }
-    None
 }
 
 /// True when the innermost Python call on the stack logs its return value.
@@ -249,6 +312,7 @@ fn logs_return(state: &SlotState) -> bool {
 }
 
 /// A C function is about to be called.
+#[inline(never)]
 pub fn on_c_call(
     session: &Session,
     filters: &Filters,
@@ -268,6 +332,7 @@ pub fn on_c_call(
 }
 
 /// A C function returned or raised; ignored unless a C call is open.
+#[inline(never)]
 pub fn on_c_return(session: &Session, filters: &Filters, state: &mut SlotState, t: u64) {
     let Some(&top) = state.stack.last() else {
         return;
@@ -276,6 +341,9 @@ pub fn on_c_return(session: &Session, filters: &Filters, state: &mut SlotState, 
         return;
     }
     state.stack.pop();
+    if top & !C_BIT == EXCLUDED.0 {
+        return;
+    }
     promote(session, filters, state, t);
     close(session, filters, state, top, (Kind::CReturn, t), None);
 }
