@@ -19,6 +19,10 @@ One run prints, side by side, the slowdown of each workload under:
   cProfile            the standard library's deterministic profiler
   viztracer           VizTracer from PyPI, its buffer sized so that it drops nothing
 and, only when asked for with --modes:
+  rtrace-filtered     ``record(exclude=["no_such_module.*"])``: every event, through
+                      the hook's filtered path (the price of turning a filter on)
+  rtrace-nothing      ``record(include=["no_such_module.*"])``: every function is
+                      excluded, nothing is written (the floor of a filtered hook)
   rtrace-block        ``rtrace.record(on_full="block")``: nothing may be dropped
   floor-stamp-monotonic  the stamp floor reading CLOCK_MONOTONIC instead of the TSC
 
@@ -84,10 +88,12 @@ ALL_MODES = (
     "floor-stamp-legacy",
     "rtrace-legacy",
     "floor-stamp-monotonic",
+    "rtrace-filtered",
+    "rtrace-nothing",
     "cProfile",
     "viztracer",
 )
-OPTIONAL_MODES = ("rtrace-block", "floor-stamp-monotonic")
+OPTIONAL_MODES = ("rtrace-block", "floor-stamp-monotonic", "rtrace-filtered", "rtrace-nothing")
 LEGACY_MODES = ("floor-noop-legacy", "floor-stamp-legacy", "rtrace-legacy")
 FLOOR_MODES = tuple(m for m in ALL_MODES if m.startswith("floor"))
 
@@ -142,6 +148,11 @@ def tool_lines(modes: list[str], setup: dict) -> list[str]:
         lines.append("           rtrace-legacy: RTRACE_HOOK=legacy (PyEval_SetProfile)")
     if setup.get("floor"):
         lines.append(f"floor:     {setup['floor']['commands']['stamp']}")
+    if "rtrace-filtered" in modes or "rtrace-nothing" in modes:
+        lines.append(
+            "           rtrace-filtered = same with exclude=['no_such_module.*'] (all events); "
+            "rtrace-nothing = include=['no_such_module.*'] (no events)"
+        )
     lines.append(
         "cProfile:  Profile().enable() .. disable(); e2e includes dump_stats(FILE); "
         "'calls' = total calls in its stats"

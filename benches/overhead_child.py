@@ -62,6 +62,13 @@ class Imported(Tool):
         return {"import_s": self.import_s}
 
 
+# The filter modes: every event through the filtered path, or none at all.
+FILTERS = {
+    "rtrace-filtered": {"exclude": ["no_such_module.*"]},
+    "rtrace-nothing": {"include": ["no_such_module.*"]},
+}
+
+
 class Rtrace(Tool):
     def prepare(self) -> None:
         import rtrace  # noqa: F401
@@ -70,6 +77,7 @@ class Rtrace(Tool):
         import rtrace
 
         options = {"on_full": "block" if self.spec["mode"] == "rtrace-block" else "drop"}
+        options.update(FILTERS.get(self.spec["mode"], {}))
         if self.spec.get("collector"):
             options["collector"] = self.spec["collector"]
             options["output"] = self.out + ".spill.rtrace"  # only written if it must spill

@@ -24,9 +24,13 @@ BUSY_CPUS = 0.3
 
 # Modes that write an output, and so have an end-to-end time of their own.
 OUTPUT_MODES = (
-    "rtrace", "rtrace-collector", "rtrace-block", "rtrace-legacy", "cProfile", "viztracer",
+    "rtrace", "rtrace-collector", "rtrace-block", "rtrace-legacy", "rtrace-filtered",
+    "rtrace-nothing", "cProfile", "viztracer",
 )  # fmt: skip
-RTRACE_MODES = ("rtrace", "rtrace-collector", "rtrace-block", "rtrace-legacy")
+RTRACE_MODES = (
+    "rtrace", "rtrace-collector", "rtrace-block", "rtrace-legacy", "rtrace-filtered",
+    "rtrace-nothing",
+)  # fmt: skip
 
 
 @dataclass

@@ -4,14 +4,16 @@
 //! it has no Python, no CLI and no global state besides the clock.
 //!
 //! Data flows one way: `buffer` → `queue` → `writer` → `sink`, and back in
-//! through `read`. `native` is the Rust API for recording spans, instants,
-//! counters and flows (`rtrace::span`, …) on top of it.
+//! through `read` (`input` reads stream files and merged timelines alike).
+//! `native` is the Rust API for recording spans, instants, counters and
+//! flows (`rtrace::span`, …) on top of it.
 
 pub mod buffer;
 pub mod clock;
 mod error;
 pub mod event;
 pub mod export;
+pub mod input;
 pub mod mark;
 pub mod merge;
 pub mod native;

@@ -393,6 +393,7 @@ mod tests {
             function: FunctionId(0),
             line: 0,
             mark: None,
+            text: None,
         })
     }
 
@@ -471,6 +472,7 @@ mod tests {
                 function: FunctionId(0),
                 line: 0,
                 mark: None,
+                text: None,
             })
         };
         for item in [on(1, 10), on(1, 30), clock(20), on(2, 5), on(1, 40)] {

@@ -39,6 +39,8 @@ pub struct Batch {
     pub lost_before: u64,
     /// Of `events`, how many are mark payload slots.
     pub payload_slots: usize,
+    /// Texts the events refer to (see `ThreadBuffer::push_with_text`).
+    pub texts: Vec<String>,
 }
 
 /// The producer side of the queue, shared by all recording threads.
@@ -112,6 +114,7 @@ impl Queue {
             let n = buf.len() as u64;
             buf.events.clear();
             buf.payload_slots = 0;
+            buf.texts.clear();
             buf.lost += n;
             self.lost.fetch_add(n, Ordering::Relaxed);
             return;
@@ -149,6 +152,7 @@ impl Queue {
                 let batch = refused.into_inner();
                 buf.events = batch.events;
                 buf.payload_slots = batch.payload_slots;
+                buf.texts = batch.texts;
                 false
             }
         }
@@ -162,6 +166,7 @@ impl Queue {
             events,
             lost_before: buf.lost,
             payload_slots: std::mem::take(&mut buf.payload_slots),
+            texts: std::mem::take(&mut buf.texts),
         }
     }
 

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::clock::ClockMap;
 use crate::event::{decode_code, FunctionId, Kind};
@@ -229,6 +230,9 @@ pub struct Event {
     /// For user events with a payload (`Kind::has_payload`): flow id,
     /// counter value, arguments.
     pub mark: Option<Box<Mark>>,
+    /// `log_args`: on a call, the reprs of its arguments; on a return, the
+    /// repr of the returned value.
+    pub text: Option<Arc<str>>,
 }
 
 /// One thing read from a stream, in stream order: intern records before the
@@ -420,7 +424,11 @@ impl<R: Read> EventReader<R> {
         let mut ticks = batch.base_ticks;
         let mut lines = batch.lines.iter();
         let mut marks = batch.marks.into_iter();
-        for (&delta, &code) in batch.tick_deltas.iter().zip(&batch.codes) {
+        if batch.text_events.len() != batch.texts.len() {
+            return Err(self.malformed("a batch has different numbers of texts and text events"));
+        }
+        let mut texts = batch.text_events.iter().zip(batch.texts).peekable();
+        for (i, (&delta, &code)) in batch.tick_deltas.iter().zip(&batch.codes).enumerate() {
             ticks = ticks.wrapping_add(delta as u64);
             let (function, kind) = decode_code(code);
             let kind = Kind::from_wire(kind)
@@ -439,6 +447,9 @@ impl<R: Read> EventReader<R> {
             } else {
                 None
             };
+            let text = texts
+                .next_if(|(&at, _)| at as usize == i)
+                .map(|(_, text)| Arc::from(text));
             self.ready.push_back(StreamItem::Event(Event {
                 ts_ns: self.clock.to_ns(ticks).unwrap_or(0),
                 tid: batch.tid,
@@ -446,6 +457,7 @@ impl<R: Read> EventReader<R> {
                 function: FunctionId(function as u32),
                 line,
                 mark,
+                text,
             }));
         }
         Ok(())

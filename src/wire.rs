@@ -63,15 +63,20 @@ pub fn clock_info(description: &clock::Description) -> pb::ClockInfo {
 }
 
 /// Encodes one thread's events as a batch. `events` is a thread buffer's
-/// content: events, each mark followed by its payload slots.
-pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64) -> Body {
+/// content: events, each mark followed by its payload slots; a call or
+/// return event with a `line` refers to `texts[line - 1]`.
+pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64, texts: Vec<String>) -> Body {
     let base_ticks = events.first().map_or(0, |e| e.ticks);
     let mut tick_deltas = Vec::with_capacity(events.len());
     let mut codes = Vec::with_capacity(events.len());
     let mut lines = Vec::new();
     let mut marks = Vec::new();
+    let mut texts = texts.into_iter().map(Some).collect::<Vec<_>>();
+    let (mut text_events, mut event_texts) = (Vec::new(), Vec::new());
     let mut previous = base_ticks;
     let mut i = 0;
+    // The index of the event in the batch (payload slots are not events).
+    let mut index = 0u32;
     while let Some(event) = events.get(i) {
         i += 1;
         tick_deltas.push(event.ticks.wrapping_sub(previous) as i64);
@@ -84,8 +89,18 @@ pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64) -> Body {
                 marks.push(mark_to_wire(mark::decode_slots(&events[i..end])));
                 i = end;
             }
+            Some(kind) if !kind.is_mark() => {
+                if let Some(text) = (event.line as usize)
+                    .checked_sub(1)
+                    .and_then(|t| texts.get_mut(t)?.take())
+                {
+                    text_events.push(index);
+                    event_texts.push(text);
+                }
+            }
             _ => {}
         }
+        index += 1;
     }
     Body::Batch(pb::EventBatch {
         tid,
@@ -95,6 +110,8 @@ pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64) -> Body {
         lines,
         lost_before,
         marks,
+        texts: event_texts,
+        text_events,
     })
 }
 

@@ -285,7 +285,8 @@ impl Writer {
             if newest > self.last_snapshot_ticks {
                 self.write_snapshot();
             }
-            let body = wire::batch_body(batch.tid, &batch.events, batch.lost_before);
+            let texts = std::mem::take(&mut batch.texts);
+            let body = wire::batch_body(batch.tid, &batch.events, batch.lost_before, texts);
             self.write_body(body);
             if self.failed {
                 self.shared.queue.add_lost(n);

@@ -58,6 +58,13 @@ fn reading_back_gives_what_the_merge_fed_in() {
     }
     let kinds: HashSet<Kind> = want_events.iter().map(|(_, e)| e.kind).collect();
     assert_eq!(kinds.len(), 6, "the timeline has every kind: {kinds:?}");
+    let texts = |kind| {
+        want_events
+            .iter()
+            .filter(|(_, e)| e.kind == kind && e.text.is_some())
+            .count()
+    };
+    assert!(texts(Kind::Call) > 0 && texts(Kind::Return) > 0);
 
     for call in &calls {
         match call {
@@ -240,6 +247,7 @@ fn flow_ids_are_unpacked_fixed64_on_the_wire() {
             function: FunctionId(0),
             line: 0,
             mark: Some(Box::new(mark)),
+            text: None,
         };
         writer.event(StreamId(0), &event).unwrap();
     }
@@ -364,6 +372,7 @@ fn contract_breaches_are_errors_not_panics() {
         function: FunctionId(9),
         line: 0,
         mark: None,
+        text: None,
     };
     assert!(writer.event(StreamId(0), &event).is_err());
     writer
@@ -448,6 +457,7 @@ fn write_samples() {
             function: FunctionId(0),
             line: 0,
             mark: Some(Box::new(mark)),
+            text: None,
         };
         writer.event(StreamId(p), &event).unwrap();
     }

@@ -93,7 +93,7 @@ fn build(spec: &Spec) -> Vec<u8> {
             unix_ns: 0,
         };
         wire::encode_frame(Body::Clock(snapshot), &mut out);
-        wire::encode_frame(wire::batch_body(tid, &events, lost), &mut out);
+        wire::encode_frame(wire::batch_body(tid, &events, lost, Vec::new()), &mut out);
         total += len as u64;
     }
     if spec.end {
@@ -242,6 +242,7 @@ fn deliver(
                 function: FunctionId(0),
                 line: 0,
                 mark: None,
+                text: None,
             };
             arrivals.push((arrive, i, event));
         }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access::{self, Access};
+use crate::profile::{self, SortBy};
 use crate::{live, offline, output, report};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -20,7 +21,8 @@ use rtrace::{Address, Token};
     after_help = "Examples:\n  rtrace-collect --listen unix:///tmp/rtrace.sock -o timeline.pftrace\n  \
                   RTRACE_TOKEN=secret rtrace-collect --listen tcp://0.0.0.0:9876 -o t.json\n  \
                   rtrace-collect merge rtrace-*.rtrace -o timeline.pftrace\n  \
-                  rtrace-collect stats rtrace-*.rtrace"
+                  rtrace-collect stats rtrace-*.rtrace\n  \
+                  rtrace-collect stats --functions --top 10 timeline.pftrace"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -96,6 +98,23 @@ struct MergeArgs {
     window: f64,
 }
 
+/// Options of the per-function report (`rtrace stats` takes the same).
+#[derive(clap::Args, Clone)]
+struct FunctionArgs {
+    /// Per process and function: calls, total, self and mean time.
+    #[arg(long)]
+    functions: bool,
+    /// With --functions: the N first functions of each process (0: all).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    top: usize,
+    /// With --functions: order by self, total, calls or mean time.
+    #[arg(long, default_value = "self", value_name = "KEY")]
+    sort: SortBy,
+    /// With --functions: JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Merge stream files written without a collector into one timeline.
@@ -108,10 +127,14 @@ enum Command {
         #[command(flatten)]
         merge: MergeArgs,
     },
-    /// Summarise stream files: session, pid, events, lost, clean or truncated.
+    /// Summarise stream files: session, pid, events, lost, clean or
+    /// truncated; with --functions, calls and time per function of
+    /// stream files and merged timelines.
     Stats {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        functions: FunctionArgs,
     },
 }
 
@@ -147,7 +170,17 @@ fn run(cli: Cli) -> Result<u8> {
             eprintln!("rtrace-collect: wrote {}", output.display());
             Ok(0)
         }
-        Some(Command::Stats { files }) => stats(&files),
+        Some(Command::Stats { files, functions }) if functions.functions => {
+            let profiles = profile::profile_files(&files)?;
+            let FunctionArgs { top, sort, .. } = functions;
+            if functions.json {
+                print!("{}", profile::profile_json(&profiles, sort, top));
+            } else {
+                print!("{}", profile::profile_table(&profiles, sort, top));
+            }
+            Ok(0)
+        }
+        Some(Command::Stats { files, .. }) => stats(&files),
         None => listen(cli),
     }
 }

@@ -11,7 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import _children, _native
+from . import _children, _filters, _native
+from ._filters import Patterns
 from ._hooks import INTERNAL_FILES, Hook
 
 __all__ = ["Recording", "RecordingError", "record", "start", "stop", "current"]
@@ -76,6 +77,13 @@ class Recording:
         buffer_events: int = _DEFAULT_BUFFER_EVENTS,
         flush_interval: float = _DEFAULT_FLUSH_INTERVAL,
         follow_children: bool = True,
+        include: Patterns = None,
+        exclude: Patterns = None,
+        exclude_stdlib: bool = False,
+        max_depth: int | None = None,
+        min_duration: float | None = None,
+        log_args: bool | Patterns = False,
+        sample: int | None = None,
     ) -> None:
         if collector is None and output is None:
             collector = os.environ.get("RTRACE_COLLECTOR") or None
@@ -93,6 +101,17 @@ class Recording:
             raise ValueError(
                 f"flush_interval must be between 0.001 and 60 seconds, not {flush_interval!r}"
             )
+        # Kept as given, for the children that follow this recording.
+        self._filter_options: dict[str, Any] = dict(
+            include=include,
+            exclude=exclude,
+            exclude_stdlib=exclude_stdlib,
+            max_depth=max_depth,
+            min_duration=min_duration,
+            log_args=log_args,
+            sample=sample,
+        )
+        self._filters = _filters.build(**self._filter_options, lines=lines)
         self.session = session or _default_session()
         self._output = Path(output) if output is not None else None
         self.collector = collector
@@ -193,6 +212,7 @@ class Recording:
                 thread_names=_thread_names(),
                 internal_files=INTERNAL_FILES,
                 parent_pid=self._parent_pid,
+                filters=self._filters,
             )
             self.path = path
             self.hook = hook.describe()
@@ -228,6 +248,7 @@ class Recording:
                 on_full=self.on_full,
             )
         )
+        env.update(_filters.to_environment(self._filter_options))
         if self.collector and self._token:
             env["RTRACE_TOKEN"] = self._token
         return env
@@ -319,6 +340,7 @@ class Recording:
             buffer_events=self.buffer_events,
             flush_interval=self.flush_interval,
             follow_children=self.follow_children,
+            **self._filter_options,
         )
         child._autostarted = self._autostarted
         return child
@@ -337,6 +359,13 @@ def record(
     buffer_events: int = _DEFAULT_BUFFER_EVENTS,
     flush_interval: float = _DEFAULT_FLUSH_INTERVAL,
     follow_children: bool = True,
+    include: Patterns = None,
+    exclude: Patterns = None,
+    exclude_stdlib: bool = False,
+    max_depth: int | None = None,
+    min_duration: float | None = None,
+    log_args: bool | Patterns = False,
+    sample: int | None = None,
 ) -> Recording:
     """Prepares a recording; use it with ``with``, as a decorator, or call
     ``.start()``.
@@ -366,6 +395,32 @@ def record(
                     interpreters (subprocess, multiprocessing "spawn"),
                     which inherit RTRACE_* variables and ``PYTHONPATH`` from
                     ``os.environ`` while recording runs.
+
+    Filters (applied in the hook, before anything is queued):
+
+    include:        record only functions matching one of these patterns
+                    (see below); e.g. ``["myapp.*"]``.
+    exclude:        never record functions matching one of these patterns.
+    exclude_stdlib: leave out the standard library and installed packages
+                    (site-packages), Python and C functions alike. Ignored
+                    for functions an ``include`` pattern names.
+    max_depth:      record calls at most this many recorded calls deep.
+    min_duration:   seconds; leave out calls shorter than this (their time
+                    stays in their caller's slice).
+    log_args:       True, or patterns: record the reprs of the arguments
+                    and return values of (these) recorded functions, cut at
+                    120 characters each.
+    sample:         record only the first of every ``sample`` requests, with
+                    everything inside them: top-level calls, and top-level
+                    spans (``rtrace.span`` with no other span open on its
+                    thread), each on a count of its own.
+
+    A pattern is a shell-style glob (``*``, ``?``, ``[...]``) matched
+    against a function's module (``myapp.db``), its qualified name
+    (``Db.get``) and both (``myapp.db.Db.get``); a pattern with a ``/`` or
+    ending in ``.py`` is matched against its source file instead (the full
+    path with a ``/``, else the file name). What an excluded function calls
+    is still recorded, nested under the nearest recorded caller.
     """
     return Recording(
         session,
@@ -379,6 +434,13 @@ def record(
         buffer_events=buffer_events,
         flush_interval=flush_interval,
         follow_children=follow_children,
+        include=include,
+        exclude=exclude,
+        exclude_stdlib=exclude_stdlib,
+        max_depth=max_depth,
+        min_duration=min_duration,
+        log_args=log_args,
+        sample=sample,
     )
 
 

@@ -67,13 +67,21 @@ callback!(py_start, |args, nargs| {
     // SAFETY: vectorcall arguments from the interpreter.
     let code = unsafe { arg(args, nargs, 0) };
     if !code.is_null() {
-        hook::on_call(code)
+        // The frame is the running one (looked up only for log_args).
+        hook::on_call(code, std::ptr::null_mut())
     }
 });
 // PY_RETURN, PY_YIELD: (code, offset, value)
-callback!(py_return, |_args, _nargs| hook::on_return(Kind::Return));
+callback!(py_return, |args, nargs| {
+    // SAFETY: vectorcall arguments from the interpreter.
+    let value = unsafe { arg(args, nargs, 2) };
+    hook::on_return(Kind::Return, value)
+});
 // PY_UNWIND: (code, offset, exception)
-callback!(py_unwind, |_args, _nargs| hook::on_return(Kind::Exception));
+callback!(py_unwind, |_args, _nargs| hook::on_return(
+    Kind::Exception,
+    std::ptr::null_mut()
+));
 // CALL: (code, offset, callable, arg0)
 callback!(call, |args, nargs| {
     // SAFETY: vectorcall arguments from the interpreter.

@@ -108,3 +108,26 @@ def test_services_example_shows_arrows_between_svc_a_and_svc_b(tmp_path, perfett
             "on c.track_id = t.id where t.name = 'orders priced'"
         )
         assert counters[0]["top"] == 6, counters
+
+
+def test_log_args_texts_are_slice_arguments_in_perfetto_ui(tmp_path, perfetto_ui):  # noqa: F811
+    (tmp_path / "app.py").write_text(
+        "def handle(item, n=2): return {'item': item, 'n': n}\n"
+        "for i in range(3): handle(f'tea-{i}')\n"
+    )
+    run = rtrace_cli("run", "--log-args", "handle", "-o", "a.pftrace", "--", "app.py",
+                     cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    with perfetto_ui.load(tmp_path / "a.pftrace") as trace:
+        trace.assert_no_errors()
+        rows = trace.query(
+            "select s.ts as ts, a.key as key, a.display_value as value from slice s "
+            "join args a using(arg_set_id) where s.name = 'handle' "
+            "and a.key in ('debug.args', 'debug.return') order by s.ts, a.key"
+        )
+    got = [(r["key"], r["value"]) for r in rows]
+    assert got == [
+        ("debug.args", f"item='tea-{i}', n=2") if k == 0 else
+        ("debug.return", f"{{'item': 'tea-{i}', 'n': 2}}")
+        for i in range(3) for k in (0, 1)
+    ], got

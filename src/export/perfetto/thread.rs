@@ -176,6 +176,7 @@ impl Interning<'_> {
             let iid = u64::from(frame.function) + 1;
             track_event.source_location_field = Some(SourceLocationField::SourceLocationIid(iid));
         }
+        add_text(&mut track_event, format::ARG_CALL_ARGS, event);
         track_event
     }
 
@@ -196,6 +197,7 @@ impl Interning<'_> {
             let arg = self.arg(ArgName::Exception, Value::BoolValue(true));
             track_event.debug_annotations = vec![arg];
         }
+        add_text(&mut track_event, format::ARG_RETURN, event);
         track_event
     }
 
@@ -325,6 +327,16 @@ fn user_args(event: &Event) -> Vec<pb::DebugAnnotation> {
             }),
         })
         .collect()
+}
+
+/// Adds the event's `log_args` text, if any, as the argument `name`.
+fn add_text(track_event: &mut pb::TrackEvent, name: &str, event: &Event) {
+    if let Some(text) = &event.text {
+        track_event.debug_annotations.push(pb::DebugAnnotation {
+            name_field: Some(ArgNameField::Name(name.to_owned())),
+            value: Some(Value::StringValue(text.to_string())),
+        });
+    }
 }
 
 /// The slice an event opens or closes.
