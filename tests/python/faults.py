@@ -250,6 +250,14 @@ SMALL_DISK = (
 )
 
 
+def skip_unless_ci(reason: str) -> None:
+    """Skips the test, saying why — except on CI (``CI=true``, run as
+    root), where what it lacks must be there: it fails instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: required there)", pytrace=False)
+    pytest.skip(reason)
+
+
 def on_a_small_disk(directory: Path, size: str, keep: Path) -> list[str]:
     """A command prefix: runs the command with a fresh tmpfs of ``size``
     mounted on ``directory`` in a mount namespace of its own (so the mount
@@ -259,11 +267,11 @@ def on_a_small_disk(directory: Path, size: str, keep: Path) -> list[str]:
     user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
     prefix = ["unshare", *user, "--mount", "--propagation", "private"]
     if shutil.which("unshare") is None:
-        pytest.skip("needs unshare(1) to mount a small tmpfs in a mount namespace")
+        skip_unless_ci("needs unshare(1) to mount a small tmpfs in a mount namespace")
     probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.skip("needs root or unprivileged user namespaces to mount a small tmpfs "
-                    f"in a mount namespace (CI runs as root): {probe.stderr.strip()}")
+        skip_unless_ci("needs root or unprivileged user namespaces to mount a small tmpfs "
+                       f"in a mount namespace: {probe.stderr.strip()}")
     directory.mkdir(exist_ok=True)
     keep.mkdir(exist_ok=True)
     return [*prefix, "sh", "-c", SMALL_DISK, "sh", size, str(directory), str(keep)]
