@@ -34,7 +34,7 @@ impl TimelineSink for &mut Check {
         self.threads
             .entry((stream, event.tid))
             .or_default()
-            .push(*event);
+            .push(event.clone());
         Ok(())
     }
     fn stream_end(&mut self, _: StreamId, _: &StreamEnd) -> io::Result<()> {
@@ -106,8 +106,11 @@ fuzz_target!(|data: &[u8]| {
             .unwrap();
         let item = streams[s][next[s]].clone();
         next[s] += 1;
-        if let StreamItem::Event(event) = item {
-            pushed.entry((ids[s], event.tid)).or_default().push(event);
+        if let StreamItem::Event(event) = &item {
+            pushed
+                .entry((ids[s], event.tid))
+                .or_default()
+                .push(event.clone());
         }
         merger.push(ids[s], item).unwrap();
     }
