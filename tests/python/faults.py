@@ -34,6 +34,21 @@ import rtrace
 BIN = Path(sys.executable).parent
 COLLECT = str(BIN / "rtrace-collect")
 
+# Every process started here, so that a failing test leaves none running.
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def reap_leftovers():
+    """Kills what a test started here and left running (import it into a
+    test module to use it there)."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
 STREAMER = r"""
 import json, os, resource, sys, threading, time, _thread
 import rtrace
@@ -164,6 +179,7 @@ def start_streamer(cwd: Path, session: str, *, threads: int = 1, seconds: float 
     proc = subprocess.Popen([*(wrapper or []), sys.executable, str(script), json.dumps(opts)],
                             cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _started.append(proc)
     streamer = Streamer(proc, session)
     if wait:
         streamer.ready()
@@ -179,6 +195,7 @@ class Collector:
         self.proc = subprocess.Popen([COLLECT, "--listen", address, "-o", str(output),
                                       "--drain", "1", *args], cwd=cwd, env=env,
                                      stderr=subprocess.PIPE, text=True)
+        _started.append(self.proc)
         line = self.proc.stderr.readline()
         assert "listening on" in line, line
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faults import Collector, on_a_small_disk, report_rows
+from faults import Collector, on_a_small_disk, reap_leftovers, report_rows  # noqa: F401
 from faults import start_streamer as start_program
 from perfetto_ui import perfetto_ui  # noqa: F401  (the fixture)
 
@@ -221,6 +221,24 @@ def bursts_seen(events) -> dict[int, set[int]]:
     return seen
 
 
+def packet_start_after(data: bytes, offset: int) -> int:
+    """Where the first packet at or after ``offset`` of a Perfetto trace
+    starts (each is the tag 0x0a and a varint length)."""
+    at = 0
+    while at < offset:
+        assert data[at] == 0x0A, at
+        at, length, shift = at + 1, 0, 0
+        while True:
+            byte = data[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        at += length
+    return at
+
+
 def test_collector_killed_and_restarted_keeps_a_loadable_file_and_streams_carry_on(
         tmp_path, perfetto_ui):  # noqa: F811
     """The collector is SIGKILLed while three programs stream, and started
@@ -246,7 +264,7 @@ def test_collector_killed_and_restarted_keeps_a_loadable_file_and_streams_carry_
     assert kept and max(e.ts_ns for e in kept) < kill_ns
     cut = tmp_path / "cut.pftrace"
     data = first.output.read_bytes()
-    cut.write_bytes(data[: len(data) * 2 // 3])
+    cut.write_bytes(data[: packet_start_after(data, len(data) * 2 // 3) + 2])  # mid-packet
     cut_reader = rtrace.read(cut)
     cut_events = list(cut_reader)
     assert cut_reader.truncated and 0 < len(cut_events) < len(kept)
@@ -349,9 +367,7 @@ def test_a_full_disk_under_the_collectors_output_is_a_clear_error_with_a_readabl
 
 def test_dev_full_as_the_timeline_is_a_clear_error(tmp_path):
     sock = f"unix://{tmp_path}/c.sock"
-    collector = subprocess.Popen([COLLECT, "--listen", sock, "-o", "/dev/full"], cwd=tmp_path,
-                                 text=True, stderr=subprocess.PIPE)
-    assert "listening on" in collector.stderr.readline()
+    collector = Collector(tmp_path, sock, "/dev/full").proc
     program = start_program(tmp_path, "p", threads=1, seconds=0.5,
                             env={"RTRACE_COLLECTOR": sock})
     program.result()

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from faults import (Collector, assert_accounted, events_per_pid, proc_status_kb, report_rows,
-                    start_streamer)
+from faults import (Collector, assert_accounted, events_per_pid, proc_status_kb,  # noqa: F401
+                    reap_leftovers, report_rows, start_streamer)
 
 import rtrace
 
