@@ -73,7 +73,7 @@ def loop(i):
     gate.acquire(); gate.release()
     n, k, gap = 0, 0, 0.0
     now = time.monotonic()
-    deadline = max(now, opts.get("start_at", 0)) + seconds
+    deadline = now + seconds
     while now < deadline:
         for _ in range(burst):
             work()
@@ -94,8 +94,8 @@ for i in range(n_threads):
     threading.Thread(target=loop, args=(i,), daemon=True, name=f"streamer-{i}").start()
 rec = rtrace.start(session=opts["session"], c_calls=False, **opts.get("record", {}))
 print("READY", os.getpid(), flush=True)
-if opts.get("start_at"):
-    time.sleep(max(0.0, opts["start_at"] - time.monotonic()))
+if opts.get("go"):
+    os.read(0, 16)  # a C call, no Python decoder: nothing recorded
 wall0, cpu0 = time.monotonic(), time.process_time()
 gate.release()
 if opts.get("progress"):
@@ -136,6 +136,11 @@ class Streamer:
         line = self.proc.stdout.readline()
         assert line.startswith("READY"), f"{self.session}: {line!r} {self.proc.stderr.read()}"
 
+    def go(self) -> None:
+        """Lets a program started with ``go=True`` stream."""
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
     def result(self, timeout: float = 120) -> dict:
         """Waits for the program's RESULT line."""
         out, err = self.proc.communicate(timeout=timeout)
@@ -162,22 +167,22 @@ class Streamer:
 
 def start_streamer(cwd: Path, session: str, *, threads: int = 1, seconds: float = 1.0,
                    burst: int = 100, pause: float = 0.0, marks: bool = False,
-                   progress: bool = False, start_at: float = 0.0, record: dict | None = None,
+                   progress: bool = False, go: bool = False, record: dict | None = None,
                    env: dict | None = None, wrapper: list[str] | None = None,
                    wait: bool = True) -> Streamer:
     """Starts STREAMER (under ``wrapper``, a command prefix, if given) and,
     unless ``wait`` is false, waits until it records (see ``Streamer.ready``).
-    With ``start_at`` (a ``time.monotonic()`` value), its threads start
-    then, for ``seconds``."""
+    With ``go``, its threads start streaming only at ``Streamer.go()``."""
     script = cwd / "streamer.py"
     if not script.exists():
         script.write_text(STREAMER)
     opts = dict(session=session, threads=threads, seconds=seconds, burst=burst, pause=pause,
-                marks=marks, progress=progress, start_at=start_at, record=record or {})
+                marks=marks, progress=progress, go=go, record=record or {})
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RTRACE_")}
     full_env.update(RTRACE_OUTPUT_DIR=str(cwd), **(env or {}))
     proc = subprocess.Popen([*(wrapper or []), sys.executable, str(script), json.dumps(opts)],
-                            cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+                            cwd=cwd, env=full_env,
+                            stdin=subprocess.PIPE if go else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _started.append(proc)
     streamer = Streamer(proc, session)
