@@ -7,7 +7,7 @@
 //! itself.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -23,30 +23,68 @@ pub trait Sink: Send {
     fn write_intern(&mut self, frame: &[u8]) -> io::Result<()>;
     /// Writes any other frame (batches, snapshots, end).
     fn write_frame(&mut self, frame: &[u8]) -> io::Result<()>;
-    /// Pushes buffered bytes to the OS, so a killed process keeps them.
+    /// Pushes buffered bytes to the OS, so a killed process keeps them
+    /// (rtrace's own sinks buffer nothing: each frame goes out whole at
+    /// once, so that a failed write is known at the frame it hit).
     fn flush(&mut self) -> io::Result<()>;
     /// Names the sink in messages ("/tmp/x.rtrace").
     fn describe(&self) -> String;
 }
 
-/// A stream file: the header, then frames.
+/// A file of frames, each written whole with one `write_all` and no
+/// buffering in this process: a frame the call returned from is the OS's
+/// (a killed process keeps it), and a frame that fails (disk full) is cut
+/// off again, so the file ends at its last whole frame and exactly the
+/// frames that failed are missing — which the writer counts as lost.
+#[derive(Debug)]
+struct FrameFile {
+    file: File,
+    /// Bytes of whole frames in the file.
+    len: u64,
+}
+
+impl FrameFile {
+    /// Creates (or truncates) `path` and writes `start` (header and
+    /// preamble).
+    fn create(path: &Path, start: &[u8]) -> io::Result<FrameFile> {
+        let mut out = FrameFile {
+            file: File::create(path)?,
+            len: 0,
+        };
+        out.append(start)?;
+        Ok(out)
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort: a torn frame would still be skipped by readers.
+                let _ = self.file.set_len(self.len);
+                let _ = self.file.seek(SeekFrom::Start(self.len));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A stream file: the header, then frames (see `FrameFile`).
 #[derive(Debug)]
 pub struct FileSink {
-    out: BufWriter<File>,
+    out: FrameFile,
     path: PathBuf,
 }
 
 impl FileSink {
     /// Creates (or truncates) `path` and writes the file header.
     pub fn create(path: &Path) -> Result<FileSink> {
-        let open_err = |source| Error::Open {
+        let out = FrameFile::create(path, &wire::file_header()).map_err(|source| Error::Open {
             path: path.to_owned(),
             source,
-        };
-        let file = File::create(path).map_err(open_err)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&wire::file_header()).map_err(open_err)?;
-        out.flush().map_err(open_err)?;
+        })?;
         Ok(FileSink {
             out,
             path: path.to_owned(),
@@ -56,15 +94,15 @@ impl FileSink {
 
 impl Sink for FileSink {
     fn write_intern(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.out.write_all(frame)
+        self.out.append(frame)
     }
 
     fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.out.write_all(frame)
+        self.out.append(frame)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -218,7 +256,7 @@ pub struct CollectorSink {
     next_attempt: Instant,
     backoff: Duration,
     spill_path: PathBuf,
-    spill: Option<BufWriter<File>>,
+    spill: Option<FrameFile>,
     spill_failed: bool,
     /// True while frames go to the spill file (a fresh snapshot goes first
     /// on each switch, so its batches are covered).
@@ -333,7 +371,7 @@ impl CollectorSink {
             let mut snapshot = Vec::new();
             wire::encode_frame(wire::clock_body(&clock::snapshot()), &mut snapshot);
             if let Some(out) = &mut self.spill {
-                out.write_all(&snapshot)?;
+                out.append(&snapshot)?;
             }
         }
         self.spilling = true;
@@ -342,12 +380,7 @@ impl CollectorSink {
                 return Err(io::Error::other("no collector and no spill file"));
             }
             let start = self.start_of_stream(false);
-            let opened = File::create(&self.spill_path).and_then(|file| {
-                let mut out = BufWriter::with_capacity(1 << 20, file);
-                out.write_all(&start)?;
-                Ok(out)
-            });
-            match opened {
+            match FrameFile::create(&self.spill_path, &start) {
                 Ok(out) => {
                     self.warn_spilling();
                     self.spill = Some(out);
@@ -359,7 +392,7 @@ impl CollectorSink {
             }
         }
         match &mut self.spill {
-            Some(out) => out.write_all(frame),
+            Some(out) => out.append(frame),
             None => Ok(()),
         }
     }
@@ -398,7 +431,7 @@ impl Sink for CollectorSink {
     fn write_intern(&mut self, frame: &[u8]) -> io::Result<()> {
         self.preamble.extend_from_slice(frame);
         if let Some(spill) = &mut self.spill {
-            spill.write_all(frame)?;
+            spill.append(frame)?;
         }
         let broken = match &mut self.connection {
             Some(c) => c.out().write_all(frame).is_err(),
@@ -419,9 +452,6 @@ impl Sink for CollectorSink {
             if c.out().flush().is_err() {
                 self.connection = None;
             }
-        }
-        if let Some(spill) = &mut self.spill {
-            spill.flush()?;
         }
         Ok(())
     }

@@ -275,7 +275,7 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, mut batch: Batch) {
+    fn write_batch(&mut self, batch: Batch) {
         self.write_pending();
         let n = (batch.events.len() - batch.payload_slots) as u64;
         if self.failed {
@@ -294,7 +294,6 @@ impl Writer {
                 self.shared.events_written.fetch_add(n, Ordering::Relaxed);
             }
         }
-        batch.events.clear();
-        let _ = self.queue.pool.try_send(batch.events);
+        self.queue.done(batch);
     }
 }

@@ -6,6 +6,7 @@ use std::os::raw::c_char;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 use rtrace::Kind;
 
@@ -125,10 +126,21 @@ fn make(py: Python<'_>, name: &'static std::ffi::CStr, f: Fast) -> PyResult<PyOb
     }
 }
 
+/// The callback functions, made once per process: each holds a leaked
+/// method definition, so making them at every `record()` would leak.
+static CALLBACKS: GILOnceCell<Py<PyDict>> = GILOnceCell::new();
+
 /// The callbacks by `sys.monitoring.events` name, for the Python side to
-/// register.
+/// register (a fresh dict of the same function objects on every call).
 #[pyfunction]
 pub fn monitoring_callbacks(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    CALLBACKS
+        .get_or_try_init(py, || make_all(py))?
+        .bind(py)
+        .copy()
+}
+
+fn make_all(py: Python<'_>) -> PyResult<Py<PyDict>> {
     let table: [(&str, &'static std::ffi::CStr, Fast); 10] = [
         ("PY_START", c"rtrace_py_start", py_start),
         ("PY_RESUME", c"rtrace_py_resume", py_start),
@@ -145,5 +157,5 @@ pub fn monitoring_callbacks(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     for (event, name, f) in table {
         dict.set_item(event, make(py, name, f)?)?;
     }
-    Ok(dict)
+    Ok(dict.unbind())
 }
