@@ -12,6 +12,7 @@ pub mod clock;
 mod error;
 pub mod event;
 pub mod export;
+mod idmap;
 pub mod mark;
 pub mod merge;
 pub mod native;

@@ -13,11 +13,12 @@
 //! counted as late: nothing is dropped.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::time::Duration;
 
-use crate::read::{Event, StreamItem};
+use crate::idmap::IdMap;
+use crate::read::{Chunk, Event, StreamItem};
 use crate::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
 
 /// Tuning of the merge.
@@ -54,12 +55,49 @@ pub struct StreamStats {
     pub error: Option<String>,
 }
 
-/// A thread's events waiting to be written, oldest first.
+/// A thread's events waiting to be written, oldest first: the batches as
+/// they were read (never empty), so that events are neither copied nor
+/// moved one by one, and go to the sink in runs.
 struct ThreadQueue {
     stream: StreamId,
-    events: VecDeque<Event>,
+    batches: VecDeque<Vec<Event>>,
+    /// Events of the front batch already written.
+    written: usize,
     /// True while the queue's head is in the heap.
     in_heap: bool,
+}
+
+impl ThreadQueue {
+    /// The oldest event waiting.
+    fn front(&self) -> Option<&Event> {
+        self.batches.front().map(|batch| &batch[self.written])
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Appends events (at least one).
+    fn push(&mut self, events: Vec<Event>) {
+        match self.batches.back_mut() {
+            // Single events join the last batch rather than make their own.
+            Some(last) if events.len() == 1 && last.len() < 1024 => last.extend(events),
+            _ => self.batches.push_back(events),
+        }
+    }
+
+    /// Marks the first `n` waiting events (all in the front batch) written.
+    fn consume(&mut self, n: usize) {
+        self.written += n;
+        if self
+            .batches
+            .front()
+            .is_some_and(|b| self.written == b.len())
+        {
+            self.batches.pop_front();
+            self.written = 0;
+        }
+    }
 }
 
 /// A heap entry: the head of one thread queue.
@@ -89,7 +127,7 @@ pub struct Merger<S: TimelineSink> {
     max_buffered: usize,
     slots: Vec<Slot>,
     queues: Vec<ThreadQueue>,
-    queue_of: HashMap<(StreamId, u64), usize>,
+    queue_of: IdMap<(StreamId, u64), usize>,
     last_queue: Option<((StreamId, u64), usize)>,
     heap: BinaryHeap<Reverse<Head>>,
     buffered: usize,
@@ -107,7 +145,7 @@ impl<S: TimelineSink> Merger<S> {
             max_buffered: config.max_buffered.max(1),
             slots: Vec::new(),
             queues: Vec::new(),
-            queue_of: HashMap::new(),
+            queue_of: IdMap::default(),
             last_queue: None,
             heap: BinaryHeap::new(),
             buffered: 0,
@@ -158,34 +196,63 @@ impl<S: TimelineSink> Merger<S> {
                 }
                 self.release()
             }
-            StreamItem::Event(event) => self.push_event(stream, event),
+            StreamItem::Event(event) => {
+                let tid = event.tid;
+                self.push_events(stream, tid, vec![event])
+            }
         }
     }
 
-    fn push_event(&mut self, stream: StreamId, event: Event) -> io::Result<()> {
-        if stream.0 as usize >= self.slots.len() {
+    /// Adds one chunk of a stream (in that stream's order): the same as
+    /// pushing its items one by one, but a batch of events goes in whole.
+    pub fn push_chunk(&mut self, stream: StreamId, chunk: Chunk) -> io::Result<()> {
+        match chunk {
+            Chunk::Item(item) => self.push(stream, item),
+            Chunk::Events { tid, events } => self.push_events(stream, tid, events),
+        }
+    }
+
+    /// Queues events of one thread of a stream, in the thread's order.
+    fn push_events(
+        &mut self,
+        stream: StreamId,
+        tid: u64,
+        mut events: Vec<Event>,
+    ) -> io::Result<()> {
+        if stream.0 as usize >= self.slots.len() || events.is_empty() {
             return Ok(());
         }
-        let q = self.queue_index(stream, event.tid);
-        let late = event.ts_ns < self.written_ns;
-        let slot = &mut self.slots[stream.0 as usize];
-        if late {
-            slot.stats.late += 1;
-            if self.queues[q].events.is_empty() {
-                return self.write(stream, &event);
+        let q = self.queue_index(stream, tid);
+        // Events older than what was written are late; while the thread has
+        // nothing waiting they are written at once, else they follow the
+        // events of their thread that wait, to keep the thread's order.
+        if self.queues[q].is_empty() {
+            let mut skip = 0;
+            while let Some(event) = events.get(skip).filter(|e| e.ts_ns < self.written_ns) {
+                self.slots[stream.0 as usize].stats.late += 1;
+                let event = event.clone();
+                self.write(stream, &event)?;
+                skip += 1;
             }
-            // Otherwise it follows the events of its thread that wait, to
-            // keep the thread's order.
+            events.drain(..skip);
+            if events.is_empty() {
+                return Ok(());
+            }
         }
-        slot.pending += 1;
-        let ts_ns = event.ts_ns;
+        let written_ns = self.written_ns;
+        let late = events.iter().filter(|e| e.ts_ns < written_ns).count() as u64;
+        let n = events.len();
+        let slot = &mut self.slots[stream.0 as usize];
+        slot.stats.late += late;
+        slot.pending += n as u64;
         let queue = &mut self.queues[q];
-        queue.events.push_back(event);
+        queue.push(events);
         if !queue.in_heap {
             queue.in_heap = true;
+            let ts_ns = queue.front().map_or(0, |e| e.ts_ns);
             self.heap.push(Reverse(Head { ts_ns, queue: q }));
         }
-        self.buffered += 1;
+        self.buffered += n;
         while self.buffered > self.max_buffered {
             self.write_oldest(u64::MAX)?;
         }
@@ -204,7 +271,8 @@ impl<S: TimelineSink> Merger<S> {
         let q = *self.queue_of.entry(key).or_insert_with(|| {
             queues.push(ThreadQueue {
                 stream,
-                events: VecDeque::new(),
+                batches: VecDeque::new(),
+                written: 0,
                 in_heap: false,
             });
             queues.len() - 1
@@ -255,23 +323,38 @@ impl<S: TimelineSink> Merger<S> {
         let next_other = self.heap.peek().map_or(u64::MAX, |h| h.0.ts_ns);
         let limit = horizon.min(next_other);
         let stream = self.queues[q].stream;
+        // The first event goes regardless: it is the oldest head.
         let mut first = true;
-        while let Some(ts_ns) = self.queues[q].events.front().map(|e| e.ts_ns) {
-            if !first && ts_ns > limit {
-                break;
-            }
-            first = false;
-            let Some(event) = self.queues[q].events.pop_front() else {
+        loop {
+            let queue = &self.queues[q];
+            let Some(batch) = queue.batches.front() else {
                 break;
             };
-            self.buffered -= 1;
-            if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
-                slot.pending -= 1;
+            let run = &batch[queue.written..];
+            let skip = usize::from(first);
+            let n = skip + run[skip..].iter().take_while(|e| e.ts_ns <= limit).count();
+            first = false;
+            if n == 0 {
+                break;
             }
-            self.write(stream, &event)?;
+            let whole = n == run.len();
+            let run = &run[..n];
+            let newest = run.iter().map(|e| e.ts_ns).max().unwrap_or(0);
+            self.written_ns = self.written_ns.max(newest);
+            if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+                slot.pending -= n as u64;
+                slot.stats.events += n as u64;
+                slot.last_ts_ns = slot.last_ts_ns.max(newest);
+            }
+            self.buffered -= n;
+            self.sink.events(stream, run)?;
+            self.queues[q].consume(n);
+            if !whole {
+                break;
+            }
         }
         let queue = &mut self.queues[q];
-        match queue.events.front() {
+        match queue.front() {
             Some(next) => self.heap.push(Reverse(Head {
                 ts_ns: next.ts_ns,
                 queue: q,

@@ -57,6 +57,13 @@ pub trait TimelineSink {
     fn function(&mut self, stream: StreamId, function: &FunctionInfo) -> io::Result<()>;
     fn thread(&mut self, stream: StreamId, tid: u64, name: &str) -> io::Result<()>;
     fn event(&mut self, stream: StreamId, event: &Event) -> io::Result<()>;
+    /// A run of events of one stream, in order (the merge hands them out
+    /// this way); the same as one `event` call each, which it defaults to.
+    fn events(&mut self, stream: StreamId, events: &[Event]) -> io::Result<()> {
+        events
+            .iter()
+            .try_for_each(|event| self.event(stream, event))
+    }
     fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()>;
     fn finish(&mut self) -> io::Result<()>;
 }
@@ -73,6 +80,9 @@ impl<T: TimelineSink + ?Sized> TimelineSink for Box<T> {
     }
     fn event(&mut self, stream: StreamId, event: &Event) -> io::Result<()> {
         (**self).event(stream, event)
+    }
+    fn events(&mut self, stream: StreamId, events: &[Event]) -> io::Result<()> {
+        (**self).events(stream, events)
     }
     fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()> {
         (**self).stream_end(stream, end)
