@@ -278,6 +278,43 @@ fn flow_ids_are_unpacked_fixed64_on_the_wire() {
     assert!(begin.contains(&(3, 0)));
 }
 
+/// The merge hands the writer runs of one thread's events (`events`): the
+/// file is the same, byte for byte, as with one `event` call each.
+#[test]
+fn runs_of_events_write_the_same_bytes_as_single_events() {
+    let calls = generate(&small_spec());
+    let mut writer = PerfettoWriter::new(Vec::new());
+    let mut run: Vec<Event> = Vec::new();
+    let mut run_stream = StreamId(0);
+    for call in &calls {
+        if let Call::Event(s, e) = call {
+            if run
+                .first()
+                .is_some_and(|f| *s != run_stream || f.tid != e.tid)
+            {
+                writer.events(run_stream, &run).unwrap();
+                run.clear();
+            }
+            run_stream = *s;
+            run.push(e.clone());
+            continue;
+        }
+        writer.events(run_stream, &run).unwrap();
+        run.clear();
+        match call {
+            Call::Process(s, info) => writer.process(*s, info).unwrap(),
+            Call::Function(s, f) => writer.function(*s, f).unwrap(),
+            Call::Thread(s, tid, name) => writer.thread(*s, *tid, name).unwrap(),
+            Call::End(s, end) => writer.stream_end(*s, end).unwrap(),
+            Call::Event(..) => unreachable!(),
+        }
+    }
+    writer.events(run_stream, &run).unwrap();
+    writer.finish().unwrap();
+    let runs = writer.into_inner();
+    assert!(runs == write(&calls), "the files differ");
+}
+
 #[test]
 fn a_million_calls_and_returns_take_at_most_16_bytes_each() {
     let calls = generate(&Spec {

@@ -46,6 +46,7 @@
 //! Threads that never had an event get no track (a thread named by the
 //! merge but idle shows nothing in Perfetto either).
 
+mod output;
 mod packets;
 mod thread;
 
@@ -53,25 +54,24 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
 use crate::event::Kind;
+use crate::idmap::{IdMap, IdSet};
 use crate::read::Event;
 use crate::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
 use crate::writer::FunctionInfo;
 
 use super::perfetto_format::{self as format, pb};
+use output::Output;
 use packets::{
     clock_snapshot, end_packets, first_packet, process_descriptor, process_tree, sequence_packet,
     ProcessTrack,
 };
 use thread::ThreadTrack;
 
-/// Bytes gathered before they are written to the output.
-const BUFFER_BYTES: usize = 256 << 10;
-
 /// A `TimelineSink` that writes a Perfetto trace to `W` as it goes: memory
 /// holds interning state and open-slice stacks, never the trace.
 pub struct PerfettoWriter<W: Write> {
     out: Output<W>,
-    streams: HashMap<StreamId, StreamState>,
+    streams: IdMap<StreamId, StreamState>,
     sequences: Sequences,
     header_written: bool,
     /// Newest timestamp seen, for stream ends that carry none.
@@ -83,12 +83,8 @@ impl<W: Write> PerfettoWriter<W> {
     /// buffers itself).
     pub fn new(out: W) -> Self {
         PerfettoWriter {
-            out: Output {
-                out,
-                buf: Vec::with_capacity(BUFFER_BYTES),
-                bytes: 0,
-            },
-            streams: HashMap::new(),
+            out: Output::new(out),
+            streams: IdMap::default(),
             sequences: Sequences { next: 1 },
             header_written: false,
             watermark_ns: 0,
@@ -97,7 +93,7 @@ impl<W: Write> PerfettoWriter<W> {
 
     /// Bytes of trace produced so far (written or still buffered).
     pub fn bytes(&self) -> u64 {
-        self.out.bytes + self.out.buf.len() as u64
+        self.out.bytes()
     }
 
     /// Writes what is buffered to the output and flushes it.
@@ -107,7 +103,7 @@ impl<W: Write> PerfettoWriter<W> {
 
     /// The output, after `finish`.
     pub fn into_inner(self) -> W {
-        self.out.out
+        self.out.into_inner()
     }
 
     fn ensure_header(&mut self) -> io::Result<()> {
@@ -142,6 +138,47 @@ impl<W: Write> PerfettoWriter<W> {
     }
 }
 
+impl<W: Write> PerfettoWriter<W> {
+    /// Writes the packet of a common event of a started thread by hand
+    /// (see `thread::hot`); false if it takes the general path.
+    fn hot_event(&mut self, stream: StreamId, event: &Event) -> bool {
+        self.hot_run(stream, std::slice::from_ref(event)) == 1
+    }
+
+    /// Writes the packets of the longest prefix of `events` (of one
+    /// thread) that the hot path takes; returns its length.
+    fn hot_run(&mut self, stream: StreamId, events: &[Event]) -> usize {
+        let Some(first) = events.first() else {
+            return 0;
+        };
+        let Some(state) = self.streams.get_mut(&stream) else {
+            return 0;
+        };
+        let tid = first.tid;
+        let Some(thread) = state.threads.get_mut(&tid).filter(|t| t.started) else {
+            return 0;
+        };
+        let out = &mut self.out;
+        let n = events
+            .iter()
+            .take_while(|e| {
+                e.tid == tid
+                    && out
+                        .room()
+                        .and_then(|room| thread.encode_hot(e, &state.files, room))
+                        .map(|len| out.advance(len))
+                        .is_some()
+            })
+            .count();
+        if n > 0 {
+            state.first_ts_ns.get_or_insert(first.ts_ns);
+            let newest = events[..n].iter().map(|e| e.ts_ns).max().unwrap_or(0);
+            self.watermark_ns = self.watermark_ns.max(newest);
+        }
+        n
+    }
+}
+
 impl<W: Write> TimelineSink for PerfettoWriter<W> {
     fn process(&mut self, stream: StreamId, process: &ProcessInfo) -> io::Result<()> {
         self.ensure_header()?;
@@ -170,7 +207,8 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
                 pid: process.pid,
                 sequence,
                 functions: HashMap::new(),
-                threads: HashMap::new(),
+                files: IdSet::default(),
+                threads: IdMap::default(),
                 counters: HashSet::new(),
                 first_ts_ns: None,
             },
@@ -182,10 +220,13 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
         let state = open_stream(&mut self.streams, stream)?;
         // A function interned on some sequence keeps its first description:
         // Perfetto forbids redefining an interned id.
-        state
-            .functions
-            .entry(function.id.0)
-            .or_insert_with(|| function.clone());
+        let id = function.id.0;
+        if !state.functions.contains_key(&id) {
+            if !function.file.is_empty() {
+                state.files.insert(id);
+            }
+            state.functions.insert(id, function.clone());
+        }
         Ok(())
     }
 
@@ -206,6 +247,9 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
     }
 
     fn event(&mut self, stream: StreamId, event: &Event) -> io::Result<()> {
+        if self.hot_event(stream, event) {
+            return self.out.written();
+        }
         self.watermark_ns = self.watermark_ns.max(event.ts_ns);
         self.started_thread(stream, event.tid, event.ts_ns)?;
         let state = open_stream(&mut self.streams, stream)?;
@@ -230,6 +274,21 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
             }
         }
         self.out.packet(&packet)
+    }
+
+    fn events(&mut self, stream: StreamId, events: &[Event]) -> io::Result<()> {
+        let mut rest = events;
+        while !rest.is_empty() {
+            let n = self.hot_run(stream, rest);
+            self.out.written()?;
+            if let Some((event, after)) = rest[n..].split_first() {
+                self.event(stream, event)?;
+                rest = after;
+            } else {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()> {
@@ -261,7 +320,7 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
 
 /// The stream's state, or an error naming a contract breach of the caller.
 fn open_stream(
-    streams: &mut HashMap<StreamId, StreamState>,
+    streams: &mut IdMap<StreamId, StreamState>,
     stream: StreamId,
 ) -> io::Result<&mut StreamState> {
     streams.get_mut(&stream).ok_or_else(|| {
@@ -288,36 +347,6 @@ impl Sequences {
     }
 }
 
-/// The output with its buffer.
-struct Output<W> {
-    out: W,
-    buf: Vec<u8>,
-    /// Bytes handed to `out` so far.
-    bytes: u64,
-}
-
-impl<W: Write> Output<W> {
-    fn packet(&mut self, packet: &pb::TracePacket) -> io::Result<()> {
-        format::append_packet(packet, &mut self.buf);
-        if self.buf.len() >= BUFFER_BYTES {
-            self.write_buffer()?;
-        }
-        Ok(())
-    }
-
-    fn write_buffer(&mut self) -> io::Result<()> {
-        self.out.write_all(&self.buf)?;
-        self.bytes += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.write_buffer()?;
-        self.out.flush()
-    }
-}
-
 /// What the writer keeps per open stream.
 struct StreamState {
     uuid: u64,
@@ -325,7 +354,9 @@ struct StreamState {
     /// The process sequence.
     sequence: u32,
     functions: HashMap<u32, FunctionInfo>,
-    threads: HashMap<u64, ThreadTrack>,
+    /// Functions (of `functions`) that have a source file.
+    files: IdSet,
+    threads: IdMap<u64, ThreadTrack>,
     /// User counters (by name id) whose track is described.
     counters: HashSet<u32>,
     first_ts_ns: Option<u64>,
