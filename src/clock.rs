@@ -257,45 +257,57 @@ struct Segment {
     hi: u64,
     a: (u64, u64),
     b: (u64, u64),
-    /// Nanoseconds per tick, to guess the quotient that `convert` checks.
-    rate: f64,
+    /// Nanoseconds per tick, when time goes forward over the segment.
+    rate: Option<Rate>,
+}
+
+/// `span_ns / span_t` as a whole part, a 64-bit binary fraction (rounded
+/// down), and the remainder that checks the fraction's products.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    whole: u64,
+    fraction: u64,
+    remainder: u64,
+    span_t: u64,
 }
 
 impl Segment {
     fn new(lo: u64, hi: u64, a: (u64, u64), b: (u64, u64)) -> Segment {
-        let rate = b.1.wrapping_sub(a.1) as f64 / b.0.wrapping_sub(a.0) as f64;
+        let rate = (b.1 >= a.1 && b.0 > a.0).then(|| {
+            let (span_ns, span_t) = (b.1 - a.1, b.0 - a.0);
+            let remainder = span_ns % span_t;
+            let fraction = (u128::from(remainder) << 64) / u128::from(span_t);
+            Rate {
+                whole: span_ns / span_t,
+                fraction: fraction as u64,
+                remainder,
+                span_t,
+            }
+        });
         Segment { lo, hi, a, b, rate }
     }
 
-    /// `interpolate(a, b, ticks)`, without its 128-bit division in the
-    /// common case (ticks at or after `a`, time not going back): the
-    /// quotient is guessed in floating point, then checked and corrected
-    /// with exact integer products.
+    /// `interpolate(a, b, ticks)` without its 128-bit division in the
+    /// common case (ticks at or after `a`, time going forward): the
+    /// quotient from the fixed-point rate is at most one short, which an
+    /// exact product checks.
     #[inline]
     fn convert(&self, ticks: u64) -> u64 {
-        let ((t0, ns0), (t1, ns1)) = (self.a, self.b);
-        if ticks < t0 || ns1 < ns0 {
+        let (t0, ns0) = self.a;
+        let Some(rate) = self.rate.filter(|_| ticks >= t0) else {
             return interpolate(self.a, self.b, ticks);
-        }
+        };
         let dt = ticks - t0;
-        let span_t = u128::from(t1 - t0);
-        let product = u128::from(dt) * u128::from(ns1 - ns0);
-        // Saturates (then corrected, or left to the slow path) when huge.
-        let mut q = (dt as f64 * self.rate) as u64;
-        for _ in 0..4 {
-            let low = u128::from(q) * span_t;
-            if low > product {
-                q -= 1;
-            } else if product - low >= span_t {
-                q = match q.checked_add(1) {
-                    Some(q) => q,
-                    None => break,
-                };
-            } else {
-                return ns0.saturating_add(q);
-            }
+        let Some(base) = dt.checked_mul(rate.whole) else {
+            return interpolate(self.a, self.b, ticks);
+        };
+        // dt * remainder / span_t, rounded down.
+        let mut part = ((u128::from(dt) * u128::from(rate.fraction)) >> 64) as u64;
+        let exact = u128::from(dt) * u128::from(rate.remainder);
+        if (u128::from(part) + 1) * u128::from(rate.span_t) <= exact {
+            part += 1;
         }
-        interpolate(self.a, self.b, ticks)
+        ns0.saturating_add(base).saturating_add(part)
     }
 }
 
@@ -341,12 +353,19 @@ mod tests {
 
     #[test]
     fn the_converter_gives_what_to_ns_gives() {
-        let mut map = ClockMap::new(2.4e9);
+        // A TSC (ticks faster than ns), and a counter slower than ns.
+        for (rate, per_step) in [(2.4e9, 240_000_000u64), (1e8, 10_000_000)] {
+            check_converter(rate, per_step);
+        }
+    }
+
+    fn check_converter(rate: f64, per_step: u64) {
+        let mut map = ClockMap::new(rate);
         let mut ticks = 1_000_000_007u64;
         let mut ns = 5_000_000_011u64;
         for i in 0..50u64 {
             map.add(ticks, ns);
-            ticks += 240_000_000 + i * 7919;
+            ticks += per_step + i * 7919;
             ns += 100_000_000 + i * 104_729 % 3;
         }
         map.add(ticks, ns + 5);
