@@ -37,7 +37,7 @@ pub use native::{
     thread_name, Span,
 };
 pub use queue::OnFull;
-pub use read::{Chunk, Event, EventReader, FrameReader, StreamItem};
+pub use read::{Chunk, Encoded, Event, EventReader, FrameReader, StreamItem};
 pub use recorder::{Config, Recorder, Stats};
 pub use sink::{Address, Token};
 pub use writer::FunctionInfo;

@@ -273,15 +273,47 @@ pub enum StreamItem {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chunk {
     Item(StreamItem),
-    Events { tid: u64, events: Vec<Event> },
+    Events {
+        tid: u64,
+        events: Vec<Event>,
+    },
+    /// A batch already encoded for the output by the sink's encoder (see
+    /// `timeline::StreamEncoder`): what the merge needs of its events.
+    Encoded {
+        tid: u64,
+        encoded: Encoded,
+    },
+}
+
+/// A batch of one thread's events as a sink's `timeline::StreamEncoder`
+/// made them: their bytes in the output, and their timestamps to merge by.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Encoded {
+    /// The events' timestamps, in order.
+    pub ts_ns: Vec<u64>,
+    /// The events' bytes, in order.
+    pub bytes: Vec<u8>,
+    /// Where each event's bytes end in `bytes`.
+    pub ends: Vec<u32>,
+}
+
+impl Encoded {
+    /// The bytes of events `from..to`.
+    pub fn range(&self, from: usize, to: usize) -> &[u8] {
+        let start = from.checked_sub(1).map_or(0, |i| self.ends[i] as usize);
+        let end = to.checked_sub(1).map_or(0, |i| self.ends[i] as usize);
+        &self.bytes[start..end]
+    }
 }
 
 impl Chunk {
-    /// The chunk as items, in order.
+    /// The chunk as items, in order (none for an encoded batch, whose
+    /// events are gone).
     pub fn into_items(self) -> impl Iterator<Item = StreamItem> {
         let (item, events) = match self {
             Chunk::Item(item) => (Some(item), Vec::new()),
             Chunk::Events { events, .. } => (None, events),
+            Chunk::Encoded { .. } => (None, Vec::new()),
         };
         item.into_iter()
             .chain(events.into_iter().map(StreamItem::Event))
@@ -428,6 +460,7 @@ impl<R: Read> EventReader<R> {
             match self.next_chunk()? {
                 None => return Ok(None),
                 Some(Chunk::Item(item)) => return Ok(Some(item)),
+                Some(Chunk::Encoded { .. }) => {} // never read from a stream
                 Some(Chunk::Events { tid, events }) => {
                     self.pending_tid = tid;
                     self.pending = events.into_iter();
