@@ -45,6 +45,15 @@
 //!
 //! Threads that never had an event get no track (a thread named by the
 //! merge but idle shows nothing in Perfetto either).
+//!
+//! Who makes which packets: a stream's own packets (its threads' sequences,
+//! its counter tracks, its events) depend only on that stream's items in
+//! their order (`stream::StreamCoder`). The writer makes them itself, or
+//! hands the stream's coder out as a `StreamEncoder` that runs ahead of the
+//! merge on another thread (`TimelineSink::stream_encoder`), and then only
+//! copies the bytes it made. Either way the packets of calls, returns,
+//! exceptions and lines are written by hand once their names are interned
+//! (`thread::hot`), the rest with prost.
 
 mod encoder;
 mod output;
