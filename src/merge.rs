@@ -12,8 +12,7 @@
 //! arrives later than what was already written is written at once and
 //! counted as late: nothing is dropped.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
@@ -174,10 +173,68 @@ impl ThreadQueue {
 }
 
 /// A heap entry: the head of one thread queue.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Head {
     ts_ns: u64,
     queue: usize,
+}
+
+/// A binary min-heap of queue heads that also shows the second smallest,
+/// and replaces its top with one sift: the merge takes the oldest queue's
+/// events up to the next oldest queue's head, then puts the queue back,
+/// often more than once per event when streams interleave finely.
+#[derive(Debug, Default)]
+struct Heads(Vec<Head>);
+
+impl Heads {
+    fn top(&self) -> Option<Head> {
+        self.0.first().copied()
+    }
+
+    /// The time of the smallest head after the top (`u64::MAX`: none).
+    fn second_ts_ns(&self) -> u64 {
+        let child = |i: usize| self.0.get(i).map_or(u64::MAX, |h| h.ts_ns);
+        child(1).min(child(2))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn push(&mut self, head: Head) {
+        let mut i = self.0.len();
+        self.0.push(head);
+        while i > 0 && self.0[(i - 1) / 2] > self.0[i] {
+            self.0.swap(i, (i - 1) / 2);
+            i = (i - 1) / 2;
+        }
+    }
+
+    /// Replaces the top with `head`, or removes it.
+    fn replace_top(&mut self, head: Option<Head>) {
+        match head {
+            Some(head) => self.0[0] = head,
+            None => {
+                self.0.swap_remove(0);
+            }
+        }
+        let mut i = 0;
+        loop {
+            let (left, right) = (2 * i + 1, 2 * i + 2);
+            let mut least = i;
+            if self.0.get(left).is_some_and(|h| *h < self.0[least]) {
+                least = left;
+            }
+            if self.0.get(right).is_some_and(|h| *h < self.0[least]) {
+                least = right;
+            }
+            if least == i {
+                return;
+            }
+            self.0.swap(i, least);
+            i = least;
+        }
+    }
 }
 
 struct Slot {
@@ -202,7 +259,7 @@ pub struct Merger<S: TimelineSink> {
     queues: Vec<ThreadQueue>,
     queue_of: IdMap<(StreamId, u64), usize>,
     last_queue: Option<((StreamId, u64), usize)>,
-    heap: BinaryHeap<Reverse<Head>>,
+    heap: Heads,
     buffered: usize,
     written_ns: u64,
     /// Live merges: no event newer than this is written yet, so that a
@@ -220,7 +277,7 @@ impl<S: TimelineSink> Merger<S> {
             queues: Vec::new(),
             queue_of: IdMap::default(),
             last_queue: None,
-            heap: BinaryHeap::new(),
+            heap: Heads::default(),
             buffered: 0,
             written_ns: 0,
             live_horizon_ns: None,
@@ -333,7 +390,7 @@ impl<S: TimelineSink> Merger<S> {
         if !queue.in_heap {
             queue.in_heap = true;
             let ts_ns = queue.front().unwrap_or(0);
-            self.heap.push(Reverse(Head { ts_ns, queue: q }));
+            self.heap.push(Head { ts_ns, queue: q });
         }
         while self.buffered > self.max_buffered {
             self.write_oldest(u64::MAX)?;
@@ -389,7 +446,7 @@ impl<S: TimelineSink> Merger<S> {
             .min()
             .unwrap_or(u64::MAX)
             .min(self.live_horizon_ns.unwrap_or(u64::MAX));
-        while self.heap.peek().is_some_and(|h| h.0.ts_ns <= horizon) {
+        while self.heap.top().is_some_and(|h| h.ts_ns <= horizon) {
             self.write_oldest(horizon)?;
         }
         self.report_ends()
@@ -398,11 +455,11 @@ impl<S: TimelineSink> Merger<S> {
     /// Writes the oldest queue's events up to `horizon`, for as long as
     /// they stay older than every other queue's head.
     fn write_oldest(&mut self, horizon: u64) -> io::Result<()> {
-        let Some(Reverse(head)) = self.heap.pop() else {
+        let Some(head) = self.heap.top() else {
             return Ok(());
         };
         let q = head.queue;
-        let next_other = self.heap.peek().map_or(u64::MAX, |h| h.0.ts_ns);
+        let next_other = self.heap.second_ts_ns();
         let limit = horizon.min(next_other);
         let stream = self.queues[q].stream;
         // The first event goes regardless: it is the oldest head.
@@ -431,10 +488,9 @@ impl<S: TimelineSink> Merger<S> {
             }
         }
         let queue = &mut self.queues[q];
-        match queue.front() {
-            Some(ts_ns) => self.heap.push(Reverse(Head { ts_ns, queue: q })),
-            None => queue.in_heap = false,
-        }
+        let next = queue.front().map(|ts_ns| Head { ts_ns, queue: q });
+        queue.in_heap = next.is_some();
+        self.heap.replace_top(next);
         Ok(())
     }
 
@@ -648,6 +704,38 @@ mod tests {
         let order: Vec<u64> = sink.events.iter().map(|e| e.1).collect();
         assert_eq!(order, vec![10, 5, 30, 40]);
         assert_eq!(stats[0].late, 1);
+    }
+
+    #[test]
+    fn heads_come_out_smallest_first_with_the_second_at_hand() {
+        let mut heads = Heads::default();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut model: Vec<Head> = Vec::new();
+        for step in 0..5000usize {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            if model.len() < 40 && (rng % 3 != 0 || model.is_empty()) {
+                let head = Head {
+                    ts_ns: rng % 100,
+                    queue: step,
+                };
+                heads.push(head);
+                model.push(head);
+            } else {
+                model.sort();
+                assert_eq!(heads.top(), Some(model[0]));
+                let second = model.get(1).map_or(u64::MAX, |h| h.ts_ns);
+                assert_eq!(heads.second_ts_ns(), second);
+                let replace = (rng % 2 == 0).then_some(Head {
+                    ts_ns: rng % 150,
+                    queue: step,
+                });
+                model.remove(0);
+                model.extend(replace);
+                heads.replace_top(replace);
+            }
+        }
     }
 
     #[test]
