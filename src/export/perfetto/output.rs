@@ -83,7 +83,7 @@ impl PacketBuf {
         if self.buf.len() < self.filled + bytes.len() + ROOM {
             self.grow(bytes.len());
         }
-        self.buf[self.filled..self.filled + bytes.len()].copy_from_slice(bytes);
+        copy(&mut self.buf[self.filled..], bytes);
         self.filled += bytes.len();
     }
 
@@ -94,6 +94,30 @@ impl PacketBuf {
         format::append_packet(packet, &mut scratch);
         self.append(&scratch);
         self.scratch = scratch;
+    }
+}
+
+/// Copies `src` to the start of `dst`. The merge appends a run of a few
+/// events' bytes at a time, often two dozen: `copy_from_slice` of such a
+/// size is a call to memmove (with its size dispatch), while two fixed-size
+/// copies that overlap in the middle are a few vector moves.
+#[inline]
+fn copy(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    match n {
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+        }
+        17..=32 => {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[n - 16..n].copy_from_slice(&src[n - 16..]);
+        }
+        33..=64 => {
+            dst[..32].copy_from_slice(&src[..32]);
+            dst[n - 32..n].copy_from_slice(&src[n - 32..]);
+        }
+        _ => dst[..n].copy_from_slice(src),
     }
 }
 
@@ -165,6 +189,20 @@ impl<W: Write> Output<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_of_every_small_size_are_exact() {
+        let src: Vec<u8> = (1..=200).collect();
+        for n in 0..=130 {
+            let mut dst = vec![0u8; 256];
+            copy(&mut dst, &src[..n]);
+            assert_eq!(&dst[..n], &src[..n], "{n} bytes");
+            assert!(
+                dst[n..].iter().all(|&b| b == 0),
+                "{n} bytes: wrote past the end"
+            );
+        }
+    }
 
     #[test]
     fn room_and_appends_keep_the_bytes_in_order() {
