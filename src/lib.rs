@@ -13,6 +13,7 @@ pub mod clock;
 mod error;
 pub mod event;
 pub mod export;
+mod idmap;
 pub mod input;
 pub mod mark;
 pub mod merge;
@@ -38,7 +39,7 @@ pub use native::{
     thread_name, Span,
 };
 pub use queue::OnFull;
-pub use read::{Event, EventReader, FrameReader, StreamItem};
+pub use read::{Chunk, Encoded, Event, EventReader, FrameReader, StreamItem};
 pub use recorder::{Config, Recorder, Stats};
 pub use sink::{Address, Token};
 pub use writer::FunctionInfo;

@@ -86,6 +86,25 @@ impl<R: Read> FrameReader<R> {
 
     /// The next frame, or `None` at the end of the input.
     pub fn next_frame(&mut self) -> Result<Option<Body>> {
+        let Some(start) = self.read_frame()? else {
+            return Ok(None);
+        };
+        self.decode(start)
+    }
+
+    fn decode(&mut self, start: u64) -> Result<Option<Body>> {
+        match wire::decode_frame(&self.buf) {
+            Ok(body) => Ok(Some(body)),
+            Err(reason) => {
+                self.done = true;
+                Err(self.malformed(start, reason))
+            }
+        }
+    }
+
+    /// Reads the next frame's bytes into `buf`; returns the frame's offset,
+    /// or `None` at the end of the input (or a torn frame).
+    fn read_frame(&mut self) -> Result<Option<u64>> {
         if self.done {
             return Ok(None);
         }
@@ -112,13 +131,7 @@ impl<R: Read> FrameReader<R> {
             self.end_truncated();
             return Ok(None);
         }
-        match wire::decode_frame(&self.buf) {
-            Ok(body) => Ok(Some(body)),
-            Err(reason) => {
-                self.done = true;
-                Err(self.malformed(start, reason))
-            }
-        }
+        Ok(Some(start))
     }
 
     /// Reads a varint length; `None` at a clean end or a torn prefix.
@@ -156,11 +169,15 @@ impl<R: Read> FrameReader<R> {
     }
 
     fn malformed(&self, offset: u64, reason: String) -> Error {
-        Error::Malformed {
-            what: self.what.clone(),
-            offset,
-            reason,
-        }
+        malformed(&self.what, offset, reason)
+    }
+}
+
+fn malformed(what: &str, offset: u64, reason: String) -> Error {
+    Error::Malformed {
+        what: what.to_owned(),
+        offset,
+        reason,
     }
 }
 
@@ -253,6 +270,60 @@ pub enum StreamItem {
     Event(Event),
 }
 
+/// A piece of a stream as `EventReader::next_chunk` gives it: an item that
+/// is not an event, or the events of one batch (one thread's, in the
+/// thread's order), which travel and merge as one piece instead of one
+/// item each.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Chunk {
+    Item(StreamItem),
+    Events {
+        tid: u64,
+        events: Vec<Event>,
+    },
+    /// A batch already encoded for the output by the sink's encoder (see
+    /// `timeline::StreamEncoder`): what the merge needs of its events.
+    Encoded {
+        tid: u64,
+        encoded: Encoded,
+    },
+}
+
+/// A batch of one thread's events as a sink's `timeline::StreamEncoder`
+/// made them: their bytes in the output, and their timestamps to merge by.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Encoded {
+    /// The events' timestamps, in order.
+    pub ts_ns: Vec<u64>,
+    /// The events' bytes, in order.
+    pub bytes: Vec<u8>,
+    /// Where each event's bytes end in `bytes`.
+    pub ends: Vec<u32>,
+}
+
+impl Encoded {
+    /// The bytes of events `from..to`.
+    pub fn range(&self, from: usize, to: usize) -> &[u8] {
+        let start = from.checked_sub(1).map_or(0, |i| self.ends[i] as usize);
+        let end = to.checked_sub(1).map_or(0, |i| self.ends[i] as usize);
+        &self.bytes[start..end]
+    }
+}
+
+impl Chunk {
+    /// The chunk as items, in order (none for an encoded batch, whose
+    /// events are gone).
+    pub fn into_items(self) -> impl Iterator<Item = StreamItem> {
+        let (item, events) = match self {
+            Chunk::Item(item) => (Some(item), Vec::new()),
+            Chunk::Events { events, .. } => (None, events),
+            Chunk::Encoded { .. } => (None, Vec::new()),
+        };
+        item.into_iter()
+            .chain(events.into_iter().map(StreamItem::Event))
+    }
+}
+
 /// Reads the events of one stream, resolving clocks as it goes.
 pub struct EventReader<R> {
     frames: FrameReader<R>,
@@ -260,7 +331,10 @@ pub struct EventReader<R> {
     functions: HashMap<u32, FunctionInfo>,
     threads: HashMap<u64, String>,
     clock: ClockMap,
-    ready: VecDeque<StreamItem>,
+    ready: VecDeque<Chunk>,
+    /// The rest of a batch that `next_item` hands out one event at a time.
+    pending: std::vec::IntoIter<Event>,
+    pending_tid: u64,
     end: Option<pb::End>,
     lost: u64,
 }
@@ -306,6 +380,8 @@ impl<R: Read> EventReader<R> {
             threads: HashMap::new(),
             clock: ClockMap::new(1e9),
             ready: VecDeque::new(),
+            pending: Vec::new().into_iter(),
+            pending_tid: 0,
             end: None,
             lost: 0,
         }
@@ -362,20 +438,87 @@ impl<R: Read> EventReader<R> {
     /// Moves the items already decoded (the rest of the current frame) to
     /// `out`, so a caller can hand them on in one piece.
     pub fn take_ready(&mut self, out: &mut Vec<StreamItem>) {
+        out.extend(self.pending.by_ref().map(StreamItem::Event));
+        for chunk in self.ready.drain(..) {
+            out.extend(chunk.into_items());
+        }
+    }
+
+    /// Moves the chunks already decoded (the rest of the current frame) to
+    /// `out`.
+    pub fn take_ready_chunks(&mut self, out: &mut Vec<Chunk>) {
+        if self.pending.len() > 0 {
+            let events = self.pending.by_ref().collect();
+            let tid = self.pending_tid;
+            out.push(Chunk::Events { tid, events });
+        }
         out.extend(self.ready.drain(..));
     }
 
     /// The next item: an intern record, a clock heartbeat or an event.
     pub fn next_item(&mut self) -> Result<Option<StreamItem>> {
         loop {
-            if let Some(item) = self.ready.pop_front() {
-                return Ok(Some(item));
+            if let Some(event) = self.pending.next() {
+                return Ok(Some(StreamItem::Event(event)));
             }
-            let Some(body) = self.frames.next_frame()? else {
-                return Ok(None);
-            };
-            self.apply(body)?;
+            match self.next_chunk()? {
+                None => return Ok(None),
+                Some(Chunk::Item(item)) => return Ok(Some(item)),
+                Some(Chunk::Encoded { .. }) => {} // never read from a stream
+                Some(Chunk::Events { tid, events }) => {
+                    self.pending_tid = tid;
+                    self.pending = events.into_iter();
+                }
+            }
         }
+    }
+
+    /// The next chunk: an intern record, a clock heartbeat, or a batch of
+    /// one thread's events. The fast way to read a stream.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        if self.pending.len() > 0 {
+            let events = self.pending.by_ref().collect();
+            let tid = self.pending_tid;
+            return Ok(Some(Chunk::Events { tid, events }));
+        }
+        loop {
+            if let Some(chunk) = self.ready.pop_front() {
+                return Ok(Some(chunk));
+            }
+            if !self.read_frame()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads one frame into `ready`; false at the end of the stream.
+    fn read_frame(&mut self) -> Result<bool> {
+        let Some(start) = self.frames.read_frame()? else {
+            return Ok(false);
+        };
+        match wire::batch::parse_frame(&self.frames.buf) {
+            Some(view) => {
+                let batch = Batch {
+                    tid: view.tid,
+                    base_ticks: view.base_ticks,
+                    lost_before: view.lost_before,
+                    len: (view.tick_deltas.len(), view.codes.len()),
+                    deltas: view.tick_deltas.iter().map(wire::batch::unzigzag),
+                    codes: view.codes.iter(),
+                    lines: view.lines.iter().map(|line| line as u32),
+                    marks: view.marks.into_iter(),
+                    texts: Vec::new(),
+                };
+                let decoded = decode_batch(batch, &self.clock, &mut self.lost, &mut self.ready);
+                decoded.map_err(|reason| self.malformed(reason))?;
+            }
+            None => {
+                if let Some(body) = self.frames.decode(start)? {
+                    self.apply(body)?;
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn apply(&mut self, body: Body) -> Result<()> {
@@ -391,83 +534,148 @@ impl<R: Read> EventReader<R> {
                     native: f.native,
                 };
                 self.functions.insert(f.id, info.clone());
-                self.ready.push_back(StreamItem::Function(info));
+                self.ready
+                    .push_back(Chunk::Item(StreamItem::Function(info)));
             }
             Body::Thread(t) => {
                 self.threads.insert(t.tid, t.name.clone());
-                self.ready.push_back(StreamItem::Thread {
+                self.ready.push_back(Chunk::Item(StreamItem::Thread {
                     tid: t.tid,
                     name: t.name,
-                });
+                }));
             }
             Body::Clock(c) => {
                 self.clock.add(c.ticks, c.monotonic_ns);
-                self.ready.push_back(StreamItem::Clock {
+                self.ready.push_back(Chunk::Item(StreamItem::Clock {
                     monotonic_ns: c.monotonic_ns,
-                });
+                }));
             }
-            Body::Batch(batch) => self.decode_batch(batch)?,
+            Body::Batch(batch) => {
+                if batch.text_events.len() != batch.texts.len() {
+                    return Err(
+                        self.malformed("a batch has different numbers of texts and text events")
+                    );
+                }
+                let texts = batch.text_events.into_iter().zip(batch.texts).collect();
+                let batch = Batch {
+                    tid: batch.tid,
+                    base_ticks: batch.base_ticks,
+                    lost_before: batch.lost_before,
+                    len: (batch.tick_deltas.len(), batch.codes.len()),
+                    deltas: batch.tick_deltas.into_iter(),
+                    codes: batch.codes.into_iter(),
+                    lines: batch.lines.into_iter(),
+                    marks: batch.marks.into_iter(),
+                    texts,
+                };
+                let decoded = decode_batch(batch, &self.clock, &mut self.lost, &mut self.ready);
+                decoded.map_err(|reason| self.malformed(reason))?;
+            }
             Body::End(end) => self.end = Some(end),
             Body::Auth(_) => return Err(self.malformed("an auth frame after the hello")),
         }
         Ok(())
     }
 
-    fn decode_batch(&mut self, batch: pb::EventBatch) -> Result<()> {
-        if batch.tick_deltas.len() != batch.codes.len() {
-            return Err(self.malformed("a batch has different numbers of ticks and codes"));
+    fn malformed(&self, reason: impl Into<String>) -> Error {
+        Error::Malformed {
+            what: self.frames.what.clone(),
+            offset: self.frames.offset,
+            reason: reason.into(),
         }
-        if self.clock.is_empty() && !batch.codes.is_empty() {
-            return Err(self.malformed("a batch comes before any clock snapshot"));
-        }
-        self.lost += batch.lost_before;
-        let mut ticks = batch.base_ticks;
-        let mut lines = batch.lines.iter();
-        let mut marks = batch.marks.into_iter();
-        if batch.text_events.len() != batch.texts.len() {
-            return Err(self.malformed("a batch has different numbers of texts and text events"));
-        }
-        let mut texts = batch.text_events.iter().zip(batch.texts).peekable();
-        for (i, (&delta, &code)) in batch.tick_deltas.iter().zip(&batch.codes).enumerate() {
+    }
+}
+
+/// Decodes a batch into one chunk of events in `ready`, adding its losses
+/// to `lost`. On bad input the events before the bad one are still handed
+/// out, then the error.
+fn decode_batch<D, C, L, M>(
+    batch: Batch<D, C, L, M>,
+    clock: &ClockMap,
+    lost: &mut u64,
+    ready: &mut VecDeque<Chunk>,
+) -> std::result::Result<(), String>
+where
+    D: Iterator<Item = i64>,
+    C: Iterator<Item = u64>,
+    L: Iterator<Item = u32>,
+    M: Iterator<Item = pb::Mark>,
+{
+    if batch.len.0 != batch.len.1 {
+        return Err("a batch has different numbers of ticks and codes".into());
+    }
+    if clock.is_empty() && batch.len.1 > 0 {
+        return Err("a batch comes before any clock snapshot".into());
+    }
+    *lost += batch.lost_before;
+    let tid = batch.tid;
+    let mut events = Vec::with_capacity(batch.len.1);
+    let result = batch.decode(clock, &mut events);
+    if !events.is_empty() {
+        ready.push_back(Chunk::Events { tid, events });
+    }
+    result
+}
+
+/// A batch's fields, from the hand-parsed view or from prost's struct.
+struct Batch<D, C, L, M> {
+    tid: u64,
+    base_ticks: u64,
+    lost_before: u64,
+    /// Numbers of tick deltas and of codes.
+    len: (usize, usize),
+    deltas: D,
+    codes: C,
+    lines: L,
+    marks: M,
+    /// `log_args` texts: (event index, text), by ascending index. A frame
+    /// with texts always takes the prost path (`wire::batch`).
+    texts: Vec<(u32, String)>,
+}
+
+impl<D, C, L, M> Batch<D, C, L, M>
+where
+    D: Iterator<Item = i64>,
+    C: Iterator<Item = u64>,
+    L: Iterator<Item = u32>,
+    M: Iterator<Item = pb::Mark>,
+{
+    /// Appends the batch's events to `out`, their ticks converted by
+    /// `clock`; stops at the first bad one.
+    fn decode(mut self, clock: &ClockMap, out: &mut Vec<Event>) -> std::result::Result<(), String> {
+        let mut converter = clock.converter();
+        let mut ticks = self.base_ticks;
+        let mut texts = self.texts.into_iter().peekable();
+        for (i, (delta, code)) in self.deltas.zip(self.codes).enumerate() {
             ticks = ticks.wrapping_add(delta as u64);
             let (function, kind) = decode_code(code);
-            let kind = Kind::from_wire(kind)
-                .ok_or_else(|| self.malformed(&format!("unknown event kind {kind}")))?;
+            let kind = Kind::from_wire(kind).ok_or_else(|| format!("unknown event kind {kind}"))?;
             let line = match kind {
-                Kind::Line => *lines
+                Kind::Line => self
+                    .lines
                     .next()
-                    .ok_or_else(|| self.malformed("a line event without its line number"))?,
+                    .ok_or("a line event without its line number")?,
                 _ => 0,
             };
             let mark = if kind.has_payload() {
-                let mark = marks
-                    .next()
-                    .ok_or_else(|| self.malformed("a user event without its mark"))?;
+                let mark = self.marks.next().ok_or("a user event without its mark")?;
                 Some(Box::new(wire::mark_from_wire(mark)))
             } else {
                 None
             };
             let text = texts
-                .next_if(|(&at, _)| at as usize == i)
+                .next_if(|&(at, _)| at as usize == i)
                 .map(|(_, text)| Arc::from(text));
-            self.ready.push_back(StreamItem::Event(Event {
-                ts_ns: self.clock.to_ns(ticks).unwrap_or(0),
-                tid: batch.tid,
+            out.push(Event {
+                ts_ns: converter.to_ns(ticks).unwrap_or(0),
+                tid: self.tid,
                 kind,
                 function: FunctionId(function as u32),
                 line,
                 mark,
                 text,
-            }));
+            });
         }
         Ok(())
-    }
-
-    fn malformed(&self, reason: &str) -> Error {
-        Error::Malformed {
-            what: self.frames.what.clone(),
-            offset: self.frames.offset,
-            reason: reason.to_owned(),
-        }
     }
 }

@@ -16,6 +16,8 @@ pub mod pb {
 
 pub use pb::frame::Body;
 
+pub mod batch;
+
 /// Magic at the start of a stream file.
 pub const MAGIC: &[u8; 6] = b"RTRACE";
 /// Stream format version this rtrace writes and the newest it reads.

@@ -275,7 +275,7 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, batch: Batch) {
+    fn write_batch(&mut self, mut batch: Batch) {
         self.write_pending();
         let n = (batch.events.len() - batch.payload_slots) as u64;
         if self.failed {

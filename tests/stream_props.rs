@@ -11,7 +11,7 @@ use rtrace::event::{FunctionId, Kind, RawEvent};
 use rtrace::merge::{MergeConfig, Merger};
 use rtrace::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
 use rtrace::wire::{self, pb, Body};
-use rtrace::{Error, Event, EventReader, FrameReader, FunctionInfo, StreamItem};
+use rtrace::{Chunk, Error, Event, EventReader, FrameReader, FunctionInfo, StreamItem};
 
 /// A stream to build: batches of events of a few threads, interleaved.
 #[derive(Debug, Clone)]
@@ -306,6 +306,86 @@ proptest! {
             m
         };
         prop_assert_eq!(per_thread(&written.0), per_thread(&oracle), "a thread's events changed");
+    }
+}
+
+/// One stream's items as the reader hands them to the merge: runs of one
+/// thread's events as one chunk, each followed by the newest heartbeat
+/// that came with them.
+fn chunked(items: &[StreamItem]) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut run: Vec<Event> = Vec::new();
+    let mut clock = None;
+    let flush = |run: &mut Vec<Event>, clock: &mut Option<StreamItem>, chunks: &mut Vec<Chunk>| {
+        if let Some(first) = run.first() {
+            let tid = first.tid;
+            chunks.push(Chunk::Events {
+                tid,
+                events: std::mem::take(run),
+            });
+        }
+        chunks.extend(clock.take().map(Chunk::Item));
+    };
+    for item in items {
+        match item {
+            StreamItem::Event(e) => {
+                if run.first().is_some_and(|f| f.tid != e.tid) {
+                    flush(&mut run, &mut clock, &mut chunks);
+                }
+                run.push(e.clone());
+            }
+            StreamItem::Clock { .. } => clock = Some(item.clone()),
+            other => {
+                flush(&mut run, &mut clock, &mut chunks);
+                chunks.push(Chunk::Item(other.clone()));
+            }
+        }
+    }
+    flush(&mut run, &mut clock, &mut chunks);
+    chunks
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// As above, with each stream's events pushed in batches (the way the
+    /// collector feeds the merge): the output is still the sort, and a
+    /// sink that takes runs (`events`) gets them in the same order.
+    #[test]
+    fn the_merge_of_batches_equals_a_sort((streams, disorder_ns) in merge_input(), pick in any::<u64>()) {
+        let mut written = Written::default();
+        let config = MergeConfig {
+            window: std::time::Duration::from_nanos(disorder_ns),
+            max_buffered: 1 << 20,
+        };
+        let mut merger = Merger::new(&mut written, config);
+        let ids: Vec<StreamId> = streams.iter().map(|_| merger.add_stream(ProcessInfo::default()).unwrap()).collect();
+        let chunks: Vec<Vec<Chunk>> = streams.iter().map(|s| chunked(s)).collect();
+        let mut at = vec![0usize; chunks.len()];
+        let mut rng = pick | 1;
+        while at.iter().zip(&chunks).any(|(a, s)| *a < s.len()) {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let s = (rng >> 33) as usize % chunks.len();
+            if at[s] < chunks[s].len() {
+                merger.push_chunk(ids[s], chunks[s][at[s]].clone()).unwrap();
+                at[s] += 1;
+            }
+        }
+        for &id in &ids {
+            merger.end_stream(id, StreamEnd::default(), None).unwrap();
+        }
+        let (_, stats) = merger.finish().unwrap();
+        prop_assert_eq!(stats.iter().map(|s| s.late).sum::<u64>(), 0);
+        let mut oracle: Vec<(StreamId, Event)> = streams.iter().zip(&ids).flat_map(|(items, &id)| {
+            items.iter().filter_map(move |item| match item {
+                StreamItem::Event(e) => Some((id, e.clone())),
+                _ => None,
+            })
+        }).collect();
+        oracle.sort_by_key(|(id, e)| (e.ts_ns, *id, e.tid));
+        let ts = |v: &[(StreamId, Event)]| v.iter().map(|(_, e)| e.ts_ns).collect::<Vec<_>>();
+        prop_assert_eq!(ts(&written.0), ts(&oracle), "not in timestamp order");
+        prop_assert_eq!(written.0.len(), oracle.len());
     }
 }
 

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::Sender;
-use rtrace::timeline::{ProcessInfo, StreamEnd};
-use rtrace::{sanitize, Address, EventReader, StreamItem};
+use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd};
+use rtrace::{sanitize, Address, Chunk, EventReader, StreamItem};
 
 use crate::access::Access;
 use crate::handshake::{self, Outcome, Terms};
@@ -33,14 +33,16 @@ pub struct ConnId(pub u64);
 /// What reader threads tell the merge.
 #[derive(Debug)]
 pub enum Arrival {
+    /// A stream begins. The merge answers on `encoder` with the stream's
+    /// encoder, if the output has one: the reader thread then encodes the
+    /// stream's events itself, ahead of the merge.
     Hello {
         conn: ConnId,
         process: ProcessInfo,
+        encoder: Sender<Option<Box<dyn StreamEncoder>>>,
     },
-    Items {
-        conn: ConnId,
-        items: Vec<StreamItem>,
-    },
+    /// What a frame of the stream held (a batch of events, usually).
+    Chunks { conn: ConnId, chunks: Vec<Chunk> },
     Closed {
         conn: ConnId,
         end: StreamEnd,
@@ -49,9 +51,7 @@ pub enum Arrival {
     },
     /// A connection was refused (token, limits, protocol version). Sent
     /// for a few refusals a second; all are counted by `Ingest::refused`.
-    Refused {
-        message: String,
-    },
+    Refused { message: String },
 }
 
 /// A peer that sends nothing (not even a heartbeat) for this long is gone.
@@ -516,8 +516,17 @@ fn serve(conn: ConnId, name: String, peer: Peer, tcp: bool, shared: &Shared) {
             if let Err(e) = welcomed {
                 (broken(), Some(format!("could not answer the hello: {e}")))
             } else {
-                let _ = tx.send(Arrival::Hello { conn, process });
-                forward(conn, *reader, tx)
+                let (reply, encoder) = crossbeam_channel::bounded(1);
+                let hello = Arrival::Hello {
+                    conn,
+                    process,
+                    encoder: reply,
+                };
+                let encoder = match tx.send(hello) {
+                    Ok(()) => encoder.recv().ok().flatten(),
+                    Err(_) => None,
+                };
+                forward(conn, *reader, tx, encoder)
             }
         }
         Outcome::Refused {
@@ -562,23 +571,29 @@ fn forward<R: Read>(
     conn: ConnId,
     mut reader: EventReader<R>,
     tx: &Sender<Arrival>,
+    mut encoder: Option<Box<dyn StreamEncoder>>,
 ) -> (StreamEnd, Option<String>) {
     let mut events = 0u64;
     let error = loop {
-        let item = match reader.next_item() {
-            Ok(Some(item)) => item,
+        let chunk = match reader.next_chunk() {
+            Ok(Some(chunk)) => chunk,
             Ok(None) => break None,
             Err(e) => break Some(e.to_string()),
         };
-        let mut items = vec![item];
-        reader.take_ready(&mut items);
-        for item in &mut items {
-            match item {
-                StreamItem::Event(_) => events += 1,
-                other => sanitize_item(other),
+        let mut chunks = vec![chunk];
+        reader.take_ready_chunks(&mut chunks);
+        for chunk in &mut chunks {
+            events += chunk_events(chunk) as u64;
+            sanitize_chunk(chunk);
+            if let Some(encoder) = &mut encoder {
+                encoder.chunk(chunk);
             }
         }
-        if tx.send(Arrival::Items { conn, items }).is_err() {
+        // Blocks while the merge is behind (the channel is short): the
+        // socket is not read, so the recorder's queue fills and its policy
+        // (drop and count, or block) applies, instead of the backlog piling
+        // up in the collector's memory.
+        if tx.send(Arrival::Chunks { conn, chunks }).is_err() {
             break None;
         }
     };
@@ -589,6 +604,23 @@ fn forward<R: Read>(
         last_ts_ns: 0,
     };
     (end, error)
+}
+
+/// Events in a chunk.
+pub fn chunk_events(chunk: &Chunk) -> usize {
+    match chunk {
+        Chunk::Events { events, .. } => events.len(),
+        Chunk::Encoded { encoded, .. } => encoded.ts_ns.len(),
+        Chunk::Item(StreamItem::Event(_)) => 1,
+        Chunk::Item(_) => 0,
+    }
+}
+
+/// Escapes control characters in the names a chunk carries.
+pub fn sanitize_chunk(chunk: &mut Chunk) {
+    if let Chunk::Item(item) = chunk {
+        sanitize_item(item);
+    }
 }
 
 /// Escapes control characters in the names an item carries.

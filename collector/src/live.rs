@@ -41,6 +41,15 @@ pub struct Collected {
     pub broken: u64,
 }
 
+/// Arrivals (each about one batch of one stream) waiting for the merge at
+/// most. When the merge falls this far behind, reader threads stop reading
+/// their sockets until it catches up: the backlog stays in the recorders,
+/// whose policy drops (and counts) or blocks, not in the collector's memory.
+const QUEUED_ARRIVALS: usize = 64;
+/// How often the loop looks at the stop flag and the clock while nothing
+/// arrives: the merged file is complete this soon after a stop request.
+const TICK: Duration = Duration::from_millis(10);
+
 /// Collects into `sink` until `stop` is set, then drains and finishes.
 /// `on_ready` runs once every address is listening.
 pub fn collect<S: TimelineSink>(
@@ -49,13 +58,13 @@ pub fn collect<S: TimelineSink>(
     stop: &AtomicBool,
     on_ready: impl FnOnce(),
 ) -> Result<Collected> {
-    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let (tx, rx) = crossbeam_channel::bounded(QUEUED_ARRIVALS);
     let mut ingest = Ingest::start(&options.listen, options.access.clone(), tx)?;
     on_ready();
     let mut state = State::new(Merger::new(sink, options.merge));
     let mut status = Status::new(options.status);
     while !stop.load(Ordering::Relaxed) {
-        match rx.recv_timeout(Duration::from_millis(100)) {
+        match rx.recv_timeout(TICK) {
             Ok(arrival) => state.apply(arrival)?,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -107,18 +116,23 @@ impl<S: TimelineSink> State<S> {
 
     fn apply(&mut self, arrival: Arrival) -> Result<()> {
         match arrival {
-            Arrival::Hello { conn, process } => {
+            Arrival::Hello {
+                conn,
+                process,
+                encoder,
+            } => {
                 let id = self.merger.add_stream(process)?;
+                let _ = encoder.send(self.merger.stream_encoder(id));
                 self.streams.insert(conn, id);
                 self.bytes.push(0);
             }
-            Arrival::Items { conn, items } => {
+            Arrival::Chunks { conn, chunks } => {
                 let Some(&id) = self.streams.get(&conn) else {
                     return Ok(());
                 };
-                for item in items {
-                    self.events += u64::from(matches!(item, rtrace::StreamItem::Event(_)));
-                    self.merger.push(id, item)?;
+                for chunk in chunks {
+                    self.events += crate::ingest::chunk_events(&chunk) as u64;
+                    self.merger.push_chunk(id, chunk)?;
                 }
             }
             Arrival::Closed {

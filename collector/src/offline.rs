@@ -8,8 +8,11 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use rtrace::merge::{MergeConfig, Merger, StreamStats};
-use rtrace::timeline::{ProcessInfo, StreamEnd, TimelineSink};
+use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd, TimelineSink};
 use rtrace::EventReader;
+
+/// A stream's encoder, if the output has one (see `StreamEncoder`).
+type Encoder = Option<Box<dyn StreamEncoder>>;
 
 /// Merges `inputs` into `sink`. A file that cannot be read at all is
 /// reported and skipped; one that breaks mid-way keeps what came before.
@@ -19,32 +22,30 @@ pub fn merge_files<S: TimelineSink>(
     config: MergeConfig,
 ) -> Result<(Vec<StreamStats>, Vec<u64>)> {
     let mut merger = Merger::new(sink, config);
-    let mut readers: Vec<Option<EventReader<BufReader<File>>>> = Vec::new();
+    let mut readers: Vec<Option<(EventReader<BufReader<File>>, Encoder)>> = Vec::new();
     let mut bytes = Vec::new();
     for path in inputs {
         match EventReader::open(path) {
             Ok(reader) => {
                 let process = reader.hello().map(ProcessInfo::from).unwrap_or_default();
                 let process = rtrace::sanitize::process(process);
-                merger.add_stream(process)?;
-                readers.push(Some(reader));
+                let id = merger.add_stream(process)?;
+                readers.push(Some((reader, merger.stream_encoder(id))));
                 bytes.push(std::fs::metadata(path).map_or(0, |m| m.len()));
             }
             Err(e) => eprintln!("rtrace-collect: skipping {}: {e}", path.display()),
         }
     }
-    let mut items = Vec::new();
     while let Some(stream) = merger.lagging_stream() {
         let slot = &mut readers[stream.0 as usize];
-        let Some(reader) = slot else { break };
-        match reader.next_item() {
-            Ok(Some(item)) => {
-                items.push(item);
-                reader.take_ready(&mut items);
-                for mut item in items.drain(..) {
-                    crate::ingest::sanitize_item(&mut item);
-                    merger.push(stream, item)?;
+        let Some((reader, encoder)) = slot else { break };
+        match reader.next_chunk() {
+            Ok(Some(mut chunk)) => {
+                crate::ingest::sanitize_chunk(&mut chunk);
+                if let Some(encoder) = encoder {
+                    encoder.chunk(&mut chunk);
                 }
+                merger.push_chunk(stream, chunk)?;
             }
             Ok(None) => {
                 let end = end_of(reader, false);

@@ -1,4 +1,5 @@
-//! Decoded streams from any bytes, fed to the merge in an interleaving the
+//! Decoded streams from any bytes, fed to the merge a chunk (a batch of
+//! events, as the collector reads them) at a time in an interleaving the
 //! input chooses: every event pushed comes out exactly once, each thread's
 //! events in the order they were pushed, and the merge never panics (the
 //! global timestamp order is checked against a sort oracle by the property
@@ -10,7 +11,7 @@ use std::io;
 use libfuzzer_sys::fuzz_target;
 use rtrace::merge::{MergeConfig, Merger};
 use rtrace::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
-use rtrace::{Event, EventReader, FrameReader, FunctionInfo, StreamItem};
+use rtrace::{Chunk, Event, EventReader, FrameReader, FunctionInfo, StreamItem};
 
 use std::collections::HashMap;
 
@@ -45,14 +46,15 @@ impl TimelineSink for &mut Check {
     }
 }
 
-/// The items of one stream, up to its end or first error.
-fn items(bytes: &[u8]) -> Vec<StreamItem> {
+/// The chunks of one stream (as the collector reads them: a batch of
+/// events at a time), up to its end or first error.
+fn chunks(bytes: &[u8]) -> Vec<Chunk> {
     let mut out = Vec::new();
     if let Ok(mut reader) =
         FrameReader::with_header(bytes, "fuzz".into()).and_then(EventReader::new)
     {
-        while let Ok(Some(item)) = reader.next_item() {
-            out.push(item);
+        while let Ok(Some(chunk)) = reader.next_chunk() {
+            out.push(chunk);
         }
     }
     out
@@ -60,7 +62,7 @@ fn items(bytes: &[u8]) -> Vec<StreamItem> {
 
 /// Splits `data` into streams, each a little-endian u16 length then that
 /// many bytes of frames (the file header is put before them).
-fn streams(mut data: &[u8], most: usize) -> Vec<Vec<StreamItem>> {
+fn streams(mut data: &[u8], most: usize) -> Vec<Vec<Chunk>> {
     let mut out = Vec::new();
     while out.len() < most && data.len() >= 2 {
         let len = usize::from(u16::from_le_bytes([data[0], data[1]])).min(data.len() - 2);
@@ -69,7 +71,7 @@ fn streams(mut data: &[u8], most: usize) -> Vec<Vec<StreamItem>> {
             .chain(&data[2..2 + len])
             .copied()
             .collect();
-        out.push(items(&bytes));
+        out.push(chunks(&bytes));
         data = &data[2 + len..];
     }
     out
@@ -104,15 +106,20 @@ fuzz_target!(|data: &[u8]| {
             .map(|k| (pick + k) % streams.len())
             .find(|&k| next[k] < streams[k].len())
             .unwrap();
-        let item = streams[s][next[s]].clone();
+        let chunk = streams[s][next[s]].clone();
         next[s] += 1;
-        if let StreamItem::Event(event) = &item {
-            pushed
-                .entry((ids[s], event.tid))
-                .or_default()
-                .push(event.clone());
+        match &chunk {
+            Chunk::Item(StreamItem::Event(event)) => {
+                let thread = pushed.entry((ids[s], event.tid)).or_default();
+                thread.push(event.clone());
+            }
+            Chunk::Events { tid, events } => {
+                let thread = pushed.entry((ids[s], *tid)).or_default();
+                thread.extend(events.iter().cloned());
+            }
+            _ => {}
         }
-        merger.push(ids[s], item).unwrap();
+        merger.push_chunk(ids[s], chunk).unwrap();
     }
     for id in ids {
         merger.end_stream(id, StreamEnd::default(), None).unwrap();

@@ -131,3 +131,75 @@ def test_log_args_texts_are_slice_arguments_in_perfetto_ui(tmp_path, perfetto_ui
         ("debug.return", f"{{'item': 'tea-{i}', 'n': 2}}")
         for i in range(3) for k in (0, 1)
     ], got
+
+
+HOT_PROGRAM = """
+import sys, rtrace
+def leaf(i):
+    return len(str(i))
+def boom(n):
+    if n == 0:
+        raise ValueError(n)
+    boom(n - 1)
+def safe():
+    try:
+        boom(3)
+    except ValueError:
+        pass
+with rtrace.record(session=sys.argv[1], lines=True) as rec:
+    for i in range(300):
+        leaf(i)
+        safe()
+print(rec.events, rec.lost, flush=True)
+"""
+
+
+def test_every_kind_of_hand_written_packet_loads_in_perfetto_ui(tmp_path, perfetto_ui):  # noqa: F811
+    """The collector writes the packets of calls, returns, C calls,
+    exceptions and lines by hand once their names are interned (see
+    src/export/perfetto/thread/hot.rs), on the streams' reader threads: the
+    UI must read the same slices, arguments and line instants as rtrace's
+    own reader does."""
+    sock = f"unix://{tmp_path}/c.sock"
+    out = tmp_path / "hot.pftrace"
+    collector = _native.Collector([sock], str(out))
+    collector.start()
+    (tmp_path / "p.py").write_text(HOT_PROGRAM)
+    env = dict(os.environ, RTRACE_COLLECTOR=sock)
+    proc = subprocess.run([sys.executable, "p.py", "hot"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    events, lost = map(int, proc.stdout.split())
+    assert lost == 0
+    stats = collector.stop()
+    assert [s["events"] for s in stats] == [events]
+
+    import rtrace
+
+    read = collections.Counter((e.kind, e.name) for e in rtrace.read(out))
+    assert read[("call", "leaf")] == read[("return", "leaf")] == 300
+    assert read[("exception", "boom")] == 1200
+    assert read[("c_call", "len")] == 300
+    assert read[("line", "leaf")] >= 300
+    with perfetto_ui.load(out) as trace:
+        trace.assert_no_errors()
+
+        def slices(name: str, instants: bool = False) -> int:
+            op = "=" if instants else ">"
+            return trace.scalar(f"select count(*) from slice where name = '{name}' and dur {op} 0")
+
+        assert slices("leaf") == 300
+        assert slices("boom") == 1200
+        len_calls = trace.scalar("select count(*) from slice where name = 'len'")
+        assert len_calls == read[("c_call", "len")]
+        assert slices("leaf", instants=True) == read[("line", "leaf")]
+        raised = trace.scalar(
+            "select count(*) from slice s join args a using(arg_set_id) "
+            "where s.name = 'boom' and a.key = 'debug.exception'"
+        )
+        assert raised == 1200
+        lines = trace.scalar(
+            "select count(*) from slice s join args a using(arg_set_id) "
+            "where s.name = 'leaf' and s.dur = 0 and a.key = 'debug.line'"
+        )
+        assert lines == read[("line", "leaf")]
