@@ -4,9 +4,10 @@
 Records PROCESSES Python processes running a call-heavy workload (with
 ``on_full="block"`` so nothing is dropped) until the stream files hold
 ``--events`` events in total, then times ``rtrace-collect merge`` on them
-(decode, clock mapping, merge, Perfetto encode, write) and prints events/s,
-bytes per event of the streams and of the merged file, and the merge's peak
-memory. Medians over ``--repeat`` merges.
+(decode, clock mapping, merge, Perfetto encode, write) and prints events per
+CPU second (what one core does, whatever else the machine runs) and per
+wall second, bytes per event of the streams and of the merged file, and the
+merge's peak memory. Medians over ``--repeat`` merges.
 
     python benches/merge.py --python .venv-3.12/bin/python            # 50 M events
     python benches/merge.py --python .venv-3.12/bin/python --events 5e6 --repeat 1   # quick
@@ -55,21 +56,23 @@ def record(python: str, directory: Path, processes: int, total: int) -> list[Pat
     return outputs
 
 
-# Runs a command and prints its wall time and peak RSS (KiB), measured from
-# a fresh parent so that no earlier child's peak is counted.
+# Runs a command and prints its wall time, CPU time (user + system, all its
+# threads) and peak RSS (KiB), measured from a fresh parent so that no
+# earlier child's peak is counted.
 MEASURE = """
 import resource, subprocess, sys, time
 start = time.perf_counter()
 subprocess.run(sys.argv[1:], check=True, stderr=subprocess.DEVNULL)
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(time.perf_counter() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
 """
 
 
-def merge_once(collect: str, inputs: list[Path], output: Path) -> tuple[float, int]:
+def merge_once(collect: str, inputs: list[Path], output: Path) -> tuple[float, float, int]:
     command = [collect, "merge", *map(str, inputs), "-o", str(output)]
     out = subprocess.run([sys.executable, "-c", MEASURE, *command], check=True,
                          capture_output=True, text=True).stdout.split()
-    return float(out[0]), int(out[1])
+    return float(out[0]), float(out[1]), int(out[2])
 
 
 def count_events(python: str, paths: list[Path]) -> int:
@@ -97,13 +100,18 @@ def main() -> None:
         output = directory / "merged.pftrace"
         runs = [merge_once(args.collect, inputs, output) for _ in range(args.repeat)]
         seconds = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
         out_bytes = output.stat().st_size
         print()
         print(f"command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
-        print(f"{'events':>12} {'merge s (median)':>17} {'events/s':>12} {'stream B/ev':>12} "
-              f"{'pftrace B/ev':>13} {'peak RSS MB':>12}")
-        print(f"{events:>12} {seconds:>17.2f} {events / seconds:>12.3g} {in_bytes / events:>12.2f} "
-              f"{out_bytes / events:>13.2f} {max(r[1] for r in runs) / 1024:>12.0f}")
+        print(f"medians of {args.repeat}; events/s per CPU second is what one core does "
+              "(the wall time includes waiting for the CPU on a busy machine)")
+        print(f"{'events':>12} {'wall s':>8} {'CPU s':>8} {'events/CPU s':>13} {'events/wall s':>14} "
+              f"{'stream B/ev':>12} {'pftrace B/ev':>13} {'peak RSS MB':>12}")
+        print(f"{events:>12} {seconds:>8.2f} {cpu:>8.2f} {events / cpu:>13.3g} {events / seconds:>14.3g} "
+              f"{in_bytes / events:>12.2f} {out_bytes / events:>13.2f} {max(r[2] for r in runs) / 1024:>12.0f}")
+        for i, (wall, cpu_s, rss) in enumerate(runs):
+            print(f"run {i + 1}: {wall:.2f} s wall, {cpu_s:.2f} s CPU, {rss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -1,29 +1,43 @@
 #!/usr/bin/env python3
-"""How much slower call-heavy Python runs under rtrace, next to its peers.
+"""How much slower Python runs under rtrace, next to the floor and its peers.
 
 One run prints, side by side, the slowdown of each workload under:
 
-  untraced        the workload alone (the baseline of every ratio)
-  imported        ``import rtrace`` done, nothing recording (the disabled path)
-  rtrace          ``rtrace.record()`` with its defaults (on_full="drop")
-  rtrace-block    ``rtrace.record(on_full="block")``: nothing may be dropped
-  rtrace-legacy   3.12+ only: RTRACE_HOOK=legacy forces the PyEval_SetProfile
-                  hook instead of sys.monitoring (on_full="drop")
-  cProfile        the standard library's deterministic profiler
-  viztracer       VizTracer, when it is installed or installable into the venv
+  untraced            the workload alone (the baseline of every ratio)
+  imported            ``import rtrace`` done, nothing recording (the disabled path)
+  floor-noop          a no-op C hook (benches/floor_hooks.c, built in this run):
+                      sys.monitoring callbacks on 3.12+, the C profile hook on 3.11
+                      -- what the interpreter costs to call any hook at all
+  floor-stamp         the same hook reading the clock (TSC) and storing 16 bytes
+                      per event into a preallocated buffer: the recording floor
+  rtrace              ``rtrace.record(output=FILE)`` with its defaults
+  rtrace-collector    ``rtrace.record(collector=...)`` streaming to a live
+                      ``rtrace-collect``; e2e ends when its merged .pftrace is complete
+  floor-noop-legacy   3.12+: the floors and rtrace with the C profile hook
+  floor-stamp-legacy    (PyEval_SetProfileAllThreads; rtrace: RTRACE_HOOK=legacy)
+  rtrace-legacy         instead of sys.monitoring
+  cProfile            the standard library's deterministic profiler
+  viztracer           VizTracer from PyPI, its buffer sized so that it drops nothing
+and, only when asked for with --modes:
+  rtrace-filtered     ``record(exclude=["no_such_module.*"])``: every event, through
+                      the hook's filtered path (the price of turning a filter on)
+  rtrace-nothing      ``record(include=["no_such_module.*"])``: every function is
+                      excluded, nothing is written (the floor of a filtered hook)
+  rtrace-block        ``rtrace.record(on_full="block")``: nothing may be dropped
+  floor-stamp-monotonic  the stamp floor reading CLOCK_MONOTONIC instead of the TSC
+
+Workloads: recursive fib, small method calls, 4 threads, 2 spawned processes
+(each process runs the tool itself), and richards, deltablue, nbody and
+raytrace from the pyperformance suite (imported from the installed package).
+VizTracer and pyperformance are pip-installed into the venv when missing.
 
 Every measurement runs in a fresh subprocess, so no hook state leaks from one
 into the next; the modes are interleaved round by round so that a slow spell
-of this noisy machine hits all of them alike. Two times are taken inside the
-subprocess: "in-run" around the workload only, and "e2e" from the moment the
-tool is started until its output file is closed (for rtrace: until ``with``
-exits; for cProfile: after ``dump_stats``; for viztracer: after ``save``).
-Medians are quoted, and ratios of medians against the untraced run.
-
-Sizes: each workload makes 2.5-3 M Python calls, ~0.1-0.3 s untraced on the
-2-core development machine. Larger sizes would mostly lengthen viztracer's
-save (~1 s per million calls even with dump_raw), which already dominates a
-default run of ~2.5-3.5 minutes per Python version.
+of this noisy machine hits all of them alike. "in-run" is timed around the
+workload only; "e2e" from the moment the tool is started until its output
+is complete (rtrace: the stream file closed, or the collector's merged file
+finished; cProfile: after dump_stats; viztracer: after save). Medians are
+quoted, and ratios of medians against the untraced run.
 
 Noise: the parent reads /proc/stat around every measurement and reports how
 many CPUs other processes kept busy meanwhile ("contended" runs);
@@ -31,274 +45,57 @@ many CPUs other processes kept busy meanwhile ("contended" runs);
 
 Usage (from the repository root)::
 
-    python benches/overhead.py                       # the interpreter running it
+    benches/run                                      # every .venv-3.* found, then one table
     python benches/overhead.py --python .venv-3.12/bin/python
-    python benches/overhead.py --quick               # a smoke run in seconds
-    benches/run                                      # every .venv-3.* found
+    python benches/overhead.py --quick               # a smoke run: ~2 minutes
 
-The interpreter must import rtrace (a release build: ``scripts/dev-setup``,
-or ``maturin develop --release`` in that venv).
+The interpreter must import rtrace (a release build: ``scripts/dev-setup``).
 
-Files: this one runs the measurements and prints; overhead_child.py is the
-measured process; overhead_report.py makes the tables and anomaly notes.
+Files: this one parses options and prints; overhead_setup.py prepares
+(installs, builds the floor); overhead_measure.py runs the measurements;
+overhead_child.py is the measured process; overhead_workloads.py holds the
+workloads; overhead_report.py makes the tables; floor.py and floor_hooks.c
+are the floor hooks.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import random
-import resource
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from overhead_child import RESULT_MARK, THREADS
-from overhead_report import BUSY_CPUS, Cell, dump_json, report
+from overhead_measure import measure_all
+from overhead_report import dump_json, report
+from overhead_setup import REPO, build_floor, ensure_package, find_collector, probe
+from overhead_setup import require_rtrace
+from overhead_workloads import WORKLOADS
 
-HERE = Path(__file__).resolve()
-CHILD = HERE.with_name("overhead_child.py")
-REPO = HERE.parent.parent
-CHILD_TIMEOUT_S = 600
-PIP_TIMEOUT_S = 300
 ALL_MODES = (
     "untraced",
     "imported",
+    "floor-noop",
+    "floor-stamp",
     "rtrace",
+    "rtrace-collector",
     "rtrace-block",
+    "floor-noop-legacy",
+    "floor-stamp-legacy",
     "rtrace-legacy",
+    "floor-stamp-monotonic",
+    "rtrace-filtered",
+    "rtrace-nothing",
     "cProfile",
     "viztracer",
 )
-
-SETUP_HINT = (
-    "set it up with `scripts/dev-setup` (creates .venv-3.11/.venv-3.12/.venv-3.13 with "
-    "rtrace installed, release build), or in that interpreter's venv run "
-    "`pip install maturin && maturin develop --release` from the repository root"
-)
-
-
-# ---------------------------------------------------------------------------
-# Workloads: what the parent knows of them (they run in overhead_child.py)
-# ---------------------------------------------------------------------------
-
-
-def fib_calls(n: int) -> int:
-    """Python calls fib(n) makes, itself included: 2*F(n+1) - 1."""
-    a, b = 0, 1
-    for _ in range(n + 1):
-        a, b = b, a + b
-    return 2 * a - 1
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str  # the key of overhead_child.WORKLOADS
-    sizes: tuple[int, int]  # (default, --quick)
-
-    def label(self, size: int) -> str:
-        if self.name == "fib":
-            return f"fib({size})"
-        if self.name == "methods":
-            return f"methods({size:,}x3)"
-        return f"{THREADS} threads x fib({size})"
-
-    def python_calls(self, size: int) -> int:
-        """A lower bound on the Python calls the workload makes."""
-        if self.name == "fib":
-            return fib_calls(size)
-        if self.name == "methods":
-            return 3 * size + 2
-        return THREADS * fib_calls(size)
-
-
-WORKLOADS = {
-    w.name: w
-    for w in (
-        Workload("fib", (30, 26)),
-        Workload("methods", (1_000_000, 200_000)),
-        Workload("threads", (27, 24)),
-    )
-}
-
-
-# ---------------------------------------------------------------------------
-# The parent: probing the interpreter
-# ---------------------------------------------------------------------------
-
-PROBE = r"""
-import json, sys
-info = {"version": sys.version.split()[0], "version_info": list(sys.version_info[:2]),
-        "executable": sys.executable, "in_venv": sys.prefix != sys.base_prefix}
-try:
-    import rtrace
-    info["rtrace"] = getattr(rtrace, "__version__", "?")
-    info["native"] = rtrace._native.__file__
-except Exception as exc:
-    info["rtrace_error"] = f"{type(exc).__name__}: {exc}"
-try:
-    import viztracer
-    info["viztracer"] = viztracer.__version__
-except Exception:
-    info["viztracer"] = None
-print(json.dumps(info))
-"""
-
-
-def probe(python: str) -> dict:
-    try:
-        proc = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SystemExit(f"overhead.py: cannot run {python!r}: {exc}") from None
-    if proc.returncode != 0:
-        raise SystemExit(f"overhead.py: {python!r} failed to start:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def require_rtrace(python: str, info: dict) -> None:
-    if "rtrace_error" in info:
-        raise SystemExit(
-            f"overhead.py: rtrace cannot be imported by {python} "
-            f"(Python {info['version']}): {info['rtrace_error']}\n  {SETUP_HINT}"
-        )
-
-
-def ensure_viztracer(python: str, info: dict, allowed: bool) -> tuple[str | None, str]:
-    """Returns (viztracer version or None, a note for the header)."""
-    if not allowed:
-        return None, "viztracer: skipped (--no-viztracer)"
-    if info["viztracer"]:
-        return info["viztracer"], ""
-    if not info["in_venv"]:
-        return None, (
-            f"viztracer: skipped, not installed and {python} is not a venv "
-            "(not installing into a system Python)"
-        )
-    print(f"installing viztracer into {info['executable']} ...", file=sys.stderr, flush=True)
-    cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "viztracer"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-        failed = proc.returncode != 0
-        detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] if failed else []
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        failed, detail = True, [str(exc)]
-    version = None if failed else probe(python)["viztracer"]
-    if not version:
-        return None, f"viztracer: skipped, `pip install viztracer` failed: {' '.join(detail)}"
-    return version, f"viztracer: {version} was installed into this venv by this run (pip)"
-
-
-# ---------------------------------------------------------------------------
-# The parent: running the measurements
-# ---------------------------------------------------------------------------
-
-
-def child_env(mode: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTRACE_")}
-    if mode == "rtrace-legacy":
-        env["RTRACE_HOOK"] = "legacy"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-def busy_cpu_s() -> float | None:
-    """CPU-seconds every CPU of the machine has spent busy since boot."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])  # guest time is already counted in user
-    return (total - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_child(python: str, spec: dict) -> tuple[dict | None, str]:
-    """Runs one measurement; the result also says how many CPUs other
-    processes kept busy meanwhile ("foreign_cpus")."""
-    cmd = [python, str(CHILD), json.dumps(spec)]
-    busy0, own0, t0 = busy_cpu_s(), children_cpu_s(), time.perf_counter()
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            env=child_env(spec["mode"]),
-            timeout=CHILD_TIMEOUT_S,
-            cwd=spec["cwd"],
-        )
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {CHILD_TIMEOUT_S} s: {shlex.join(cmd)}"
-    busy1, own1, t1 = busy_cpu_s(), children_cpu_s(), time.perf_counter()
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_MARK) and proc.returncode == 0:
-            result = json.loads(line[len(RESULT_MARK) :])
-            if busy0 is not None and busy1 is not None:
-                foreign = (busy1 - busy0) - (own1 - own0)
-                result["foreign_cpus"] = max(0.0, foreign / (t1 - t0))
-            return result, proc.stderr.strip()
-    env_prefix = "RTRACE_HOOK=legacy " if spec["mode"] == "rtrace-legacy" else ""
-    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
-    return None, f"exit status {proc.returncode}: {env_prefix}{shlex.join(cmd)}\n{tail}"
-
-
-def measure_once(python: str, spec: dict, cell: Cell, retry_busy: int) -> None:
-    """One measurement into ``cell``; with ``retry_busy``, a run during which
-    other processes kept more than BUSY_CPUS busy is taken again (that often)."""
-    for attempt in range(retry_busy + 1):
-        result, stderr = run_child(python, spec)
-        if os.path.exists(spec["out"]):
-            os.unlink(spec["out"])
-        if result is None:
-            cell.failures.append(stderr)
-            return
-        contended = result.get("foreign_cpus", 0.0) > BUSY_CPUS
-        if not contended or attempt == retry_busy:
-            cell.runs.append({**result, "stderr": stderr, "retries": attempt})
-            return
-
-
-def measure_all(
-    python: str, modes: list[str], workloads: list[tuple[Workload, int]], args: argparse.Namespace
-) -> dict[tuple[str, str], Cell]:
-    cells = {(w.name, m): Cell() for w, _ in workloads for m in modes}
-    order = random.Random(args.seed)
-    with tempfile.TemporaryDirectory(prefix="rtrace-bench-") as tmp:
-        for round_no in range(1, args.repeat + 1):
-            started = time.perf_counter()
-            for workload, size in workloads:
-                for mode in order.sample(modes, len(modes)):
-                    spec = {
-                        "workload": workload.name,
-                        "size": size,
-                        "mode": mode,
-                        "out": os.path.join(tmp, f"{workload.name}-{mode}.out"),
-                        "cwd": tmp,
-                        "viztracer_entries": int(workload.python_calls(size) * 1.25) + 100_000,
-                    }
-                    measure_once(python, spec, cells[(workload.name, mode)], args.retry_busy)
-            print(
-                f"  round {round_no}/{args.repeat} done in {time.perf_counter() - started:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-    return cells
-
-
-# ---------------------------------------------------------------------------
-# Main
-# ---------------------------------------------------------------------------
+OPTIONAL_MODES = ("rtrace-block", "floor-stamp-monotonic", "rtrace-filtered", "rtrace-nothing")
+LEGACY_MODES = ("floor-noop-legacy", "floor-stamp-legacy", "rtrace-legacy")
+FLOOR_MODES = tuple(m for m in ALL_MODES if m.startswith("floor"))
 
 
 def git_revision() -> str:
@@ -330,40 +127,54 @@ def machine_line() -> str:
 METHOD_LINES = [
     "           medians over the rounds; ratio = median / median of untraced; "
     "spread = median absolute deviation / median, of in-run;",
-    "           ns/call = in-run time added per Python call of the workload "
-    "(median - untraced median) / calls",
-    "           in-run = the workload alone; e2e = tool start .. output file closed;",
+    "           ns/event = in-run time added per event the stamp floor counted "
+    "(median - untraced median) / events",
+    "           in-run = the workload alone; e2e = tool start .. output complete;",
     "           cpu = process CPU time during in-run (all threads: includes rtrace's writer)",
 ]
 
 
-def tool_lines(modes: list[str], viz_version: str | None, viz_note: str) -> list[str]:
+def tool_lines(modes: list[str], setup: dict) -> list[str]:
     lines = [
         "rtrace:    record(session='bench', output=FILE) with defaults "
         "(threads=True, c_calls=True, lines=False, buffer_events=1<<20)",
     ]
-    if "rtrace-legacy" in modes:
+    if "rtrace-collector" in modes:
         lines.append(
-            "           rtrace-legacy = same with RTRACE_HOOK=legacy "
-            "(PyEval_SetProfile instead of sys.monitoring)"
+            f"           rtrace-collector: record(collector=unix://...) to a fresh "
+            f"`{shlex.join(setup['collect'])} --listen ...` per run, SIGINT once recording stopped"
+        )
+    if "rtrace-legacy" in modes:
+        lines.append("           rtrace-legacy: RTRACE_HOOK=legacy (PyEval_SetProfile)")
+    if setup.get("floor"):
+        lines.append(f"floor:     {setup['floor']['commands']['stamp']}")
+    if "rtrace-filtered" in modes or "rtrace-nothing" in modes:
+        lines.append(
+            "           rtrace-filtered = same with exclude=['no_such_module.*'] (all events); "
+            "rtrace-nothing = include=['no_such_module.*'] (no events)"
         )
     lines.append(
         "cProfile:  Profile().enable() .. disable(); e2e includes dump_stats(FILE); "
         "'calls' = total calls in its stats"
     )
-    if viz_version:
+    if setup.get("viztracer"):
         lines.append(
-            f"viztracer: {viz_version}, VizTracer(tracer_entries=1.25x calls, verbose=0, "
-            "dump_raw=True) .. stop(); save(); e2e includes save"
+            f"viztracer: {setup['viztracer']}, VizTracer(tracer_entries=1.25 x calls counted, "
+            "verbose=0, dump_raw=True) .. stop(); save()"
         )
+    if setup.get("pyperformance"):
         lines.append(
-            "           (dump_raw=True is its fastest save; the default save parses "
-            "every event in Python, ~10 s per million calls here)"
+            f"programs:  pyperformance {setup['pyperformance']} (bm_*/run_benchmark.py of the "
+            "installed package)"
         )
-    return lines + ([viz_note] if viz_note else [])
+    lines.append(
+        "processes: multiprocessing 'spawn'; every process starts and finishes the tool itself "
+        "(VizTracer and cProfile: one file per process, not combined)"
+    )
+    return lines + setup["notes"]
 
 
-def header(args, info: dict, modes: list[str], viz_version: str | None, viz_note: str) -> str:
+def header(args, info: dict, modes: list[str], setup: dict) -> str:
     this_cmd = shlex.join([sys.executable, *sys.argv])
     wrapper = os.environ.get("RTRACE_BENCH_COMMAND")
     return "\n".join(
@@ -381,13 +192,17 @@ def header(args, info: dict, modes: list[str], viz_version: str | None, viz_note
             f"method:    {args.repeat} rounds; each round runs every workload x mode once, "
             f"modes in a shuffled order (seed {args.seed}), each in a fresh subprocess",
             *METHOD_LINES,
-            *tool_lines(modes, viz_version, viz_note),
+            *tool_lines(modes, setup),
         ]
     )
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\nUsage (from")[0],
+        epilog="modes: " + ", ".join(ALL_MODES) + f" (not by default: {', '.join(OPTIONAL_MODES)})",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--python",
         default=sys.executable,
@@ -400,7 +215,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="rounds per workload x mode (default 5, 3 with --quick)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smaller workloads and 3 rounds: a smoke run"
+        "--quick", action="store_true", help="small workloads and 3 rounds: a smoke run"
     )
     parser.add_argument(
         "--workloads",
@@ -410,11 +225,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--modes",
         default=None,
-        help=f"comma-separated subset of {','.join(ALL_MODES)} "
-        "(untraced, the baseline, is always measured)",
+        help="comma-separated modes, or 'all' (default: all but "
+        f"{', '.join(OPTIONAL_MODES)}); untraced, the baseline, is always measured",
     )
     parser.add_argument(
         "--no-viztracer", action="store_true", help="do not measure (or install) viztracer"
+    )
+    parser.add_argument(
+        "--no-install",
+        action="store_true",
+        help="never pip-install viztracer or pyperformance (skip what is missing)",
+    )
+    parser.add_argument(
+        "--collect",
+        metavar="PATH",
+        help="the rtrace-collect to run for rtrace-collector (default: target/release/"
+        "rtrace-collect, else the venv's rtrace-collect script)",
     )
     parser.add_argument(
         "--retry-busy",
@@ -422,7 +248,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=0,
         metavar="N",
         help="take a measurement again, up to N times, while other processes "
-        f"kept more than {BUSY_CPUS} CPUs busy during it (default 0)",
+        "kept more than 0.3 CPUs busy during it (default 0)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the mode order shuffle")
     parser.add_argument("--json", metavar="PATH", help="also write every raw measurement here")
@@ -431,22 +257,77 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.repeat = 3 if args.quick else 5
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
-    unknown = set(args.workloads.split(",")) - set(WORKLOADS)
-    if unknown:
-        parser.error(f"unknown workloads {sorted(unknown)}; choose from {sorted(WORKLOADS)}")
+    if args.retry_busy < 0:
+        parser.error("--retry-busy must be >= 0")
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    unknown = set(args.workloads) - set(WORKLOADS)
+    if unknown or not args.workloads:
+        parser.error(f"unknown workloads {sorted(unknown)}; choose from {','.join(WORKLOADS)}")
+    if args.modes == "all":
+        args.modes = ",".join(ALL_MODES)
     unknown = set((args.modes or "untraced").split(",")) - set(ALL_MODES)
     if unknown:
         parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(ALL_MODES)}")
     return args
 
 
-def choose_modes(args, info: dict, viz_version: str | None) -> list[str]:
-    wanted = set(args.modes.split(",")) if args.modes else set(ALL_MODES)
+def wanted_modes(args) -> list[str]:
+    if args.modes:
+        return [m for m in ALL_MODES if m in args.modes.split(",") or m == "untraced"]
+    return [m for m in ALL_MODES if m not in OPTIONAL_MODES]
+
+
+def choose_modes(args, info: dict, setup: dict) -> list[str]:
+    """The wanted modes this interpreter and set-up can measure; a note for
+    each one left out."""
+    modes = wanted_modes(args)
+    drop = {}
     if tuple(info["version_info"]) < (3, 12):
-        wanted.discard("rtrace-legacy")  # legacy is the only hook there: the rtrace column
-    if not viz_version:
-        wanted.discard("viztracer")
-    return [m for m in ALL_MODES if m in wanted or m == "untraced"]
+        # 3.11 has only the profile hook: the plain columns are it.
+        reason = "Python 3.11 has only the profile hook (the plain modes use it)"
+        drop.update(dict.fromkeys(LEGACY_MODES, reason if args.modes else None))
+    if not setup.get("floor"):
+        drop.update(dict.fromkeys(FLOOR_MODES, "the floor hooks could not be built"))
+    if not setup.get("viztracer"):
+        drop["viztracer"] = None  # the install note says why
+    if not setup.get("collect"):
+        drop["rtrace-collector"] = "no rtrace-collect found (scripts/dev-setup builds it)"
+    for mode in modes:
+        if mode in drop and drop[mode] and (args.modes or mode not in OPTIONAL_MODES):
+            setup["notes"].append(f"{mode}: skipped, {drop[mode]}")
+    return [m for m in modes if m not in drop]
+
+
+def choose_workloads(args, setup: dict) -> list:
+    size_index = 1 if args.quick else 0
+    chosen = []
+    for name in args.workloads:
+        workload = WORKLOADS[name]
+        if workload.pyperformance and not setup.get("pyperformance"):
+            continue
+        chosen.append((workload, workload.sizes[size_index]))
+    if not chosen:
+        raise SystemExit("overhead.py: no workload can run (pyperformance is missing); see above")
+    return chosen
+
+
+def prepare(args, python: str, info: dict, floor_dir: str) -> dict:
+    setup: dict = {"notes": [], "events": {}}
+    viz_wanted = not args.no_viztracer and (not args.modes or "viztracer" in args.modes)
+    if viz_wanted:
+        setup["viztracer"], note = ensure_package(python, info, "viztracer", not args.no_install)
+        setup["notes"] += [note] if note else []
+    if any(WORKLOADS[w].pyperformance for w in args.workloads):
+        version, note = ensure_package(python, info, "pyperformance", not args.no_install)
+        setup["pyperformance"] = version
+        setup["notes"] += [note] if note else []
+        if not version:
+            setup["notes"].append("pyperformance workloads: skipped (no pyperformance)")
+    setup["floor"], note = build_floor(python, Path(floor_dir))
+    setup["notes"] += [note] if note else []
+    setup["floor_dir"] = setup["floor"]["dir"] if setup["floor"] else None
+    setup["collect"] = find_collector(python, args.collect)
+    return setup
 
 
 def main(argv: list[str]) -> int:
@@ -454,19 +335,17 @@ def main(argv: list[str]) -> int:
     python = args.python
     info = probe(python)
     require_rtrace(python, info)
-    viz_wanted = not args.no_viztracer and (not args.modes or "viztracer" in args.modes)
-    viz_version, viz_note = ensure_viztracer(python, info, viz_wanted)
-    modes = choose_modes(args, info, viz_version)
-    size_index = 1 if args.quick else 0
-    workloads = [(WORKLOADS[n], WORKLOADS[n].sizes[size_index]) for n in args.workloads.split(",")]
-
-    print(header(args, info, modes, viz_version, viz_note), flush=True)
-    started = time.perf_counter()
-    cells = measure_all(python, modes, workloads, args)
+    with tempfile.TemporaryDirectory(prefix="rtrace-bench-floor-") as floor_dir:
+        setup = prepare(args, python, info, floor_dir)
+        modes = choose_modes(args, info, setup)
+        workloads = choose_workloads(args, setup)
+        print(header(args, info, modes, setup), flush=True)
+        started = time.perf_counter()
+        cells = measure_all(python, modes, workloads, args, setup)
     elapsed = time.perf_counter() - started
-    report(cells, modes, workloads, info, elapsed)
+    report(cells, modes, workloads, info, setup, elapsed)
     if args.json:
-        dump_json(args.json, cells, info)
+        dump_json(args.json, cells, modes, workloads, info, setup)
     return 1 if any(c.failures for c in cells.values()) else 0
 
 

@@ -1,19 +1,36 @@
-"""Tables and anomaly notes for benches/overhead.py."""
+#!/usr/bin/env python3
+"""Tables and anomaly notes for benches/overhead.py.
+
+Also a command: ``python benches/overhead_report.py RUN.json...`` prints one
+table across the runs that ``overhead.py --json`` wrote (benches/run does
+this for every Python version it measured).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from overhead import Workload
+from overhead_anomalies import anomalies, imported_check
+from overhead_workloads import WORKLOADS
 
 # A measurement during which other processes kept more CPUs than this busy
 # is "contended": counted in the report, and taken again with --retry-busy.
 BUSY_CPUS = 0.3
+
+# Modes that write an output, and so have an end-to-end time of their own.
+OUTPUT_MODES = (
+    "rtrace", "rtrace-collector", "rtrace-block", "rtrace-legacy", "rtrace-filtered",
+    "rtrace-nothing", "cProfile", "viztracer",
+)  # fmt: skip
+RTRACE_MODES = (
+    "rtrace", "rtrace-collector", "rtrace-block", "rtrace-legacy", "rtrace-filtered",
+    "rtrace-nothing",
+)  # fmt: skip
 
 
 @dataclass
@@ -31,6 +48,11 @@ class Cell:
         return statistics.median(values) if values else None
 
 
+# ---------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------
+
+
 def fmt_ratio(value: float | None, base: float | None) -> str:
     if value is None or not base:
         return "-"
@@ -43,6 +65,16 @@ def fmt_s(value: float | None) -> str:
 
 def fmt_int(value: float | None) -> str:
     return "-" if value is None else f"{int(value):,}"
+
+
+def fmt_mb(kib: float | None) -> str:
+    return "-" if not kib else f"{kib / 1024:.0f}"
+
+
+def fmt_per(numerator: float | None, denominator: float | None, digits: int = 2) -> str:
+    if numerator is None or not denominator:
+        return "-"
+    return f"{numerator / denominator:.{digits}f}"
 
 
 def spread(cell: Cell, key: str) -> str:
@@ -66,199 +98,135 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
-def summary_table(cells, modes, workloads) -> str:
-    headers = ["workload", "untraced s"] + [m for m in modes if m != "untraced"]
+# ---------------------------------------------------------------------------
+# The tables of one run
+# ---------------------------------------------------------------------------
+
+
+def ratio_cell(cell: Cell, mode: str, base: float | None) -> str:
+    inner = fmt_ratio(cell.median("in_run_s"), base)
+    if mode not in OUTPUT_MODES or inner == "-":
+        return inner
+    return f"{inner} ({fmt_ratio(cell.median('e2e_s'), base)})"
+
+
+def cpu_ratio_cell(cell: Cell, workload, base: float | None) -> str:
+    """CPU time of the traced process (all its threads) against untraced:
+    less disturbed by other work on the machine than wall time. Not for the
+    multiprocessing workload, whose work runs in other processes."""
+    if workload.name == "multiprocessing":
+        return "-"
+    return fmt_ratio(cell.median("cpu_s"), base)
+
+
+def summary_table(cells, modes, workloads, setup) -> str:
+    headers = ["workload", "events", "untraced s"] + [m for m in modes if m != "untraced"]
     rows = []
     for workload, size in workloads:
         base = cells[(workload.name, "untraced")].median("in_run_s")
-        row = [workload.label(size), fmt_s(base)]
-        for mode in modes[1:]:
-            cell = cells[(workload.name, mode)]
-            inner = fmt_ratio(cell.median("in_run_s"), base)
-            outer = fmt_ratio(cell.median("e2e_s"), base)
-            row.append(inner if mode == "imported" or inner == "-" else f"{inner} ({outer})")
+        row = [workload.label(size), fmt_int(setup["events"].get(workload.name)), fmt_s(base)]
+        row += [ratio_cell(cells[(workload.name, m)], m, base) for m in modes if m != "untraced"]
         rows.append(row)
     return table(headers, rows)
 
 
-def added_ns(cell: Cell, base: float | None, calls: int) -> str:
+def cpu_table(cells, modes, workloads) -> str:
+    headers = ["workload", "untraced cpu s"] + [m for m in modes if m != "untraced"]
+    rows = []
+    for workload, size in workloads:
+        base = cells[(workload.name, "untraced")].median("cpu_s")
+        row = [workload.label(size), fmt_s(base)]
+        row += [cpu_ratio_cell(cells[(workload.name, m)], workload, base) for m in modes[1:]]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def rtrace_row(workload, size, mode: str, cell: Cell, untraced: Cell) -> list[str]:
+    events = cell.median("events")
+    lost = cell.values("lost")
+    wire = cell.median("wire_bytes") or cell.median("file_bytes")
+    merged_events = cell.median("merged_events")
+    return [
+        workload.label(size),
+        mode,
+        fmt_int(events),
+        f"{fmt_int(statistics.median(lost))} (max {max(lost):,})" if lost else "-",
+        fmt_per(events, (cell.median("in_run_s") or 0) * 1e6, 1),
+        fmt_per(wire, events),
+        fmt_per(cell.median("merged_bytes"), merged_events),
+        f"{fmt_mb(cell.median('peak_rss_kib'))} ({fmt_mb(untraced.median('peak_rss_kib'))})",
+        fmt_mb(cell.median("collector_rss_kib")),
+        fmt_s(cell.median("collector_cpu_s")),
+        fmt_s(cell.median("finish_s")),
+    ]
+
+
+def rtrace_table(cells, modes, workloads) -> str:
+    headers = [
+        "workload",
+        "mode",
+        "events",
+        "lost median",
+        "M events/s",
+        "wire B/ev",
+        "merged B/ev",
+        "RSS MB (untraced)",
+        "collector RSS MB",
+        "collector cpu s",
+        "finish s",
+    ]
+    rows = []
+    for workload, size in workloads:
+        untraced = cells[(workload.name, "untraced")]
+        for mode in (m for m in modes if m in RTRACE_MODES):
+            rows.append(rtrace_row(workload, size, mode, cells[(workload.name, mode)], untraced))
+    return table(headers, rows)
+
+
+def added_ns(cell: Cell, base: float | None, events: int | None) -> str:
     mid = cell.median("in_run_s")
-    if mid is None or base is None:
-        return "-"
-    return f"{1e9 * (mid - base) / calls:+.0f}"
+    if mid is None or base is None or not events or events < 10_000:
+        return "-"  # with few events the cost is not per event
+    return f"{1e9 * (mid - base) / events:+.0f}"
 
 
 def recorded(mode: str, cell: Cell) -> list[str]:
-    """The "recorded", "lost" and "file size" cells of a detail row."""
-    events, calls, size = (cell.median(k) for k in ("events", "calls", "file_bytes"))
-    lost_values = cell.values("lost")
-    lost = (
-        "-"
-        if not lost_values
-        else (f"{fmt_int(statistics.median(lost_values))} (max {max(lost_values):,})")
-    )
+    """The "recorded" and "file size" cells of a detail row."""
+    events, calls = cell.median("events") or cell.median("floor_events"), cell.median("calls")
+    size = cell.median("wire_bytes") or cell.median("file_bytes")
     if events:
-        return [f"{fmt_int(events)} ev", lost, f"{size / events:.2f} B/ev" if size else "-"]
+        return [f"{fmt_int(events)} ev", f"{size / events:.2f} B/ev" if size else "-"]
     if calls and mode == "cProfile":  # an aggregate profile, not a trace
-        return [f"{fmt_int(calls)} calls", lost, f"{int(size):,} B total" if size else "-"]
+        return [f"{fmt_int(calls)} calls", f"{int(size):,} B total" if size else "-"]
     if calls:
-        return [f"{fmt_int(calls)} calls", lost, f"{size / calls:.1f} B/call" if size else "-"]
-    return ["-", lost, "-"]
+        return [f"{fmt_int(calls)} calls", f"{size / calls:.1f} B/call" if size else "-"]
+    return ["-", "-"]
 
 
-def detail_row(mode: str, cell: Cell, base: Cell, workload_calls: int) -> list[str]:
+def detail_row(mode: str, cell: Cell, base: Cell, events: int | None) -> list[str]:
     times = []
     for key in ("in_run_s", "e2e_s", "cpu_s"):
-        times += [fmt_s(cell.median(key)), fmt_ratio(cell.median(key), base.median(key))]
+        against = base.median("cpu_s" if key == "cpu_s" else "in_run_s")
+        times += [fmt_s(cell.median(key)), fmt_ratio(cell.median(key), against)]
         if key == "in_run_s":
-            times += [spread(cell, key), added_ns(cell, base.median(key), workload_calls)]
+            times += [spread(cell, key), added_ns(cell, base.median(key), events)]
     runs = f"{len(cell.runs)}/{len(cell.runs) + len(cell.failures)}"
     contended = sum(1 for f in cell.values("foreign_cpus") if f > BUSY_CPUS)
-    return [mode, *times, *recorded(mode, cell), runs, str(contended)]
+    rss = fmt_mb(cell.median("peak_rss_kib"))
+    return [mode, *times, *recorded(mode, cell), rss, runs, str(contended)]
 
 
-def detail_table(cells, modes, workload: Workload, size: int) -> str:
+DETAIL_HEADERS = [
+    "mode", "in-run s", "ratio", "spread", "ns/event", "e2e s", "e2e ratio", "cpu s",
+    "cpu ratio", "recorded (median)", "size", "RSS MB", "runs ok", "contended",
+]  # fmt: skip
+
+
+def detail_table(cells, modes, workload, size: int, events: int | None) -> str:
     base = cells[(workload.name, "untraced")]
-    headers = [
-        "mode",
-        "in-run s",
-        "ratio",
-        "spread",
-        "ns/call",
-        "e2e s",
-        "e2e ratio",
-        "cpu s",
-        "cpu ratio",
-        "recorded (median)",
-        "lost median",
-        "file size",
-        "runs ok",
-        "contended",
-    ]
-    calls = workload.python_calls(size)
-    rows = [detail_row(m, cells[(workload.name, m)], base, calls) for m in modes]
-    title = (
-        f"{workload.label(size)}: >= {workload.python_calls(size):,} Python calls "
-        f"(>= {2 * workload.python_calls(size):,} call+return events)"
-    )
-    return title + "\n" + table(headers, rows)
-
-
-def anomalies(cells, modes, workloads, info) -> list[str]:
-    notes = []
-    expect_monitoring = tuple(info["version_info"]) >= (3, 12)
-    for workload, size in workloads:
-        floor = 2 * workload.python_calls(size)
-        for mode in modes:
-            cell = cells[(workload.name, mode)]
-            where = f"{workload.label(size)} / {mode}"
-            if cell.failures:
-                total = len(cell.failures) + len(cell.runs)
-                notes.append(
-                    f"{where}: FAILED in {len(cell.failures)}/{total} runs; the first: "
-                    f"{cell.failures[0]}"
-                )
-            notes += _run_anomalies(where, mode, cell, floor, expect_monitoring)
-        notes += _consistency(cells, workload, size, modes)
-    return notes
-
-
-def _run_anomalies(
-    where: str, mode: str, cell: Cell, floor: int, expect_monitoring: bool
-) -> list[str]:
-    notes = []
-    for run in cell.runs:
-        if run.get("error"):
-            notes.append(f"{where}: recording error: {run['error']}")
-        if run.get("overflow"):
-            notes.append(f"{where}: viztracer's ring buffer wrapped (events overwritten)")
-    lost = cell.values("lost")
-    if lost and max(lost) > 0:
-        policy = "block policy, nothing should be lost" if mode == "rtrace-block" else "drop policy"
-        notes.append(
-            f"{where}: events lost in {sum(1 for x in lost if x)}/{len(lost)} runs "
-            f"(median {statistics.median(lost):,.0f}, max {max(lost):,}) [{policy}]"
-        )
-    events = [r["events"] + r["lost"] for r in cell.runs if "events" in r]
-    if events and min(events) < floor:
-        notes.append(f"{where}: only {min(events):,} events recorded+lost, expected >= {floor:,}")
-    calls = cell.values("calls")
-    if calls and min(calls) < floor // 2:
-        why = (
-            " (before 3.12 cProfile profiles only the thread that enabled it, so its ratio "
-            "here is not comparable)"
-            if mode == "cProfile"
-            else ""
-        )
-        notes.append(
-            f"{where}: saw only {min(calls):,} calls, the workload makes >= {floor // 2:,}{why}"
-        )
-    hooks = {r["hook"] for r in cell.runs if r.get("hook")}
-    want = "legacy" if mode == "rtrace-legacy" or not expect_monitoring else "sys.monitoring"
-    for hook in hooks:
-        if not hook.startswith(want):
-            notes.append(f"{where}: hook was {hook!r}, expected {want}")
-    noisy = {r["stderr"] for r in cell.runs if r.get("stderr")}
-    notes += [f"{where}: child wrote to stderr: {s[:300]}" for s in sorted(noisy)[:2]]
-    return notes
-
-
-def _consistency(cells, workload: Workload, size: int, modes: list[str]) -> list[str]:
-    """Every rtrace mode should see the same events (recorded + lost)."""
-    totals = {}
-    for mode in modes:
-        runs = [r for r in cells[(workload.name, mode)].runs if "events" in r]
-        if runs:
-            totals[mode] = statistics.median(r["events"] + r["lost"] for r in runs)
-    if len(totals) < 2:
-        return []
-    low, high = min(totals.values()), max(totals.values())
-    if high - low <= 0.005 * high:
-        return []
-    listed = ", ".join(f"{m}={v:,.0f}" for m, v in totals.items())
-    return [f"{workload.label(size)}: rtrace modes disagree on recorded+lost events: {listed}"]
-
-
-def imported_check(cells, workloads) -> list[str]:
-    notes = []
-    for workload, size in workloads:
-        base = cells[(workload.name, "untraced")].values("in_run_s")
-        imp = cells.get((workload.name, "imported"), Cell()).values("in_run_s")
-        if len(base) < 3 or len(imp) < 3:
-            continue  # too few rounds to tell a cost from noise
-        median_ratio = statistics.median(imp) / statistics.median(base)
-        best_ratio = min(imp) / min(base)  # the fastest runs: least disturbed by noise
-        # Five rounds on this machine swing +-7%: flag only what exceeds that.
-        if median_ratio > 1.10 and best_ratio > 1.05:
-            notes.append(
-                f"{workload.label(size)}: 'imported' (not recording) is "
-                f"{median_ratio:.2f}x untraced by medians, {best_ratio:.2f}x by the "
-                f"fastest runs (expected ~1.00x); confirm with --modes imported "
-                f"--workloads {workload.name} --repeat 15"
-            )
-    return notes
-
-
-def report(cells, modes, workloads, info, elapsed: float) -> None:
-    print()
-    print("Slowdown vs untraced: median in-run ratio (e2e ratio, until the output file is closed)")
-    print(summary_table(cells, modes, workloads))
-    for workload, size in workloads:
-        print()
-        print(detail_table(cells, modes, workload, size))
-    imports = [r["import_s"] for (_, m), c in cells.items() if m == "imported" for r in c.runs]
-    print()
-    if imports:
-        print(
-            f"import rtrace: median {1000 * statistics.median(imports):.1f} ms "
-            f"(not included in any time above)"
-        )
-    print(contention_line(cells))
-    notes = anomalies(cells, modes, workloads, info) + imported_check(cells, workloads)
-    print("anomalies: " + ("none detected" if not notes else ""))
-    for note in notes:
-        print("  - " + note.replace("\n", "\n    "))
-    print(f"total benchmark time: {elapsed:.0f} s")
+    rows = [detail_row(m, cells[(workload.name, m)], base, events) for m in modes]
+    title = f"{workload.label(size)}: {fmt_int(events)} call+return events (stamp floor's count)"
+    return title + "\n" + table(DETAIL_HEADERS, rows)
 
 
 def contention_line(cells) -> str:
@@ -276,12 +244,130 @@ def contention_line(cells) -> str:
     )
 
 
-def dump_json(path: str, cells, info) -> None:
+def report(cells, modes, workloads, info, setup, elapsed: float) -> None:
+    print()
+    print("Slowdown vs untraced: median in-run ratio (e2e ratio, until the output is complete)")
+    print(summary_table(cells, modes, workloads, setup))
+    print()
+    print("Slowdown by CPU time: median CPU seconds of the traced process (all its threads)")
+    print("during in-run / untraced; less disturbed by other work on a busy machine than wall time")
+    print(cpu_table(cells, modes, workloads))
+    if any(m in RTRACE_MODES for m in modes):
+        print()
+        print("rtrace: what it recorded and what it cost (medians)")
+        print(rtrace_table(cells, modes, workloads))
+    for workload, size in workloads:
+        print()
+        print(detail_table(cells, modes, workload, size, setup["events"].get(workload.name)))
+    imports = [r["import_s"] for (_, m), c in cells.items() if m == "imported" for r in c.runs]
+    print()
+    if imports:
+        print(
+            f"import rtrace: median {1000 * statistics.median(imports):.1f} ms "
+            f"(not included in any time above)"
+        )
+    print(contention_line(cells))
+    notes = anomalies(cells, modes, workloads, info, setup) + imported_check(cells, workloads)
+    print("anomalies: " + ("none detected" if not notes else ""))
+    for note in notes:
+        print("  - " + note.replace("\n", "\n    "))
+    print(f"total benchmark time: {elapsed:.0f} s")
+
+
+# ---------------------------------------------------------------------------
+# Saved runs, and one table across them
+# ---------------------------------------------------------------------------
+
+
+def dump_json(path: str, cells, modes, workloads, info, setup) -> None:
     data = {
         "python": info,
+        "modes": modes,
+        "workloads": [{"name": w.name, "size": size} for w, size in workloads],
+        "setup": {k: setup.get(k) for k in ("events", "viztracer", "pyperformance", "notes")},
         "cells": [
             {"workload": w, "mode": m, "runs": c.runs, "failures": c.failures}
             for (w, m), c in cells.items()
         ],
     }
     Path(path).write_text(json.dumps(data, indent=1))
+
+
+def load_json(path: str) -> tuple:
+    data = json.loads(Path(path).read_text())
+    cells = {
+        (c["workload"], c["mode"]): Cell(runs=c["runs"], failures=c["failures"])
+        for c in data["cells"]
+    }
+    workloads = [(WORKLOADS[w["name"]], w["size"]) for w in data["workloads"]]
+    return cells, data["modes"], workloads, data["python"], data["setup"]
+
+
+COMBINED_COLUMNS = [
+    ("floor-noop", "no-op hook"),
+    ("floor-stamp", "stamp+store"),
+    ("rtrace", "rtrace"),
+    ("rtrace-collector", "rtrace+collector"),
+    ("cProfile", "cProfile"),
+    ("viztracer", "VizTracer"),
+]
+
+
+def combined_row(cells, modes, info, workload, size: int) -> list[str]:
+    base = cells[(workload.name, "untraced")].median("in_run_s")
+    row = [info["version"], workload.label(size), fmt_s(base)]
+    for mode, _ in COMBINED_COLUMNS:
+        cell = cells.get((workload.name, mode))
+        row.append(ratio_cell(cell, mode, base) if cell and mode in modes else "-")
+    file, merged = (cells.get((workload.name, m), Cell()) for m in RTRACE_MODES[:2])
+    viz = cells.get((workload.name, "viztracer"), Cell()).median("e2e_s")
+    row.append(f"{fmt_ratio(viz, file.median('e2e_s'))} / {fmt_ratio(viz, merged.median('e2e_s'))}")
+    row.append(fmt_per(merged.median("wire_bytes"), merged.median("events")))
+    row.append(fmt_per(merged.median("merged_bytes"), merged.median("merged_events")))
+    return row
+
+
+def combined_cpu_row(cells, modes, info, workload, size: int) -> list[str]:
+    base = cells[(workload.name, "untraced")].median("cpu_s")
+    row = [info["version"], workload.label(size), fmt_s(base)]
+    for mode, _ in COMBINED_COLUMNS:
+        cell = cells.get((workload.name, mode))
+        row.append(cpu_ratio_cell(cell, workload, base) if cell and mode in modes else "-")
+    return row
+
+
+def combined_tables(paths: list[str]) -> tuple[str, str]:
+    labels = [label for _, label in COMBINED_COLUMNS]
+    wall, cpu = [], []
+    for path in paths:
+        cells, modes, workloads, info, _ = load_json(path)
+        for workload, size in workloads:
+            wall.append(combined_row(cells, modes, info, workload, size))
+            cpu.append(combined_cpu_row(cells, modes, info, workload, size))
+    wall_headers = ["Python", "workload", "untraced s", *labels]
+    wall_headers += ["VizTracer e2e / rtrace e2e (file / merged)", "wire B/ev", "merged B/ev"]
+    cpu_headers = ["Python", "workload", "untraced cpu s", *labels]
+    return table(wall_headers, wall), table(cpu_headers, cpu)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description="One table across the runs that `overhead.py --json` wrote."
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN.json", help="written by overhead.py --json")
+    args = parser.parse_args(argv)
+    for path in args.runs:
+        if not Path(path).is_file():
+            parser.error(f"no such file: {path}")
+    wall, cpu = combined_tables(args.runs)
+    print("Slowdown vs untraced, every Python: median in-run ratio (e2e ratio, until the output")
+    print("is complete; rtrace+collector: until the collector's merged timeline is complete)")
+    print(wall)
+    print()
+    print("Slowdown by CPU time: the traced process (all its threads) during in-run, every Python")
+    print(cpu)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -15,6 +15,8 @@ pub struct ThreadBuffer {
     pub(crate) lost: u64,
     /// Of `events`, how many are mark payload slots rather than events.
     pub(crate) payload_slots: usize,
+    /// Texts of the events that carry one (`push_with_text`).
+    pub(crate) texts: Vec<String>,
     first_ticks: u64,
     max_age_ticks: u64,
 }
@@ -28,6 +30,7 @@ impl ThreadBuffer {
             tid,
             lost: 0,
             payload_slots: 0,
+            texts: Vec::new(),
             first_ticks: 0,
             max_age_ticks,
         }
@@ -76,6 +79,18 @@ impl ThreadBuffer {
         Some(full || self.events.len() >= self.events.capacity())
     }
 
+    /// Appends a call or return event carrying a text (the reprs of a
+    /// call's arguments, of a return value): the event's `line` refers to
+    /// it (1-based index into `texts`). Returns what `push` returns.
+    pub fn push_with_text(&mut self, event: RawEvent, text: String) -> bool {
+        debug_assert!(event.kind() != Some(crate::event::Kind::Line));
+        self.texts.push(text);
+        self.push(RawEvent {
+            line: self.texts.len() as u32,
+            ..event
+        })
+    }
+
     /// Number of events waiting (payload slots not counted).
     pub fn len(&self) -> usize {
         self.events.len() - self.payload_slots
@@ -91,6 +106,7 @@ impl ThreadBuffer {
     pub fn discard(&mut self) {
         self.events.clear();
         self.payload_slots = 0;
+        self.texts.clear();
         self.lost = 0;
     }
 }

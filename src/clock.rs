@@ -312,10 +312,130 @@ impl ClockMap {
         (ticks as f64 * 1e9 / self.ticks_per_second) as i64
     }
 
+    /// A converter for many ticks in a row: it keeps the segment of the
+    /// last conversion, as a batch's events mostly fall in one segment.
+    /// Gives exactly what `to_ns` gives.
+    pub fn converter(&self) -> Converter<'_> {
+        Converter {
+            map: self,
+            segment: None,
+        }
+    }
+
+    /// The segment that `to_ns` uses for `ticks` (at least two points).
+    fn segment(&self, ticks: u64) -> Segment {
+        let n = self.points.len();
+        let i = self.points.partition_point(|&(t, _)| t <= ticks);
+        let (lo, hi, a, b) = match i {
+            0 => (0, self.points[0].0 - 1, self.points[0], self.points[1]),
+            i if i >= n => (
+                self.points[n - 1].0,
+                u64::MAX,
+                self.points[n - 2],
+                self.points[n - 1],
+            ),
+            i => (
+                self.points[i - 1].0,
+                self.points[i].0 - 1,
+                self.points[i - 1],
+                self.points[i],
+            ),
+        };
+        Segment::new(lo, hi, a, b)
+    }
+
     fn extrapolate(&self, (t0, ns0): (u64, u64), ticks: u64) -> u64 {
         let dt = ticks as f64 - t0 as f64;
         let ns = ns0 as f64 + dt * 1e9 / self.ticks_per_second;
         ns.max(0.0) as u64
+    }
+}
+
+/// Converts ticks with the segment of the previous conversion, if it holds
+/// them (see `ClockMap::converter`).
+pub struct Converter<'a> {
+    map: &'a ClockMap,
+    segment: Option<Segment>,
+}
+
+impl Converter<'_> {
+    /// What `ClockMap::to_ns` gives for `ticks`.
+    #[inline]
+    pub fn to_ns(&mut self, ticks: u64) -> Option<u64> {
+        if let Some(segment) = &self.segment {
+            if segment.lo <= ticks && ticks <= segment.hi {
+                return Some(segment.convert(ticks));
+            }
+        }
+        if self.map.points.len() < 2 {
+            return self.map.to_ns(ticks);
+        }
+        let segment = self.map.segment(ticks);
+        let ns = segment.convert(ticks);
+        self.segment = Some(segment);
+        Some(ns)
+    }
+}
+
+/// The line between two snapshots, and the ticks it converts.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    /// Ticks from `lo` to `hi` (inclusive) use this segment.
+    lo: u64,
+    hi: u64,
+    a: (u64, u64),
+    b: (u64, u64),
+    /// Nanoseconds per tick, when time goes forward over the segment.
+    rate: Option<Rate>,
+}
+
+/// `span_ns / span_t` as a whole part, a 64-bit binary fraction (rounded
+/// down), and the remainder that checks the fraction's products.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    whole: u64,
+    fraction: u64,
+    remainder: u64,
+    span_t: u64,
+}
+
+impl Segment {
+    fn new(lo: u64, hi: u64, a: (u64, u64), b: (u64, u64)) -> Segment {
+        let rate = (b.1 >= a.1 && b.0 > a.0).then(|| {
+            let (span_ns, span_t) = (b.1 - a.1, b.0 - a.0);
+            let remainder = span_ns % span_t;
+            let fraction = (u128::from(remainder) << 64) / u128::from(span_t);
+            Rate {
+                whole: span_ns / span_t,
+                fraction: fraction as u64,
+                remainder,
+                span_t,
+            }
+        });
+        Segment { lo, hi, a, b, rate }
+    }
+
+    /// `interpolate(a, b, ticks)` without its 128-bit division in the
+    /// common case (ticks at or after `a`, time going forward): the
+    /// quotient from the fixed-point rate is at most one short, which an
+    /// exact product checks.
+    #[inline]
+    fn convert(&self, ticks: u64) -> u64 {
+        let (t0, ns0) = self.a;
+        let Some(rate) = self.rate.filter(|_| ticks >= t0) else {
+            return interpolate(self.a, self.b, ticks);
+        };
+        let dt = ticks - t0;
+        let Some(base) = dt.checked_mul(rate.whole) else {
+            return interpolate(self.a, self.b, ticks);
+        };
+        // dt * remainder / span_t, rounded down.
+        let mut part = ((u128::from(dt) * u128::from(rate.fraction)) >> 64) as u64;
+        let exact = u128::from(dt) * u128::from(rate.remainder);
+        if (u128::from(part) + 1) * u128::from(rate.span_t) <= exact {
+            part += 1;
+        }
+        ns0.saturating_add(base).saturating_add(part)
     }
 }
 
@@ -387,6 +507,55 @@ mod tests {
         assert_eq!(map.add(200_000_000, 300_500_000), None, "a repeat");
         assert_eq!(map.add(199_000_000, 299_500_000), None, "an older one");
         assert_eq!(map.rejected, 2);
+    }
+
+    #[test]
+    fn the_converter_gives_what_to_ns_gives() {
+        // A TSC (ticks faster than ns), and a counter slower than ns.
+        for (rate, per_step) in [(2.4e9, 240_000_000u64), (1e8, 10_000_000)] {
+            check_converter(rate, per_step);
+        }
+    }
+
+    fn check_converter(rate: f64, per_step: u64) {
+        let mut map = ClockMap::new(rate);
+        let mut ticks = 1_000_000_007u64;
+        let mut ns = 5_000_000_011u64;
+        for i in 0..50u64 {
+            map.add(ticks, ns);
+            ticks += per_step + i * 7919;
+            ns += 100_000_000 + i * 104_729 % 3;
+        }
+        map.add(ticks, ns + 5);
+        let mut converter = map.converter();
+        let mut probe = 0u64;
+        for i in 0..200_000u64 {
+            // Forwards in small steps, with jumps back and far ahead.
+            probe = match i % 1000 {
+                0 => probe / 3,
+                999 => u64::MAX - i,
+                _ => probe.wrapping_add(61_234 + i % 7),
+            };
+            assert_eq!(converter.to_ns(probe), map.to_ns(probe), "ticks {probe}");
+        }
+        for probe in [
+            0,
+            1,
+            1_000_000_006,
+            1_000_000_007,
+            ticks,
+            ticks + 1,
+            u64::MAX,
+        ] {
+            assert_eq!(converter.to_ns(probe), map.to_ns(probe), "ticks {probe}");
+        }
+        let single = {
+            let mut map = ClockMap::new(1e9);
+            map.add(10, 20);
+            map
+        };
+        assert_eq!(single.converter().to_ns(30), Some(40));
+        assert_eq!(ClockMap::new(1e9).converter().to_ns(30), None);
     }
 
     #[test]

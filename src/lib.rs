@@ -4,7 +4,9 @@
 //! it has no Python, no CLI and no global state besides the clock.
 //!
 //! Data flows one way: `buffer` → `queue` → `writer` → `sink`, and back in
-//! through `read`.
+//! through `read` (`input` reads stream files and merged timelines alike).
+//! `native` is the Rust API for recording spans, instants, counters and
+//! flows (`rtrace::span`, …) on top of it.
 
 pub mod buffer;
 pub mod clock;
@@ -13,15 +15,21 @@ mod error;
 pub mod event;
 pub mod export;
 pub mod host;
+mod idmap;
+pub mod input;
 pub mod mark;
 pub mod merge;
+pub mod native;
 pub mod queue;
 pub mod read;
 pub mod recorder;
 pub mod rxstamp;
+pub mod sanitize;
 pub mod sink;
 pub mod terminate;
 pub mod timeline;
+#[cfg(feature = "tracing")]
+pub mod tracing_layer;
 pub mod wire;
 pub mod writer;
 
@@ -29,8 +37,12 @@ pub use buffer::ThreadBuffer;
 pub use error::{Error, Result};
 pub use event::{FunctionId, Kind, RawEvent};
 pub use mark::{Arg, ArgRef, ArgValue, Mark};
+pub use native::{
+    counter, flow_in, flow_out, init, instant, instant_with, shutdown, span, span_with,
+    thread_name, Span,
+};
 pub use queue::OnFull;
-pub use read::{Event, EventReader, FrameReader, StreamItem};
+pub use read::{Chunk, Encoded, Event, EventReader, FrameReader, StreamItem};
 pub use recorder::{Config, Recorder, Stats};
-pub use sink::Address;
+pub use sink::{Address, Token};
 pub use writer::FunctionInfo;

@@ -57,90 +57,101 @@ const TAG_FLOAT: u8 = 2;
 const TAG_STR: u8 = 3;
 const TAG_BOOL: u8 = 4;
 
-/// Builds a mark's payload on the stack, then writes it as slots.
+/// A mark's payload as it is built: the flow id and value, and the
+/// encoded arguments (no allocation unless there are arguments), then
+/// written into a buffer as slots.
+#[derive(Debug, Clone)]
 pub struct Payload {
-    bytes: [u8; MAX_PAYLOAD_BYTES],
-    len: usize,
-    args: u8,
+    head: [u8; HEAD_BYTES],
+    args: Vec<u8>,
 }
 
+/// Flow id, value and argument count.
+const HEAD_BYTES: usize = 17;
+
 impl Payload {
-    /// A payload with the flow id and counter value (the first slot).
+    /// A payload with the flow id and counter value.
+    #[inline]
     pub fn new(flow_id: u64, value: f64) -> Payload {
-        let mut payload = Payload {
-            bytes: [0; MAX_PAYLOAD_BYTES],
-            len: 17,
-            args: 0,
-        };
-        payload.bytes[..8].copy_from_slice(&flow_id.to_le_bytes());
-        payload.bytes[8..16].copy_from_slice(&value.to_le_bytes());
-        payload
+        let mut head = [0u8; HEAD_BYTES];
+        head[..8].copy_from_slice(&flow_id.to_le_bytes());
+        head[8..16].copy_from_slice(&value.to_le_bytes());
+        Payload {
+            head,
+            args: Vec::new(),
+        }
     }
 
     /// Adds an argument; returns false (adding nothing) when it does not
     /// fit even with its string cut short.
     pub fn arg(&mut self, key: &str, value: ArgRef<'_>) -> bool {
         let key = cut(key, 64);
-        let head = 1 + key.len() + 1;
-        let room = MAX_PAYLOAD_BYTES - self.len;
+        let used = HEAD_BYTES + self.args.len();
+        let fixed = 1 + key.len() + 1;
         let body_len = match value {
             ArgRef::Int(_) | ArgRef::Float(_) => 8,
             ArgRef::Bool(_) => 1,
             ArgRef::Str(_) => 2,
         };
-        if self.args == u8::MAX || head + body_len > room {
+        if self.head[16] == u8::MAX || used + fixed + body_len > MAX_PAYLOAD_BYTES {
             return false;
         }
-        let start = self.len;
-        self.bytes[start] = key.len() as u8;
-        self.bytes[start + 1..start + 1 + key.len()].copy_from_slice(key.as_bytes());
-        let mut at = start + 1 + key.len();
-        let mut put = |bytes: &[u8], at: &mut usize| {
-            self.bytes[*at..*at + bytes.len()].copy_from_slice(bytes);
-            *at += bytes.len();
-        };
+        let out = &mut self.args;
+        out.push(key.len() as u8);
+        out.extend_from_slice(key.as_bytes());
         match value {
             ArgRef::Int(v) => {
-                put(&[TAG_INT], &mut at);
-                put(&v.to_le_bytes(), &mut at);
+                out.push(TAG_INT);
+                out.extend_from_slice(&v.to_le_bytes());
             }
             ArgRef::Float(v) => {
-                put(&[TAG_FLOAT], &mut at);
-                put(&v.to_le_bytes(), &mut at);
+                out.push(TAG_FLOAT);
+                out.extend_from_slice(&v.to_le_bytes());
             }
             ArgRef::Bool(v) => {
-                put(&[TAG_BOOL], &mut at);
-                put(&[u8::from(v)], &mut at);
+                out.push(TAG_BOOL);
+                out.push(u8::from(v));
             }
-            ArgRef::Str(s) => {
-                let room = MAX_PAYLOAD_BYTES - at - 3;
-                let text = if s.len() <= room {
-                    std::borrow::Cow::Borrowed(s)
+            ArgRef::Str(text) => {
+                let room = MAX_PAYLOAD_BYTES - used - fixed - 2;
+                out.push(TAG_STR);
+                if text.len() <= room {
+                    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+                    out.extend_from_slice(text.as_bytes());
                 } else {
-                    let mut t = cut(s, room.saturating_sub(3)).to_owned();
-                    t.push('…');
-                    std::borrow::Cow::Owned(t)
-                };
-                put(&[TAG_STR], &mut at);
-                put(&(text.len() as u16).to_le_bytes(), &mut at);
-                put(text.as_bytes(), &mut at);
+                    let kept = cut(text, room.saturating_sub('…'.len_utf8()));
+                    let len = kept.len() + '…'.len_utf8();
+                    out.extend_from_slice(&(len as u16).to_le_bytes());
+                    out.extend_from_slice(kept.as_bytes());
+                    out.extend_from_slice("…".as_bytes());
+                }
             }
         }
-        self.len = at;
-        self.args += 1;
-        self.bytes[16] = self.args;
+        self.head[16] += 1;
         true
     }
 
-    /// Number of slots the payload takes.
+    /// Number of slots the payload takes: none for an empty one (no flow
+    /// id, value or arguments), which reads back as `Mark::default()`.
+    #[inline]
     pub fn slots(&self) -> usize {
-        self.len.div_ceil(SLOT_BYTES)
+        if self.args.is_empty() {
+            // Without arguments the count byte is left out: one slot.
+            return usize::from(self.head != [0u8; HEAD_BYTES]);
+        }
+        (HEAD_BYTES + self.args.len()).div_ceil(SLOT_BYTES)
     }
 
     /// The payload as slots, appended to `out`.
     pub(crate) fn write_slots(&self, out: &mut Vec<RawEvent>) {
-        for chunk in self.bytes[..self.slots() * SLOT_BYTES].chunks_exact(SLOT_BYTES) {
-            out.push(slot_from_bytes(chunk));
+        let slots = self.slots();
+        let mut bytes = self.head.iter().chain(self.args.iter()).copied();
+        for _ in 0..slots {
+            let mut chunk = [0u8; SLOT_BYTES];
+            for byte in chunk.iter_mut() {
+                *byte = bytes.next().unwrap_or(0);
+            }
+            out.push(slot_from_bytes(&chunk));
         }
     }
 }
@@ -191,7 +202,7 @@ pub(crate) fn decode_slots(slots: &[RawEvent]) -> Mark {
         slot_bytes(slot, &mut bytes);
     }
     let mut mark = Mark::default();
-    if bytes.len() < SLOT_BYTES + 1 {
+    if bytes.len() < SLOT_BYTES {
         return mark;
     }
     let mut word = [0u8; 8];
@@ -199,7 +210,7 @@ pub(crate) fn decode_slots(slots: &[RawEvent]) -> Mark {
     mark.flow_id = u64::from_le_bytes(word);
     word.copy_from_slice(&bytes[8..16]);
     mark.value = f64::from_le_bytes(word);
-    let count = bytes[16];
+    let count = bytes.get(16).copied().unwrap_or(0);
     let mut at = 17;
     for _ in 0..count {
         match decode_arg(&bytes, &mut at) {
@@ -388,6 +399,17 @@ mod tests {
             panic!("not a string")
         };
         assert!(s.ends_with('…') && s.len() <= MAX_PAYLOAD_BYTES);
+    }
+
+    #[test]
+    fn an_empty_payload_takes_no_slot_and_reads_as_default() {
+        assert_eq!(Payload::new(0, 0.0).slots(), 0);
+        assert_eq!(Payload::new(1, 0.0).slots(), 1);
+        let mut slots = Vec::new();
+        Payload::new(7, 2.5).write_slots(&mut slots);
+        let mark = decode_slots(&slots);
+        assert_eq!((mark.flow_id, mark.value, mark.args.len()), (7, 2.5, 0));
+        assert_eq!(decode_slots(&[]), Mark::default());
     }
 
     #[test]

@@ -1,8 +1,16 @@
 //! The bounded queue between the hook and the writer thread, with a pool of
 //! recycled event arrays and the overflow policy.
+//!
+//! The bound is on events, not on batches: a thread hands its buffer over
+//! when it is full, but also when its oldest event is a flush interval old
+//! (or at the idle sweep), and such batches may hold a handful of events.
+//! Counting batches would let a stalled writer drop events long before
+//! `buffer_events` of them wait. A batch that is not full is copied into
+//! an array of its own size, so the queue's memory follows its events.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -39,6 +47,56 @@ pub struct Batch {
     pub lost_before: u64,
     /// Of `events`, how many are mark payload slots.
     pub payload_slots: usize,
+    /// Texts the events refer to (see `ThreadBuffer::push_with_text`).
+    pub texts: Vec<String>,
+}
+
+/// Room in the queue, counted in event slots (payload slots included),
+/// shared by the producers and the writer.
+#[derive(Debug)]
+struct Room {
+    max_slots: usize,
+    queued: AtomicUsize,
+    /// Producers that block wait here for the writer to take batches.
+    lock: Mutex<()>,
+    freed: Condvar,
+}
+
+impl Room {
+    /// Takes room for `n` slots, if there is.
+    fn reserve(&self, n: usize) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q + n <= self.max_slots).then_some(q + n)
+            })
+            .is_ok()
+    }
+
+    /// Gives back room for `n` slots and wakes blocked producers.
+    fn release(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.freed.notify_all();
+    }
+
+    /// Waits up to `timeout` for room for `n` slots; takes it if it comes.
+    fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.reserve(n) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = match self.freed.wait_timeout(guard, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
 }
 
 /// The producer side of the queue, shared by all recording threads.
@@ -46,6 +104,7 @@ pub struct Batch {
 pub struct Queue {
     batches: Sender<Batch>,
     pool: Receiver<Vec<RawEvent>>,
+    room: Arc<Room>,
     chunk_events: usize,
     on_full: OnFull,
     block_timeout: Duration,
@@ -53,26 +112,50 @@ pub struct Queue {
     lost: AtomicU64,
 }
 
-/// The writer's side: batches to write and the pool to return arrays to.
+/// The writer's side: batches to write, and `done` for each once written.
 #[derive(Debug)]
 pub struct QueueReceiver {
     pub batches: Receiver<Batch>,
-    pub pool: Sender<Vec<RawEvent>>,
+    pool: Sender<Vec<RawEvent>>,
+    room: Arc<Room>,
+    chunk_events: usize,
+}
+
+impl QueueReceiver {
+    /// A batch is written (or counted lost): its room is free again and
+    /// its array, if full-sized, goes back to the pool.
+    pub fn done(&self, mut batch: Batch) {
+        self.room.release(batch.events.len());
+        if batch.events.capacity() >= self.chunk_events {
+            batch.events.clear();
+            let _ = self.pool.try_send(batch.events);
+        }
+    }
 }
 
 impl Queue {
-    /// A queue holding at most `capacity` batches of `chunk_events` events.
+    /// A queue holding at most `capacity` full batches of `chunk_events`
+    /// events (that many events, in batches of any size).
     pub fn new(
         capacity: usize,
         chunk_events: usize,
         on_full: OnFull,
         block_timeout: Duration,
     ) -> (Queue, QueueReceiver) {
-        let (batch_tx, batch_rx) = crossbeam_channel::bounded(capacity);
+        // Unbounded as a channel: bounded by `room` (every batch holds at
+        // least one event).
+        let (batch_tx, batch_rx) = crossbeam_channel::unbounded();
         let (pool_tx, pool_rx) = crossbeam_channel::bounded(capacity);
+        let room = Arc::new(Room {
+            max_slots: capacity * chunk_events,
+            queued: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            freed: Condvar::new(),
+        });
         let queue = Queue {
             batches: batch_tx,
             pool: pool_rx,
+            room: room.clone(),
             chunk_events,
             on_full,
             block_timeout,
@@ -84,6 +167,8 @@ impl Queue {
             QueueReceiver {
                 batches: batch_rx,
                 pool: pool_tx,
+                room,
+                chunk_events,
             },
         )
     }
@@ -107,75 +192,75 @@ impl Queue {
             buf.discard();
             return;
         }
-        if self.on_full == OnFull::Drop && self.batches.is_full() {
-            // The common overflow case: count and reuse the same array.
-            let n = buf.len() as u64;
-            buf.events.clear();
-            buf.payload_slots = 0;
-            buf.lost += n;
-            self.lost.fetch_add(n, Ordering::Relaxed);
-            return;
-        }
-        let events = std::mem::replace(&mut buf.events, self.take_array());
-        let batch = Batch {
-            tid: buf.tid,
-            events,
-            lost_before: buf.lost,
-            payload_slots: std::mem::take(&mut buf.payload_slots),
+        let slots = buf.events.len();
+        let room = match self.on_full {
+            OnFull::Drop => self.room.reserve(slots),
+            OnFull::Block => self.room.wait_for(slots, self.block_timeout),
         };
-        let refused = match self.on_full {
-            OnFull::Drop => self.batches.try_send(batch).err().map(|e| e.into_inner()),
-            OnFull::Block => self
-                .batches
-                .send_timeout(batch, self.block_timeout)
-                .err()
-                .map(|e| e.into_inner()),
-        };
-        match refused {
-            None => buf.lost = 0,
-            Some(batch) => self.count_lost(buf, batch),
+        if room {
+            self.send(buf);
+        } else {
+            self.count_lost(buf);
         }
     }
 
     /// Hands the buffer's events over if the queue has room now; else
     /// leaves them in the buffer. Returns true if it handed them over.
     pub fn offer(&self, buf: &mut ThreadBuffer) -> bool {
-        if buf.events.is_empty() || std::process::id() != self.owner_pid || self.batches.is_full() {
+        if buf.events.is_empty()
+            || std::process::id() != self.owner_pid
+            || !self.room.reserve(buf.events.len())
+        {
             return false;
         }
-        let events = std::mem::replace(&mut buf.events, self.take_array());
-        let batch = Batch {
-            tid: buf.tid,
-            events,
-            lost_before: buf.lost,
-            payload_slots: std::mem::take(&mut buf.payload_slots),
-        };
-        match self.batches.try_send(batch) {
-            Ok(()) => {
-                buf.lost = 0;
-                true
-            }
+        self.send(buf);
+        true
+    }
+
+    /// Sends the buffer's events (room for them is taken).
+    fn send(&self, buf: &mut ThreadBuffer) {
+        let batch = self.take_batch(buf);
+        match self.batches.send(batch) {
+            Ok(()) => buf.lost = 0,
             Err(refused) => {
-                // Filled up since the check: keep the events, free the
-                // array taken for them.
+                // The writer is gone (the recording ended).
                 let batch = refused.into_inner();
-                buf.events = batch.events;
-                buf.payload_slots = batch.payload_slots;
-                false
+                self.room.release(batch.events.len());
+                let n = (batch.events.len() - batch.payload_slots) as u64;
+                buf.lost += n;
+                self.lost.fetch_add(n, Ordering::Relaxed);
             }
         }
     }
 
-    fn count_lost(&self, buf: &mut ThreadBuffer, batch: Batch) {
-        let mut events = batch.events;
-        let n = (events.len() - batch.payload_slots) as u64;
+    /// The buffer's events as a batch. A full buffer's array goes whole
+    /// and the buffer gets a fresh one; a partly filled one is copied into
+    /// an array of its size, and the buffer keeps its own.
+    fn take_batch(&self, buf: &mut ThreadBuffer) -> Batch {
+        let events = if buf.events.len() == buf.events.capacity() {
+            std::mem::replace(&mut buf.events, self.take_array())
+        } else {
+            let events = buf.events.clone();
+            buf.events.clear();
+            events
+        };
+        Batch {
+            tid: buf.tid,
+            events,
+            lost_before: buf.lost,
+            payload_slots: std::mem::take(&mut buf.payload_slots),
+            texts: std::mem::take(&mut buf.texts),
+        }
+    }
+
+    /// Drops the buffer's events, counting them; the buffer keeps its array.
+    fn count_lost(&self, buf: &mut ThreadBuffer) {
+        let n = buf.len() as u64;
+        buf.events.clear();
+        buf.payload_slots = 0;
+        buf.texts.clear();
         buf.lost += n;
         self.lost.fetch_add(n, Ordering::Relaxed);
-        events.clear();
-        // Keep the array we had; the fresh one taken for it is freed (only
-        // when another thread filled the queue between the check and here,
-        // or when blocking timed out).
-        buf.events = events;
     }
 
     /// Events dropped so far because the queue was full.
@@ -211,7 +296,9 @@ mod tests {
         queue.hand_over(&mut b);
         assert_eq!(queue.lost(), 3);
         assert!(b.is_empty());
-        assert_eq!(rx.batches.recv().unwrap().events.len(), 4);
+        let first = rx.batches.recv().unwrap();
+        assert_eq!(first.events.len(), 4);
+        rx.done(first);
         b.push(RawEvent::new(9, FunctionId(0), Kind::Call, 0));
         queue.hand_over(&mut b);
         let next = rx.batches.recv().unwrap();
@@ -219,14 +306,46 @@ mod tests {
     }
 
     #[test]
-    fn block_policy_waits_then_counts() {
+    fn the_bound_counts_events_not_batches() {
+        // Room for 2 full buffers of 8: 16 events, however they come.
+        let (queue, rx) = Queue::new(2, 8, OnFull::Drop, Duration::ZERO);
+        let mut buf = filled(&queue, 0);
+        for t in 0..17 {
+            buf.push(RawEvent::new(t, FunctionId(0), Kind::Call, 0));
+            queue.hand_over(&mut buf);
+            assert_eq!(buf.events.capacity(), 8, "the buffer keeps its array");
+        }
+        assert_eq!((rx.batches.len(), queue.lost()), (16, 1));
+        let batch = rx.batches.recv().unwrap();
+        assert_eq!(batch.events.capacity(), 1, "copied to its size");
+        rx.done(batch);
+        buf.push(RawEvent::new(99, FunctionId(0), Kind::Call, 0));
+        queue.hand_over(&mut buf);
+        assert_eq!((rx.batches.len(), queue.lost()), (16, 1));
+    }
+
+    #[test]
+    fn block_policy_waits_for_room_then_counts() {
         let (queue, rx) = Queue::new(1, 4, OnFull::Block, Duration::from_millis(20));
         let mut a = filled(&queue, 2);
         queue.hand_over(&mut a);
-        let mut b = filled(&queue, 2);
+        let mut b = filled(&queue, 3);
         queue.hand_over(&mut b);
-        assert_eq!(queue.lost(), 2);
-        drop(rx);
+        assert_eq!(queue.lost(), 3);
+        // Room freed while a producer waits lets it in.
+        let (queue, rx2) = Queue::new(1, 4, OnFull::Block, Duration::from_secs(10));
+        let mut a = filled(&queue, 4);
+        queue.hand_over(&mut a);
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let batch = rx2.batches.recv().unwrap();
+            rx2.done(batch);
+            rx2
+        });
+        let mut b = filled(&queue, 4);
+        queue.hand_over(&mut b);
+        assert_eq!(queue.lost(), 0);
+        drop((rx, writer.join().unwrap()));
     }
 
     #[test]

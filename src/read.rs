@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::clock::{ClockJump, ClockMap, JumpKind};
 use crate::clocksync::SyncSample;
@@ -23,6 +24,7 @@ pub struct FrameReader<R> {
     truncated: bool,
     done: bool,
     buf: Vec<u8>,
+    max_frame_bytes: u64,
 }
 
 impl FrameReader<BufReader<File>> {
@@ -63,7 +65,14 @@ impl<R: Read> FrameReader<R> {
             truncated: false,
             done: false,
             buf: Vec::new(),
+            max_frame_bytes: wire::MAX_FRAME_BYTES,
         })
+    }
+
+    /// Lowers (or restores) the largest frame accepted, e.g. for the
+    /// frames a collector reads before a peer has proven who it is.
+    pub fn set_max_frame_bytes(&mut self, limit: u64) {
+        self.max_frame_bytes = limit.min(wire::MAX_FRAME_BYTES);
     }
 
     /// True once the input ended inside a frame.
@@ -80,18 +89,30 @@ impl<R: Read> FrameReader<R> {
     /// type this version does not know (a newer writer's) are skipped.
     pub fn next_frame(&mut self) -> Result<Option<Body>> {
         loop {
-            if let Some(body) = self.next_known_or_unknown()? {
-                return Ok(Some(body));
-            }
-            if self.done {
+            let Some(start) = self.read_frame()? else {
                 return Ok(None);
+            };
+            if let Some(body) = self.decode(start)? {
+                return Ok(Some(body));
             }
         }
     }
 
-    /// The next frame; `None` at the end of the input or for an unknown
-    /// frame (then `done` tells which).
-    fn next_known_or_unknown(&mut self) -> Result<Option<Body>> {
+    /// Decodes the frame in `buf`; `None` for a frame of a type this
+    /// version does not know (a newer writer's), to be skipped.
+    fn decode(&mut self, start: u64) -> Result<Option<Body>> {
+        match wire::decode_frame(&self.buf) {
+            Ok(body) => Ok(body),
+            Err(reason) => {
+                self.done = true;
+                Err(self.malformed(start, reason))
+            }
+        }
+    }
+
+    /// Reads the next frame's bytes into `buf`; returns the frame's offset,
+    /// or `None` at the end of the input (or a torn frame).
+    fn read_frame(&mut self) -> Result<Option<u64>> {
         if self.done {
             return Ok(None);
         }
@@ -100,29 +121,25 @@ impl<R: Read> FrameReader<R> {
             self.done = true;
             return Ok(None);
         };
-        if len > wire::MAX_FRAME_BYTES {
+        if len > self.max_frame_bytes {
             self.done = true;
             return Err(Error::FrameTooLarge {
                 what: self.what.clone(),
                 offset: start,
                 len,
-                limit: wire::MAX_FRAME_BYTES,
+                limit: self.max_frame_bytes,
             });
         }
-        self.buf.resize(len as usize, 0);
-        let got = read_full(&mut self.inner, &mut self.buf).map_err(|e| self.io_error(e))?;
-        self.offset += got as u64;
-        if got < self.buf.len() {
+        // Grown as bytes arrive, not to the announced length: a peer that
+        // announces a large frame and sends little costs little.
+        self.buf.clear();
+        let got = read_up_to(&mut self.inner, &mut self.buf, len).map_err(|e| self.io_error(e))?;
+        self.offset += got;
+        if got < len {
             self.end_truncated();
             return Ok(None);
         }
-        match wire::decode_frame(&self.buf) {
-            Ok(body) => Ok(body),
-            Err(reason) => {
-                self.done = true;
-                Err(self.malformed(start, reason))
-            }
-        }
+        Ok(Some(start))
     }
 
     /// Reads a varint length; `None` at a clean end or a torn prefix.
@@ -160,11 +177,15 @@ impl<R: Read> FrameReader<R> {
     }
 
     fn malformed(&self, offset: u64, reason: String) -> Error {
-        Error::Malformed {
-            what: self.what.clone(),
-            offset,
-            reason,
-        }
+        malformed(&self.what, offset, reason)
+    }
+}
+
+fn malformed(what: &str, offset: u64, reason: String) -> Error {
+    Error::Malformed {
+        what: what.to_owned(),
+        offset,
+        reason,
     }
 }
 
@@ -182,6 +203,44 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// Refuses a hello that speaks a protocol version this rtrace cannot read,
+/// or none at all.
+fn check_protocol(what: &str, hello: &pb::Hello) -> Result<()> {
+    let supported = u32::from(wire::FORMAT_VERSION);
+    match hello.protocol_version {
+        0 => Err(Error::Malformed {
+            what: what.to_owned(),
+            offset: wire::HEADER_LEN as u64,
+            reason: "the hello names no protocol version".into(),
+        }),
+        found if found > supported => Err(Error::UnsupportedVersion {
+            what: what.to_owned(),
+            found,
+            supported,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Appends up to `len` bytes to `buf`, growing it with what arrives;
+/// returns the bytes read (fewer at the end of the input).
+fn read_up_to(input: &mut impl Read, buf: &mut Vec<u8>, len: u64) -> io::Result<u64> {
+    const STEP: u64 = 64 << 10;
+    let mut total = 0;
+    while total < len {
+        let want = (len - total).min(STEP.max(total));
+        let start = buf.len();
+        buf.resize(start + want as usize, 0);
+        let got = read_full(input, &mut buf[start..])?;
+        buf.truncate(start + got);
+        total += got as u64;
+        if (got as u64) < want {
+            break;
+        }
+    }
+    Ok(total)
+}
+
 /// One event read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -196,6 +255,9 @@ pub struct Event {
     /// For user events with a payload (`Kind::has_payload`): flow id,
     /// counter value, arguments.
     pub mark: Option<Box<Mark>>,
+    /// `log_args`: on a call, the reprs of its arguments; on a return, the
+    /// repr of the returned value.
+    pub text: Option<Arc<str>>,
 }
 
 /// One thing read from a stream, in stream order: intern records before the
@@ -227,6 +289,64 @@ pub enum StreamItem {
     /// The collector's estimate of the stream's clock changed. Never read
     /// from a stream: the collector adds it before merging.
     Offset(crate::timeline::ClockOffset),
+    /// This many events of the stream were moved forward to their thread's
+    /// previous event's time before they reached the merge (see
+    /// `merge::ThreadOrder`). Never read from a stream.
+    Clamped(u64),
+}
+
+/// A piece of a stream as `EventReader::next_chunk` gives it: an item that
+/// is not an event, or the events of one batch (one thread's, in the
+/// thread's order), which travel and merge as one piece instead of one
+/// item each.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Chunk {
+    Item(StreamItem),
+    Events {
+        tid: u64,
+        events: Vec<Event>,
+    },
+    /// A batch already encoded for the output by the sink's encoder (see
+    /// `timeline::StreamEncoder`): what the merge needs of its events.
+    Encoded {
+        tid: u64,
+        encoded: Encoded,
+    },
+}
+
+/// A batch of one thread's events as a sink's `timeline::StreamEncoder`
+/// made them: their bytes in the output, and their timestamps to merge by.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Encoded {
+    /// The events' timestamps, in order.
+    pub ts_ns: Vec<u64>,
+    /// The events' bytes, in order.
+    pub bytes: Vec<u8>,
+    /// Where each event's bytes end in `bytes`.
+    pub ends: Vec<u32>,
+}
+
+impl Encoded {
+    /// The bytes of events `from..to`.
+    pub fn range(&self, from: usize, to: usize) -> &[u8] {
+        let start = from.checked_sub(1).map_or(0, |i| self.ends[i] as usize);
+        let end = to.checked_sub(1).map_or(0, |i| self.ends[i] as usize);
+        &self.bytes[start..end]
+    }
+}
+
+impl Chunk {
+    /// The chunk as items, in order (none for an encoded batch, whose
+    /// events are gone).
+    pub fn into_items(self) -> impl Iterator<Item = StreamItem> {
+        let (item, events) = match self {
+            Chunk::Item(item) => (Some(item), Vec::new()),
+            Chunk::Events { events, .. } => (None, events),
+            Chunk::Encoded { .. } => (None, Vec::new()),
+        };
+        item.into_iter()
+            .chain(events.into_iter().map(StreamItem::Event))
+    }
 }
 
 /// Reads the events of one stream, resolving clocks as it goes.
@@ -236,7 +356,10 @@ pub struct EventReader<R> {
     functions: HashMap<u32, FunctionInfo>,
     threads: HashMap<u64, String>,
     clock: ClockMap,
-    ready: VecDeque<StreamItem>,
+    ready: VecDeque<Chunk>,
+    /// The rest of a batch that `next_item` hands out one event at a time.
+    pending: std::vec::IntoIter<Event>,
+    pending_tid: u64,
     end: Option<pb::End>,
     lost: u64,
 }
@@ -251,31 +374,48 @@ impl EventReader<BufReader<File>> {
 impl<R: Read> EventReader<R> {
     /// Reads events from `frames`; the hello must come first.
     pub fn new(mut frames: FrameReader<R>) -> Result<Self> {
-        let hello = match frames.next_frame()? {
-            Some(Body::Hello(hello)) => Some(hello),
-            None if frames.truncated() || frames.done => None,
-            _ => {
-                return Err(Error::Malformed {
-                    what: frames.what.clone(),
-                    offset: wire::HEADER_LEN as u64,
-                    reason: "the first frame is not a hello".into(),
-                })
-            }
-        };
-        let rate = hello
-            .as_ref()
-            .and_then(|h| h.clock.as_ref())
-            .map_or(1e9, |c| c.ticks_per_second);
-        Ok(EventReader {
+        match frames.next_frame()? {
+            Some(Body::Hello(hello)) => EventReader::with_hello(frames, hello),
+            None if frames.truncated() || frames.done => Ok(EventReader::without_hello(frames)),
+            _ => Err(Error::Malformed {
+                what: frames.what.clone(),
+                offset: wire::HEADER_LEN as u64,
+                reason: "the first frame is not a hello".into(),
+            }),
+        }
+    }
+
+    /// Reads the rest of a stream whose hello the caller has read itself
+    /// (a collector, which looks at the frames before it). Refuses a hello
+    /// of a protocol version newer than this rtrace reads.
+    pub fn with_hello(frames: FrameReader<R>, hello: pb::Hello) -> Result<Self> {
+        check_protocol(&frames.what, &hello)?;
+        let rate = hello.clock.as_ref().map_or(1e9, |c| c.ticks_per_second);
+        let mut reader = EventReader::without_hello(frames);
+        reader.clock = ClockMap::new(rate);
+        reader.hello = Some(hello);
+        Ok(reader)
+    }
+
+    fn without_hello(frames: FrameReader<R>) -> Self {
+        EventReader {
             frames,
-            hello,
+            hello: None,
             functions: HashMap::new(),
             threads: HashMap::new(),
-            clock: ClockMap::new(rate),
+            clock: ClockMap::new(1e9),
             ready: VecDeque::new(),
+            pending: Vec::new().into_iter(),
+            pending_tid: 0,
             end: None,
             lost: 0,
-        })
+        }
+    }
+
+    /// The frames not read yet (a relay forwards them as they are); what
+    /// was decoded already and not taken is dropped.
+    pub fn into_frames(self) -> FrameReader<R> {
+        self.frames
     }
 
     /// The stream's hello (`None` only for a stream torn before it).
@@ -329,20 +469,87 @@ impl<R: Read> EventReader<R> {
     /// Moves the items already decoded (the rest of the current frame) to
     /// `out`, so a caller can hand them on in one piece.
     pub fn take_ready(&mut self, out: &mut Vec<StreamItem>) {
+        out.extend(self.pending.by_ref().map(StreamItem::Event));
+        for chunk in self.ready.drain(..) {
+            out.extend(chunk.into_items());
+        }
+    }
+
+    /// Moves the chunks already decoded (the rest of the current frame) to
+    /// `out`.
+    pub fn take_ready_chunks(&mut self, out: &mut Vec<Chunk>) {
+        if self.pending.len() > 0 {
+            let events = self.pending.by_ref().collect();
+            let tid = self.pending_tid;
+            out.push(Chunk::Events { tid, events });
+        }
         out.extend(self.ready.drain(..));
     }
 
     /// The next item: an intern record, a clock heartbeat or an event.
     pub fn next_item(&mut self) -> Result<Option<StreamItem>> {
         loop {
-            if let Some(item) = self.ready.pop_front() {
-                return Ok(Some(item));
+            if let Some(event) = self.pending.next() {
+                return Ok(Some(StreamItem::Event(event)));
             }
-            let Some(body) = self.frames.next_frame()? else {
-                return Ok(None);
-            };
-            self.apply(body)?;
+            match self.next_chunk()? {
+                None => return Ok(None),
+                Some(Chunk::Item(item)) => return Ok(Some(item)),
+                Some(Chunk::Encoded { .. }) => {} // never read from a stream
+                Some(Chunk::Events { tid, events }) => {
+                    self.pending_tid = tid;
+                    self.pending = events.into_iter();
+                }
+            }
         }
+    }
+
+    /// The next chunk: an intern record, a clock heartbeat, or a batch of
+    /// one thread's events. The fast way to read a stream.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        if self.pending.len() > 0 {
+            let events = self.pending.by_ref().collect();
+            let tid = self.pending_tid;
+            return Ok(Some(Chunk::Events { tid, events }));
+        }
+        loop {
+            if let Some(chunk) = self.ready.pop_front() {
+                return Ok(Some(chunk));
+            }
+            if !self.read_frame()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads one frame into `ready`; false at the end of the stream.
+    fn read_frame(&mut self) -> Result<bool> {
+        let Some(start) = self.frames.read_frame()? else {
+            return Ok(false);
+        };
+        match wire::batch::parse_frame(&self.frames.buf) {
+            Some(view) => {
+                let batch = Batch {
+                    tid: view.tid,
+                    base_ticks: view.base_ticks,
+                    lost_before: view.lost_before,
+                    len: (view.tick_deltas.len(), view.codes.len()),
+                    deltas: view.tick_deltas.iter().map(wire::batch::unzigzag),
+                    codes: view.codes.iter(),
+                    lines: view.lines.iter().map(|line| line as u32),
+                    marks: view.marks.into_iter(),
+                    texts: Vec::new(),
+                };
+                let decoded = decode_batch(batch, &self.clock, &mut self.lost, &mut self.ready);
+                decoded.map_err(|reason| self.malformed(reason))?;
+            }
+            None => {
+                if let Some(body) = self.frames.decode(start)? {
+                    self.apply(body)?;
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn apply(&mut self, body: Body) -> Result<()> {
@@ -358,95 +565,178 @@ impl<R: Read> EventReader<R> {
                     native: f.native,
                 };
                 self.functions.insert(f.id, info.clone());
-                self.ready.push_back(StreamItem::Function(info));
+                self.ready
+                    .push_back(Chunk::Item(StreamItem::Function(info)));
             }
             Body::Thread(t) => {
                 self.threads.insert(t.tid, t.name.clone());
-                self.ready.push_back(StreamItem::Thread {
+                self.ready.push_back(Chunk::Item(StreamItem::Thread {
                     tid: t.tid,
                     name: t.name,
-                });
+                }));
             }
             Body::Clock(c) => {
                 if let Some(jump) = self.clock.add(c.ticks, c.monotonic_ns) {
-                    self.ready.push_back(StreamItem::ClockJump(jump));
+                    self.ready
+                        .push_back(Chunk::Item(StreamItem::ClockJump(jump)));
                 }
-                self.ready.push_back(StreamItem::Clock {
+                self.ready.push_back(Chunk::Item(StreamItem::Clock {
                     monotonic_ns: c.monotonic_ns.saturating_add(self.clock.shift_ns()),
-                });
+                }));
             }
-            Body::Batch(batch) => self.decode_batch(batch)?,
+            Body::Batch(batch) => {
+                if batch.text_events.len() != batch.texts.len() {
+                    return Err(
+                        self.malformed("a batch has different numbers of texts and text events")
+                    );
+                }
+                let texts = batch.text_events.into_iter().zip(batch.texts).collect();
+                let batch = Batch {
+                    tid: batch.tid,
+                    base_ticks: batch.base_ticks,
+                    lost_before: batch.lost_before,
+                    len: (batch.tick_deltas.len(), batch.codes.len()),
+                    deltas: batch.tick_deltas.into_iter(),
+                    codes: batch.codes.into_iter(),
+                    lines: batch.lines.into_iter(),
+                    marks: batch.marks.into_iter(),
+                    texts,
+                };
+                let decoded = decode_batch(batch, &self.clock, &mut self.lost, &mut self.ready);
+                decoded.map_err(|reason| self.malformed(reason))?;
+            }
             Body::End(end) => self.end = Some(end),
-            Body::ClockPing(ping) => self.ready.push_back(StreamItem::Ping {
+            Body::ClockPing(ping) => self.ready.push_back(Chunk::Item(StreamItem::Ping {
                 id: ping.id,
                 sent_ns: ping.sent_ns,
-            }),
-            Body::ClockSync(sync) => self.ready.push_back(StreamItem::Sync((&sync).into())),
+            })),
+            Body::ClockSync(sync) => self
+                .ready
+                .push_back(Chunk::Item(StreamItem::Sync((&sync).into()))),
             // The collector's direction; nothing a stream should carry.
             Body::ClockPong(_) | Body::CollectorHello(_) => {}
+            Body::Auth(_) => return Err(self.malformed("an auth frame after the hello")),
         }
         Ok(())
     }
 
-    fn decode_batch(&mut self, batch: pb::EventBatch) -> Result<()> {
-        if batch.tick_deltas.len() != batch.codes.len() {
-            return Err(self.malformed("a batch has different numbers of ticks and codes"));
+    fn malformed(&self, reason: impl Into<String>) -> Error {
+        Error::Malformed {
+            what: self.frames.what.clone(),
+            offset: self.frames.offset,
+            reason: reason.into(),
         }
-        if self.clock.is_empty() && !batch.codes.is_empty() {
-            return Err(self.malformed("a batch comes before any clock snapshot"));
-        }
-        self.lost += batch.lost_before;
-        let mut ticks = batch.base_ticks;
-        let mut lines = batch.lines.iter();
-        let mut marks = batch.marks.into_iter();
-        let mut backwards = None;
-        for (&delta, &code) in batch.tick_deltas.iter().zip(&batch.codes) {
+    }
+}
+
+/// Decodes a batch into one chunk of events in `ready`, adding its losses
+/// to `lost`. On bad input the events before the bad one are still handed
+/// out, then the error.
+fn decode_batch<D, C, L, M>(
+    batch: Batch<D, C, L, M>,
+    clock: &ClockMap,
+    lost: &mut u64,
+    ready: &mut VecDeque<Chunk>,
+) -> std::result::Result<(), String>
+where
+    D: Iterator<Item = i64>,
+    C: Iterator<Item = u64>,
+    L: Iterator<Item = u32>,
+    M: Iterator<Item = pb::Mark>,
+{
+    if batch.len.0 != batch.len.1 {
+        return Err("a batch has different numbers of ticks and codes".into());
+    }
+    if clock.is_empty() && batch.len.1 > 0 {
+        return Err("a batch comes before any clock snapshot".into());
+    }
+    *lost += batch.lost_before;
+    let tid = batch.tid;
+    let mut events = Vec::with_capacity(batch.len.1);
+    let mut backwards = None;
+    let result = batch.decode(clock, &mut events, &mut backwards);
+    if !events.is_empty() {
+        ready.push_back(Chunk::Events { tid, events });
+    }
+    if let Some((ticks, delta)) = backwards {
+        // Reported after the batch: the merge keeps the thread's order.
+        ready.push_back(Chunk::Item(StreamItem::ClockJump(ClockJump {
+            kind: JumpKind::CounterBackwards,
+            at_ns: clock.to_ns(ticks).unwrap_or(0),
+            size_ns: clock.ticks_to_ns(delta),
+        })));
+    }
+    result
+}
+
+/// A batch's fields, from the hand-parsed view or from prost's struct.
+struct Batch<D, C, L, M> {
+    tid: u64,
+    base_ticks: u64,
+    lost_before: u64,
+    /// Numbers of tick deltas and of codes.
+    len: (usize, usize),
+    deltas: D,
+    codes: C,
+    lines: L,
+    marks: M,
+    /// `log_args` texts: (event index, text), by ascending index. A frame
+    /// with texts always takes the prost path (`wire::batch`).
+    texts: Vec<(u32, String)>,
+}
+
+impl<D, C, L, M> Batch<D, C, L, M>
+where
+    D: Iterator<Item = i64>,
+    C: Iterator<Item = u64>,
+    L: Iterator<Item = u32>,
+    M: Iterator<Item = pb::Mark>,
+{
+    /// Appends the batch's events to `out`, their ticks converted by
+    /// `clock`; stops at the first bad one. Notes in `backwards` the first
+    /// event whose counter is behind its predecessor's (ticks, delta).
+    fn decode(
+        mut self,
+        clock: &ClockMap,
+        out: &mut Vec<Event>,
+        backwards: &mut Option<(u64, i64)>,
+    ) -> std::result::Result<(), String> {
+        let mut converter = clock.converter();
+        let mut ticks = self.base_ticks;
+        let mut texts = self.texts.into_iter().peekable();
+        for (i, (delta, code)) in self.deltas.zip(self.codes).enumerate() {
             ticks = ticks.wrapping_add(delta as u64);
             if delta < 0 && backwards.is_none() {
-                backwards = Some((ticks, delta));
+                *backwards = Some((ticks, delta));
             }
             let (function, kind) = decode_code(code);
-            let kind = Kind::from_wire(kind)
-                .ok_or_else(|| self.malformed(&format!("unknown event kind {kind}")))?;
+            let kind = Kind::from_wire(kind).ok_or_else(|| format!("unknown event kind {kind}"))?;
             let line = match kind {
-                Kind::Line => *lines
+                Kind::Line => self
+                    .lines
                     .next()
-                    .ok_or_else(|| self.malformed("a line event without its line number"))?,
+                    .ok_or("a line event without its line number")?,
                 _ => 0,
             };
             let mark = if kind.has_payload() {
-                let mark = marks
-                    .next()
-                    .ok_or_else(|| self.malformed("a user event without its mark"))?;
+                let mark = self.marks.next().ok_or("a user event without its mark")?;
                 Some(Box::new(wire::mark_from_wire(mark)))
             } else {
                 None
             };
-            self.ready.push_back(StreamItem::Event(Event {
-                ts_ns: self.clock.to_ns(ticks).unwrap_or(0),
-                tid: batch.tid,
+            let text = texts
+                .next_if(|&(at, _)| at as usize == i)
+                .map(|(_, text)| Arc::from(text));
+            out.push(Event {
+                ts_ns: converter.to_ns(ticks).unwrap_or(0),
+                tid: self.tid,
                 kind,
                 function: FunctionId(function as u32),
                 line,
                 mark,
-            }));
-        }
-        if let Some((ticks, delta)) = backwards {
-            // Reported after the batch: the merge keeps the thread's order.
-            self.ready.push_back(StreamItem::ClockJump(ClockJump {
-                kind: JumpKind::CounterBackwards,
-                at_ns: self.clock.to_ns(ticks).unwrap_or(0),
-                size_ns: self.clock.ticks_to_ns(delta),
-            }));
+                text,
+            });
         }
         Ok(())
-    }
-
-    fn malformed(&self, reason: &str) -> Error {
-        Error::Malformed {
-            what: self.frames.what.clone(),
-            offset: self.frames.offset,
-            reason: reason.to_owned(),
-        }
     }
 }

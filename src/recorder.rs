@@ -17,7 +17,7 @@ use crate::clocksync::{LocalClock, SyncConfig};
 use crate::event::{FunctionId, Kind, MAX_FUNCTION_ID};
 use crate::mark::{token, FlowIds, Payload};
 use crate::queue::{OnFull, Queue};
-use crate::sink::{Address, CollectorSink, FileSink, Sink};
+use crate::sink::{Address, CollectorSink, FileSink, Sink, Token};
 use crate::terminate;
 use crate::wire::{self, pb, Body};
 use crate::writer::{Control, Exit, FunctionInfo, Pending, Shared, Writer};
@@ -33,6 +33,9 @@ pub struct Config {
     pub output: PathBuf,
     /// Stream to this collector instead of writing `output`.
     pub collector: Option<Address>,
+    /// Shared token sent to the collector on every connection (it is
+    /// required on TCP); default `$RTRACE_TOKEN`. Never written to a file.
+    pub token: Option<Token>,
     /// Overflow policy.
     pub on_full: OnFull,
     /// Events the queue may hold before the policy applies. With the
@@ -65,6 +68,7 @@ impl Config {
             session: session.into(),
             output: output.into(),
             collector: None,
+            token: Token::from_env(),
             on_full: OnFull::Drop,
             buffer_events: 1 << 20,
             flush_interval: Duration::from_millis(100),
@@ -154,12 +158,15 @@ impl Recorder {
     pub fn start(config: Config) -> Result<Recorder> {
         config.validate()?;
         let sink: Box<dyn Sink> = match &config.collector {
-            Some(address) => Box::new(CollectorSink::with_clock(
-                address.clone(),
-                config.output.clone(),
-                config.clock_sync,
-                Box::new(LocalClock),
-            )),
+            Some(address) => Box::new(
+                CollectorSink::with_clock(
+                    address.clone(),
+                    config.output.clone(),
+                    config.clock_sync,
+                    Box::new(LocalClock),
+                )
+                .with_token(config.token.clone()),
+            ),
             None => Box::new(FileSink::create(&config.output)?),
         };
         let description = clock::describe();
@@ -437,7 +444,7 @@ fn hello(config: &Config, description: &clock::Description) -> pb::Hello {
         ppid: config.parent_pid.unwrap_or_else(parent_pid),
         host: crate::host::name(),
         boot_id: crate::host::boot_id(),
-        argv: config.argv.clone(),
+        argv: hello_argv(&config.argv),
         start_unix_ns: clock::unix_ns(),
         clock: Some(wire::clock_info(description)),
         recorder: config.recorder.clone(),
@@ -445,6 +452,25 @@ fn hello(config: &Config, description: &clock::Description) -> pb::Hello {
         clock_sync: config.collector.is_some() && config.clock_sync.interval.is_some(),
         relayed_by: Vec::new(),
     }
+}
+
+/// Most bytes of argv put in the hello: collectors take hellos of up to
+/// 1 MiB before they accept a stream; the rest is for display only.
+const MAX_HELLO_ARGV_BYTES: usize = 256 << 10;
+
+/// `argv` cut to `MAX_HELLO_ARGV_BYTES` (a last "…" marks a cut).
+fn hello_argv(argv: &[String]) -> Vec<String> {
+    let mut total = 0;
+    let mut out = Vec::new();
+    for arg in argv {
+        total += arg.len();
+        if total > MAX_HELLO_ARGV_BYTES {
+            out.push("…".to_owned());
+            break;
+        }
+        out.push(arg.clone());
+    }
+    out
 }
 
 fn parent_pid() -> u32 {

@@ -7,7 +7,7 @@
 //! itself.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,9 @@ pub trait Sink: Send {
     fn write_intern(&mut self, frame: &[u8]) -> io::Result<()>;
     /// Writes any other frame (batches, snapshots, end).
     fn write_frame(&mut self, frame: &[u8]) -> io::Result<()>;
-    /// Pushes buffered bytes to the OS, so a killed process keeps them.
+    /// Pushes buffered bytes to the OS, so a killed process keeps them
+    /// (rtrace's own sinks buffer nothing: each frame goes out whole at
+    /// once, so that a failed write is known at the frame it hit).
     fn flush(&mut self) -> io::Result<()>;
     /// Names the sink in messages ("/tmp/x.rtrace").
     fn describe(&self) -> String;
@@ -39,24 +41,60 @@ pub trait Sink: Send {
     fn close(&mut self) {}
 }
 
-/// A stream file: the header, then frames.
+/// A file of frames, each written whole with one `write_all` and no
+/// buffering in this process: a frame the call returned from is the OS's
+/// (a killed process keeps it), and a frame that fails (disk full) is cut
+/// off again, so the file ends at its last whole frame and exactly the
+/// frames that failed are missing — which the writer counts as lost.
+#[derive(Debug)]
+struct FrameFile {
+    file: File,
+    /// Bytes of whole frames in the file.
+    len: u64,
+}
+
+impl FrameFile {
+    /// Creates (or truncates) `path` and writes `start` (header and
+    /// preamble).
+    fn create(path: &Path, start: &[u8]) -> io::Result<FrameFile> {
+        let mut out = FrameFile {
+            file: File::create(path)?,
+            len: 0,
+        };
+        out.append(start)?;
+        Ok(out)
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort: a torn frame would still be skipped by readers.
+                let _ = self.file.set_len(self.len);
+                let _ = self.file.seek(SeekFrom::Start(self.len));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A stream file: the header, then frames (see `FrameFile`).
 #[derive(Debug)]
 pub struct FileSink {
-    out: BufWriter<File>,
+    out: FrameFile,
     path: PathBuf,
 }
 
 impl FileSink {
     /// Creates (or truncates) `path` and writes the file header.
     pub fn create(path: &Path) -> Result<FileSink> {
-        let open_err = |source| Error::Open {
+        let out = FrameFile::create(path, &wire::file_header()).map_err(|source| Error::Open {
             path: path.to_owned(),
             source,
-        };
-        let file = File::create(path).map_err(open_err)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&wire::file_header()).map_err(open_err)?;
-        out.flush().map_err(open_err)?;
+        })?;
         Ok(FileSink {
             out,
             path: path.to_owned(),
@@ -66,15 +104,15 @@ impl FileSink {
 
 impl Sink for FileSink {
     fn write_intern(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.out.write_all(frame)
+        self.out.append(frame)
     }
 
     fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.out.write_all(frame)
+        self.out.append(frame)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -126,10 +164,41 @@ impl std::fmt::Display for Address {
     }
 }
 
+/// A shared secret that proves a recorder may stream to a collector. Its
+/// `Debug` form does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// A token, or `None` for an empty one.
+    pub fn new(token: impl Into<String>) -> Option<Token> {
+        let token = token.into();
+        (!token.is_empty()).then_some(Token(token))
+    }
+
+    /// `$RTRACE_TOKEN`, when set and not empty.
+    pub fn from_env() -> Option<Token> {
+        std::env::var("RTRACE_TOKEN").ok().and_then(Token::new)
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
 /// How long a connection attempt or a stalled write may take before the
 /// collector counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a recorder waits for the collector's `HelloReply`.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
@@ -147,6 +216,7 @@ impl Connection {
             Address::Unix(path) => {
                 let stream = UnixStream::connect(path)?;
                 stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
                 Ok(Connection::Unix(stream))
             }
             Address::Tcp(hostport) => {
@@ -158,6 +228,7 @@ impl Connection {
                 })?;
                 let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
                 stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
                 stream.set_nodelay(true)?;
                 // Pongs' arrival times (see `rxstamp`); the exchange falls
                 // back to read times without them.
@@ -187,6 +258,21 @@ impl Connection {
             Connection::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
         }
     }
+
+    fn input(&mut self) -> &mut dyn Read {
+        match self {
+            Connection::Unix(r) => r,
+            Connection::Tcp(r) => r,
+        }
+    }
+}
+
+/// Why a connection attempt did not give a connection.
+enum Attempt {
+    /// Down, stalled or broken: try again after the backoff.
+    Failed,
+    /// The collector answered the hello with a refusal.
+    Refused(wire::pb::HelloReply),
 }
 
 /// How long `close` waits for the collector to finish reading.
@@ -205,12 +291,20 @@ pub struct CollectorSink {
     next_attempt: Instant,
     backoff: Duration,
     spill_path: PathBuf,
-    spill: Option<BufWriter<File>>,
+    spill: Option<FrameFile>,
     spill_failed: bool,
     /// True while frames go to the spill file (a fresh snapshot goes first
     /// on each switch, so its batches are covered).
     spilling: bool,
     preamble: Vec<u8>,
+    /// Sent in an `Auth` frame on every connection (never to the spill).
+    token: Option<Token>,
+    /// The collector's last refusal, for the spill warning.
+    refusal: Option<String>,
+    /// Refused for good (wrong token, protocol): no more attempts.
+    gave_up: bool,
+    /// The spill warning was printed.
+    warned: bool,
 }
 
 impl CollectorSink {
@@ -246,11 +340,26 @@ impl CollectorSink {
             spill_failed: false,
             spilling: false,
             preamble: Vec::new(),
+            token: None,
+            refusal: None,
+            gave_up: false,
+            warned: false,
         }
     }
 
-    fn start_of_stream(&mut self) -> Vec<u8> {
+    /// Sends `token` to the collector on every connection (see `Auth` in
+    /// `proto/rtrace.proto`).
+    pub fn with_token(mut self, token: Option<Token>) -> CollectorSink {
+        self.token = token;
+        self
+    }
+
+    /// The stream's start; with `auth`, the token frame before the hello.
+    fn start_of_stream(&mut self, auth: bool) -> Vec<u8> {
         let mut bytes = wire::file_header().to_vec();
+        if let (true, Some(token)) = (auth, &self.token) {
+            wire::auth_frame(token.expose(), &mut bytes);
+        }
         bytes.extend_from_slice(&self.preamble);
         self.timekeeper.snapshot_frame(&mut bytes);
         bytes
@@ -275,28 +384,56 @@ impl CollectorSink {
         false
     }
 
+    /// Connects, sends the stream's start and waits for the collector's
+    /// answer to the hello.
+    fn attempt(&mut self) -> Result<Connection, Attempt> {
+        let mut connection = Connection::open(&self.address).map_err(|_| Attempt::Failed)?;
+        let start = self.start_of_stream(true);
+        connection
+            .out()
+            .write_all(&start)
+            .map_err(|_| Attempt::Failed)?;
+        let reply = wire::read_reply(connection.input()).map_err(|_| Attempt::Failed)?;
+        if reply.accepted {
+            Ok(connection)
+        } else {
+            Err(Attempt::Refused(reply))
+        }
+    }
+
+    fn refused(&mut self, reply: wire::pb::HelloReply) {
+        self.gave_up = !reply.retry;
+        let reason = crate::sanitize::printable(&reply.reason, 512);
+        if self.warned && self.refusal.is_none() {
+            eprintln!(
+                "rtrace: collector {} refused this stream: {reason}; writing to {}",
+                self.address,
+                self.spill_path.display()
+            );
+        }
+        self.refusal = Some(reason);
+    }
+
     /// Connects if it is time to try; returns whether a connection is up.
     fn ensure_connection(&mut self) -> bool {
         if self.connection.is_some() {
             return true;
         }
         let now = Instant::now();
-        if now < self.next_attempt {
+        if self.gave_up || now < self.next_attempt {
             return false;
         }
-        let start = self.start_of_stream();
-        let attempt = Connection::open(&self.address).and_then(|mut c| {
-            c.out().write_all(&start)?;
-            Ok(c)
-        });
-        match attempt {
+        match self.attempt() {
             Ok(connection) => {
                 self.connection = Some(connection);
                 self.link = Some(SyncLink::new(self.sync));
                 self.backoff = FIRST_RETRY;
                 true
             }
-            Err(_) => {
+            Err(failure) => {
+                if let Attempt::Refused(reply) = failure {
+                    self.refused(reply);
+                }
                 self.next_attempt = now + self.backoff;
                 self.backoff = (self.backoff * 2).min(MAX_RETRY);
                 false
@@ -309,7 +446,7 @@ impl CollectorSink {
             let mut snapshot = Vec::new();
             self.timekeeper.snapshot_frame(&mut snapshot);
             if let Some(out) = &mut self.spill {
-                out.write_all(&snapshot)?;
+                out.append(&snapshot)?;
             }
         }
         self.spilling = true;
@@ -317,19 +454,10 @@ impl CollectorSink {
             if self.spill_failed {
                 return Err(io::Error::other("no collector and no spill file"));
             }
-            let start = self.start_of_stream();
-            let opened = File::create(&self.spill_path).and_then(|file| {
-                let mut out = BufWriter::with_capacity(1 << 20, file);
-                out.write_all(&start)?;
-                Ok(out)
-            });
-            match opened {
+            let start = self.start_of_stream(false);
+            match FrameFile::create(&self.spill_path, &start) {
                 Ok(out) => {
-                    eprintln!(
-                        "rtrace: collector {} unreachable; spilling to {} (join it later with `rtrace-collect merge`)",
-                        self.address,
-                        self.spill_path.display()
-                    );
+                    self.warn_spilling();
                     self.spill = Some(out);
                 }
                 Err(e) => {
@@ -339,9 +467,22 @@ impl CollectorSink {
             }
         }
         match &mut self.spill {
-            Some(out) => out.write_all(frame),
+            Some(out) => out.append(frame),
             None => Ok(()),
         }
+    }
+
+    fn warn_spilling(&mut self) {
+        let why = match &self.refusal {
+            Some(reason) => format!("refused this stream: {reason}"),
+            None => "unreachable".to_owned(),
+        };
+        eprintln!(
+            "rtrace: collector {} {why}; spilling to {} (join it later with `rtrace-collect merge`)",
+            self.address,
+            self.spill_path.display()
+        );
+        self.warned = true;
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
@@ -387,7 +528,7 @@ impl Sink for CollectorSink {
     fn write_intern(&mut self, frame: &[u8]) -> io::Result<()> {
         self.preamble.extend_from_slice(frame);
         if let Some(spill) = &mut self.spill {
-            spill.write_all(frame)?;
+            spill.append(frame)?;
         }
         let broken = match &mut self.connection {
             Some(c) => c.out().write_all(frame).is_err(),
@@ -408,9 +549,6 @@ impl Sink for CollectorSink {
             if c.out().flush().is_err() {
                 self.drop_connection();
             }
-        }
-        if let Some(spill) = &mut self.spill {
-            spill.flush()?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 use std::io;
 
 use crate::clock::ClockJump;
-use crate::read::Event;
+use crate::read::{Chunk, Encoded, Event, StreamItem};
 use crate::writer::FunctionInfo;
 
 /// Identifies one input stream (one traced process) within a merge.
@@ -104,6 +104,13 @@ pub trait TimelineSink {
     fn function(&mut self, stream: StreamId, function: &FunctionInfo) -> io::Result<()>;
     fn thread(&mut self, stream: StreamId, tid: u64, name: &str) -> io::Result<()>;
     fn event(&mut self, stream: StreamId, event: &Event) -> io::Result<()>;
+    /// A run of events of one stream, in order (the merge hands them out
+    /// this way); the same as one `event` call each, which it defaults to.
+    fn events(&mut self, stream: StreamId, events: &[Event]) -> io::Result<()> {
+        events
+            .iter()
+            .try_for_each(|event| self.event(stream, event))
+    }
     fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()>;
     fn finish(&mut self) -> io::Result<()>;
     /// The stream's clock estimate changed (any time before `stream_end`).
@@ -113,6 +120,62 @@ pub trait TimelineSink {
     /// The stream's clock jumped at `jump.at_ns` (collector time).
     fn clock_jump(&mut self, _stream: StreamId, _jump: &ClockJump) -> io::Result<()> {
         Ok(())
+    }
+    /// An encoder of `stream`'s events into this sink's output that runs
+    /// ahead of the merge, on another thread (see `StreamEncoder`). Once
+    /// it is taken, the stream's events come with its bytes to
+    /// `encoded_events`, and its functions and thread names go to it.
+    /// `None` (the default): the sink encodes events as they are written.
+    fn stream_encoder(&mut self, _stream: StreamId) -> Option<Box<dyn StreamEncoder>> {
+        None
+    }
+    /// A run of events of one stream, in order, as its encoder made them:
+    /// their timestamps and bytes. Only sinks that hand out encoders get
+    /// these.
+    fn encoded_events(
+        &mut self,
+        stream: StreamId,
+        _ts_ns: &[u64],
+        _bytes: &[u8],
+    ) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "encoded events for stream {}, but this sink has no encoder",
+                stream.0
+            ),
+        ))
+    }
+}
+
+/// Encodes one stream's events into a sink's output ahead of the merge.
+/// A stream's bytes can depend on the stream's own items in their order,
+/// but not on other streams, so the collector runs one encoder per
+/// connection, on that connection's reader thread: the work spreads over
+/// the cores, and the merge, which alone sees every stream, only orders
+/// bytes. It sees every item of the stream, in the stream's order.
+pub trait StreamEncoder: Send {
+    fn function(&mut self, function: &FunctionInfo);
+    fn thread(&mut self, tid: u64, name: &str);
+    /// Encodes `events` (of one thread, in order) into `out`: their
+    /// timestamps, bytes, and where each one's bytes end.
+    fn encode(&mut self, events: &[Event], out: &mut Encoded);
+
+    /// Takes the next chunk of the stream: learns its function or thread
+    /// name, or encodes its events (an event as an item too), so that the
+    /// chunk becomes `Chunk::Encoded`.
+    fn chunk(&mut self, chunk: &mut Chunk) {
+        let (tid, events) = match chunk {
+            Chunk::Item(StreamItem::Function(function)) => return self.function(function),
+            Chunk::Item(StreamItem::Thread { tid, name }) => return self.thread(*tid, name),
+            Chunk::Item(StreamItem::Event(event)) => (event.tid, std::slice::from_ref(&*event)),
+            // Clock heartbeats and estimates, jumps and counts: the merge's.
+            Chunk::Item(_) | Chunk::Encoded { .. } => return,
+            Chunk::Events { tid, events } => (*tid, events.as_slice()),
+        };
+        let mut encoded = Encoded::default();
+        self.encode(events, &mut encoded);
+        *chunk = Chunk::Encoded { tid, encoded };
     }
 }
 
@@ -129,6 +192,9 @@ impl<T: TimelineSink + ?Sized> TimelineSink for Box<T> {
     fn event(&mut self, stream: StreamId, event: &Event) -> io::Result<()> {
         (**self).event(stream, event)
     }
+    fn events(&mut self, stream: StreamId, events: &[Event]) -> io::Result<()> {
+        (**self).events(stream, events)
+    }
     fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()> {
         (**self).stream_end(stream, end)
     }
@@ -140,5 +206,11 @@ impl<T: TimelineSink + ?Sized> TimelineSink for Box<T> {
     }
     fn clock_jump(&mut self, stream: StreamId, jump: &ClockJump) -> io::Result<()> {
         (**self).clock_jump(stream, jump)
+    }
+    fn stream_encoder(&mut self, stream: StreamId) -> Option<Box<dyn StreamEncoder>> {
+        (**self).stream_encoder(stream)
+    }
+    fn encoded_events(&mut self, stream: StreamId, ts_ns: &[u64], bytes: &[u8]) -> io::Result<()> {
+        (**self).encoded_events(stream, ts_ns, bytes)
     }
 }

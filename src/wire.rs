@@ -17,6 +17,8 @@ pub mod pb {
 
 pub use pb::frame::Body;
 
+pub mod batch;
+
 /// Magic at the start of a stream file.
 pub const MAGIC: &[u8; 6] = b"RTRACE";
 /// Stream format version this rtrace writes and the newest it reads.
@@ -64,15 +66,20 @@ pub fn clock_info(description: &clock::Description) -> pb::ClockInfo {
 }
 
 /// Encodes one thread's events as a batch. `events` is a thread buffer's
-/// content: events, each mark followed by its payload slots.
-pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64) -> Body {
+/// content: events, each mark followed by its payload slots; a call or
+/// return event with a `line` refers to `texts[line - 1]`.
+pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64, texts: Vec<String>) -> Body {
     let base_ticks = events.first().map_or(0, |e| e.ticks);
     let mut tick_deltas = Vec::with_capacity(events.len());
     let mut codes = Vec::with_capacity(events.len());
     let mut lines = Vec::new();
     let mut marks = Vec::new();
+    let mut texts = texts.into_iter().map(Some).collect::<Vec<_>>();
+    let (mut text_events, mut event_texts) = (Vec::new(), Vec::new());
     let mut previous = base_ticks;
     let mut i = 0;
+    // The index of the event in the batch (payload slots are not events).
+    let mut index = 0u32;
     while let Some(event) = events.get(i) {
         i += 1;
         tick_deltas.push(event.ticks.wrapping_sub(previous) as i64);
@@ -85,8 +92,18 @@ pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64) -> Body {
                 marks.push(mark_to_wire(mark::decode_slots(&events[i..end])));
                 i = end;
             }
+            Some(kind) if !kind.is_mark() => {
+                if let Some(text) = (event.line as usize)
+                    .checked_sub(1)
+                    .and_then(|t| texts.get_mut(t)?.take())
+                {
+                    text_events.push(index);
+                    event_texts.push(text);
+                }
+            }
             _ => {}
         }
+        index += 1;
     }
     Body::Batch(pb::EventBatch {
         tid,
@@ -96,6 +113,8 @@ pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64) -> Body {
         lines,
         lost_before,
         marks,
+        texts: event_texts,
+        text_events,
     })
 }
 
@@ -176,6 +195,46 @@ impl From<&pb::ClockSync> for SyncSample {
             hop: sync.hop,
         }
     }
+}
+
+/// The frame that carries a connection's token (see `Auth` in the proto).
+pub fn auth_frame(token: &str, out: &mut Vec<u8>) {
+    encode_frame(
+        Body::Auth(pb::Auth {
+            token: token.to_owned(),
+        }),
+        out,
+    );
+}
+
+/// Largest `HelloReply` a recorder accepts from a collector.
+pub const MAX_REPLY_BYTES: u64 = 64 << 10;
+
+/// A collector's answer to a hello, length-delimited.
+pub fn reply_bytes(reply: &pb::HelloReply) -> Vec<u8> {
+    reply.encode_length_delimited_to_vec()
+}
+
+/// Reads a collector's length-delimited `HelloReply`.
+pub fn read_reply(input: &mut (impl std::io::Read + ?Sized)) -> std::io::Result<pb::HelloReply> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut len = 0u64;
+    for i in 0..10 {
+        let mut byte = [0u8; 1];
+        input.read_exact(&mut byte)?;
+        len |= u64::from(byte[0] & 0x7f) << (7 * i);
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    if len > MAX_REPLY_BYTES {
+        return Err(invalid(format!(
+            "the collector's reply announces {len} bytes"
+        )));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    input.read_exact(&mut bytes)?;
+    pb::HelloReply::decode(bytes.as_slice()).map_err(|e| invalid(e.to_string()))
 }
 
 impl From<&pb::Hello> for crate::timeline::ProcessInfo {

@@ -192,17 +192,7 @@ impl Writer {
     fn terminate(&mut self) {
         terminate::start_watchdog();
         self.run_tick();
-        self.drain();
-        self.sink.sync_clock_at_end();
-        self.write_snapshot();
-        let end = pb::End {
-            events: self.shared.events_written.load(Ordering::Relaxed),
-            lost: self.shared.queue.lost(),
-            stop_unix_ns: clock::unix_ns(),
-        };
-        self.write_body(Body::End(end));
-        self.flush();
-        self.sink.close();
+        self.write_end();
         loop {
             terminate::die_of_sigterm();
             std::thread::sleep(Duration::from_millis(10));
@@ -218,6 +208,13 @@ impl Writer {
     }
 
     fn finish(mut self) -> (Writer, Exit) {
+        self.write_end();
+        (self, Exit::Finished)
+    }
+
+    /// Writes everything queued (after a last clock exchange), a last
+    /// snapshot and the end marker, flushes, and closes the sink.
+    fn write_end(&mut self) {
         self.drain();
         self.sink.sync_clock_at_end();
         self.write_snapshot();
@@ -229,7 +226,6 @@ impl Writer {
         self.write_body(Body::End(end));
         self.flush();
         self.sink.close();
-        (self, Exit::Finished)
     }
 
     fn tick(&mut self) {
@@ -297,7 +293,8 @@ impl Writer {
             if newest > self.last_snapshot_ticks {
                 self.write_snapshot();
             }
-            let body = wire::batch_body(batch.tid, &batch.events, batch.lost_before);
+            let texts = std::mem::take(&mut batch.texts);
+            let body = wire::batch_body(batch.tid, &batch.events, batch.lost_before, texts);
             self.write_body(body);
             if self.failed {
                 self.shared.queue.add_lost(n);
@@ -305,7 +302,6 @@ impl Writer {
                 self.shared.events_written.fetch_add(n, Ordering::Relaxed);
             }
         }
-        batch.events.clear();
-        let _ = self.queue.pool.try_send(batch.events);
+        self.queue.done(batch);
     }
 }

@@ -32,6 +32,15 @@ fn count<R: Read>(mut reader: EventReader<R>) -> (usize, bool, Option<String>) {
     (n, reader.truncated(), name)
 }
 
+/// The collector's reply that lets a recorder stream on.
+fn accepted() -> Vec<u8> {
+    rtrace::wire::reply_bytes(&rtrace::wire::pb::HelloReply {
+        accepted: true,
+        protocol_version: 1,
+        ..Default::default()
+    })
+}
+
 fn config(dir: &Path, address: Address) -> Config {
     let mut config = Config::new("sock", dir.join("spill.rtrace"));
     config.collector = Some(address);
@@ -46,8 +55,11 @@ fn a_listening_collector_receives_a_complete_stream() {
     let listener = UnixListener::bind(&path).unwrap();
     let server = std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
+        let mut answer = conn.try_clone().unwrap();
         let frames = FrameReader::with_header(conn, "test".into()).unwrap();
-        count(EventReader::new(frames).unwrap())
+        let reader = EventReader::new(frames).unwrap();
+        answer.write_all(&accepted()).unwrap();
+        count(reader)
     });
     let stats = record(config(dir.path(), Address::Unix(path)), 20_000);
     let (events, truncated, thread) = server.join().unwrap();
@@ -123,8 +135,11 @@ fn a_collector_that_never_greets_is_never_pinged() {
     let listener = UnixListener::bind(&path).unwrap();
     let server = std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
+        let mut answer = conn.try_clone().unwrap();
         let frames = FrameReader::with_header(conn, "old".into()).unwrap();
-        clock_items(EventReader::new(frames).unwrap(), |_, _| {})
+        let reader = EventReader::new(frames).unwrap();
+        answer.write_all(&accepted()).unwrap();
+        clock_items(reader, |_, _| {})
     });
     let stats = record(config(dir.path(), Address::Unix(path)), 1_000);
     let [pings, samples, events, _] = server.join().unwrap();
@@ -140,11 +155,14 @@ fn a_greeting_collector_gets_a_burst_of_exchanges_before_the_first_batch() {
     let server = std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
         let mut reply = conn.try_clone().unwrap();
+        let frames = FrameReader::with_header(conn, "new".into()).unwrap();
+        let reader = EventReader::new(frames).unwrap();
+        // The hello's reply first, then the greeting (as the collector).
+        reply.write_all(&accepted()).unwrap();
         reply
             .write_all(&rtrace::clocksync::collector_hello())
             .unwrap();
-        let frames = FrameReader::with_header(conn, "new".into()).unwrap();
-        clock_items(EventReader::new(frames).unwrap(), |id, sent_ns| {
+        clock_items(reader, |id, sent_ns| {
             let received = clock::monotonic_ns();
             let pong = rtrace::clocksync::pong_frame(id, sent_ns, received);
             reply.write_all(&pong).unwrap();
@@ -168,7 +186,8 @@ fn a_short_stream_waits_for_a_late_greeting_and_syncs_before_its_end() {
         let mut reply = conn.try_clone().unwrap();
         let frames = FrameReader::with_header(conn, "slow".into()).unwrap();
         let reader = EventReader::new(frames).unwrap();
-        // A busy collector: the greeting comes well after the hello.
+        reply.write_all(&accepted()).unwrap();
+        // A busy collector: the greeting comes well after the reply.
         std::thread::sleep(std::time::Duration::from_millis(120));
         reply
             .write_all(&rtrace::clocksync::collector_hello())
@@ -182,4 +201,18 @@ fn a_short_stream_waits_for_a_late_greeting_and_syncs_before_its_end() {
     let [_, samples, events, _] = server.join().unwrap();
     assert_eq!(events as u64, stats.events);
     assert!(samples > 0, "no clock sample before the end");
+}
+
+#[test]
+fn a_huge_argv_is_cut_so_the_hello_fits_a_collectors_handshake_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.rtrace");
+    let mut config = Config::new("big", &path);
+    config.argv = vec!["x".repeat(100_000); 40];
+    record(config, 1);
+    let reader = EventReader::open(&path).unwrap();
+    let argv = &reader.hello().unwrap().argv;
+    assert_eq!(argv.last().map(String::as_str), Some("…"));
+    let bytes: usize = argv.iter().map(String::len).sum();
+    assert!(bytes <= 256 << 10, "{bytes}");
 }

@@ -85,6 +85,27 @@ fn output_is_json_with_balanced_slices_and_names() {
     for ph in ["B", "E", "i", "C", "M"] {
         assert!(phases.contains_key(ph), "no {ph} events: {phases:?}");
     }
+    // log_args texts: "args" on the slice begin, "return" on its end.
+    let logged = |kind: rtrace::Kind| {
+        let is = |c: &&Call| matches!(c, Call::Event(_, e) if e.kind == kind && e.text.is_some());
+        calls.iter().filter(is).count()
+    };
+    let with_text = |ph: &str, key: &str| {
+        let text = "x=".to_owned();
+        events
+            .iter()
+            .filter(|e| {
+                e["ph"] == ph
+                    && e["args"][key]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with(&text))
+            })
+            .inspect(|e| assert!(e["args"][key].as_str().unwrap().ends_with("s='é\"\\'")))
+            .count()
+    };
+    assert!(logged(rtrace::Kind::Call) > 0);
+    assert_eq!(with_text("B", "args"), logged(rtrace::Kind::Call));
+    assert_eq!(with_text("E", "return"), logged(rtrace::Kind::Return));
 }
 
 #[test]

@@ -10,9 +10,9 @@ use prost::Message;
 use rtrace::event::{FunctionId, Kind};
 use rtrace::export::perfetto_format::{pb, SEQ_INCREMENTAL_STATE_CLEARED};
 use rtrace::export::{replay, MergedReader, PerfettoWriter};
-use rtrace::timeline::{StreamEnd, StreamId, TimelineSink};
-use rtrace::Event;
+use rtrace::timeline::{StreamEncoder, StreamEnd, StreamId, TimelineSink};
 use rtrace::Mark;
+use rtrace::{Encoded, Event};
 
 fn write(calls: &[Call]) -> Vec<u8> {
     let mut writer = PerfettoWriter::new(Vec::new());
@@ -58,6 +58,13 @@ fn reading_back_gives_what_the_merge_fed_in() {
     }
     let kinds: HashSet<Kind> = want_events.iter().map(|(_, e)| e.kind).collect();
     assert_eq!(kinds.len(), 6, "the timeline has every kind: {kinds:?}");
+    let texts = |kind| {
+        want_events
+            .iter()
+            .filter(|(_, e)| e.kind == kind && e.text.is_some())
+            .count()
+    };
+    assert!(texts(Kind::Call) > 0 && texts(Kind::Return) > 0);
 
     for call in &calls {
         match call {
@@ -85,10 +92,97 @@ fn reading_back_gives_what_the_merge_fed_in() {
     }
 }
 
+/// Writes `calls` the way the collector does: each stream's events,
+/// functions and thread names go through the stream's encoder (ahead of
+/// the merge), and the writer gets the encoded runs.
+fn write_encoded(calls: &[Call]) -> Vec<u8> {
+    let mut writer = PerfettoWriter::new(Vec::new());
+    let mut encoders = HashMap::new();
+    let mut run: Vec<Event> = Vec::new();
+    let mut run_stream = StreamId(0);
+    let flush = |writer: &mut PerfettoWriter<Vec<u8>>,
+                 encoders: &mut HashMap<StreamId, Box<dyn StreamEncoder>>,
+                 stream: StreamId,
+                 run: &mut Vec<Event>| {
+        if run.is_empty() {
+            return;
+        }
+        let mut encoded = Encoded::default();
+        encoders.get_mut(&stream).unwrap().encode(run, &mut encoded);
+        assert_eq!(encoded.ends.len(), run.len());
+        assert_eq!(encoded.ts_ns.len(), run.len());
+        writer
+            .encoded_events(stream, &encoded.ts_ns, &encoded.bytes)
+            .unwrap();
+        run.clear();
+    };
+    for call in calls {
+        if let Call::Event(s, e) = call {
+            if run
+                .first()
+                .is_some_and(|f| *s != run_stream || f.tid != e.tid)
+            {
+                flush(&mut writer, &mut encoders, run_stream, &mut run);
+            }
+            run_stream = *s;
+            run.push(e.clone());
+            continue;
+        }
+        flush(&mut writer, &mut encoders, run_stream, &mut run);
+        match call {
+            Call::Process(s, info) => {
+                writer.process(*s, info).unwrap();
+                encoders.insert(*s, writer.stream_encoder(*s).expect("an encoder"));
+                assert!(
+                    writer.stream_encoder(*s).is_none(),
+                    "one encoder per stream"
+                );
+            }
+            Call::Function(s, f) => {
+                encoders.get_mut(s).unwrap().function(f);
+                writer.function(*s, f).unwrap();
+            }
+            Call::Thread(s, tid, name) => {
+                encoders.get_mut(s).unwrap().thread(*tid, name);
+                writer.thread(*s, *tid, name).unwrap();
+            }
+            Call::End(s, end) => writer.stream_end(*s, end).unwrap(),
+            Call::Event(..) => unreachable!(),
+        }
+    }
+    flush(&mut writer, &mut encoders, run_stream, &mut run);
+    writer.finish().unwrap();
+    writer.into_inner()
+}
+
+/// Encoding ahead of the merge (`stream_encoder`) writes the same trace as
+/// the writer encoding itself: the same size, and the same when read back
+/// (only the sequence ids differ).
+#[test]
+fn stream_encoders_write_what_the_writer_writes() {
+    let calls = generate(&small_spec());
+    let (plain, encoded) = (write(&calls), write_encoded(&calls));
+    assert_eq!(plain.len(), encoded.len());
+    let replayed = |bytes: &[u8]| {
+        let mut reader = MergedReader::new(bytes, "test".into());
+        let mut got = Recorded::default();
+        replay(&mut reader, &mut got).unwrap();
+        got.calls
+    };
+    assert!(
+        replayed(&plain) == replayed(&encoded),
+        "read back differently"
+    );
+    check_sequences(&encoded);
+}
+
 #[test]
 fn streams_and_threads_never_share_a_sequence_and_intern_before_use() {
-    let bytes = write(&generate(&small_spec()));
-    let trace = pb::Trace::decode(bytes.as_slice()).unwrap();
+    check_sequences(&write(&generate(&small_spec())));
+}
+
+fn check_sequences(bytes: &[u8]) {
+    let trace = pb::Trace::decode(bytes).unwrap();
     let mut seen: HashSet<u32> = HashSet::new();
     let mut owner: HashMap<u32, u64> = HashMap::new(); // sequence -> process uuid
     let mut thread_of: HashMap<u32, u64> = HashMap::new(); // sequence -> thread uuid
@@ -240,6 +334,7 @@ fn flow_ids_are_unpacked_fixed64_on_the_wire() {
             function: FunctionId(0),
             line: 0,
             mark: Some(Box::new(mark)),
+            text: None,
         };
         writer.event(StreamId(0), &event).unwrap();
     }
@@ -276,6 +371,43 @@ fn flow_ids_are_unpacked_fixed64_on_the_wire() {
         .map(|fs: Vec<(u64, u64)>| fs)
         .expect("an event with categories");
     assert!(begin.contains(&(3, 0)));
+}
+
+/// The merge hands the writer runs of one thread's events (`events`): the
+/// file is the same, byte for byte, as with one `event` call each.
+#[test]
+fn runs_of_events_write_the_same_bytes_as_single_events() {
+    let calls = generate(&small_spec());
+    let mut writer = PerfettoWriter::new(Vec::new());
+    let mut run: Vec<Event> = Vec::new();
+    let mut run_stream = StreamId(0);
+    for call in &calls {
+        if let Call::Event(s, e) = call {
+            if run
+                .first()
+                .is_some_and(|f| *s != run_stream || f.tid != e.tid)
+            {
+                writer.events(run_stream, &run).unwrap();
+                run.clear();
+            }
+            run_stream = *s;
+            run.push(e.clone());
+            continue;
+        }
+        writer.events(run_stream, &run).unwrap();
+        run.clear();
+        match call {
+            Call::Process(s, info) => writer.process(*s, info).unwrap(),
+            Call::Function(s, f) => writer.function(*s, f).unwrap(),
+            Call::Thread(s, tid, name) => writer.thread(*s, *tid, name).unwrap(),
+            Call::End(s, end) => writer.stream_end(*s, end).unwrap(),
+            Call::Event(..) => unreachable!(),
+        }
+    }
+    writer.events(run_stream, &run).unwrap();
+    writer.finish().unwrap();
+    let runs = writer.into_inner();
+    assert!(runs == write(&calls), "the files differ");
 }
 
 #[test]
@@ -364,6 +496,7 @@ fn contract_breaches_are_errors_not_panics() {
         function: FunctionId(9),
         line: 0,
         mark: None,
+        text: None,
     };
     assert!(writer.event(StreamId(0), &event).is_err());
     writer
@@ -448,6 +581,7 @@ fn write_samples() {
             function: FunctionId(0),
             line: 0,
             mark: Some(Box::new(mark)),
+            text: None,
         };
         writer.event(StreamId(p), &event).unwrap();
     }

@@ -169,3 +169,51 @@ fn frames_of_a_newer_writer_are_skipped() {
     assert_eq!(kinds.first().map(String::as_str), Some("Hello"));
     assert_eq!(kinds.last().map(String::as_str), Some("End"));
 }
+
+#[test]
+fn log_args_texts_travel_with_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.rtrace");
+    let mut config = Config::new("texts", &path);
+    config.buffer_events = 1024;
+    config.on_full = OnFull::Block;
+    let recorder = Recorder::start(config).unwrap();
+    let f = recorder.next_function_id().unwrap();
+    let mut buf = recorder.new_thread_buffer(7);
+    let ev = |kind, line| RawEvent::new(clock::ticks(), f, kind, line);
+    for i in 0..300u32 {
+        // Buffers of 128 events: texts cross hand-overs.
+        let events = [
+            (ev(Kind::Call, 0), Some(format!("i={i}"))),
+            (ev(Kind::Line, 40 + i), None),
+            (ev(Kind::Call, 0), None),
+            (ev(Kind::Return, 0), None),
+            (ev(Kind::Return, 0), Some(format!("'é{i}'"))),
+        ];
+        for (event, text) in events {
+            let full = match text {
+                Some(text) => buf.push_with_text(event, text),
+                None => buf.push(event),
+            };
+            if full {
+                recorder.hand_over(&mut buf);
+            }
+        }
+    }
+    recorder.hand_over(&mut buf);
+    recorder.finish();
+    let mut reader = EventReader::open(&path).unwrap();
+    let mut got = Vec::new();
+    while let Some(ev) = reader.next_event().unwrap() {
+        got.push((ev.kind, ev.line, ev.text.as_deref().map(str::to_owned)));
+    }
+    assert_eq!(got.len(), 1500);
+    for (i, chunk) in got.chunks(5).enumerate() {
+        let i = i as u32;
+        assert_eq!(chunk[0], (Kind::Call, 0, Some(format!("i={i}"))));
+        assert_eq!(chunk[1], (Kind::Line, 40 + i, None));
+        assert_eq!(chunk[2], (Kind::Call, 0, None));
+        assert_eq!(chunk[3], (Kind::Return, 0, None));
+        assert_eq!(chunk[4], (Kind::Return, 0, Some(format!("'é{i}'"))));
+    }
+}

@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access::{self, Access};
+use crate::profile::{self, SortBy};
 use crate::{live, offline, output, relay, report};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rtrace::clocksync::SyncConfig;
 use rtrace::merge::MergeConfig;
-use rtrace::Address;
+use rtrace::{Address, Token};
 
 #[derive(Parser)]
 #[command(
@@ -18,10 +20,11 @@ use rtrace::Address;
     about = "Merge the streams of many recorded processes into one timeline",
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  rtrace-collect --listen unix:///tmp/rtrace.sock -o timeline.pftrace\n  \
-                  rtrace-collect --listen tcp://127.0.0.1:9876 --listen unix:///tmp/r.sock -o t.json\n  \
+                  RTRACE_TOKEN=secret rtrace-collect --listen tcp://0.0.0.0:9876 -o t.json\n  \
                   rtrace-collect --listen unix:///tmp/rtrace.sock --forward tcp://central:9876\n  \
                   rtrace-collect merge rtrace-*.rtrace -o timeline.pftrace\n  \
-                  rtrace-collect stats rtrace-*.rtrace"
+                  rtrace-collect stats rtrace-*.rtrace\n  \
+                  rtrace-collect stats --functions --top 10 timeline.pftrace"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +42,57 @@ struct Cli {
     drain: f64,
     #[command(flatten)]
     relay: RelayArgs,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+/// Who may connect (see README, Security).
+#[derive(clap::Args, Clone)]
+struct AccessArgs {
+    /// Shared token that TCP connections must send (recorders send
+    /// $RTRACE_TOKEN; a relay sends it to the --forward collector too);
+    /// prefer the environment variable, which `ps` does not show.
+    #[arg(
+        long,
+        env = "RTRACE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// Accept TCP streams without a token; allowed on loopback addresses only.
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Connections open at once; more are refused at once.
+    #[arg(long, default_value_t = access::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    max_connections: usize,
+    /// Streams accepted in this run; more are refused.
+    #[arg(long, default_value_t = access::DEFAULT_MAX_STREAMS, value_name = "N")]
+    max_streams: u64,
+    /// Seconds a new connection has to send its hello.
+    #[arg(long, default_value_t = access::DEFAULT_HELLO_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    hello_timeout: f64,
+}
+
+impl AccessArgs {
+    fn access(&self) -> Result<Access> {
+        let token = match &self.token {
+            Some(t) => Some(Token::new(t.as_str()).ok_or_else(|| {
+                anyhow::anyhow!("--token (or RTRACE_TOKEN) is empty; give a non-empty token")
+            })?),
+            None => None,
+        };
+        let hello_timeout = seconds("--hello-timeout", self.hello_timeout)?;
+        if hello_timeout.is_zero() {
+            bail!("--hello-timeout must be above 0 seconds");
+        }
+        Ok(Access {
+            token,
+            insecure_no_auth: self.insecure_no_auth,
+            max_connections: self.max_connections,
+            max_streams: self.max_streams,
+            hello_timeout,
+        })
+    }
 }
 
 /// Relay mode (see `relay`).
@@ -72,6 +126,23 @@ struct MergeArgs {
     window: f64,
 }
 
+/// Options of the per-function report (`rtrace stats` takes the same).
+#[derive(clap::Args, Clone)]
+struct FunctionArgs {
+    /// Per process and function: calls, total, self and mean time.
+    #[arg(long)]
+    functions: bool,
+    /// With --functions: the N first functions of each process (0: all).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    top: usize,
+    /// With --functions: order by self, total, calls or mean time.
+    #[arg(long, default_value = "self", value_name = "KEY")]
+    sort: SortBy,
+    /// With --functions: JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Merge stream files written without a collector into one timeline.
@@ -84,10 +155,14 @@ enum Command {
         #[command(flatten)]
         merge: MergeArgs,
     },
-    /// Summarise stream files: session, pid, events, lost, clean or truncated.
+    /// Summarise stream files: session, pid, events, lost, clean or
+    /// truncated; with --functions, calls and time per function of
+    /// stream files and merged timelines.
     Stats {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        functions: FunctionArgs,
     },
 }
 
@@ -123,7 +198,17 @@ fn run(cli: Cli) -> Result<u8> {
             eprintln!("rtrace-collect: wrote {}", output.display());
             Ok(0)
         }
-        Some(Command::Stats { files }) => stats(&files),
+        Some(Command::Stats { files, functions }) if functions.functions => {
+            let profiles = profile::profile_files(&files)?;
+            let FunctionArgs { top, sort, .. } = functions;
+            if functions.json {
+                print!("{}", profile::profile_json(&profiles, sort, top));
+            } else {
+                print!("{}", profile::profile_table(&profiles, sort, top));
+            }
+            Ok(0)
+        }
+        Some(Command::Stats { files, .. }) => stats(&files),
         None => listen(cli),
     }
 }
@@ -145,6 +230,7 @@ fn listen(cli: Cli) -> Result<u8> {
         .collect::<Result<Vec<_>, _>>()?;
     let options = live::LiveOptions {
         listen: listen.clone(),
+        access: cli.access.access()?,
         merge: merge_config(&cli.merge)?,
         drain: seconds("--drain", cli.drain)?,
         status: true,
@@ -160,8 +246,23 @@ fn listen(cli: Cli) -> Result<u8> {
         );
     })?;
     eprint!("{}", report::table(&collected.stats, &collected.bytes));
+    report_refusals(collected.refused, collected.broken);
     eprintln!("rtrace-collect: wrote {}", output.display());
     Ok(0)
+}
+
+/// The counts of connections refused, and closed before their hello.
+fn report_refusals(refused: u64, broken: u64) {
+    if refused > 0 {
+        eprintln!(
+            "rtrace-collect: refused {refused} connection(s) (token, limits or protocol version; see above)"
+        );
+    }
+    if broken > 0 {
+        eprintln!(
+            "rtrace-collect: closed {broken} connection(s) before their hello (not rtrace, broken or silent; see above)"
+        );
+    }
 }
 
 fn relay(cli: &Cli, forward: &str) -> Result<u8> {
@@ -170,8 +271,11 @@ fn relay(cli: &Cli, forward: &str) -> Result<u8> {
         .iter()
         .map(|a| a.parse::<Address>())
         .collect::<Result<Vec<_>, _>>()?;
+    let access = cli.access.access()?;
     let options = relay::RelayOptions {
         listen: listen.clone(),
+        token: access.token.clone(),
+        access,
         forward: forward.parse()?,
         spill_dir: cli.relay.spill_dir.clone(),
         drain: seconds("--drain", cli.drain)?,
@@ -180,7 +284,7 @@ fn relay(cli: &Cli, forward: &str) -> Result<u8> {
             .context("--clock-sync")?,
     };
     let stop = live::stop_on_signals()?;
-    let streams = relay::relay(&options, &stop, || {
+    let relayed = relay::relay(&options, &stop, || {
         let addresses: Vec<String> = listen.iter().map(ToString::to_string).collect();
         eprintln!(
             "rtrace-collect: listening on {}; relaying to {} (Ctrl-C to finish)",
@@ -188,7 +292,8 @@ fn relay(cli: &Cli, forward: &str) -> Result<u8> {
             options.forward
         );
     })?;
-    eprint!("{}", relay::table(&streams));
+    eprint!("{}", relay::table(&relayed.streams));
+    report_refusals(relayed.refused, relayed.broken);
     Ok(0)
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rtrace::clocksync::{self, SyncSample};
 use rtrace::timeline::{ClockOffset, ClockStatus};
 use rtrace::wire::pb;
-use rtrace::StreamItem;
+use rtrace::{Chunk, StreamItem};
 
 /// This host's boot id, read once.
 pub fn local_boot_id() -> &'static str {
@@ -69,11 +69,11 @@ impl Responder {
         }
     }
 
-    /// Answers the `Ping`s among `items` (decoded just now).
-    pub fn answer_pings(&mut self, items: &[StreamItem]) {
+    /// Answers the `Ping`s among `chunks` (decoded just now).
+    pub fn answer_pings(&mut self, chunks: &[Chunk]) {
         let received_ns = self.arrival_ns();
-        for item in items {
-            if let StreamItem::Ping { id, sent_ns } = item {
+        for chunk in chunks {
+            if let Chunk::Item(StreamItem::Ping { id, sent_ns }) = chunk {
                 self.answer(*id, *sent_ns, received_ns);
             }
         }
@@ -291,17 +291,19 @@ impl Estimator {
 /// after its first sample (the recorder samples every 100 ms at first, so
 /// its first items are placed with the best of several moments' samples,
 /// not with a burst a moment of load may have spoiled); at most
-/// `HOLD_FOR` in all and `HOLD_ITEMS` items.
+/// `HOLD_FOR` in all and `HOLD_ITEMS` items (an event counts as one).
 const SETTLE: Duration = Duration::from_millis(500);
 const HOLD_FOR: Duration = Duration::from_secs(3);
 const HOLD_ITEMS: usize = 250_000;
 
-/// Items held at a stream's start.
+/// Chunks held at a stream's start.
 #[derive(Debug)]
 struct Hold {
     since: Instant,
     first_sample: Option<Instant>,
-    items: Vec<StreamItem>,
+    chunks: Vec<Chunk>,
+    /// Items in `chunks` (each event one).
+    items: usize,
 }
 
 /// A stream's clock as the chain of its hops' estimates: the recorder's
@@ -393,7 +395,8 @@ impl StreamClock {
             held: exchanges.then(|| Hold {
                 since: Instant::now(),
                 first_sample: None,
-                items: Vec::new(),
+                chunks: Vec::new(),
+                items: 0,
             }),
             settle: SETTLE,
         }
@@ -416,21 +419,25 @@ impl StreamClock {
         self.chain.as_ref()
     }
 
-    /// Takes the stream's items in order; appends those ready for the merge
-    /// (timestamps in the collector's clock, estimates as `Offset` items)
-    /// to `out`. `Ping`s must have been answered already; they are dropped.
-    pub fn process(
-        &mut self,
-        items: impl IntoIterator<Item = StreamItem>,
-        out: &mut Vec<StreamItem>,
-    ) {
-        for item in items {
-            match item {
-                StreamItem::Ping { .. } => {}
-                StreamItem::Sync(sample) => self.sample(&sample, out),
-                item => match &mut self.held {
-                    Some(hold) => hold.items.push(item),
-                    None => self.map(item, out),
+    /// Takes the stream's chunks in order; appends those ready for the
+    /// merge (timestamps in the collector's clock, estimates as `Offset`
+    /// items) to `out`. `Ping`s must have been answered already; they are
+    /// dropped. Chunks come before encoding (`Chunk::Encoded` would pass
+    /// unmapped).
+    pub fn process(&mut self, chunks: impl IntoIterator<Item = Chunk>, out: &mut Vec<Chunk>) {
+        for chunk in chunks {
+            match chunk {
+                Chunk::Item(StreamItem::Ping { .. }) => {}
+                Chunk::Item(StreamItem::Sync(sample)) => self.sample(&sample, out),
+                chunk => match &mut self.held {
+                    Some(hold) => {
+                        hold.items += match &chunk {
+                            Chunk::Events { events, .. } => events.len(),
+                            _ => 1,
+                        };
+                        hold.chunks.push(chunk);
+                    }
+                    None => self.map(chunk, out),
                 },
             }
         }
@@ -438,18 +445,18 @@ impl StreamClock {
             let settled = hold
                 .first_sample
                 .is_some_and(|t| t.elapsed() >= self.settle);
-            if settled || hold.since.elapsed() >= HOLD_FOR || hold.items.len() >= HOLD_ITEMS {
+            if settled || hold.since.elapsed() >= HOLD_FOR || hold.items >= HOLD_ITEMS {
                 self.release(out);
             }
         }
     }
 
     /// The stream ended: releases what is held.
-    pub fn finish(&mut self, out: &mut Vec<StreamItem>) {
+    pub fn finish(&mut self, out: &mut Vec<Chunk>) {
         self.release(out);
     }
 
-    fn sample(&mut self, sample: &SyncSample, out: &mut Vec<StreamItem>) {
+    fn sample(&mut self, sample: &SyncSample, out: &mut Vec<Chunk>) {
         let hop = sample.hop as usize;
         let Some(fit) = self.hops.get_mut(hop).and_then(|e| e.add(sample)) else {
             return;
@@ -475,10 +482,10 @@ impl StreamClock {
 
     /// Sends the estimate on (after every sample: the output keeps its
     /// history, the stats its latest value).
-    fn announce(&mut self, at_ns: u64, out: &mut Vec<StreamItem>) {
+    fn announce(&mut self, at_ns: u64, out: &mut Vec<Chunk>) {
         let offset = self.current(at_ns);
         self.announced = Some(offset);
-        out.push(StreamItem::Offset(offset));
+        out.push(Chunk::Item(StreamItem::Offset(offset)));
     }
 
     /// The estimate as published, at collector time `at_ns`.
@@ -500,48 +507,51 @@ impl StreamClock {
         }
     }
 
-    fn release(&mut self, out: &mut Vec<StreamItem>) {
-        let Some(Hold { items: held, .. }) = self.held.take() else {
+    fn release(&mut self, out: &mut Vec<Chunk>) {
+        let Some(Hold { chunks: held, .. }) = self.held.take() else {
             return;
         };
         if self.announced.is_none() {
             // No sample (yet): say so, so the stats tell.
-            let first = held.iter().find_map(|i| match i {
-                StreamItem::Clock { monotonic_ns } => Some(*monotonic_ns),
+            let first = held.iter().find_map(|c| match c {
+                Chunk::Item(StreamItem::Clock { monotonic_ns }) => Some(*monotonic_ns),
                 _ => None,
             });
             self.announce(first.unwrap_or(0), out);
         }
-        for item in held {
-            self.map(item, out);
+        for chunk in held {
+            self.map(chunk, out);
         }
     }
 
-    fn map(&mut self, item: StreamItem, out: &mut Vec<StreamItem>) {
+    fn map(&mut self, mut chunk: Chunk, out: &mut Vec<Chunk>) {
         if self.announced.is_none() {
-            let at = match &item {
-                StreamItem::Clock { monotonic_ns } => *monotonic_ns,
+            let at = match &chunk {
+                Chunk::Item(StreamItem::Clock { monotonic_ns }) => *monotonic_ns,
                 _ => 0,
             };
             self.announce(at, out);
         }
-        let Some(chain) = &self.chain else {
-            return out.push(item);
-        };
-        out.push(match item {
-            StreamItem::Event(mut event) => {
-                event.ts_ns = chain.to_collector(event.ts_ns);
-                StreamItem::Event(event)
+        if let Some(chain) = &self.chain {
+            match &mut chunk {
+                Chunk::Events { events, .. } => {
+                    for event in events {
+                        event.ts_ns = chain.to_collector(event.ts_ns);
+                    }
+                }
+                Chunk::Item(StreamItem::Event(event)) => {
+                    event.ts_ns = chain.to_collector(event.ts_ns);
+                }
+                Chunk::Item(StreamItem::Clock { monotonic_ns }) => {
+                    *monotonic_ns = chain.to_collector(*monotonic_ns);
+                }
+                Chunk::Item(StreamItem::ClockJump(jump)) => {
+                    jump.at_ns = chain.to_collector(jump.at_ns);
+                }
+                _ => {}
             }
-            StreamItem::Clock { monotonic_ns } => StreamItem::Clock {
-                monotonic_ns: chain.to_collector(monotonic_ns),
-            },
-            StreamItem::ClockJump(mut jump) => {
-                jump.at_ns = chain.to_collector(jump.at_ns);
-                StreamItem::ClockJump(jump)
-            }
-            other => other,
-        });
+        }
+        out.push(chunk);
     }
 }
 
@@ -623,15 +633,20 @@ mod tests {
         assert!(fit.to_stream(collector).abs_diff(stream) <= 1);
     }
 
-    fn event(ts_ns: u64) -> StreamItem {
-        StreamItem::Event(Event {
+    fn event(ts_ns: u64) -> Chunk {
+        Chunk::Item(StreamItem::Event(Event {
             ts_ns,
             tid: 1,
             kind: Kind::Call,
             function: FunctionId(0),
             line: 0,
             mark: None,
-        })
+            text: None,
+        }))
+    }
+
+    fn item(item: StreamItem) -> Chunk {
+        Chunk::Item(item)
     }
 
     #[test]
@@ -640,13 +655,16 @@ mod tests {
         let mut out = Vec::new();
         let base = 40_000_000_000;
         clock.process(
-            [StreamItem::Clock { monotonic_ns: base }, event(base + 5)],
+            [
+                item(StreamItem::Clock { monotonic_ns: base }),
+                event(base + 5),
+            ],
             &mut out,
         );
         assert!(out.is_empty(), "held until the first sample");
-        let sync = StreamItem::Sync(sample(base + 10, 37_000_000_000, 20, 20));
+        let sync = item(StreamItem::Sync(sample(base + 10, 37_000_000_000, 20, 20)));
         clock.process([sync, event(base + 100)], &mut out);
-        let StreamItem::Offset(offset) = out[0] else {
+        let Chunk::Item(StreamItem::Offset(offset)) = out[0] else {
             panic!("{out:?}")
         };
         assert_eq!(offset.status, ClockStatus::Measured);
@@ -654,8 +672,8 @@ mod tests {
         let times: Vec<u64> = out[1..]
             .iter()
             .map(|i| match i {
-                StreamItem::Clock { monotonic_ns } => *monotonic_ns,
-                StreamItem::Event(e) => e.ts_ns,
+                Chunk::Item(StreamItem::Clock { monotonic_ns }) => *monotonic_ns,
+                Chunk::Item(StreamItem::Event(e)) => e.ts_ns,
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -666,8 +684,11 @@ mod tests {
     fn same_boot_within_uncertainty_is_exactly_zero() {
         let mut clock = StreamClock::new(true, 1, true);
         let mut out = Vec::new();
-        clock.process([StreamItem::Sync(sample(1_000_000, 3, 20, 20))], &mut out);
-        let StreamItem::Offset(offset) = out[0] else {
+        clock.process(
+            [item(StreamItem::Sync(sample(1_000_000, 3, 20, 20)))],
+            &mut out,
+        );
+        let Chunk::Item(StreamItem::Offset(offset)) = out[0] else {
             panic!("{out:?}")
         };
         assert_eq!(
@@ -678,15 +699,15 @@ mod tests {
         let mut clock = StreamClock::new(true, 1, true);
         out.clear();
         clock.process(
-            [StreamItem::Sync(sample(
+            [item(StreamItem::Sync(sample(
                 9_000_000_000,
                 -5_000_000_000,
                 20,
                 20,
-            ))],
+            )))],
             &mut out,
         );
-        let StreamItem::Offset(offset) = out[0] else {
+        let Chunk::Item(StreamItem::Offset(offset)) = out[0] else {
             panic!("{out:?}")
         };
         assert_eq!(
@@ -702,10 +723,10 @@ mod tests {
         clock.process([event(7)], &mut out);
         assert!(matches!(
             out[0],
-            StreamItem::Offset(ClockOffset {
+            Chunk::Item(StreamItem::Offset(ClockOffset {
                 status: ClockStatus::Unmeasured,
                 ..
-            })
+            }))
         ));
         assert_eq!(out[1], event(7));
     }

@@ -1,25 +1,36 @@
 //! Accepting streams: a listener per address, and a reader thread per
-//! connection that decodes frames (never trusting them: size limits, typed
-//! errors) and hands their items to the merge. A bad stream is closed with
-//! a message naming it; nothing else is affected.
+//! connection that first runs the handshake (token, hello, within the hello
+//! timeout, then the `HelloReply`) and then hands the stream to a
+//! `Handler`: the collector's (`collect`) decodes frames (never trusting
+//! them: size limits, typed errors), applies the stream's clock estimate
+//! and hands its items to the merge; a relay's forwards them (see
+//! `relay`). Only after the handshake does the collector greet a peer that
+//! takes part in the clock exchange (`CollectorHello`) and answer its
+//! pings. A bad or refused stream is closed with a message naming it;
+//! nothing else is affected. Connections beyond `--max-connections` are
+//! refused at once, without a thread.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::Sender;
-use rtrace::timeline::{ProcessInfo, StreamEnd};
-use rtrace::{Address, EventReader, FrameReader, StreamItem};
+use rtrace::merge::ThreadOrder;
+use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd};
+use rtrace::{sanitize, Address, Chunk, EventReader, StreamItem};
 
+use crate::access::Access;
 use crate::clocksync::{Responder, StreamClock};
+use crate::handshake::{self, Outcome, Terms};
 
 /// A connection, numbered in order of arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,46 +39,42 @@ pub struct ConnId(pub u64);
 /// What reader threads tell the merge.
 #[derive(Debug)]
 pub enum Arrival {
+    /// A stream begins. The merge answers on `encoder` with the stream's
+    /// encoder, if the output has one: the reader thread then encodes the
+    /// stream's events itself, ahead of the merge.
     Hello {
         conn: ConnId,
         process: ProcessInfo,
+        encoder: Sender<Option<Box<dyn StreamEncoder>>>,
     },
-    Items {
-        conn: ConnId,
-        items: Vec<StreamItem>,
-    },
+    /// What a frame of the stream held (a batch of events, usually).
+    Chunks { conn: ConnId, chunks: Vec<Chunk> },
     Closed {
         conn: ConnId,
         end: StreamEnd,
         error: Option<String>,
         bytes: u64,
     },
+    /// A connection was refused (token, limits, protocol version). Sent
+    /// for a few refusals a second; all are counted by `Ingest::refused`.
+    Refused { message: String },
 }
 
 /// A peer that sends nothing (not even a heartbeat) for this long is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A peer that does not take what the collector writes back (its hello,
-/// clock pongs) within this long gets no more of it.
-const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
-
-/// A connection just accepted, handed to the connection handler on a
-/// thread of its own.
-pub struct Accepted {
-    pub conn: ConnId,
-    /// Names the connection in messages ("tcp connection #3 from ...").
-    pub name: String,
-    pub input: Box<dyn Read + Send>,
-    /// The way back to the peer (the collector's hello, clock pongs).
-    pub reply: Box<dyn Write + Send>,
-    /// When the bytes of `input`'s latest read arrived (CLOCK_MONOTONIC
-    /// ns): the kernel's receive time on TCP, else the read's end. A clock
-    /// ping's t2.
-    pub arrival_ns: Arc<AtomicU64>,
-}
-
-/// What serves each accepted connection (runs on its reader thread).
-pub type Handler = Arc<dyn Fn(Accepted) + Send + Sync>;
+/// A refused peer's reply must not block the collector for longer.
+const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A peer that does not take what the collector writes back to an
+/// accepted stream (its `HelloReply`, `CollectorHello`, clock pongs)
+/// within this long gets no more of it.
+const ANSWER_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+/// After a refusal, what the peer had already sent is read and dropped
+/// (so it sees the reply, not a reset) for at most this long or this much.
+const DISCARD_TIMEOUT: Duration = Duration::from_millis(500);
+const DISCARD_BYTES: u64 = 1 << 20;
+/// Refusal messages printed per second at most; the rest are counted.
+const REFUSALS_PRINTED_PER_SECOND: u32 = 5;
 
 #[derive(Clone)]
 enum Peer {
@@ -82,48 +89,253 @@ impl Peer {
             Peer::Tcp(s) => s.shutdown(Shutdown::Both),
         };
     }
+
+    fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Peer::Unix(s) => s.set_read_timeout(Some(timeout)),
+            Peer::Tcp(s) => s.set_read_timeout(Some(timeout)),
+        }
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_timed(buf).map(|(n, _)| n)
+    }
+
+    /// Reads like `read`; also returns when the bytes arrived
+    /// (CLOCK_MONOTONIC ns) if the kernel says (TCP, see `rxstamp`).
+    fn read_timed(&self, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+        match self {
+            Peer::Unix(s) => (&**s).read(buf).map(|n| (n, None)),
+            Peer::Tcp(s) => rtrace::rxstamp::recv(&**s, buf),
+        }
+    }
+
+    fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Peer::Unix(s) => (&**s).write_all(bytes),
+            Peer::Tcp(s) => (&**s).write_all(bytes),
+        }
+    }
+
+    fn set_write_timeout(&self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Peer::Unix(s) => s.set_write_timeout(Some(timeout)),
+            Peer::Tcp(s) => s.set_write_timeout(Some(timeout)),
+        }
+    }
+
+    /// Tells the peer `reply` and closes the connection. The reply is
+    /// tiny, so a write to a fresh socket never blocks long.
+    fn refuse(&self, reply: &[u8], discard: bool) {
+        let written = self
+            .set_write_timeout(REPLY_WRITE_TIMEOUT)
+            .and_then(|()| self.write_all(reply))
+            .and_then(|()| match self {
+                Peer::Unix(s) => s.shutdown(Shutdown::Write),
+                Peer::Tcp(s) => s.shutdown(Shutdown::Write),
+            });
+        if written.is_ok() && discard {
+            self.discard();
+        }
+        self.close();
+    }
+
+    /// Reads and drops what the peer sends until it closes, within limits.
+    fn discard(&self) {
+        let deadline = Instant::now() + DISCARD_TIMEOUT;
+        let mut buf = [0u8; 8192];
+        let mut total = 0u64;
+        while total < DISCARD_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.set_read_timeout(left).is_err() {
+                break;
+            }
+            match self.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+    }
+}
+
+/// Writes to a peer (the collector's answers on an accepted stream).
+struct PeerWriter(Peer);
+
+impl Write for PeerWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.0 {
+            Peer::Unix(s) => (&**s).write(buf),
+            Peer::Tcp(s) => (&**s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Lets a few messages per second through.
+pub struct Throttle {
+    window: Mutex<(Instant, u32)>,
+}
+
+impl Default for Throttle {
+    fn default() -> Throttle {
+        Throttle::new()
+    }
+}
+
+impl Throttle {
+    pub fn new() -> Throttle {
+        Throttle {
+            window: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// `message`, unless too many came this second.
+    pub fn message(&self, message: String) -> Option<String> {
+        let mut window = self.window.lock().ok()?;
+        if window.0.elapsed() >= Duration::from_secs(1) {
+            *window = (Instant::now(), 0);
+        }
+        window.1 += 1;
+        (window.1 <= REFUSALS_PRINTED_PER_SECOND).then_some(message)
+    }
+}
+
+/// What every accept and reader thread shares.
+struct Shared {
+    access: Access,
+    accepting: AtomicBool,
+    peers: Mutex<HashMap<ConnId, Peer>>,
+    next_id: AtomicU64,
+    streams: AtomicU64,
+    refused: AtomicU64,
+    throttle: Throttle,
+    handler: Arc<dyn Handler>,
+}
+
+impl Shared {
+    fn open_connections(&self) -> usize {
+        self.peers.lock().map_or(0, |p| p.len())
+    }
+
+    /// Claims one of the `--max-streams` slots.
+    fn take_stream(&self) -> bool {
+        self.streams.fetch_add(1, Ordering::Relaxed) < self.access.max_streams
+    }
+
+    /// Counts a refusal and passes its message on, unless too many came
+    /// this second.
+    fn refused(&self, message: String) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(message) = self.throttle.message(message) {
+            self.handler.refused(message);
+        }
+    }
+}
+
+/// A stream that passed the handshake: its `HelloReply` is sent, and a
+/// peer that takes part in the clock exchange is greeted.
+pub struct Accepted {
+    pub conn: ConnId,
+    /// Names the connection in messages ("tcp connection #3 from ...").
+    pub name: String,
+    /// The stream, read up to and with its hello (`reader.hello()`).
+    pub reader: EventReader<Input>,
+    /// The hello's process, made printable.
+    pub process: ProcessInfo,
+    /// Answers the peer's clock pings.
+    pub responder: Responder,
+    /// Bytes read from the connection so far.
+    pub bytes: Arc<AtomicU64>,
+}
+
+/// What serves the connections an `Ingest` accepts; its methods run on
+/// the connections' reader threads, and must never wait long in
+/// `refused`.
+pub trait Handler: Send + Sync {
+    /// Serves a stream that passed the handshake, until it ends.
+    fn accepted(&self, stream: Accepted);
+    /// A connection closed before its hello was accepted: not rtrace,
+    /// broken, or silent past the hello timeout. `bytes`: read from it.
+    fn broken(&self, conn: ConnId, error: String, bytes: u64);
+    /// A connection was refused (a few messages a second at most; all
+    /// are counted by `Ingest::refused`).
+    fn refused(&self, message: String);
+}
+
+/// The collector's handler: every stream's items go to the merge.
+struct ToMerge {
+    tx: Sender<Arrival>,
+}
+
+impl Handler for ToMerge {
+    fn accepted(&self, stream: Accepted) {
+        collect(stream, &self.tx);
+    }
+
+    fn broken(&self, conn: ConnId, error: String, bytes: u64) {
+        let _ = self.tx.send(Arrival::Closed {
+            conn,
+            end: broken(),
+            error: Some(error),
+            bytes,
+        });
+    }
+
+    /// Never waits: dropped while the merge is behind.
+    fn refused(&self, message: String) {
+        let _ = self.tx.try_send(Arrival::Refused { message });
+    }
 }
 
 /// The listeners and the connections they accepted.
 pub struct Ingest {
-    accepting: Arc<AtomicBool>,
-    peers: Arc<Mutex<HashMap<ConnId, Peer>>>,
+    shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     unix_paths: Vec<std::path::PathBuf>,
 }
 
 impl Ingest {
-    /// Binds every address and starts accepting; each connection's items
-    /// go to `tx` (see `serve`).
-    pub fn start(addresses: &[Address], tx: Sender<Arrival>) -> Result<Ingest> {
-        let handler: Handler = Arc::new(move |accepted| serve(accepted, &tx));
-        Ingest::start_with(addresses, handler)
+    /// Checks `access` against the addresses, binds every address and
+    /// starts accepting; each stream's items go to `tx` (see `collect`).
+    pub fn start(addresses: &[Address], access: Access, tx: Sender<Arrival>) -> Result<Ingest> {
+        Ingest::start_with(addresses, access, Arc::new(ToMerge { tx }))
     }
 
-    /// Binds every address and starts accepting; `handler` serves each
-    /// connection on a thread of its own.
-    pub fn start_with(addresses: &[Address], handler: Handler) -> Result<Ingest> {
+    /// Checks `access` against the addresses, binds every address and
+    /// starts accepting; `handler` serves each connection on a thread of
+    /// its own.
+    pub fn start_with(
+        addresses: &[Address],
+        access: Access,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Ingest> {
+        access.check(addresses)?;
         let mut ingest = Ingest {
-            accepting: Arc::new(AtomicBool::new(true)),
-            peers: Arc::new(Mutex::new(HashMap::new())),
+            shared: Arc::new(Shared {
+                access,
+                accepting: AtomicBool::new(true),
+                peers: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(0),
+                streams: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                throttle: Throttle::new(),
+                handler,
+            }),
             threads: Vec::new(),
             unix_paths: Vec::new(),
         };
-        let next_id = Arc::new(AtomicU64::new(0));
         for address in addresses {
             let listener = bind(address)?;
             if let Address::Unix(path) = address {
                 ingest.unix_paths.push(path.clone());
             }
-            let ctx = AcceptContext {
-                accepting: ingest.accepting.clone(),
-                peers: ingest.peers.clone(),
-                next_id: next_id.clone(),
-                handler: handler.clone(),
-            };
+            let shared = ingest.shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("accept {address}"))
-                .spawn(move || ctx.run(listener))
+                .spawn(move || accept_loop(&shared, &listener))
                 .context("starting an accept thread")?;
             ingest.threads.push(thread);
         }
@@ -132,12 +344,17 @@ impl Ingest {
 
     /// Connections currently open.
     pub fn open_connections(&self) -> usize {
-        self.peers.lock().map_or(0, |p| p.len())
+        self.shared.open_connections()
+    }
+
+    /// Connections refused so far (token, limits, protocol version).
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
     }
 
     /// Stops accepting new connections (open ones keep streaming).
     pub fn stop_accepting(&mut self) {
-        self.accepting.store(false, Ordering::Relaxed);
+        self.shared.accepting.store(false, Ordering::Relaxed);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -148,7 +365,7 @@ impl Ingest {
 
     /// Closes every open connection; their readers report what they got.
     pub fn close_all(&self) {
-        if let Ok(peers) = self.peers.lock() {
+        if let Ok(peers) = self.shared.peers.lock() {
             for peer in peers.values() {
                 peer.close();
             }
@@ -168,6 +385,26 @@ enum Listener {
     Tcp(TcpListener),
 }
 
+impl Listener {
+    /// Waits up to `timeout` for a connection to accept.
+    fn wait(&self, timeout: Duration) {
+        let fd = match self {
+            Listener::Unix(l) => l.as_raw_fd(),
+            Listener::Tcp(l) => l.as_raw_fd(),
+        };
+        let mut pollfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pollfd` is a valid, exclusively borrowed array of one
+        // entry for the call's duration, and `fd` is an open listener that
+        // `self` owns; poll only reads the descriptor number.
+        #[allow(unsafe_code)]
+        let _ = unsafe { libc::poll(&mut pollfd, 1, timeout.as_millis() as libc::c_int) };
+    }
+}
+
 fn bind(address: &Address) -> Result<Listener> {
     match address {
         Address::Unix(path) => bind_unix(path).map(Listener::Unix),
@@ -182,6 +419,8 @@ fn bind(address: &Address) -> Result<Listener> {
 
 /// Binds a Unix socket readable and writable by its owner only. A stale
 /// socket file (nobody listening) is replaced; a live one is an error.
+/// The socket is created under a umask of 0o177, so it is never open to
+/// others, not even between `bind` and `chmod`.
 fn bind_unix(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -193,7 +432,7 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path)
+    let listener = with_owner_only_umask(|| UnixListener::bind(path))
         .with_context(|| format!("cannot listen on unix://{}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {} to its owner", path.display()))?;
@@ -201,138 +440,127 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-struct AcceptContext {
-    accepting: Arc<AtomicBool>,
-    peers: Arc<Mutex<HashMap<ConnId, Peer>>>,
-    next_id: Arc<AtomicU64>,
-    handler: Handler,
+/// Runs `f` with the process umask set to 0o177. The umask is process-wide:
+/// files other threads create meanwhile get it too, which only makes them
+/// more private.
+fn with_owner_only_umask<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask only swaps the process's file mode mask; it cannot fail
+    // and touches no memory.
+    #[allow(unsafe_code)]
+    let old = unsafe { libc::umask(0o177) };
+    let result = f();
+    // SAFETY: as above; restores the mask read before.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::umask(old);
+    }
+    result
 }
 
-impl AcceptContext {
-    fn run(self, listener: Listener) {
-        loop {
-            // Once asked to stop, still take what already waits in the
-            // backlog: those processes have connected, maybe even finished.
-            let stopping = !self.accepting.load(Ordering::Relaxed);
-            let accepted = match &listener {
-                Listener::Unix(l) => l.accept().map(|(s, _)| self.start_unix(s)),
-                Listener::Tcp(l) => l.accept().map(|(s, peer)| self.start_tcp(s, peer)),
-            };
-            match accepted {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => eprintln!("rtrace-collect: {e:#}"),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if stopping {
-                        return;
-                    }
-                    std::thread::sleep(ACCEPT_POLL);
+fn accept_loop(shared: &Arc<Shared>, listener: &Listener) {
+    let mut last_error: Option<(io::ErrorKind, Instant)> = None;
+    loop {
+        // Once asked to stop, still take what already waits in the
+        // backlog: those processes have connected, maybe even finished.
+        let stopping = !shared.accepting.load(Ordering::Relaxed);
+        let accepted = match listener {
+            Listener::Unix(l) => l.accept().map(|(s, _)| {
+                let name = |id: ConnId| format!("unix connection #{}", id.0);
+                admit(shared, Peer::Unix(Arc::new(s)), false, name)
+            }),
+            Listener::Tcp(l) => l.accept().map(|(s, peer)| {
+                let name = move |id: ConnId| format!("tcp connection #{} from {peer}", id.0);
+                admit(shared, Peer::Tcp(Arc::new(s)), true, name)
+            }),
+        };
+        match accepted {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("rtrace-collect: {e:#}"),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if stopping {
+                    return;
                 }
-                Err(e) => {
+                listener.wait(ACCEPT_POLL);
+            }
+            Err(e) => {
+                // Out of descriptors, say: report once a minute, not in a loop.
+                let quiet = last_error
+                    .is_some_and(|(k, t)| k == e.kind() && t.elapsed() < Duration::from_secs(60));
+                if !quiet {
                     eprintln!("rtrace-collect: accept failed: {e}");
-                    if stopping {
-                        return;
-                    }
-                    std::thread::sleep(ACCEPT_POLL);
+                    last_error = Some((e.kind(), Instant::now()));
                 }
+                if stopping {
+                    return;
+                }
+                std::thread::sleep(ACCEPT_POLL);
             }
         }
     }
-
-    fn start_unix(&self, stream: UnixStream) -> Result<()> {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
-        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
-        let stream = Arc::new(stream);
-        let id = self.register(Peer::Unix(stream.clone()));
-        let name = format!("unix connection #{}", id.0);
-        self.spawn(id, name, stream)
-    }
-
-    fn start_tcp(&self, stream: TcpStream, peer: std::net::SocketAddr) -> Result<()> {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
-        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
-        // Pongs must leave at once, not wait for more bytes.
-        stream.set_nodelay(true)?;
-        // Pings' arrival times (see `rtrace::rxstamp`); read times without.
-        let _ = rtrace::rxstamp::enable(&stream);
-        let stream = Arc::new(stream);
-        let id = self.register(Peer::Tcp(stream.clone()));
-        let name = format!("tcp connection #{} from {peer}", id.0);
-        self.spawn(id, name, stream)
-    }
-
-    fn register(&self, peer: Peer) -> ConnId {
-        let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        if let Ok(mut peers) = self.peers.lock() {
-            peers.insert(id, peer);
-        }
-        id
-    }
-
-    fn spawn<S>(&self, id: ConnId, name: String, socket: Arc<S>) -> Result<()>
-    where
-        S: TimedRecv + Send + Sync + 'static,
-        for<'a> &'a S: Write,
-    {
-        let handler = self.handler.clone();
-        let peers = self.peers.clone();
-        let arrival_ns = Arc::new(AtomicU64::new(0));
-        let input = TimedInput {
-            socket: socket.clone(),
-            arrival_ns: arrival_ns.clone(),
-        };
-        let reply = SharedOutput(socket);
-        std::thread::Builder::new()
-            .name(format!("stream #{}", id.0))
-            .spawn(move || {
-                handler(Accepted {
-                    conn: id,
-                    name,
-                    input: Box::new(input),
-                    reply: Box::new(reply),
-                    arrival_ns,
-                });
-                if let Ok(mut peers) = peers.lock() {
-                    peers.remove(&id);
-                }
-            })
-            .context("starting a stream reader thread")?;
-        Ok(())
-    }
 }
 
-/// Reads from a shared socket (the registry keeps a handle to close it),
-/// noting when what each read returns arrived.
-struct TimedInput<S> {
-    socket: Arc<S>,
+/// Takes a new connection: refused at once over the connection limit,
+/// else served by a reader thread of its own.
+fn admit(
+    shared: &Arc<Shared>,
+    peer: Peer,
+    tcp: bool,
+    name: impl FnOnce(ConnId) -> String,
+) -> Result<()> {
+    let id = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
+    let name = name(id);
+    let limit = shared.access.max_connections;
+    if shared.open_connections() >= limit {
+        let reason = format!("too many connections (limit {limit}, --max-connections)");
+        peer.refuse(&handshake::reply(false, &reason, true), false);
+        shared.refused(format!("refused {name}: {reason}"));
+        return Ok(());
+    }
+    match &peer {
+        Peer::Unix(s) => s.set_nonblocking(false)?,
+        Peer::Tcp(s) => {
+            s.set_nonblocking(false)?;
+            // Pongs must leave at once, not wait for more bytes.
+            s.set_nodelay(true)?;
+            // Pings' arrival times (see `rtrace::rxstamp`); read times without.
+            let _ = rtrace::rxstamp::enable(&**s);
+        }
+    }
+    if let Ok(mut peers) = shared.peers.lock() {
+        peers.insert(id, peer.clone());
+    }
+    let thread_shared = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("stream #{}", id.0))
+        .spawn(move || {
+            serve(id, name, peer, tcp, &thread_shared);
+            if let Ok(mut peers) = thread_shared.peers.lock() {
+                peers.remove(&id);
+            }
+        });
+    if spawned.is_err() {
+        if let Ok(mut peers) = shared.peers.lock() {
+            peers.remove(&id).inspect(Peer::close);
+        }
+    }
+    spawned.map(drop).context("starting a stream reader thread")
+}
+
+/// Reads from a connection. Until the handshake is over each read waits
+/// only until the hello deadline; afterwards, up to the idle timeout. Notes
+/// when the bytes of each read arrived (a clock ping's t2).
+pub struct SocketRead {
+    peer: Peer,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    hello_timeout: Duration,
+    /// CLOCK_MONOTONIC ns: the kernel's receive time on TCP, else the
+    /// read's end.
     arrival_ns: Arc<AtomicU64>,
 }
 
-/// Writes to a shared socket.
-struct SharedOutput<S>(Arc<S>);
-
-/// A socket read that may say when its bytes arrived (see `rxstamp`).
-trait TimedRecv {
-    fn recv_timed(&self, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)>;
-}
-
-impl TimedRecv for TcpStream {
-    fn recv_timed(&self, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
-        rtrace::rxstamp::recv(self, buf)
-    }
-}
-
-impl TimedRecv for UnixStream {
-    fn recv_timed(&self, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
-        let mut socket = self;
-        socket.read(buf).map(|n| (n, None))
-    }
-}
-
-impl<S: TimedRecv> Read for TimedInput<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (n, arrived) = self.socket.recv_timed(buf)?;
+impl SocketRead {
+    fn read_noting_arrival(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let (n, arrived) = self.peer.read_timed(buf)?;
         if n > 0 {
             let at = arrived.unwrap_or_else(rtrace::clock::monotonic_ns);
             self.arrival_ns.store(at, Ordering::Relaxed);
@@ -341,21 +569,42 @@ impl<S: TimedRecv> Read for TimedInput<S> {
     }
 }
 
-impl<S> Write for SharedOutput<S>
-where
-    for<'a> &'a S: Write,
-{
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
+impl Read for SocketRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let deadline = self.deadline.lock().ok().and_then(|d| *d);
+        let Some(deadline) = deadline else {
+            return self
+                .read_noting_arrival(buf)
+                .map_err(|e| timed_out(e, "sent nothing (not even a heartbeat) for 30 s"));
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let late = || {
+            format!(
+                "sent no complete hello within {} s",
+                self.hello_timeout.as_secs_f64()
+            )
+        };
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, late()));
+        }
+        self.peer.set_read_timeout(left)?;
+        self.read_noting_arrival(buf)
+            .map_err(|e| timed_out(e, &late()))
     }
+}
 
-    fn flush(&mut self) -> io::Result<()> {
-        (&*self.0).flush()
+/// A read timeout, explained.
+fn timed_out(e: io::Error, what: &str) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            io::Error::new(io::ErrorKind::TimedOut, what.to_owned())
+        }
+        _ => e,
     }
 }
 
 /// Counts the bytes read through it.
-struct Counting<R> {
+pub struct Counting<R> {
     inner: R,
     bytes: Arc<AtomicU64>,
 }
@@ -368,24 +617,105 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Decodes one stream and forwards it; always ends with `Closed`. Greets
-/// a peer that takes part in the clock exchange and answers its pings on
-/// `reply`.
-pub fn serve(accepted: Accepted, tx: &Sender<Arrival>) {
+/// A connection's input as handlers read it.
+pub type Input = Counting<BufReader<SocketRead>>;
+
+/// Runs the handshake; answers it, then hands the stream to the handler.
+fn serve(conn: ConnId, name: String, peer: Peer, tcp: bool, shared: &Shared) {
+    let bytes = Arc::new(AtomicU64::new(0));
+    let arrival_ns = Arc::new(AtomicU64::new(0));
+    let deadline = Arc::new(Mutex::new(Some(
+        Instant::now() + shared.access.hello_timeout,
+    )));
+    let input = Counting {
+        inner: BufReader::with_capacity(
+            1 << 16,
+            SocketRead {
+                peer: peer.clone(),
+                deadline: deadline.clone(),
+                hello_timeout: shared.access.hello_timeout,
+                arrival_ns: arrival_ns.clone(),
+            },
+        ),
+        bytes: bytes.clone(),
+    };
+    let take_stream = || shared.take_stream();
+    let terms = Terms {
+        access: &shared.access,
+        tcp,
+        take_stream: &take_stream,
+    };
+    let handler = &shared.handler;
+    match handshake::handshake(input, name.clone(), &terms) {
+        Outcome::Accepted(reader, process) => {
+            if let Ok(mut d) = deadline.lock() {
+                *d = None;
+            }
+            // The reply first: the peer reads it before anything else.
+            let welcomed = peer
+                .set_read_timeout(IDLE_TIMEOUT)
+                .and_then(|()| peer.set_write_timeout(ANSWER_WRITE_TIMEOUT))
+                .and_then(|()| peer.write_all(&handshake::reply(true, "", false)));
+            if let Err(e) = welcomed {
+                let error = format!("{name}: could not answer the hello: {e}");
+                return handler.broken(conn, error, bytes.load(Ordering::Relaxed));
+            }
+            let mut responder = Responder::new(Box::new(PeerWriter(peer)), arrival_ns);
+            if let Some(hello) = reader.hello() {
+                responder.greet(hello);
+            }
+            handler.accepted(Accepted {
+                conn,
+                name,
+                reader: *reader,
+                process,
+                responder,
+                bytes,
+            });
+        }
+        Outcome::Refused {
+            reason,
+            retry,
+            process,
+        } => {
+            peer.refuse(&handshake::reply(false, &reason, retry), true);
+            let who = process.map_or(String::new(), |p| {
+                format!(" (session {:?}, pid {})", p.session, p.pid)
+            });
+            shared.refused(format!("refused {name}{who}: {reason}"));
+        }
+        Outcome::Broken(error) => {
+            handler.broken(
+                conn,
+                format!("{name}: {error}"),
+                bytes.load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
+/// The collector's handler of a stream: tells the merge, forwards the
+/// stream's items (with its clock mapped), and always ends with `Closed`.
+fn collect(stream: Accepted, tx: &Sender<Arrival>) {
     let Accepted {
         conn,
         name,
-        input,
-        reply,
-        arrival_ns,
-    } = accepted;
-    let mut responder = Responder::new(reply, arrival_ns);
-    let bytes = Arc::new(AtomicU64::new(0));
-    let counting = Counting {
-        inner: BufReader::with_capacity(1 << 16, input),
-        bytes: bytes.clone(),
+        reader,
+        process,
+        mut responder,
+        bytes,
+    } = stream;
+    let (reply, encoder) = crossbeam_channel::bounded(1);
+    let hello = Arrival::Hello {
+        conn,
+        process,
+        encoder: reply,
     };
-    let (end, error) = forward(conn, name.clone(), counting, &mut responder, tx);
+    let encoder = match tx.send(hello) {
+        Ok(()) => encoder.recv().ok().flatten(),
+        Err(_) => None,
+    };
+    let (end, error) = forward(conn, reader, &mut responder, tx, encoder);
     let _ = tx.send(Arrival::Closed {
         conn,
         end,
@@ -394,57 +724,53 @@ pub fn serve(accepted: Accepted, tx: &Sender<Arrival>) {
     });
 }
 
-/// Forwards a stream's items; returns how it ended and, for a stream
-/// closed because of bad input, why.
-fn forward<R: Read>(
-    conn: ConnId,
-    name: String,
-    input: R,
-    responder: &mut Responder,
-    tx: &Sender<Arrival>,
-) -> (StreamEnd, Option<String>) {
-    let broken = StreamEnd {
+fn broken() -> StreamEnd {
+    StreamEnd {
         truncated: true,
         ..StreamEnd::default()
-    };
-    let mut reader = match FrameReader::with_header(input, name).and_then(EventReader::new) {
-        Ok(reader) => reader,
-        Err(e) => return (broken, Some(e.to_string())),
-    };
-    let Some(hello) = reader.hello() else {
-        return (broken, Some("closed before sending its hello".into()));
-    };
-    responder.greet(hello);
-    let _ = tx.send(Arrival::Hello {
+    }
+}
+
+/// Forwards a stream's items, their clock mapped, in thread order, made
+/// printable (and encoded, if the output gave an encoder); answers the
+/// stream's clock pings as they come. Returns how it ended and, for a
+/// stream closed because of bad input, why.
+fn forward<R: Read>(
+    conn: ConnId,
+    mut reader: EventReader<R>,
+    responder: &mut Responder,
+    tx: &Sender<Arrival>,
+    encoder: Option<Box<dyn StreamEncoder>>,
+) -> (StreamEnd, Option<String>) {
+    let mut clock = reader
+        .hello()
+        .map_or_else(|| StreamClock::new(false, 1, false), StreamClock::for_hello);
+    let mut out = Outgoing {
         conn,
-        process: ProcessInfo::from(hello),
-    });
-    let mut clock = StreamClock::for_hello(hello);
+        order: ThreadOrder::default(),
+        encoder,
+        tx,
+    };
     let mut events = 0u64;
     let error = loop {
-        let item = match reader.next_item() {
-            Ok(Some(item)) => item,
+        let chunk = match reader.next_chunk() {
+            Ok(Some(chunk)) => chunk,
             Ok(None) => break None,
             Err(e) => break Some(e.to_string()),
         };
-        let mut items = vec![item];
-        reader.take_ready(&mut items);
-        responder.answer_pings(&items);
-        events += items
-            .iter()
-            .filter(|i| matches!(i, StreamItem::Event(_)))
-            .count() as u64;
-        let mut ready = Vec::with_capacity(items.len() + 1);
-        clock.process(items, &mut ready);
-        if !ready.is_empty() && tx.send(Arrival::Items { conn, items: ready }).is_err() {
+        let mut chunks = vec![chunk];
+        reader.take_ready_chunks(&mut chunks);
+        responder.answer_pings(&chunks);
+        events += chunks.iter().map(chunk_events).sum::<usize>() as u64;
+        let mut ready = Vec::with_capacity(chunks.len() + 1);
+        clock.process(chunks, &mut ready);
+        if !out.send(ready) {
             break None;
         }
     };
     let mut ready = Vec::new();
     clock.finish(&mut ready);
-    if !ready.is_empty() {
-        let _ = tx.send(Arrival::Items { conn, items: ready });
-    }
+    out.send(ready);
     let end = StreamEnd {
         events,
         lost: reader.lost(),
@@ -452,4 +778,63 @@ fn forward<R: Read>(
         last_ts_ns: 0,
     };
     (end, error)
+}
+
+/// The last steps of a stream's chunks on their reader thread.
+struct Outgoing<'a> {
+    conn: ConnId,
+    order: ThreadOrder,
+    encoder: Option<Box<dyn StreamEncoder>>,
+    tx: &'a Sender<Arrival>,
+}
+
+impl Outgoing<'_> {
+    /// Puts `chunks` (clock mapped) in thread order, makes them printable,
+    /// encodes them, and sends them to the merge; false once it is gone.
+    fn send(&mut self, mut chunks: Vec<Chunk>) -> bool {
+        if chunks.is_empty() {
+            return true;
+        }
+        self.order.chunks(&mut chunks);
+        for chunk in &mut chunks {
+            sanitize_chunk(chunk);
+            if let Some(encoder) = &mut self.encoder {
+                encoder.chunk(chunk);
+            }
+        }
+        // Blocks while the merge is behind (the channel is short): the
+        // socket is not read, so the recorder's queue fills and its policy
+        // (drop and count, or block) applies, instead of the backlog piling
+        // up in the collector's memory.
+        let conn = self.conn;
+        self.tx.send(Arrival::Chunks { conn, chunks }).is_ok()
+    }
+}
+
+/// Events in a chunk.
+pub fn chunk_events(chunk: &Chunk) -> usize {
+    match chunk {
+        Chunk::Events { events, .. } => events.len(),
+        Chunk::Encoded { encoded, .. } => encoded.ts_ns.len(),
+        Chunk::Item(StreamItem::Event(_)) => 1,
+        Chunk::Item(_) => 0,
+    }
+}
+
+/// Escapes control characters in the names a chunk carries.
+pub fn sanitize_chunk(chunk: &mut Chunk) {
+    if let Chunk::Item(item) = chunk {
+        sanitize_item(item);
+    }
+}
+
+/// Escapes control characters in the names an item carries.
+pub fn sanitize_item(item: &mut StreamItem) {
+    match item {
+        StreamItem::Function(f) => *f = sanitize::function(f.clone()),
+        StreamItem::Thread { name, .. } => {
+            *name = sanitize::printable(name, sanitize::MAX_NAME_CHARS);
+        }
+        _ => {}
+    }
 }

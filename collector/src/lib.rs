@@ -1,14 +1,18 @@
 //! rtrace-collect: the collector. It accepts the streams of many recorded
 //! processes (`live`), or reads stream files (`offline`), merges them by
 //! timestamp (`rtrace::merge`) and writes one timeline (`output`).
-//! `cli` is the command line; `main.rs` only calls it.
+//! `summary` and `profile` report on recorded files (`stats`). `cli` is
+//! the command line; `main.rs` only calls it.
 
+pub mod access;
 pub mod cli;
 pub mod clocksync;
+pub mod handshake;
 pub mod ingest;
 pub mod live;
 pub mod offline;
 pub mod output;
+pub mod profile;
 pub mod relay;
 pub mod report;
 pub mod summary;

@@ -13,12 +13,15 @@ use rtrace::merge::{MergeConfig, Merger, StreamStats};
 use rtrace::timeline::{StreamId, TimelineSink};
 use rtrace::Address;
 
+use crate::access::Access;
 use crate::ingest::{Arrival, ConnId, Ingest};
 
 /// How to collect.
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
     pub listen: Vec<Address>,
+    /// Tokens, limits and timeouts for connections.
+    pub access: Access,
     pub merge: MergeConfig,
     /// After a shutdown request, how long open streams may keep sending
     /// before their connections are closed.
@@ -32,7 +35,20 @@ pub struct LiveOptions {
 pub struct Collected {
     pub stats: Vec<StreamStats>,
     pub bytes: Vec<u64>,
+    /// Connections refused (token, limits, protocol version).
+    pub refused: u64,
+    /// Connections closed before a hello: not rtrace, broken, timed out.
+    pub broken: u64,
 }
+
+/// Arrivals (each about one batch of one stream) waiting for the merge at
+/// most. When the merge falls this far behind, reader threads stop reading
+/// their sockets until it catches up: the backlog stays in the recorders,
+/// whose policy drops (and counts) or blocks, not in the collector's memory.
+const QUEUED_ARRIVALS: usize = 64;
+/// How often the loop looks at the stop flag and the clock while nothing
+/// arrives: the merged file is complete this soon after a stop request.
+const TICK: Duration = Duration::from_millis(10);
 
 /// Collects into `sink` until `stop` is set, then drains and finishes.
 /// `on_ready` runs once every address is listening.
@@ -42,13 +58,13 @@ pub fn collect<S: TimelineSink>(
     stop: &AtomicBool,
     on_ready: impl FnOnce(),
 ) -> Result<Collected> {
-    let (tx, rx) = crossbeam_channel::bounded(1024);
-    let mut ingest = Ingest::start(&options.listen, tx)?;
+    let (tx, rx) = crossbeam_channel::bounded(QUEUED_ARRIVALS);
+    let mut ingest = Ingest::start(&options.listen, options.access.clone(), tx)?;
     on_ready();
     let mut state = State::new(Merger::new(sink, options.merge));
     let mut status = Status::new(options.status);
     while !stop.load(Ordering::Relaxed) {
-        match rx.recv_timeout(Duration::from_millis(100)) {
+        match rx.recv_timeout(TICK) {
             Ok(arrival) => state.apply(arrival)?,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -64,12 +80,13 @@ pub fn collect<S: TimelineSink>(
         }
     }
     ingest.close_all();
+    let refused = ingest.refused();
     drop(ingest);
     while let Ok(arrival) = rx.recv_timeout(Duration::from_millis(200)) {
         state.apply(arrival)?;
     }
     status.clear();
-    state.finish()
+    state.finish(refused)
 }
 
 /// The merge plus the mapping from connections to streams.
@@ -78,6 +95,11 @@ struct State<S: TimelineSink> {
     streams: HashMap<ConnId, StreamId>,
     bytes: Vec<u64>,
     events: u64,
+    /// Connections closed before their hello, in the current second, and
+    /// when that second began: a flood of them is not printed line by line.
+    broken: (u32, Instant),
+    /// All connections closed before their hello.
+    broken_total: u64,
 }
 
 impl<S: TimelineSink> State<S> {
@@ -87,23 +109,30 @@ impl<S: TimelineSink> State<S> {
             streams: HashMap::new(),
             bytes: Vec::new(),
             events: 0,
+            broken: (0, Instant::now()),
+            broken_total: 0,
         }
     }
 
     fn apply(&mut self, arrival: Arrival) -> Result<()> {
         match arrival {
-            Arrival::Hello { conn, process } => {
+            Arrival::Hello {
+                conn,
+                process,
+                encoder,
+            } => {
                 let id = self.merger.add_stream(process)?;
+                let _ = encoder.send(self.merger.stream_encoder(id));
                 self.streams.insert(conn, id);
                 self.bytes.push(0);
             }
-            Arrival::Items { conn, items } => {
+            Arrival::Chunks { conn, chunks } => {
                 let Some(&id) = self.streams.get(&conn) else {
                     return Ok(());
                 };
-                for item in items {
-                    self.events += u64::from(matches!(item, rtrace::StreamItem::Event(_)));
-                    self.merger.push(id, item)?;
+                for chunk in chunks {
+                    self.events += crate::ingest::chunk_events(&chunk) as u64;
+                    self.merger.push_chunk(id, chunk)?;
                 }
             }
             Arrival::Closed {
@@ -112,16 +141,31 @@ impl<S: TimelineSink> State<S> {
                 error,
                 bytes,
             } => {
+                let stream = self.streams.get(&conn).copied();
                 if let Some(error) = &error {
-                    eprintln!("rtrace-collect: closed {error}");
+                    if stream.is_some() || self.print_broken() {
+                        eprintln!("rtrace-collect: closed {error}");
+                    }
                 }
-                if let Some(&id) = self.streams.get(&conn) {
+                if let Some(id) = stream {
                     self.bytes[id.0 as usize] = bytes;
                     self.merger.end_stream(id, end, error)?;
                 }
             }
+            Arrival::Refused { message } => eprintln!("rtrace-collect: {message}"),
         }
         Ok(())
+    }
+
+    /// Whether to print one more connection that broke before its hello
+    /// (five a second at most).
+    fn print_broken(&mut self) -> bool {
+        if self.broken.1.elapsed() >= Duration::from_secs(1) {
+            self.broken = (0, Instant::now());
+        }
+        self.broken.0 += 1;
+        self.broken_total += 1;
+        self.broken.0 <= 5
     }
 
     fn lost(&self) -> u64 {
@@ -133,11 +177,13 @@ impl<S: TimelineSink> State<S> {
             .sum()
     }
 
-    fn finish(self) -> Result<Collected> {
+    fn finish(self, refused: u64) -> Result<Collected> {
         let (_, stats) = self.merger.finish()?;
         Ok(Collected {
             stats,
             bytes: self.bytes,
+            refused,
+            broken: self.broken_total,
         })
     }
 }

@@ -7,9 +7,13 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use rtrace::merge::{MergeConfig, Merger, StreamStats};
-use rtrace::timeline::{ProcessInfo, StreamEnd, TimelineSink};
-use rtrace::EventReader;
+use rtrace::merge::{MergeConfig, Merger, StreamStats, ThreadOrder};
+use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd, TimelineSink};
+use rtrace::{Chunk, EventReader, StreamItem};
+
+/// A stream's encoder, if the output has one (see `StreamEncoder`), and
+/// the order of its threads, kept before encoding.
+type Encoder = (Option<Box<dyn StreamEncoder>>, ThreadOrder);
 
 /// Merges `inputs` into `sink`. A file that cannot be read at all is
 /// reported and skipped; one that breaks mid-way keeps what came before.
@@ -19,29 +23,36 @@ pub fn merge_files<S: TimelineSink>(
     config: MergeConfig,
 ) -> Result<(Vec<StreamStats>, Vec<u64>)> {
     let mut merger = Merger::new(sink, config);
-    let mut readers: Vec<Option<EventReader<BufReader<File>>>> = Vec::new();
+    let mut readers: Vec<Option<(EventReader<BufReader<File>>, Encoder)>> = Vec::new();
     let mut bytes = Vec::new();
     for path in inputs {
         match EventReader::open(path) {
             Ok(reader) => {
                 let process = reader.hello().map(ProcessInfo::from).unwrap_or_default();
-                merger.add_stream(process)?;
-                readers.push(Some(reader));
+                let process = rtrace::sanitize::process(process);
+                let id = merger.add_stream(process)?;
+                let encoder = (merger.stream_encoder(id), ThreadOrder::default());
+                readers.push(Some((reader, encoder)));
                 bytes.push(std::fs::metadata(path).map_or(0, |m| m.len()));
             }
             Err(e) => eprintln!("rtrace-collect: skipping {}: {e}", path.display()),
         }
     }
-    let mut items = Vec::new();
     while let Some(stream) = merger.lagging_stream() {
         let slot = &mut readers[stream.0 as usize];
-        let Some(reader) = slot else { break };
-        match reader.next_item() {
-            Ok(Some(item)) => {
-                items.push(item);
-                reader.take_ready(&mut items);
-                for item in items.drain(..) {
-                    merger.push(stream, item)?;
+        let Some((reader, (encoder, order))) = slot else {
+            break;
+        };
+        match reader.next_chunk() {
+            Ok(Some(mut chunk)) => {
+                let clamped = order.chunk(&mut chunk);
+                crate::ingest::sanitize_chunk(&mut chunk);
+                if let Some(encoder) = encoder {
+                    encoder.chunk(&mut chunk);
+                }
+                merger.push_chunk(stream, chunk)?;
+                if clamped > 0 {
+                    merger.push_chunk(stream, Chunk::Item(StreamItem::Clamped(clamped)))?;
                 }
             }
             Ok(None) => {

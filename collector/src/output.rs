@@ -1,14 +1,24 @@
 //! Opens the output file in the format its name asks for: Chrome trace
-//! JSON for `.json`, a Perfetto trace otherwise.
+//! JSON for `.json`, a Perfetto trace otherwise. A Perfetto trace is
+//! written by a thread of its own (`BackgroundFile`), so that the merge
+//! does not wait for the kernel to copy each buffer.
 
 use std::fs::File;
-use std::io::BufWriter;
-use std::path::Path;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, Sender};
+use rtrace::clock::ClockJump;
 use rtrace::export::chrome::ChromeJsonWriter;
 use rtrace::export::perfetto::PerfettoWriter;
-use rtrace::timeline::TimelineSink;
+use rtrace::read::Event;
+use rtrace::timeline::{
+    ClockOffset, ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink,
+};
+use rtrace::FunctionInfo;
 
 /// The output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,12 +37,237 @@ impl Format {
     }
 }
 
-/// Creates `path` and a timeline writer on it.
+/// Creates `path` and a timeline writer on it. Its write errors name the
+/// file ("writing t.pftrace: No space left on device").
 pub fn create(path: &Path) -> Result<Box<dyn TimelineSink + Send>> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let out = BufWriter::with_capacity(1 << 20, file);
-    Ok(match Format::for_path(path) {
-        Format::Perfetto => Box::new(PerfettoWriter::new(out)),
-        Format::ChromeJson => Box::new(ChromeJsonWriter::new(out)),
-    })
+    let inner: Box<dyn TimelineSink + Send> = match Format::for_path(path) {
+        // The Perfetto writer buffers itself.
+        Format::Perfetto => Box::new(PerfettoWriter::new(BackgroundFile::new(file)?)),
+        Format::ChromeJson => Box::new(ChromeJsonWriter::new(BufWriter::with_capacity(
+            1 << 20,
+            file,
+        ))),
+    };
+    Ok(Box::new(Named {
+        inner,
+        path: path.to_owned(),
+    }))
+}
+
+/// A timeline writer whose errors say which file failed.
+struct Named {
+    inner: Box<dyn TimelineSink + Send>,
+    path: PathBuf,
+}
+
+impl Named {
+    fn name<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        result
+            .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", self.path.display())))
+    }
+}
+
+impl TimelineSink for Named {
+    fn process(&mut self, stream: StreamId, process: &ProcessInfo) -> io::Result<()> {
+        let result = self.inner.process(stream, process);
+        self.name(result)
+    }
+    fn function(&mut self, stream: StreamId, function: &FunctionInfo) -> io::Result<()> {
+        let result = self.inner.function(stream, function);
+        self.name(result)
+    }
+    fn thread(&mut self, stream: StreamId, tid: u64, name: &str) -> io::Result<()> {
+        let result = self.inner.thread(stream, tid, name);
+        self.name(result)
+    }
+    fn event(&mut self, stream: StreamId, event: &Event) -> io::Result<()> {
+        let result = self.inner.event(stream, event);
+        self.name(result)
+    }
+    fn events(&mut self, stream: StreamId, events: &[Event]) -> io::Result<()> {
+        let result = self.inner.events(stream, events);
+        self.name(result)
+    }
+    fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()> {
+        let result = self.inner.stream_end(stream, end);
+        self.name(result)
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        let result = self.inner.finish();
+        self.name(result)
+    }
+    fn stream_encoder(&mut self, stream: StreamId) -> Option<Box<dyn StreamEncoder>> {
+        self.inner.stream_encoder(stream)
+    }
+    fn encoded_events(&mut self, stream: StreamId, ts_ns: &[u64], bytes: &[u8]) -> io::Result<()> {
+        let result = self.inner.encoded_events(stream, ts_ns, bytes);
+        self.name(result)
+    }
+    fn clock_offset(&mut self, stream: StreamId, offset: &ClockOffset) -> io::Result<()> {
+        let result = self.inner.clock_offset(stream, offset);
+        self.name(result)
+    }
+    fn clock_jump(&mut self, stream: StreamId, jump: &ClockJump) -> io::Result<()> {
+        let result = self.inner.clock_jump(stream, jump);
+        self.name(result)
+    }
+}
+
+/// Bytes gathered before they go to the writing thread.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks on their way to the file at most (then `write` waits).
+const CHUNKS_QUEUED: usize = 4;
+
+enum Job {
+    Write(Vec<u8>),
+    /// Answers once everything before it is written.
+    Flush(Sender<io::Result<()>>),
+}
+
+/// A file written by a thread of its own. `write` gathers bytes and hands
+/// them over a chunk at a time; `flush` waits until the file has them. The
+/// first error writing the file is returned by every later call.
+pub struct BackgroundFile {
+    buf: Vec<u8>,
+    jobs: Option<Sender<Job>>,
+    spare: Receiver<Vec<u8>>,
+    error: Arc<Mutex<Option<(io::ErrorKind, String)>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BackgroundFile {
+    pub fn new(file: File) -> Result<Self> {
+        let (jobs, queue) = crossbeam_channel::bounded::<Job>(CHUNKS_QUEUED);
+        let (give_back, spare) = crossbeam_channel::bounded(CHUNKS_QUEUED);
+        let error = Arc::new(Mutex::new(None));
+        let failed = error.clone();
+        let thread = std::thread::Builder::new()
+            .name("output".into())
+            .spawn(move || write_jobs(file, &queue, &give_back, &failed))
+            .context("starting the output thread")?;
+        Ok(BackgroundFile {
+            buf: Vec::with_capacity(CHUNK_BYTES),
+            jobs: Some(jobs),
+            spare,
+            error,
+            thread: Some(thread),
+        })
+    }
+
+    /// The first error the writing thread met, if any.
+    fn failed(&self) -> io::Result<()> {
+        match self.error.lock().ok().and_then(|e| e.clone()) {
+            Some((kind, message)) => Err(io::Error::new(kind, message)),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&mut self, job: Job) -> io::Result<()> {
+        let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the output thread stopped");
+        let jobs = self.jobs.as_ref().ok_or_else(gone)?;
+        jobs.send(job).map_err(|_| gone())
+    }
+
+    /// Hands the gathered bytes to the writing thread.
+    fn hand_over(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK_BYTES));
+        let chunk = std::mem::replace(&mut self.buf, next);
+        self.send(Job::Write(chunk))
+    }
+}
+
+/// The writing thread: writes chunks until the queue closes, then gives
+/// them back for reuse. After an error it writes nothing more.
+fn write_jobs(
+    mut file: File,
+    queue: &Receiver<Job>,
+    give_back: &Sender<Vec<u8>>,
+    failed: &Mutex<Option<(io::ErrorKind, String)>>,
+) {
+    for job in queue {
+        match job {
+            Job::Write(mut chunk) => {
+                let healthy = failed.lock().is_ok_and(|e| e.is_none());
+                if healthy {
+                    if let Err(e) = file.write_all(&chunk) {
+                        if let Ok(mut slot) = failed.lock() {
+                            *slot = Some((e.kind(), e.to_string()));
+                        }
+                    }
+                }
+                chunk.clear();
+                let _ = give_back.try_send(chunk);
+            }
+            Job::Flush(reply) => {
+                let _ = reply.send(file.flush());
+            }
+        }
+    }
+}
+
+impl Write for BackgroundFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.failed()?;
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK_BYTES {
+            self.hand_over()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.hand_over()?;
+        let (reply, done) = crossbeam_channel::bounded(1);
+        self.send(Job::Flush(reply))?;
+        let flushed = done.recv().unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the output thread stopped",
+            ))
+        });
+        self.failed()?;
+        flushed
+    }
+}
+
+impl Drop for BackgroundFile {
+    fn drop(&mut self) {
+        let _ = self.hand_over();
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_background_file_gets_every_byte_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let mut expected = Vec::new();
+        {
+            let mut file = BackgroundFile::new(File::create(&path).unwrap()).unwrap();
+            for i in 0..5000u32 {
+                let piece: Vec<u8> = (0..(i % 977)).map(|b| (b ^ i) as u8).collect();
+                file.write_all(&piece).unwrap();
+                expected.extend_from_slice(&piece);
+                if i % 1000 == 0 {
+                    file.flush().unwrap();
+                    assert_eq!(std::fs::read(&path).unwrap(), expected);
+                }
+            }
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
 }

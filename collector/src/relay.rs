@@ -17,6 +17,14 @@
 //!   comes, as for a direct connection.
 //! - the hello names this host in `relayed_by`.
 //!
+//! The listening side applies the same access rules as a collector (see
+//! `access`, `handshake`): token on TCP, limits, hello timeout, and the
+//! `HelloReply` local recorders wait for. Upstream, the relay is a
+//! recorder to the central collector: it sends the token (`--token`,
+//! `RTRACE_TOKEN`) if it has one and waits for the central collector's
+//! `HelloReply` before forwarding; a refused or unreachable upstream
+//! spills to `--spill-dir`.
+//!
 //! Nothing is merged here: one stream per process reaches the central
 //! collector, which merges them all. That keeps the central file equal to
 //! a direct collection (same streams, same per-stream ends and losses),
@@ -24,7 +32,6 @@
 //! multiplexing protocol; the cost is one upstream connection per process.
 
 use std::collections::VecDeque;
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,15 +42,20 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rtrace::clocksync::{SyncConfig, SyncSample, Timekeeper};
 use rtrace::sink::{CollectorSink, Sink};
 use rtrace::wire::{self, pb, Body};
-use rtrace::{Address, FrameReader};
+use rtrace::{Address, Token};
 
-use crate::clocksync::{Estimator, Fit, Responder};
-use crate::ingest::{Accepted, Handler, Ingest};
+use crate::access::Access;
+use crate::clocksync::{Estimator, Fit};
+use crate::ingest::{Accepted, ConnId, Handler, Ingest, Throttle};
 
 /// How to relay.
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
     pub listen: Vec<Address>,
+    /// Who may connect to the relay (as for a collector).
+    pub access: Access,
+    /// Sent to the central collector on every upstream connection.
+    pub token: Option<Token>,
     /// The central collector.
     pub forward: Address,
     /// Where spill files go while the central collector is unreachable.
@@ -68,24 +80,58 @@ pub struct RelayedStream {
     pub error: Option<String>,
 }
 
+/// What a relay did.
+#[derive(Debug, Clone, Default)]
+pub struct Relayed {
+    /// Per accepted stream.
+    pub streams: Vec<RelayedStream>,
+    /// Connections refused (token, limits, protocol version).
+    pub refused: u64,
+    /// Connections closed before their hello was accepted.
+    pub broken: u64,
+}
+
+/// The relay's handler of accepted connections.
+struct Relay {
+    options: RelayOptions,
+    done: Mutex<Vec<RelayedStream>>,
+    broken: std::sync::atomic::AtomicU64,
+    throttle: Throttle,
+}
+
+impl Handler for Relay {
+    fn accepted(&self, stream: Accepted) {
+        let stream = serve(&self.options, stream);
+        if let Ok(mut done) = self.done.lock() {
+            done.push(stream);
+        }
+    }
+
+    fn broken(&self, _conn: ConnId, error: String, _bytes: u64) {
+        self.broken.fetch_add(1, Ordering::Relaxed);
+        if let Some(error) = self.throttle.message(error) {
+            eprintln!("rtrace-collect: closed {error}");
+        }
+    }
+
+    fn refused(&self, message: String) {
+        eprintln!("rtrace-collect: {message}");
+    }
+}
+
 /// Relays until `stop` is set, then drains; returns what each stream saw.
 pub fn relay(
     options: &RelayOptions,
     stop: &AtomicBool,
     on_ready: impl FnOnce(),
-) -> Result<Vec<RelayedStream>> {
-    let done = Arc::new(Mutex::new(Vec::new()));
-    let handler: Handler = {
-        let options = options.clone();
-        let done = done.clone();
-        Arc::new(move |accepted| {
-            let stream = serve(&options, accepted);
-            if let Ok(mut done) = done.lock() {
-                done.push(stream);
-            }
-        })
-    };
-    let mut ingest = Ingest::start_with(&options.listen, handler)?;
+) -> Result<Relayed> {
+    let handler = Arc::new(Relay {
+        options: options.clone(),
+        done: Mutex::new(Vec::new()),
+        broken: Default::default(),
+        throttle: Throttle::new(),
+    });
+    let mut ingest = Ingest::start_with(&options.listen, options.access.clone(), handler.clone())?;
     on_ready();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -100,53 +146,52 @@ pub fn relay(
     while ingest.open_connections() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let refused = ingest.refused();
     drop(ingest);
-    let done = done.lock().map(|d| d.clone()).unwrap_or_default();
-    Ok(done)
+    Ok(Relayed {
+        streams: handler.done.lock().map(|d| d.clone()).unwrap_or_default(),
+        refused,
+        broken: handler.broken.load(Ordering::Relaxed),
+    })
 }
 
 /// Frames waiting for the upstream thread.
 const CHANNEL_FRAMES: usize = 1024;
 
-/// Serves one local connection: answers pings here, hands every other
-/// frame to an upstream thread.
+/// Serves one local stream (past its handshake, greeted): answers pings
+/// here, hands every other frame to an upstream thread.
 fn serve(options: &RelayOptions, accepted: Accepted) -> RelayedStream {
-    let mut responder = Responder::new(accepted.reply, accepted.arrival_ns);
-    let mut stream = RelayedStream::default();
-    let input = BufReader::with_capacity(1 << 16, accepted.input);
-    let mut frames = match FrameReader::with_header(input, accepted.name.clone()) {
-        Ok(frames) => frames,
-        Err(e) => {
-            stream.error = Some(e.to_string());
-            return stream;
-        }
+    let Accepted {
+        conn,
+        name,
+        reader,
+        process,
+        mut responder,
+        ..
+    } = accepted;
+    let mut stream = RelayedStream {
+        session: process.session.clone(),
+        pid: process.pid,
+        ..RelayedStream::default()
     };
-    let hello = match frames.next_frame() {
-        Ok(Some(Body::Hello(hello))) => hello,
-        Ok(_) => {
-            stream.error = Some(format!("{}: no hello", accepted.name));
-            return stream;
-        }
-        Err(e) => {
-            stream.error = Some(e.to_string());
-            return stream;
-        }
+    let Some(hello) = reader.hello().cloned() else {
+        stream.error = Some(format!("{name}: no hello"));
+        return stream;
     };
-    responder.greet(&hello);
-    stream.session = hello.session.clone();
-    stream.pid = hello.pid;
+    let mut frames = reader.into_frames();
     let spill = options.spill_dir.join(format!(
         "rtrace-relay-{}-{}-{}.spill.rtrace",
-        sanitize(&hello.session),
-        hello.pid,
-        accepted.conn.0
+        sanitize(&process.session),
+        process.pid,
+        conn.0
     ));
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_FRAMES);
     let upstream = {
         let (address, sync) = (options.forward.clone(), options.sync);
+        let token = options.token.clone();
         std::thread::Builder::new()
-            .name(format!("upstream #{}", accepted.conn.0))
-            .spawn(move || Upstream::new(address, spill, sync).run(hello, &rx))
+            .name(format!("upstream #{}", conn.0))
+            .spawn(move || Upstream::new(address, spill, sync, token).run(hello, &rx))
     };
     let upstream = match upstream {
         Ok(handle) => handle,
@@ -268,11 +313,11 @@ struct Upstream {
 }
 
 impl Upstream {
-    fn new(address: Address, spill: PathBuf, sync: SyncConfig) -> Upstream {
+    fn new(address: Address, spill: PathBuf, sync: SyncConfig, token: Option<Token>) -> Upstream {
         let clock = Arc::new(Mutex::new(RelayClock::default()));
         let keeper = Box::new(RelayKeeper(clock.clone()));
         Upstream {
-            sink: CollectorSink::with_clock(address, spill, sync, keeper),
+            sink: CollectorSink::with_clock(address, spill, sync, keeper).with_token(token),
             clock,
         }
     }
@@ -316,8 +361,9 @@ impl Upstream {
                 }
                 let _ = self.sink.write_frame(&frame);
             }
-            // Only this relay's connection to the recorder carries these.
-            Body::ClockPing(_) | Body::ClockPong(_) | Body::CollectorHello(_) => {}
+            // Only this relay's connection to the recorder carries these
+            // (the upstream sink sends its own token).
+            Body::ClockPing(_) | Body::ClockPong(_) | Body::CollectorHello(_) | Body::Auth(_) => {}
             body => self.write(body),
         }
     }

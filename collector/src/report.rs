@@ -90,6 +90,12 @@ fn clock_jumps(s: &StreamStats) -> String {
 
 /// Left-aligned columns, two spaces apart.
 pub fn aligned(rows: &[Vec<String>]) -> String {
+    aligned_right(rows, 0)
+}
+
+/// Columns two spaces apart, the first `right` of them right-aligned
+/// (numbers), the others left-aligned.
+pub fn aligned_right(rows: &[Vec<String>], right: usize) -> String {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -99,7 +105,14 @@ pub fn aligned(rows: &[Vec<String>]) -> String {
         let cells: Vec<String> = row
             .iter()
             .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .enumerate()
+            .map(|(c, (cell, w))| {
+                if c < right {
+                    format!("{cell:>w$}")
+                } else {
+                    format!("{cell:<w$}")
+                }
+            })
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');

@@ -18,6 +18,7 @@ use rtrace::merge::{MergeConfig, StreamStats};
 use rtrace::timeline::ClockStatus;
 use rtrace::wire::{self, pb, Body};
 use rtrace::{clock, Address, Config, Recorder};
+use rtrace_collect::access::Access;
 use rtrace_collect::live::{self, LiveOptions};
 use rtrace_collect::{offline, report};
 
@@ -79,7 +80,7 @@ impl Crafted {
                         RawEvent::new(ticks + k * 1000 + tid, FunctionId(0), kind, 0)
                     })
                     .collect();
-                wire::encode_frame(wire::batch_body(tid, &events, 0), &mut out);
+                wire::encode_frame(wire::batch_body(tid, &events, 0, Vec::new()), &mut out);
             }
         }
         let end = pb::End {
@@ -165,6 +166,10 @@ fn collect_live(client: impl FnOnce(&str)) -> (Vec<u8>, Vec<StreamStats>) {
     let address = format!("127.0.0.1:{port}");
     let options = LiveOptions {
         listen: vec![Address::Tcp(address.clone())],
+        access: Access {
+            insecure_no_auth: true,
+            ..Access::default()
+        },
         merge: MergeConfig::default(),
         drain: Duration::from_secs(5),
         status: false,
@@ -187,8 +192,14 @@ fn collect_live(client: impl FnOnce(&str)) -> (Vec<u8>, Vec<StreamStats>) {
     (std::fs::read(&out).unwrap(), collected.stats)
 }
 
+/// Reads the collector's answer to the hello: it must accept.
+fn read_accepted(conn: &mut TcpStream) {
+    let reply = wire::read_reply(conn).unwrap();
+    assert!(reply.accepted, "{reply:?}");
+}
+
 /// Reads one frame the collector wrote back.
-fn read_reply(conn: &mut TcpStream) -> Body {
+fn read_frame(conn: &mut TcpStream) -> Body {
     let mut len = 0u64;
     for i in 0.. {
         let mut byte = [0u8];
@@ -215,7 +226,9 @@ fn a_live_collector_greets_answers_pings_applies_offsets_and_flags_jumps() {
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         conn.write_all(&crafted.hello(true)).unwrap();
-        let Body::CollectorHello(hello) = read_reply(&mut conn) else {
+        // The handshake's reply first, then the greeting.
+        read_accepted(&mut conn);
+        let Body::CollectorHello(hello) = read_frame(&mut conn) else {
             panic!("the collector does not greet")
         };
         assert!(hello.clock_pong);
@@ -228,7 +241,7 @@ fn a_live_collector_greets_answers_pings_applies_offsets_and_flags_jumps() {
                 &mut ping,
             );
             conn.write_all(&ping).unwrap();
-            let Body::ClockPong(pong) = read_reply(&mut conn) else {
+            let Body::ClockPong(pong) = read_frame(&mut conn) else {
                 panic!("no pong")
             };
             let t4 = clock::monotonic_ns() + AHEAD_NS;
@@ -300,9 +313,13 @@ fn a_recorder_that_does_not_exchange_is_not_greeted() {
         conn.shutdown(std::net::Shutdown::Write).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
+        read_accepted(&mut conn);
         let mut unread = Vec::new();
         conn.read_to_end(&mut unread).unwrap();
-        assert!(unread.is_empty(), "the collector wrote to an old recorder");
+        assert!(
+            unread.is_empty(),
+            "the collector greeted a recorder that does not exchange"
+        );
     });
     let offset = stats[0].clock.unwrap();
     assert_eq!(offset.status, ClockStatus::Unmeasured);

@@ -68,3 +68,79 @@ fn wrong_usage_and_bad_files_say_what_is_wrong() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an rtrace stream"));
 }
+
+#[test]
+fn stats_functions_reports_calls_and_times_per_function() {
+    use rtrace::FunctionInfo;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.rtrace");
+    let recorder = Recorder::start(Config::new("svc-f", &path)).unwrap();
+    for (id, name) in [(0, "outer"), (1, "inner")] {
+        recorder.intern_function(FunctionInfo {
+            id: FunctionId(id),
+            name: name.into(),
+            module: "m".into(),
+            file: "m.py".into(),
+            line: 1 + id,
+            native: false,
+        });
+    }
+    let _ = (recorder.next_function_id(), recorder.next_function_id());
+    let mut buf = recorder.new_thread_buffer(1);
+    let mut push = |f: u32, kind| {
+        if buf.push(RawEvent::new(clock::ticks(), FunctionId(f), kind, 0)) {
+            recorder.hand_over(&mut buf);
+        }
+    };
+    for _ in 0..3 {
+        push(0, Kind::Call);
+        for _ in 0..4 {
+            push(1, Kind::Call);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            push(1, Kind::Return);
+        }
+        push(0, Kind::Return);
+    }
+    recorder.hand_over(&mut buf);
+    recorder.finish();
+    let out = Command::new(env!("CARGO_BIN_EXE_rtrace-collect"))
+        .args(["stats", "--functions", "--json", "--top", "0"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap().clone();
+    let (outer, inner) = (row("outer"), row("inner"));
+    assert_eq!(
+        (outer["calls"].as_u64(), inner["calls"].as_u64()),
+        (Some(3), Some(12))
+    );
+    assert_eq!(outer["session"], "svc-f");
+    let ns = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap();
+    assert!(ns(&inner, "self_ns") >= 12_000_000);
+    assert_eq!(
+        ns(&outer, "self_ns") + ns(&inner, "self_ns"),
+        ns(&outer, "total_ns")
+    );
+    let table = Command::new(env!("CARGO_BIN_EXE_rtrace-collect"))
+        .args(["stats", "--functions", "--sort", "calls"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("svc-f (pid "), "{text}");
+    assert!(
+        lines[2].contains("m.inner") && lines[3].contains("m.outer"),
+        "{text}"
+    );
+}

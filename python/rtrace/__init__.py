@@ -68,7 +68,8 @@ def read(path: str | os.PathLike[str]) -> Reader:
     or for user events "span_begin", "span_end", "instant", "counter",
     "flow_out", "flow_in"), ``name``, ``module``, ``file``, ``line``, and
     for user events ``args`` (a dict or None), ``value`` (counters) and
-    ``flow_id`` (flow ends). After iterating to the end,
+    ``flow_id`` (flow ends), and with ``log_args`` ``args_repr`` (calls)
+    and ``return_repr`` (returns), else None. After iterating to the end,
     ``reader.truncated`` is True if the stream had no end marker (the
     process died); a torn last frame is skipped, not raised.
     """

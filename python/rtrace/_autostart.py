@@ -10,6 +10,10 @@ RTRACE_LINES       "1" to record line events
 RTRACE_C_CALLS     "0" not to record C calls
 RTRACE_ON_FULL     "drop" (default) or "block"
 RTRACE_FOLLOW_CHILDREN "0" not to record this process's children
+RTRACE_INCLUDE, RTRACE_EXCLUDE     comma-separated patterns
+RTRACE_EXCLUDE_STDLIB              "1" to leave out the stdlib and site-packages
+RTRACE_MAX_DEPTH, RTRACE_MIN_DURATION (seconds), RTRACE_SAMPLE
+RTRACE_LOG_ARGS    "1" for every recorded function, or comma-separated patterns
 
 multiprocessing's own helper processes (the resource tracker, the fork
 server) are not recorded; the workers a fork server forks are.
@@ -27,7 +31,7 @@ def start_from_environment(forked_from_server_of: int | None = None) -> None:
     if os.environ.get("RTRACE_AUTOSTART") != "1":
         return
     try:
-        from . import _children, _recording
+        from . import _children, _filters, _recording
 
         if _recording.current() is not None:
             return
@@ -47,6 +51,7 @@ def start_from_environment(forked_from_server_of: int | None = None) -> None:
             c_calls=os.environ.get("RTRACE_C_CALLS", "1") != "0",
             on_full=os.environ.get("RTRACE_ON_FULL", "drop"),
             follow_children=os.environ.get("RTRACE_FOLLOW_CHILDREN", "1") != "0",
+            **_filters.from_environment(dict(os.environ)),
         )
         recording._autostarted = True
         recording._parent_pid = forked_from_server_of

@@ -11,7 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import _children, _native
+from . import _children, _filters, _native
+from ._filters import Patterns
 from ._hooks import INTERNAL_FILES, Hook
 
 __all__ = ["Recording", "RecordingError", "record", "start", "stop", "current"]
@@ -68,6 +69,7 @@ class Recording:
         *,
         output: str | os.PathLike[str] | None = None,
         collector: str | None = None,
+        token: str | None = None,
         threads: bool = True,
         c_calls: bool = True,
         lines: bool = False,
@@ -75,6 +77,13 @@ class Recording:
         buffer_events: int = _DEFAULT_BUFFER_EVENTS,
         flush_interval: float = _DEFAULT_FLUSH_INTERVAL,
         follow_children: bool = True,
+        include: Patterns = None,
+        exclude: Patterns = None,
+        exclude_stdlib: bool = False,
+        max_depth: int | None = None,
+        min_duration: float | None = None,
+        log_args: bool | Patterns = False,
+        sample: int | None = None,
     ) -> None:
         if collector is None and output is None:
             collector = os.environ.get("RTRACE_COLLECTOR") or None
@@ -92,9 +101,21 @@ class Recording:
             raise ValueError(
                 f"flush_interval must be between 0.001 and 60 seconds, not {flush_interval!r}"
             )
+        # Kept as given, for the children that follow this recording.
+        self._filter_options: dict[str, Any] = dict(
+            include=include,
+            exclude=exclude,
+            exclude_stdlib=exclude_stdlib,
+            max_depth=max_depth,
+            min_duration=min_duration,
+            log_args=log_args,
+            sample=sample,
+        )
+        self._filters = _filters.build(**self._filter_options, lines=lines)
         self.session = session or _default_session()
         self._output = Path(output) if output is not None else None
         self.collector = collector
+        self._token = token if token is not None else os.environ.get("RTRACE_TOKEN") or None
         self.threads = threads
         self.c_calls = c_calls
         self.lines = lines
@@ -180,6 +201,7 @@ class Recording:
                 session=self.session,
                 output=str(path),
                 collector=self.collector,
+                token=self._token,
                 on_full=self.on_full,
                 buffer_events=self.buffer_events,
                 flush_interval=self.flush_interval,
@@ -190,6 +212,7 @@ class Recording:
                 thread_names=_thread_names(),
                 internal_files=INTERNAL_FILES,
                 parent_pid=self._parent_pid,
+                filters=self._filters,
             )
             self.path = path
             self.hook = hook.describe()
@@ -215,7 +238,7 @@ class Recording:
         with ``follow_children=False``, not to)."""
         if not self.follow_children:
             return {"RTRACE_AUTOSTART": None}
-        return dict(
+        env: dict[str, str | None] = dict(
             _children.child_environment(
                 session=self.session,
                 collector=self.collector,
@@ -225,6 +248,10 @@ class Recording:
                 on_full=self.on_full,
             )
         )
+        env.update(_filters.to_environment(self._filter_options))
+        if self.collector and self._token:
+            env["RTRACE_TOKEN"] = self._token
+        return env
 
     def stop(self) -> Recording:
         """Stops recording, writes everything and closes the stream file."""
@@ -305,6 +332,7 @@ class Recording:
             self.session,
             output=output,
             collector=self.collector,
+            token=self._token,
             threads=self.threads,
             c_calls=self.c_calls,
             lines=self.lines,
@@ -312,6 +340,7 @@ class Recording:
             buffer_events=self.buffer_events,
             flush_interval=self.flush_interval,
             follow_children=self.follow_children,
+            **self._filter_options,
         )
         child._autostarted = self._autostarted
         return child
@@ -322,6 +351,7 @@ def record(
     *,
     output: str | os.PathLike[str] | None = None,
     collector: str | None = None,
+    token: str | None = None,
     threads: bool = True,
     c_calls: bool = True,
     lines: bool = False,
@@ -329,6 +359,13 @@ def record(
     buffer_events: int = _DEFAULT_BUFFER_EVENTS,
     flush_interval: float = _DEFAULT_FLUSH_INTERVAL,
     follow_children: bool = True,
+    include: Patterns = None,
+    exclude: Patterns = None,
+    exclude_stdlib: bool = False,
+    max_depth: int | None = None,
+    min_duration: float | None = None,
+    log_args: bool | Patterns = False,
+    sample: int | None = None,
 ) -> Recording:
     """Prepares a recording; use it with ``with``, as a decorator, or call
     ``.start()``.
@@ -341,6 +378,9 @@ def record(
     collector:      stream to this collector (``unix:///path.sock`` or
                     ``tcp://host:port``; default ``$RTRACE_COLLECTOR`` when
                     no ``output`` is given).
+    token:          shared token the collector requires on TCP (default
+                    ``$RTRACE_TOKEN``); sent on each connection, never
+                    written to a file.
     threads:        record every thread (False: only the calling one).
     c_calls:        record calls of functions implemented in C.
     lines:          record line events too (slower).
@@ -355,11 +395,38 @@ def record(
                     interpreters (subprocess, multiprocessing "spawn"),
                     which inherit RTRACE_* variables and ``PYTHONPATH`` from
                     ``os.environ`` while recording runs.
+
+    Filters (applied in the hook, before anything is queued):
+
+    include:        record only functions matching one of these patterns
+                    (see below); e.g. ``["myapp.*"]``.
+    exclude:        never record functions matching one of these patterns.
+    exclude_stdlib: leave out the standard library and installed packages
+                    (site-packages), Python and C functions alike. Ignored
+                    for functions an ``include`` pattern names.
+    max_depth:      record calls at most this many recorded calls deep.
+    min_duration:   seconds; leave out calls shorter than this (their time
+                    stays in their caller's slice).
+    log_args:       True, or patterns: record the reprs of the arguments
+                    and return values of (these) recorded functions, cut at
+                    120 characters each.
+    sample:         record only the first of every ``sample`` requests, with
+                    everything inside them: top-level calls, and top-level
+                    spans (``rtrace.span`` with no other span open on its
+                    thread), each on a count of its own.
+
+    A pattern is a shell-style glob (``*``, ``?``, ``[...]``) matched
+    against a function's module (``myapp.db``), its qualified name
+    (``Db.get``) and both (``myapp.db.Db.get``); a pattern with a ``/`` or
+    ending in ``.py`` is matched against its source file instead (the full
+    path with a ``/``, else the file name). What an excluded function calls
+    is still recorded, nested under the nearest recorded caller.
     """
     return Recording(
         session,
         output=output,
         collector=collector,
+        token=token,
         threads=threads,
         c_calls=c_calls,
         lines=lines,
@@ -367,6 +434,13 @@ def record(
         buffer_events=buffer_events,
         flush_interval=flush_interval,
         follow_children=follow_children,
+        include=include,
+        exclude=exclude,
+        exclude_stdlib=exclude_stdlib,
+        max_depth=max_depth,
+        min_duration=min_duration,
+        log_args=log_args,
+        sample=sample,
     )
 
 

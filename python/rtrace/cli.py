@@ -1,9 +1,10 @@
 """The ``rtrace`` command line.
 
-    rtrace run [--session NAME] [-o FILE] [options] -- COMMAND [ARGS...]
+    rtrace run [--session NAME] [-o FILE] [options] [filters] -- COMMAND [ARGS...]
     rtrace view FILE [--port 9001] [--no-browser]
     rtrace export IN... -o OUT.json|OUT.pftrace
     rtrace dump FILE [--json] [--limit N]
+    rtrace stats FILE... [--top N] [--sort self|total|calls|mean] [--json]
 """
 
 from __future__ import annotations
@@ -17,20 +18,25 @@ import subprocess
 import sys
 import tempfile
 import threading
+import unicodedata
 import urllib.parse
 import webbrowser
 from pathlib import Path
 
-from . import _native, read
+from . import _filters, _native, read
 from ._children import child_environment
+from ._recording import _safe_name
 
 _EPILOG = """examples:
   rtrace run -- app.py --port 8000       record app.py and every Python process it starts
   rtrace run -o t.pftrace -- -m mypkg    record `python -m mypkg`
+  rtrace run --include 'myapp.*' --min-duration 0.001 -- app.py
+                                         only myapp's calls of 1 ms or more
   rtrace run -- ./native_program         a program that links rtrace's C or Rust API
   rtrace view t.pftrace                  open the timeline in Perfetto UI
   rtrace export rtrace-*.rtrace -o t.json   merge stream files into Chrome trace JSON
   rtrace dump rtrace-svc-1234.rtrace --limit 20
+  rtrace stats t.pftrace --top 10       calls and time per process and function
 """
 
 PERFETTO_UI = "https://ui.perfetto.dev"
@@ -66,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--drain", type=float, default=2.0, metavar="SECONDS",
                      help="after the program exits, how long other recorded processes may still "
                           "deliver (default 2)")
+    _add_filter_arguments(run)
     run.add_argument("program", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
 
     view = commands.add_parser("view", help="open a timeline in Perfetto UI",
@@ -89,7 +96,71 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("file")
     dump.add_argument("--json", action="store_true", help="one JSON object per line")
     dump.add_argument("--limit", type=int, default=0, help="print at most N events")
+
+    stats = commands.add_parser(
+        "stats", help="calls and time per process and function",
+        description="Per process and function: calls, total time (recursive calls counted "
+        "once), self time (total minus the calls it made) and mean time per call, in ms. Reads "
+        "stream files (.rtrace) and merged timelines (.pftrace). Per process, the self times "
+        "add up to the time of the top-level calls.")
+    stats.add_argument("files", nargs="+", metavar="FILE")
+    stats.add_argument("--top", type=int, default=20, metavar="N",
+                       help="the N first functions of each process (default 20; 0: all)")
+    stats.add_argument("--sort", choices=("self", "total", "calls", "mean"), default="self",
+                       help="order by (default: self time)")
+    stats.add_argument("--json", action="store_true",
+                       help="one JSON object per function and line: process (pid), session, "
+                            "host, name, module, file, line, calls, total_ns, self_ns, mean_ns")
     return parser
+
+
+def _add_filter_arguments(run: argparse.ArgumentParser) -> None:
+    filters = run.add_argument_group(
+        "filters", "what every recorded process leaves out (see rtrace.record); patterns are "
+        "globs on a module (myapp.*), a qualified name (Db.get), both (myapp.db.Db.get), or, "
+        "with a / or ending in .py, a source file")
+    filters.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                         help="record only functions matching a pattern (repeatable)")
+    filters.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                         help="never record functions matching a pattern (repeatable)")
+    filters.add_argument("--exclude-stdlib", action="store_true",
+                         help="leave out the standard library and installed packages")
+    filters.add_argument("--max-depth", type=int, metavar="N",
+                         help="record calls at most N recorded calls deep")
+    filters.add_argument("--min-duration", type=float, metavar="SECONDS",
+                         help="leave out calls shorter than this (their time stays in the caller)")
+    filters.add_argument("--log-args", nargs="?", const="*", metavar="PATTERNS",
+                         help="record the reprs of arguments and return values, of every "
+                              "recorded function or of those matching comma-separated patterns")
+    filters.add_argument("--sample", type=int, metavar="N",
+                         help="record one request in N, whole: top-level calls and top-level rtrace.span()s")
+
+
+def _filter_environment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """The RTRACE_* variables that pass the filters to every recorded
+    process; checked here first, so a mistake stops before the program runs."""
+    log_args = None if args.log_args is None else (
+        True if args.log_args == "*" else [p for p in args.log_args.split(",") if p])
+    for pattern in [*args.include, *args.exclude]:
+        if "," in pattern:
+            parser.error(f"run: a pattern cannot contain a comma: {pattern!r}")
+    try:
+        _filters.build(include=args.include, exclude=args.exclude,
+                       exclude_stdlib=args.exclude_stdlib, max_depth=args.max_depth,
+                       min_duration=args.min_duration, log_args=log_args, sample=args.sample,
+                       lines=args.lines)
+    except (TypeError, ValueError) as error:
+        parser.error(f"run: {error}")
+    env = {
+        "RTRACE_INCLUDE": ",".join(args.include),
+        "RTRACE_EXCLUDE": ",".join(args.exclude),
+        "RTRACE_EXCLUDE_STDLIB": "1" if args.exclude_stdlib else "",
+        "RTRACE_MAX_DEPTH": "" if args.max_depth is None else str(args.max_depth),
+        "RTRACE_MIN_DURATION": "" if args.min_duration is None else repr(args.min_duration),
+        "RTRACE_LOG_ARGS": "1" if log_args is True else ",".join(log_args or []),
+        "RTRACE_SAMPLE": "" if args.sample is None else str(args.sample),
+    }
+    return env
 
 
 def _command_for(program: list[str]) -> list[str]:
@@ -124,10 +195,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("run: -m needs a module name, e.g. `rtrace run -- -m http.server`")
     if program[0].endswith(".py") and not os.path.exists(program[0]):
         parser.error(f"run: no such script: {program[0]!r}")
+    filter_env = _filter_environment(args, parser)
     name = program[1] if program[0] == "-m" else Path(program[0]).stem
     session = args.session or os.environ.get("RTRACE_SESSION") or name
     output = Path(args.output or Path(os.environ.get("RTRACE_OUTPUT_DIR") or ".")
-                  / f"rtrace-{session}.pftrace").resolve()
+                  / f"rtrace-{_safe_name(session)}.pftrace").resolve()
     with tempfile.TemporaryDirectory(prefix="rtrace-") as tmp:
         address = f"unix://{tmp}/collector.sock"
         collector = _native.Collector([address], str(output), drain=args.drain)
@@ -143,6 +215,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 on_full=args.on_full,
             )
         )
+        env.update(filter_env)
         if args.no_children:
             env["RTRACE_FOLLOW_CHILDREN"] = "0"
         code = _run_child(_command_for(program), env)
@@ -229,6 +302,18 @@ def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _printable(text: str) -> str:
+    """Text from a stream with control and bidi characters escaped, so a
+    crafted name cannot drive the terminal (as the collector does)."""
+    return "".join(
+        f"\\u{{{ord(c):x}}}" if unicodedata.category(c) == "Cc" or c in _BIDI else c
+        for c in text
+    )
+
+
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _dump(args: argparse.Namespace) -> int:
     reader = read(args.file)
     for n, ev in enumerate(reader):
@@ -238,18 +323,35 @@ def _dump(args: argparse.Namespace) -> int:
                  (("args", ev.args), ("value", ev.value), ("flow_id", ev.flow_id))
                  if value is not None}
         if args.json:
-            print(json.dumps({"ts_ns": ev.ts_ns, "pid": ev.pid, "tid": ev.tid, "kind": ev.kind,
-                              "name": ev.name, "module": ev.module, "file": ev.file, "line": ev.line,
-                              **extra}))
+            record = {"ts_ns": ev.ts_ns, "pid": ev.pid, "tid": ev.tid, "kind": ev.kind,
+                      "name": ev.name, "module": ev.module, "file": ev.file, "line": ev.line,
+                      **extra}
+            if ev.args_repr is not None:
+                record["args_repr"] = ev.args_repr
+            if ev.return_repr is not None:
+                record["return_repr"] = ev.return_repr
+            print(json.dumps(record))
         elif ev.kind in ("call", "return", "exception", "c_call", "c_return", "line"):
-            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {ev.name}  {ev.file}:{ev.line}")
+            logged = (f"({ev.args_repr})" if ev.args_repr is not None else
+                      f" -> {ev.return_repr}" if ev.return_repr is not None else "")
+            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} "
+                  f"{_printable(ev.name + logged)}  {_printable(ev.file)}:{ev.line}")
         else:
             details = " ".join(f"{k}={v:016x}" if k == "flow_id" else f"{k}={v!r}"
                                for k, v in extra.items())
-            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {ev.name}  {details}")
+            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {_printable(ev.name)}  "
+                  f"{_printable(details)}")
     if reader.truncated:
         print(f"rtrace: {args.file} is truncated (the recording process did not finish it)",
               file=sys.stderr)
+    return 0
+
+
+def _stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.top < 0:
+        parser.error(f"stats: --top takes a count (0: all), not {args.top}")
+    report = _native.profile_report(args.files, top=args.top, sort=args.sort, json=args.json)
+    sys.stdout.write(report)
     return 0
 
 
@@ -263,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
             return _view(args)
         if args.command == "export":
             return _export(args, parser)
+        if args.command == "stats":
+            return _stats(args, parser)
         return _dump(args)
     except BrokenPipeError:
         return 0

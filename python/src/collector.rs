@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rtrace::merge::{MergeConfig, StreamStats};
 use rtrace::Address;
+use rtrace_collect::access::{self, Access};
 use rtrace_collect::live::{self, Collected, LiveOptions};
 use rtrace_collect::{offline, output};
 
@@ -77,8 +78,16 @@ pub struct Collector {
 #[pymethods]
 impl Collector {
     #[new]
-    #[pyo3(signature = (listen, output, *, window = 1.0, drain = 1.0))]
-    fn new(listen: Vec<String>, output: PathBuf, window: f64, drain: f64) -> PyResult<Self> {
+    #[pyo3(signature = (listen, output, *, window = 1.0, drain = 1.0, token = None, insecure_no_auth = false, max_connections = access::DEFAULT_MAX_CONNECTIONS))]
+    fn new(
+        listen: Vec<String>,
+        output: PathBuf,
+        window: f64,
+        drain: f64,
+        token: Option<String>,
+        insecure_no_auth: bool,
+        max_connections: usize,
+    ) -> PyResult<Self> {
         let listen = listen
             .iter()
             .map(|a| a.parse::<Address>())
@@ -92,6 +101,12 @@ impl Collector {
         Ok(Collector {
             options: LiveOptions {
                 listen,
+                access: Access {
+                    token: token.and_then(rtrace::Token::new),
+                    insecure_no_auth,
+                    max_connections,
+                    ..Access::default()
+                },
                 merge: merge_config(window)?,
                 drain: seconds("drain", drain)?,
                 status: false,

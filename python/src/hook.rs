@@ -9,6 +9,11 @@
 //! code-object extra-slot read (the function id), one counter read and one
 //! 16-byte store. No allocation, lock, Python call or syscall, except on
 //! first sight of a function or thread and when a buffer is handed over.
+//!
+//! A recording with filters takes the filtered path (`calls`) at each entry
+//! point instead; one without pays a single branch for it. With
+//! `log_args`, an entry point that needs a repr (Python code) makes it only
+//! after its per-thread borrow has ended (`answer_call`, `answer_return`).
 
 use std::cell::UnsafeCell;
 use std::collections::{HashMap, HashSet};
@@ -25,18 +30,21 @@ use rtrace::clock::ticks;
 use rtrace::mark::Payload;
 use rtrace::{FunctionId, FunctionInfo, Kind, RawEvent, Recorder, ThreadBuffer};
 
+use crate::args::Ask;
+use crate::calls::{self, MarkFate, OpenCalls, Sampling};
 use crate::ffi::{code_get_extra, code_set_extra};
+use crate::filter::{self, Decision, Filters, ARGS_BIT, EXCLUDED};
 use crate::gil::GilCell;
 
 /// Marks a C function's entry on a thread's call stack.
-const C_BIT: u32 = 1 << 31;
+pub const C_BIT: u32 = 1 << 31;
 
 /// Calls of a new thread on which its name is looked up (see `name_tries`).
 const NAME_TRIES: u8 = 64;
 
 /// Stands for rtrace's own functions, and everything they call: such calls
 /// are tracked on the stack (to keep nesting right) but not recorded.
-const SUPPRESSED: FunctionId = FunctionId(rtrace::event::MAX_FUNCTION_ID);
+pub const SUPPRESSED: FunctionId = FunctionId(rtrace::event::MAX_FUNCTION_ID);
 
 /// Module of rtrace's extension functions.
 const NATIVE_MODULE: &str = "rtrace._native";
@@ -61,6 +69,8 @@ pub struct Session {
     pub threading_active: Option<Py<PyDict>>,
     /// rtrace's own source files: their functions are not recorded.
     pub internal_files: Vec<String>,
+    /// What to leave out; `None` keeps the hook on its plain path.
+    filters: Option<Py<Filters>>,
     /// rtrace frames on the starting thread's stack when the hook goes
     /// live: their returns and what they call are not recorded.
     starting_depth: (u64, AtomicU32),
@@ -109,6 +119,7 @@ impl Session {
             missing,
             threading_active,
             internal_files,
+            filters: None,
             starting_depth: (current_tid(), AtomicU32::new(0)),
             slots: Mutex::new(Vec::new()),
             c_functions: GilCell::new(HashMap::new()),
@@ -117,12 +128,33 @@ impl Session {
         }
     }
 
+    /// The session with `filters` applied (before it is activated).
+    pub fn with_filters(mut self, filters: Option<Py<Filters>>) -> Session {
+        self.filters = filters;
+        self
+    }
+
     /// Hands every thread's waiting events to the writer. With `retire`,
     /// the threads' slots are closed for good (stop), and calls still open
     /// are closed at this moment, so every call has its return; without,
     /// they keep recording (before `fork()`). Call with the GIL held.
     pub fn sweep(&self, retire: bool) {
         let now = ticks();
+        self.for_each_live_thread(|state| {
+            if retire {
+                match self.filters() {
+                    None => state.close_open_calls(self, now),
+                    Some(f) => calls::close_open_calls(self, f, state, now),
+                }
+            }
+            self.recorder.hand_over(&mut state.buf);
+            state.retired = retire;
+        });
+    }
+
+    /// Runs `f` on the state of every thread not yet retired. Call with
+    /// the GIL held.
+    fn for_each_live_thread(&self, mut f: impl FnMut(&mut SlotState)) {
         let Ok(slots) = self.slots.lock() else { return };
         for slot in slots.iter() {
             let Ok(_exit) = slot.exit_lock.lock() else {
@@ -132,14 +164,9 @@ impl Session {
             // lock (its thread is not running its exit hand-over).
             #[allow(unsafe_code)]
             let state = unsafe { &mut *slot.state.get() };
-            if state.retired {
-                continue;
+            if !state.retired {
+                f(state);
             }
-            if retire {
-                state.close_open_calls(self, now);
-            }
-            self.recorder.hand_over(&mut state.buf);
-            state.retired = retire;
         }
     }
 
@@ -149,21 +176,21 @@ impl Session {
     /// does not keep its events until its next call. Call with the GIL
     /// held.
     pub fn sweep_idle(&self) {
-        let Ok(slots) = self.slots.lock() else { return };
-        for slot in slots.iter() {
-            let Ok(_exit) = slot.exit_lock.lock() else {
-                continue;
-            };
-            // SAFETY: as in `sweep`: the GIL and the slot's exit lock.
-            #[allow(unsafe_code)]
-            let state = unsafe { &mut *slot.state.get() };
-            if !state.retired && !state.buf.is_empty() {
+        self.for_each_live_thread(|state| {
+            if !state.buf.is_empty() {
                 self.recorder.offer(&mut state.buf);
             }
-        }
+        });
     }
 
-    /// The function id of a code object, interning it on first sight.
+    /// The recording's filters, if it has any.
+    #[inline(always)]
+    pub fn filters(&self) -> Option<&Filters> {
+        self.filters.as_ref().map(Py::get)
+    }
+
+    /// The function id of a code object, interning it on first sight
+    /// (with filters: maybe `EXCLUDED`, maybe with `ARGS_BIT`).
     #[inline]
     fn code_id(&self, code: *mut ffi::PyObject) -> FunctionId {
         let mut extra: *mut c_void = ptr::null_mut();
@@ -221,13 +248,27 @@ impl Session {
                 .and_then(|v| v.extract::<String>())
                 .unwrap_or_default()
         };
+        let name = text("co_qualname");
+        let module = current_module(py);
+        let decision = self.filters().map(|f| {
+            f.decide(&filter::Function {
+                module: &module,
+                name: &name,
+                file: &file,
+            })
+        });
+        let args_bit = match decision {
+            Some(Decision::Exclude) => return EXCLUDED,
+            Some(Decision::Record { args: true }) => ARGS_BIT,
+            _ => 0,
+        };
         let Some(id) = self.recorder.next_function_id() else {
             return self.fallback_id;
         };
         self.recorder.intern_function(FunctionInfo {
             id,
-            name: text("co_qualname"),
-            module: current_module(py),
+            name,
+            module,
             file,
             line: code_obj
                 .getattr("co_firstlineno")
@@ -235,22 +276,19 @@ impl Session {
                 .unwrap_or(0),
             native: false,
         });
-        id
+        FunctionId(id.0 | args_bit)
     }
 
     /// The function id of a C callable, interning it on first sight.
-    fn c_function_id(&self, callable: CCallable) -> FunctionId {
+    pub(crate) fn c_function_id(&self, callable: CCallable) -> FunctionId {
         let key = callable.method_def() as usize;
         // SAFETY: GIL held; no Python code runs while the map is borrowed
-        // (interning only reads C structures).
+        // (interning only reads C structures and dicts).
         #[allow(unsafe_code)]
         let map = unsafe { self.c_functions.get() };
         if let Some(&id) = map.get(&key) {
             return id;
         }
-        let Some(id) = self.recorder.next_function_id() else {
-            return self.fallback_id;
-        };
         let (module, name) = callable.names();
         if module == NATIVE_MODULE {
             // rtrace's own entry points (rtrace.instant, ...) record what
@@ -258,6 +296,23 @@ impl Session {
             map.insert(key, SUPPRESSED);
             return SUPPRESSED;
         }
+        if let Some(f) = self.filters() {
+            // SAFETY: hooks run with the GIL held.
+            #[allow(unsafe_code)]
+            let py = unsafe { Python::assume_gil_acquired() };
+            let function = filter::Function {
+                module: &module,
+                name: &name,
+                file: "",
+            };
+            if f.decide_native(py, &function) == Decision::Exclude {
+                map.insert(key, EXCLUDED);
+                return EXCLUDED;
+            }
+        }
+        let Some(id) = self.recorder.next_function_id() else {
+            return self.fallback_id;
+        };
         self.recorder.intern_function(FunctionInfo {
             id,
             name,
@@ -315,7 +370,9 @@ impl Session {
             state: UnsafeCell::new(SlotState {
                 buf: self.recorder.new_thread_buffer(tid),
                 stack,
+                calls: OpenCalls::default(),
                 suppressed,
+                sampling: Sampling::default(),
                 ignored,
                 name_tries: if ignored { 0 } else { NAME_TRIES },
                 retired: false,
@@ -491,13 +548,17 @@ unsafe impl Sync for Slot {}
 #[allow(unsafe_code)]
 unsafe impl Send for Slot {}
 
-struct SlotState {
-    buf: ThreadBuffer,
+pub struct SlotState {
+    pub buf: ThreadBuffer,
     /// Ids of the calls open on this thread; C calls carry `C_BIT`.
-    stack: Vec<u32>,
+    pub stack: Vec<u32>,
+    /// With filters: the recorded calls among them (see `calls`).
+    pub calls: OpenCalls,
     /// Open calls of rtrace's own code (and what they call): while above
     /// zero, nothing is recorded.
-    suppressed: u32,
+    pub suppressed: u32,
+    /// With `sample`: how user events are sampled here (see `calls::admit_mark`).
+    pub sampling: Sampling,
     ignored: bool,
     /// Calls left on which to look the thread's name up in `threading`
     /// (0: named, or given up — a thread `threading` never registers must
@@ -514,12 +575,26 @@ impl SlotState {
         }
     }
 
+    /// Opens a call whose events are not recorded, nor those of what it
+    /// calls.
+    pub fn suppress(&mut self, c_bit: u32) {
+        self.suppressed += 1;
+        self.stack.push(SUPPRESSED.0 | c_bit);
+    }
+
+    /// Ends a suppressed call (its stack entry already popped).
+    pub fn end_suppressed(&mut self) {
+        self.suppressed = self.suppressed.saturating_sub(1);
+        if (self.sampling.quiet_from).is_some_and(|at| self.stack.len() <= at) {
+            self.sampling.quiet_from = None;
+        }
+    }
+
     /// Opens a call; returns false when it is not to be recorded.
     #[inline]
     fn open(&mut self, id: FunctionId, c_bit: u32) -> bool {
         if id == SUPPRESSED || self.suppressed > 0 {
-            self.suppressed += 1;
-            self.stack.push(SUPPRESSED.0 | c_bit);
+            self.suppress(c_bit);
             return false;
         }
         self.stack.push(id.0 | c_bit);
@@ -532,7 +607,7 @@ impl SlotState {
     fn close(&mut self, top: u32) -> Option<(FunctionId, bool)> {
         let id = FunctionId(top & !C_BIT);
         if id == SUPPRESSED {
-            self.suppressed = self.suppressed.saturating_sub(1);
+            self.end_suppressed();
             return None;
         }
         Some((id, top & C_BIT != 0))
@@ -666,13 +741,24 @@ pub fn recording() -> bool {
 
 /// Records a user event (see `rtrace::mark`) stamped `t` on the calling
 /// thread. Returns false when nothing is recorded (no recording, or the
-/// thread is not recorded). Call with the GIL held.
+/// thread is not recorded), true also for a span begin that `sample` left
+/// out but counts (its end must come). Call with the GIL held.
 pub fn record_mark(t: u64, name: &str, kind: Kind, payload: Option<&Payload>) -> bool {
     let mut recorded = false;
     with_thread(|session, state| {
         let Some(id) = session.recorder.intern_name(name) else {
             return;
         };
+        if let Some(filters) = session.filters() {
+            match calls::admit_mark(filters, state, kind) {
+                MarkFate::Record => calls::write_pending(session, state),
+                MarkFate::Taken => {
+                    recorded = true;
+                    return;
+                }
+                MarkFate::Dropped => return,
+            }
+        }
         session
             .recorder
             .push_mark(&mut state.buf, t, id, kind, payload);
@@ -699,12 +785,18 @@ pub fn name_current_thread(name: &str) {
 
 /// A Python function started or resumed.
 #[inline]
-pub fn on_call(code: *mut ffi::PyObject) {
+pub fn on_call(code: *mut ffi::PyObject, frame: *mut ffi::PyObject) {
     let t = ticks();
+    let mut ask = None;
     with_thread(|session, state| {
         let id = session.code_id(code);
-        if state.open(id, 0) {
-            state.record(session, RawEvent::new(t, id, Kind::Call, 0));
+        match session.filters() {
+            None => {
+                if state.open(id, 0) {
+                    state.record(session, RawEvent::new(t, id, Kind::Call, 0));
+                }
+            }
+            Some(f) => ask = calls::on_call(session, f, state, id, t),
         }
         if state.name_tries > 0 {
             // A new thread is named once `threading` has registered it,
@@ -713,15 +805,56 @@ pub fn on_call(code: *mut ffi::PyObject) {
             state.name_tries = if named { 0 } else { state.name_tries - 1 };
         }
     });
+    if let Some(ask) = ask {
+        answer_call(&ask, frame);
+    }
 }
 
-/// A Python function returned, yielded (`Kind::Return`) or was left by an
-/// exception (`Kind::Exception`). Returns of frames entered before
-/// recording began are ignored; C calls left open are closed first.
-#[inline]
-pub fn on_return(kind: Kind) {
-    let t = ticks();
+/// Makes the text of a call's arguments (`log_args`), with no borrow of
+/// the session or the thread's state held (see `args`), and hands it to
+/// the call waiting for it.
+#[cold]
+fn answer_call(ask: &Ask, frame: *mut ffi::PyObject) {
+    // SAFETY: hooks run with the GIL held.
+    #[allow(unsafe_code)]
+    let py = unsafe { Python::assume_gil_acquired() };
+    let text = ask.call_text(py, frame);
     with_thread(|session, state| {
+        if let (true, Some(f)) = (session.generation == ask.generation, session.filters()) {
+            calls::set_call_text(session, f, state, text, ticks());
+        }
+    });
+}
+
+/// Makes the text of a returned value (`log_args`), then records the
+/// return with it (see `answer_call`).
+#[cold]
+fn answer_return(ask: &Ask, kind: Kind, t: u64, value: *mut ffi::PyObject) {
+    // SAFETY: hooks run with the GIL held.
+    #[allow(unsafe_code)]
+    let py = unsafe { Python::assume_gil_acquired() };
+    let text = ask.value_text(py, value);
+    with_thread(|session, state| {
+        if let (true, Some(f)) = (session.generation == ask.generation, session.filters()) {
+            let again = calls::on_return(session, f, state, (kind, t), value, text);
+            debug_assert!(again.is_none());
+        }
+    });
+}
+
+/// A Python function returned or yielded `value` (`Kind::Return`; NULL
+/// when not known) or was left by an exception (`Kind::Exception`).
+/// Returns of frames entered before recording began are ignored; C calls
+/// left open are closed first.
+#[inline]
+pub fn on_return(kind: Kind, value: *mut ffi::PyObject) {
+    let t = ticks();
+    let mut ask = None;
+    with_thread(|session, state| {
+        if let Some(f) = session.filters() {
+            ask = calls::on_return(session, f, state, (kind, t), value, None);
+            return;
+        }
         while let Some(top) = state.stack.pop() {
             let is_c = top & C_BIT != 0;
             if let Some((id, _)) = state.close(top) {
@@ -733,6 +866,9 @@ pub fn on_return(kind: Kind) {
             }
         }
     });
+    if let Some(ask) = ask {
+        answer_return(&ask, kind, t, value);
+    }
 }
 
 /// A callable is about to be called; recorded if it is implemented in C.
@@ -742,6 +878,9 @@ pub fn on_c_call(callable: *mut ffi::PyObject, self_arg: *mut ffi::PyObject) {
         let Some(c) = CCallable::classify(callable, self_arg, session.missing) else {
             return;
         };
+        if let Some(f) = session.filters() {
+            return calls::on_c_call(session, f, state, c, ticks());
+        }
         if state.suppressed > 0 {
             state.open(SUPPRESSED, C_BIT);
             return;
@@ -759,6 +898,9 @@ pub fn on_c_call(callable: *mut ffi::PyObject, self_arg: *mut ffi::PyObject) {
 pub fn on_c_return() {
     let t = ticks();
     with_thread(|session, state| {
+        if let Some(f) = session.filters() {
+            return calls::on_c_return(session, f, state, t);
+        }
         let Some(&top) = state.stack.last() else {
             return;
         };
@@ -778,6 +920,9 @@ pub fn on_line(code: *mut ffi::PyObject, line: u32) {
     let t = ticks();
     with_thread(|session, state| {
         let id = session.code_id(code);
+        if let Some(f) = session.filters() {
+            return calls::on_line(session, f, state, id, line, t);
+        }
         if id != SUPPRESSED && state.suppressed == 0 {
             state.record(session, RawEvent::new(t, id, Kind::Line, line));
         }

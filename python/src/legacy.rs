@@ -85,12 +85,12 @@ fn dispatch_profile(frame: *mut ffi::PyObject, what: c_int, arg: *mut ffi::PyObj
             #[allow(unsafe_code)]
             unsafe {
                 let code = ffi::PyFrame_GetCode(frame.cast());
-                hook::on_call(code.cast());
+                hook::on_call(code.cast(), frame);
                 ffi::Py_DecRef(code.cast());
             }
         }
-        ffi::PyTrace_RETURN if arg.is_null() => hook::on_return(Kind::Exception),
-        ffi::PyTrace_RETURN => hook::on_return(Kind::Return),
+        ffi::PyTrace_RETURN if arg.is_null() => hook::on_return(Kind::Exception, arg),
+        ffi::PyTrace_RETURN => hook::on_return(Kind::Return, arg),
         ffi::PyTrace_C_CALL if C_CALLS.load(Ordering::Relaxed) => {
             hook::on_c_call(arg, ptr::null_mut())
         }

@@ -1,22 +1,29 @@
 //! The `rtrace._native` extension module: the C-level hooks that record
 //! Python execution into the core recorder, and the stream reader.
 //!
-//! Modules: `hook` (the hot path and per-thread state), `monitoring`
-//! (`sys.monitoring` callbacks, 3.12+), `legacy` (profile/trace functions),
-//! `recording` (session start/stop/fork), `reader` (`rtrace.read`).
+//! Modules: `hook` (the hot path and per-thread state), `calls` (its
+//! filtered path), `args` (`log_args` texts), `filter` (what a recording leaves out, `glob` its
+//! patterns), `monitoring` (`sys.monitoring` callbacks, 3.12+), `legacy`
+//! (profile/trace functions), `recording` (session start/stop/fork),
+//! `reader` (`rtrace.read`), `stats` (`rtrace stats`).
 
 use pyo3::prelude::*;
 
+mod args;
+mod calls;
 mod collector;
 mod errors;
 mod ffi;
+mod filter;
 mod gil;
+mod glob;
 mod hook;
 mod legacy;
 mod marks;
 mod monitoring;
 mod reader;
 mod recording;
+mod stats;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -29,7 +36,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(collector::merge, m)?)?;
     m.add_function(wrap_pyfunction!(collector::collect_main, m)?)?;
     m.add_function(wrap_pyfunction!(collector::convert, m)?)?;
+    m.add_function(wrap_pyfunction!(stats::profile_report, m)?)?;
     m.add_class::<reader::Event>()?;
+    m.add_class::<filter::Filters>()?;
     m.add_class::<legacy::ProfileHook>()?;
     m.add_class::<legacy::TraceHook>()?;
     m.add_function(wrap_pyfunction!(recording::start, m)?)?;

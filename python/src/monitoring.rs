@@ -6,6 +6,7 @@ use std::os::raw::c_char;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 use rtrace::Kind;
 
@@ -67,13 +68,21 @@ callback!(py_start, |args, nargs| {
     // SAFETY: vectorcall arguments from the interpreter.
     let code = unsafe { arg(args, nargs, 0) };
     if !code.is_null() {
-        hook::on_call(code)
+        // The frame is the running one (looked up only for log_args).
+        hook::on_call(code, std::ptr::null_mut())
     }
 });
 // PY_RETURN, PY_YIELD: (code, offset, value)
-callback!(py_return, |_args, _nargs| hook::on_return(Kind::Return));
+callback!(py_return, |args, nargs| {
+    // SAFETY: vectorcall arguments from the interpreter.
+    let value = unsafe { arg(args, nargs, 2) };
+    hook::on_return(Kind::Return, value)
+});
 // PY_UNWIND: (code, offset, exception)
-callback!(py_unwind, |_args, _nargs| hook::on_return(Kind::Exception));
+callback!(py_unwind, |_args, _nargs| hook::on_return(
+    Kind::Exception,
+    std::ptr::null_mut()
+));
 // CALL: (code, offset, callable, arg0)
 callback!(call, |args, nargs| {
     // SAFETY: vectorcall arguments from the interpreter.
@@ -117,10 +126,21 @@ fn make(py: Python<'_>, name: &'static std::ffi::CStr, f: Fast) -> PyResult<PyOb
     }
 }
 
+/// The callback functions, made once per process: each holds a leaked
+/// method definition, so making them at every `record()` would leak.
+static CALLBACKS: GILOnceCell<Py<PyDict>> = GILOnceCell::new();
+
 /// The callbacks by `sys.monitoring.events` name, for the Python side to
-/// register.
+/// register (a fresh dict of the same function objects on every call).
 #[pyfunction]
 pub fn monitoring_callbacks(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    CALLBACKS
+        .get_or_try_init(py, || make_all(py))?
+        .bind(py)
+        .copy()
+}
+
+fn make_all(py: Python<'_>) -> PyResult<Py<PyDict>> {
     let table: [(&str, &'static std::ffi::CStr, Fast); 10] = [
         ("PY_START", c"rtrace_py_start", py_start),
         ("PY_RESUME", c"rtrace_py_resume", py_start),
@@ -137,5 +157,5 @@ pub fn monitoring_callbacks(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     for (event, name, f) in table {
         dict.set_item(event, make(py, name, f)?)?;
     }
-    Ok(dict)
+    Ok(dict.unbind())
 }

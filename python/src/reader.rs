@@ -3,15 +3,13 @@
 //! resolved from the intern records.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use rtrace::export::MergedReader;
+use rtrace::input::Input;
 use rtrace::timeline::{ProcessInfo, StreamId};
-use rtrace::{EventReader, FunctionId, FunctionInfo, Kind};
+use rtrace::{FunctionId, Kind};
 
 use crate::errors::Error;
 
@@ -40,6 +38,11 @@ pub struct Event {
     value: Option<f64>,
     /// User events with arguments: a dict of them, else None.
     args: Option<Py<PyDict>>,
+    /// `log_args`: on a "call", the reprs of its arguments ("x=1, y='a'").
+    args_repr: Option<String>,
+    /// `log_args`: on a "return", the repr of the returned (or yielded)
+    /// value.
+    return_repr: Option<String>,
 }
 
 #[pymethods]
@@ -82,64 +85,12 @@ fn user_args(py: Python<'_>, args: &[rtrace::Arg]) -> PyResult<Option<Py<PyDict>
     Ok(Some(dict.unbind()))
 }
 
-/// A stream file (one process) or a merged timeline (many).
-enum Source {
-    Stream(Box<EventReader<BufReader<File>>>),
-    Merged(Box<MergedReader<BufReader<File>>>),
-}
-
-impl Source {
-    fn open(path: &std::path::Path) -> rtrace::Result<Source> {
-        let mut magic = [0u8; 6];
-        let got = File::open(path)
-            .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
-            .unwrap_or(0);
-        // A Perfetto trace starts with field 1 (a TracePacket): byte 0x0a.
-        Ok(match (&magic[..got], magic[0]) {
-            (m, _) if m == rtrace::wire::MAGIC => {
-                Source::Stream(Box::new(EventReader::open(path)?))
-            }
-            (m, 0x0a) if !m.is_empty() => Source::Merged(Box::new(MergedReader::open(path)?)),
-            _ => Source::Stream(Box::new(EventReader::open(path)?)),
-        })
-    }
-
-    /// The next event with the stream it belongs to.
-    fn next(&mut self) -> rtrace::Result<Option<(StreamId, rtrace::Event)>> {
-        match self {
-            Source::Stream(r) => Ok(r.next_event()?.map(|e| (StreamId(0), e))),
-            Source::Merged(r) => Ok(r.next_event()?.map(|m| (m.stream, m.event))),
-        }
-    }
-
-    fn function(&self, stream: StreamId, id: FunctionId) -> Option<&FunctionInfo> {
-        match self {
-            Source::Stream(r) => r.function(id),
-            Source::Merged(r) => r.function(stream, id),
-        }
-    }
-
-    fn pid(&self, stream: StreamId) -> u32 {
-        match self {
-            Source::Stream(r) => r.hello().map_or(0, |h| h.pid),
-            Source::Merged(r) => r.process(stream).map_or(0, |p| p.pid),
-        }
-    }
-
-    fn processes(&self) -> Vec<ProcessInfo> {
-        match self {
-            Source::Stream(r) => r.hello().map(ProcessInfo::from).into_iter().collect(),
-            Source::Merged(r) => r.streams().map(|(_, p)| p.clone()).collect(),
-        }
-    }
-}
-
 /// Iterates the events of a stream file or a merged timeline. After
 /// iteration, `truncated` is True when the input ended early (a stream
 /// without its end marker, a cut timeline file).
 #[pyclass(module = "rtrace._native", unsendable)]
 pub struct Reader {
-    inner: Source,
+    inner: Input,
     names: HashMap<(u32, u32), Names>,
     kinds: HashMap<&'static str, Py<PyString>>,
     pids: HashMap<u32, u32>,
@@ -149,7 +100,7 @@ pub struct Reader {
 impl Reader {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py.allow_threads(|| Source::open(&path)).map_err(Error)?;
+        let inner = py.allow_threads(|| Input::open(&path)).map_err(Error)?;
         Ok(Reader {
             inner,
             names: HashMap::new(),
@@ -163,7 +114,7 @@ impl Reader {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Event>> {
-        let Some((stream, ev)) = self.inner.next().map_err(Error)? else {
+        let Some((stream, ev)) = self.inner.next_event().map_err(Error)? else {
             return Ok(None);
         };
         let kind = self.kind(py, ev.kind);
@@ -171,7 +122,7 @@ impl Reader {
         let pid = *self
             .pids
             .entry(stream.0)
-            .or_insert_with(|| inner.pid(stream));
+            .or_insert_with(|| inner.process(stream).map_or(0, |p| p.pid));
         let names = self.names(py, stream, ev.function);
         let (flow_id, value, args) = match &ev.mark {
             Some(mark) => (
@@ -180,6 +131,12 @@ impl Reader {
                 user_args(py, &mark.args)?,
             ),
             None => (None, None, None),
+        };
+        let text = ev.text.as_deref().map(str::to_owned);
+        let (args_repr, return_repr) = match ev.kind {
+            Kind::Call => (text, None),
+            Kind::Return => (None, text),
+            _ => (None, None),
         };
         Ok(Some(Event {
             flow_id,
@@ -197,22 +154,21 @@ impl Reader {
             } else {
                 names.line
             },
+            args_repr,
+            return_repr,
         }))
     }
 
     /// True when the input ended early (known once iterated to the end).
     #[getter]
     fn truncated(&self) -> bool {
-        match &self.inner {
-            Source::Stream(r) => r.truncated(),
-            Source::Merged(r) => r.truncated(),
-        }
+        self.inner.truncated()
     }
 
     /// True for a merged timeline, False for one process's stream file.
     #[getter]
     fn merged(&self) -> bool {
-        matches!(self.inner, Source::Merged(_))
+        self.inner.merged()
     }
 
     /// Session name (of the stream; of the first process of a timeline).
@@ -250,14 +206,7 @@ impl Reader {
     /// Events reported lost (of every process, for a timeline) so far.
     #[getter]
     fn lost(&self) -> u64 {
-        match &self.inner {
-            Source::Stream(r) => r.lost(),
-            Source::Merged(r) => r
-                .streams()
-                .filter_map(|(id, _)| r.stream_end(id))
-                .map(|e| e.lost)
-                .sum(),
-        }
+        self.inner.lost()
     }
 
     /// The processes seen so far: dicts with session, pid, ppid, host, argv.
@@ -282,12 +231,12 @@ impl Reader {
     fn thread_names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
         match &self.inner {
-            Source::Stream(r) => {
+            Input::Stream(r) => {
                 for (tid, name) in r.thread_names() {
                     dict.set_item(tid, name)?;
                 }
             }
-            Source::Merged(r) => {
+            Input::Merged(r) => {
                 for (id, _) in r.streams() {
                     for (tid, name) in r.thread_names(id) {
                         dict.set_item(tid, name)?;

@@ -12,6 +12,7 @@ use pyo3::types::PyDict;
 use rtrace::{Config, OnFull, Recorder};
 
 use crate::errors::{Error, RecordingError};
+use crate::filter::Filters;
 use crate::hook::{self, Session};
 
 static GENERATION: AtomicU32 = AtomicU32::new(0);
@@ -38,13 +39,14 @@ fn extra_index(_py: Python<'_>) -> PyResult<ffi::Py_ssize_t> {
 
 /// Starts a session; the caller installs the hook afterwards.
 #[pyfunction]
-#[pyo3(signature = (*, session, output, collector, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files, parent_pid=None))]
+#[pyo3(signature = (*, session, output, collector, token, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files, parent_pid=None, filters=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     py: Python<'_>,
     session: String,
     output: std::path::PathBuf,
     collector: Option<String>,
+    token: Option<String>,
     on_full: &str,
     buffer_events: usize,
     flush_interval: f64,
@@ -55,6 +57,7 @@ pub fn start(
     thread_names: Vec<(u64, String)>,
     internal_files: Vec<String>,
     parent_pid: Option<u32>,
+    filters: Option<Py<Filters>>,
 ) -> PyResult<()> {
     if hook::with_session(|_| ()).is_some() {
         return Err(RecordingError::new_err(
@@ -71,6 +74,7 @@ pub fn start(
         .map(|c| c.parse::<rtrace::Address>())
         .transpose()
         .map_err(Error)?;
+    config.token = token.and_then(rtrace::Token::new);
     config.on_full = on_full.parse::<OnFull>().map_err(Error)?;
     config.buffer_events = buffer_events;
     config.flush_interval = Duration::from_secs_f64(flush_interval);
@@ -99,7 +103,8 @@ pub fn start(
         missing.as_ptr(),
         active.map(Bound::unbind),
         internal_files,
-    );
+    )
+    .with_filters(filters);
     let session = Arc::new(session);
     if session.recorder.config().on_full == OnFull::Drop {
         // With "block", a thread waiting for room holds the GIL the tick

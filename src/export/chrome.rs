@@ -143,6 +143,7 @@ impl<W: Write> ChromeJsonWriter<W> {
             _ => "python",
         };
         name_and_category(&mut body, &function_name(state, event.function.0), category);
+        let text = text_arg(format::ARG_CALL_ARGS, event);
         match state.functions.get(&event.function.0) {
             _ if event.kind == Kind::SpanBegin => {
                 body.push_str(",\"args\":");
@@ -151,13 +152,15 @@ impl<W: Write> ChromeJsonWriter<W> {
             Some(f) => {
                 let _ = write!(
                     body,
-                    r#","args":{{"module":{},"file":{},"line":{}}}"#,
+                    r#","args":{{"module":{},"file":{},"line":{}{text}}}"#,
                     json_string(&f.module),
                     json_string(&f.file),
                     f.line
                 );
             }
-            None => body.push_str(r#","args":{}"#),
+            None => {
+                let _ = write!(body, r#","args":{{{}}}"#, text.trim_start_matches(','));
+            }
         }
         self.element(&body)
     }
@@ -178,6 +181,10 @@ impl<W: Write> ChromeJsonWriter<W> {
             let mut body = head("E", pid, event.tid, event.ts_ns);
             if n == ends && event.kind == Kind::Exception {
                 body.push_str(r#","args":{"exception":true}"#);
+            }
+            if n == ends && event.text.is_some() {
+                let text = text_arg(format::ARG_RETURN, event);
+                let _ = write!(body, r#","args":{{{}}}"#, text.trim_start_matches(','));
             }
             self.element(&body)?;
         }
@@ -227,6 +234,14 @@ impl<W: Write> ChromeJsonWriter<W> {
         let mut body = format!(r#""ph":"M","pid":{pid},"tid":{tid}"#);
         let _ = write!(body, r#","name":"{what}","args":{{{args}}}"#);
         self.element(&body)
+    }
+}
+
+/// `,"name":"text"` for an event's `log_args` text, or "".
+fn text_arg(name: &str, event: &Event) -> String {
+    match &event.text {
+        Some(text) => format!(",{}:{}", json_string(name), json_string(text)),
+        None => String::new(),
     }
 }
 

@@ -121,6 +121,12 @@ impl ArgName {
     }
 }
 
+/// Arguments of call slices recorded with `log_args`, not interned (each
+/// text differs anyway): the reprs of the call's arguments on the slice's
+/// begin, of the returned value on its end.
+pub const ARG_CALL_ARGS: &str = "args";
+pub const ARG_RETURN: &str = "return";
+
 /// Category of the instants rtrace adds about streams.
 pub const RTRACE_CATEGORY: &str = "rtrace";
 /// Name of the instant ending a stream that finished cleanly.

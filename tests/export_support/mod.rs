@@ -205,6 +205,10 @@ pub fn generate(spec: &Spec) -> Vec<Call> {
                 (kind, k, 0)
             }
         };
+        // log_args texts on some Python calls and returns.
+        let logged = matches!(kind, Kind::Call | Kind::Return);
+        let text = (spec.extras && logged && rng.below(100) < 10)
+            .then(|| std::sync::Arc::from(format!("x={function}, s='é\"\\'")));
         let event = Event {
             ts_ns: ts,
             tid: thread.tid,
@@ -212,6 +216,7 @@ pub fn generate(spec: &Spec) -> Vec<Call> {
             function: FunctionId(function),
             line,
             mark: None,
+            text,
         };
         calls.push(Call::Event(stream, event.clone()));
         counts[stream.0 as usize] += 1;
@@ -226,6 +231,7 @@ pub fn generate(spec: &Spec) -> Vec<Call> {
                 kind: Kind::Line,
                 function: FunctionId(0),
                 line: 10,
+                text: None,
                 ..event.clone()
             };
             calls.push(Call::Event(stream, late));
@@ -262,6 +268,7 @@ fn finish_streams(
                 function: FunctionId(k),
                 line: 0,
                 mark: None,
+                text: None,
             };
             calls.push(Call::Event(*stream, event));
             counts[stream.0 as usize] += 1;

@@ -25,6 +25,9 @@ from rtrace import _native
 
 COLLECT = str(Path(sys.executable).parent / "rtrace-collect")
 ROUNDS = 10_000
+# The collector listens on TCP, so it requires a token: the recorders and
+# the relay (for its upstream connections) send it from RTRACE_TOKEN.
+TOKEN = "clock-sync-test-token"
 
 
 def time_namespaces_work() -> bool:
@@ -104,9 +107,10 @@ def play(tmp_path: Path, shift: int, relay: bool, rounds: int = ROUNDS):
     script.write_text(textwrap.dedent(PING_PONG))
     out = tmp_path / "pp.pftrace"
     address = f"tcp://127.0.0.1:{free_port()}"
-    collector = _native.Collector([address], str(out), drain=5.0)
+    collector = _native.Collector([address], str(out), drain=5.0, token=TOKEN)
     collector.start()
-    env = dict(os.environ, RTRACE_COLLECTOR=address, ROUNDS=str(rounds), COLLECT=COLLECT)
+    env = dict(os.environ, RTRACE_COLLECTOR=address, RTRACE_TOKEN=TOKEN, ROUNDS=str(rounds),
+               COLLECT=COLLECT)
     args = [sys.executable, str(script), "ping", f"{shift:+d}"]
     if relay:
         args.append(f"unix://{tmp_path}/relay.sock")

@@ -39,10 +39,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_workers(tmp_path: Path, address: str, sessions: list[str], calls: int):
+def start_workers(tmp_path: Path, address: str, sessions: list[str], calls: int,
+                  token: str | None = None):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = dict(os.environ, RTRACE_COLLECTOR=address)
+    env.pop("RTRACE_TOKEN", None)
+    if token is not None:
+        env["RTRACE_TOKEN"] = token
     return [
         subprocess.Popen([sys.executable, str(script), str(calls), s], cwd=tmp_path, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -66,11 +70,13 @@ def test_ten_processes_over_unix_and_tcp_merge_into_one_ordered_timeline(tmp_pat
     sock = tmp_path / "c.sock"
     port = free_port()
     out = tmp_path / "merged.json"
-    collector = _native.Collector([f"unix://{sock}", f"tcp://127.0.0.1:{port}"], str(out))
+    collector = _native.Collector([f"unix://{sock}", f"tcp://127.0.0.1:{port}"], str(out),
+                                  token="t-0123456789")
     collector.start()
     calls = 3000
     procs = start_workers(tmp_path, f"unix://{sock}", [f"unix-{i}" for i in range(5)], calls)
-    procs += start_workers(tmp_path, f"tcp://127.0.0.1:{port}", [f"tcp-{i}" for i in range(5)], calls)
+    procs += start_workers(tmp_path, f"tcp://127.0.0.1:{port}", [f"tcp-{i}" for i in range(5)],
+                           calls, token="t-0123456789")
     reported = {}
     for p in procs:
         stdout, stderr = p.communicate(timeout=120)

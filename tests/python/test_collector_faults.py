@@ -4,13 +4,20 @@ that starts late or restarts."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+from faults import Collector, on_a_small_disk, reap_leftovers, report_rows  # noqa: F401
+from faults import start_streamer as start_program
+from perfetto_ui import perfetto_ui  # noqa: F401  (the fixture)
 
 import rtrace
 
@@ -153,3 +160,218 @@ def test_late_and_restarted_collector_never_harm_the_program(tmp_path):
     written = int(out.split()[1])
     received = len(slices(tmp_path / "first.json")) + len(slices(tmp_path / "second.json"))
     assert received + spilled <= written
+
+
+# -- faults with exact bookkeeping (see faults.py) ----------------------------
+
+
+def per_thread(events) -> dict[int, list]:
+    threads = collections.defaultdict(list)
+    for e in events:
+        threads[e.tid].append(e)
+    return threads
+
+
+@pytest.mark.parametrize("sink", ["collector", "file"])
+def test_a_process_killed_mid_batch_keeps_every_event_it_wrote(tmp_path, sink):
+    """SIGKILL while four threads stream (~10^5 calls/s): the stream
+    (the collector's timeline, or the stream file) keeps every event the
+    process had written — at least as many as it reported just before the
+    kill — up to its last whole frame, and says it was truncated."""
+    sock = f"unix://{tmp_path}/c.sock"
+    collector = Collector(tmp_path, sock, "out.pftrace") if sink == "collector" else None
+    stream_file = tmp_path / "victim.rtrace"
+    victim = start_program(tmp_path, "victim", threads=4, seconds=120, burst=100, pause=0.0005,
+                           progress=True, record={} if collector else {"output": str(stream_file)},
+                           env={"RTRACE_COLLECTOR": sock} if collector else {})
+    while not victim.progress or victim.progress[-1][1] < 300_000:
+        victim.read_progress_until(1.0)
+        assert victim.proc.poll() is None, victim.proc.stderr.read()
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.proc.wait(timeout=60)
+    _, reported, lost = victim.progress[-1]
+    if collector:
+        rows = [r for r in report_rows(collector.finish()) if r["pid"] == victim.pid]
+        assert [r["end"] for r in rows] == ["truncated"], rows
+        reader = rtrace.read(collector.output)
+    else:
+        reader = rtrace.read(stream_file)
+    events = [e for e in reader if e.pid == victim.pid]
+    if not collector:
+        assert reader.truncated
+    assert lost == 0
+    assert len(events) >= reported, (len(events), reported)
+    if collector:
+        assert rows[0]["events"] == len(events)
+    # Whole frames only: each thread's calls and returns alternate from its
+    # first call, in time order (a torn frame would leave garbage or a hole).
+    for tid, evs in per_thread(events).items():
+        kinds = [e.kind for e in evs]
+        assert kinds[0::2] == ["call"] * len(kinds[0::2]), tid
+        assert kinds[1::2] == ["return"] * len(kinds[1::2]), tid
+        assert all(a.ts_ns <= b.ts_ns for a, b in zip(evs, evs[1:])), tid
+
+
+def bursts_seen(events) -> dict[int, set[int]]:
+    """Per thread, the numbers of the bursts whose counter was delivered."""
+    seen = collections.defaultdict(set)
+    for e in events:
+        if e.kind == "counter":
+            seen[e.tid].add(int(e.value))
+    return seen
+
+
+def packet_start_after(data: bytes, offset: int) -> int:
+    """Where the first packet at or after ``offset`` of a Perfetto trace
+    starts (each is the tag 0x0a and a varint length)."""
+    at = 0
+    while at < offset:
+        assert data[at] == 0x0A, at
+        at, length, shift = at + 1, 0, 0
+        while True:
+            byte = data[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        at += length
+    return at
+
+
+def test_collector_killed_and_restarted_keeps_a_loadable_file_and_streams_carry_on(
+        tmp_path, perfetto_ui):  # noqa: F811
+    """The collector is SIGKILLed while three programs stream, and started
+    again on the same socket with a new file. The first file loads in
+    rtrace.read and Perfetto UI (and, cut mid-packet, reads up to the cut:
+    Perfetto UI's side of that is in the full-disk test); the programs never
+    notice beyond one line on stderr, spill, and reconnect; and what the
+    killed collector had not yet written is the only loss — one stretch of
+    each thread's bursts, right at the kill."""
+    sock = f"unix://{tmp_path}/c.sock"
+    first = Collector(tmp_path, sock, "first.pftrace")
+    programs = [start_program(tmp_path, f"s{i}", threads=2, seconds=6, burst=50, pause=0.005,
+                              marks=True, env={"RTRACE_COLLECTOR": sock}) for i in range(3)]
+    time.sleep(2.5)
+    kill_ns = time.monotonic_ns()
+    first.kill()
+    second = Collector(tmp_path, sock, "second.pftrace")
+    restart_ns = time.monotonic_ns()
+    results = [p.result() for p in programs]
+    report = second.finish()
+
+    kept = list(rtrace.read(first.output))
+    assert kept and max(e.ts_ns for e in kept) < kill_ns
+    cut = tmp_path / "cut.pftrace"
+    data = first.output.read_bytes()
+    cut.write_bytes(data[: packet_start_after(data, len(data) * 2 // 3) + 2])  # mid-packet
+    cut_reader = rtrace.read(cut)
+    cut_events = list(cut_reader)
+    assert cut_reader.truncated and 0 < len(cut_events) < len(kept)
+    assert [(e.ts_ns, e.tid) for e in cut_events] == [
+        (e.ts_ns, e.tid) for e in kept[:len(cut_events)]]
+    with perfetto_ui.load(first.output) as trace:
+        trace.assert_no_errors()
+        calls = sum(1 for e in kept if e.kind == "call")
+        assert trace.scalar("select count(*) from slice where name = 'work'") == calls
+        assert trace.scalar("select count(*) from counter") == sum(
+            1 for e in kept if e.kind == "counter")
+
+    later = list(rtrace.read(second.output))
+    for r in results:
+        pid = r["pid"]
+        warnings = [line for line in r["stderr"].splitlines() if line.startswith("rtrace:")]
+        assert len(warnings) == 1 and "unreachable; spilling to" in warnings[0], r["stderr"]
+        spilled = list(rtrace.read(r["path"]))
+        before = [e for e in kept if e.pid == pid]
+        after = [e for e in later if e.pid == pid] + spilled
+        assert r["lost"] == 0 and r["events"] == r["recorded"], r
+        missing = r["events"] - len(before) - len(after)
+        assert missing >= 0, (missing, r)
+        # Nothing twice, nothing out of place: per thread, the first file
+        # holds bursts 0..a, the rest bursts b..end, and a..b is one gap
+        # around the kill (what the collector held in memory).
+        old, new = bursts_seen(before), bursts_seen(after)
+        for tid in new:
+            a = max(old.get(tid, {-1}))
+            b = min(new[tid])
+            assert old.get(tid, set()) == set(range(a + 1)), (pid, tid)
+            assert new[tid] == set(range(b, max(new[tid]) + 1)), (pid, tid)
+            assert b > a, (pid, tid, a, b)
+            gap = [e.ts_ns for e in after if e.tid == tid and e.kind == "counter" and e.value == b]
+            assert gap[0] < restart_ns + 2_000_000_000, "spilled or reconnected at once"
+        assert [row["end"] for row in report_rows(report) if row["pid"] == pid][-1] == "clean"
+    lagged = kill_ns - max(e.ts_ns for e in kept)
+    assert lagged < 5_000_000_000, f"the first file lagged {lagged / 1e9:.1f} s behind the kill"
+
+
+def test_a_full_disk_under_a_stream_file_keeps_every_whole_frame_and_counts_the_rest(tmp_path):
+    """The stream file's disk fills up (a 1 MiB tmpfs): the program goes on
+    unharmed and says why once; the file reads back up to its last whole
+    frame, holding exactly the events the process counts as written, and
+    every other event is counted lost."""
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
+    wrapper = on_a_small_disk(disk, "1m", kept)
+    program = start_program(tmp_path, "full", threads=2, seconds=3, burst=50, pause=0.001,
+                            record={"output": str(disk / "full.rtrace")}, wrapper=wrapper)
+    r = program.result()
+    message = f"writing to {disk / 'full.rtrace'} failed: No space left on device"
+    assert message in r["error"], r
+    assert [line for line in r["stderr"].splitlines() if line.startswith("rtrace:")] == [
+        f"rtrace: {r['error']}"], r["stderr"]
+    assert r["lost"] > 0 and r["events"] + r["lost"] == r["recorded"], r
+    reader = rtrace.read(kept / "full.rtrace")
+    events = list(reader)
+    assert reader.truncated
+    assert len(events) == r["events"], (len(events), r)
+
+
+def test_a_full_disk_under_the_collectors_output_is_a_clear_error_with_a_readable_prefix(
+        tmp_path, perfetto_ui):  # noqa: F811
+    """The timeline's disk fills up (a 1 MiB tmpfs): the collector stops at
+    once with an error naming the file and the cause; the file reads back
+    up to its last whole packet and loads in Perfetto UI; the programs
+    spill the rest and finish unharmed."""
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
+    wrapper = on_a_small_disk(disk, "1m", kept)
+    sock = f"unix://{tmp_path}/c.sock"
+    collector = subprocess.Popen([*wrapper, COLLECT, "--listen", sock, "-o",
+                                  str(disk / "t.pftrace")], cwd=tmp_path, text=True,
+                                 stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert "listening on" in collector.stderr.readline()
+        programs = [start_program(tmp_path, f"s{i}", threads=2, seconds=4, burst=50,
+                                  pause=0.001, env={"RTRACE_COLLECTOR": sock}) for i in range(2)]
+        results = [p.result() for p in programs]
+        _, stderr = collector.communicate(timeout=60)
+    finally:
+        if collector.poll() is None:
+            os.killpg(collector.pid, signal.SIGKILL)
+    assert collector.returncode == 1, stderr
+    assert stderr.strip() == (f"rtrace-collect: error: writing {disk / 't.pftrace'}: "
+                              "No space left on device (os error 28)"), stderr
+    reader = rtrace.read(kept / "t.pftrace")
+    events = list(reader)
+    assert events and reader.truncated
+    with perfetto_ui.load(kept / "t.pftrace") as trace:
+        trace.assert_no_errors()
+        assert trace.scalar("select count(*) from slice where name = 'work'") == sum(
+            1 for e in events if e.kind == "call")
+    for r in results:
+        assert r["lost"] == 0 and r["events"] == r["recorded"], r
+        assert "unreachable; spilling to" in r["stderr"], r["stderr"]
+        spilled = sum(1 for _ in rtrace.read(r["path"]))
+        written = sum(1 for e in events if e.pid == r["pid"])
+        assert 0 < spilled and written + spilled <= r["events"], (written, spilled, r)
+
+
+def test_dev_full_as_the_timeline_is_a_clear_error(tmp_path):
+    sock = f"unix://{tmp_path}/c.sock"
+    collector = Collector(tmp_path, sock, "/dev/full").proc
+    program = start_program(tmp_path, "p", threads=1, seconds=0.5,
+                            env={"RTRACE_COLLECTOR": sock})
+    program.result()
+    _, stderr = collector.communicate(timeout=60)
+    assert collector.returncode == 1
+    assert stderr.strip() == ("rtrace-collect: error: writing /dev/full: "
+                              "No space left on device (os error 28)"), stderr

@@ -97,3 +97,109 @@ def test_services_example_shows_arrows_between_svc_a_and_svc_b(tmp_path, perfett
         assert all(r["in_ts"] >= r["out_ts"] for r in flows)
         spans = trace.scalar("select count(*) from slice where name = 'price lookup'")
         assert spans == 15
+        # User arguments show in the details pane (Perfetto's args table).
+        items = trace.query(
+            "select a.int_value as item from slice s join args a using(arg_set_id) "
+            "where s.name = 'price lookup' and a.key = 'debug.item' order by 1"
+        )
+        assert [r["item"] for r in items] == list(range(1, 16)), items
+        counters = trace.query(
+            "select max(c.value) as top from counter c join process_counter_track t "
+            "on c.track_id = t.id where t.name = 'orders priced'"
+        )
+        assert counters[0]["top"] == 6, counters
+
+
+def test_log_args_texts_are_slice_arguments_in_perfetto_ui(tmp_path, perfetto_ui):  # noqa: F811
+    (tmp_path / "app.py").write_text(
+        "def handle(item, n=2): return {'item': item, 'n': n}\n"
+        "for i in range(3): handle(f'tea-{i}')\n"
+    )
+    run = rtrace_cli("run", "--log-args", "handle", "-o", "a.pftrace", "--", "app.py",
+                     cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    with perfetto_ui.load(tmp_path / "a.pftrace") as trace:
+        trace.assert_no_errors()
+        rows = trace.query(
+            "select s.ts as ts, a.key as key, a.display_value as value from slice s "
+            "join args a using(arg_set_id) where s.name = 'handle' "
+            "and a.key in ('debug.args', 'debug.return') order by s.ts, a.key"
+        )
+    got = [(r["key"], r["value"]) for r in rows]
+    assert got == [
+        ("debug.args", f"item='tea-{i}', n=2") if k == 0 else
+        ("debug.return", f"{{'item': 'tea-{i}', 'n': 2}}")
+        for i in range(3) for k in (0, 1)
+    ], got
+
+
+HOT_PROGRAM = """
+import sys, rtrace
+def leaf(i):
+    return len(str(i))
+def boom(n):
+    if n == 0:
+        raise ValueError(n)
+    boom(n - 1)
+def safe():
+    try:
+        boom(3)
+    except ValueError:
+        pass
+with rtrace.record(session=sys.argv[1], lines=True) as rec:
+    for i in range(300):
+        leaf(i)
+        safe()
+print(rec.events, rec.lost, flush=True)
+"""
+
+
+def test_every_kind_of_hand_written_packet_loads_in_perfetto_ui(tmp_path, perfetto_ui):  # noqa: F811
+    """The collector writes the packets of calls, returns, C calls,
+    exceptions and lines by hand once their names are interned (see
+    src/export/perfetto/thread/hot.rs), on the streams' reader threads: the
+    UI must read the same slices, arguments and line instants as rtrace's
+    own reader does."""
+    sock = f"unix://{tmp_path}/c.sock"
+    out = tmp_path / "hot.pftrace"
+    collector = _native.Collector([sock], str(out))
+    collector.start()
+    (tmp_path / "p.py").write_text(HOT_PROGRAM)
+    env = dict(os.environ, RTRACE_COLLECTOR=sock)
+    proc = subprocess.run([sys.executable, "p.py", "hot"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    events, lost = map(int, proc.stdout.split())
+    assert lost == 0
+    stats = collector.stop()
+    assert [s["events"] for s in stats] == [events]
+
+    import rtrace
+
+    read = collections.Counter((e.kind, e.name) for e in rtrace.read(out))
+    assert read[("call", "leaf")] == read[("return", "leaf")] == 300
+    assert read[("exception", "boom")] == 1200
+    assert read[("c_call", "len")] == 300
+    assert read[("line", "leaf")] >= 300
+    with perfetto_ui.load(out) as trace:
+        trace.assert_no_errors()
+
+        def slices(name: str, instants: bool = False) -> int:
+            op = "=" if instants else ">"
+            return trace.scalar(f"select count(*) from slice where name = '{name}' and dur {op} 0")
+
+        assert slices("leaf") == 300
+        assert slices("boom") == 1200
+        len_calls = trace.scalar("select count(*) from slice where name = 'len'")
+        assert len_calls == read[("c_call", "len")]
+        assert slices("leaf", instants=True) == read[("line", "leaf")]
+        raised = trace.scalar(
+            "select count(*) from slice s join args a using(arg_set_id) "
+            "where s.name = 'boom' and a.key = 'debug.exception'"
+        )
+        assert raised == 1200
+        lines = trace.scalar(
+            "select count(*) from slice s join args a using(arg_set_id) "
+            "where s.name = 'leaf' and s.dur = 0 and a.key = 'debug.line'"
+        )
+        assert lines == read[("line", "leaf")]

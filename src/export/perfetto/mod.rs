@@ -53,40 +53,58 @@
 //!
 //! Threads that never had an event get no track (a thread named by the
 //! merge but idle shows nothing in Perfetto either).
+//!
+//! Who makes which packets: a stream's own packets (its threads' sequences,
+//! its counter tracks, its events) depend only on that stream's items in
+//! their order (`stream::StreamCoder`). The writer makes them itself, or
+//! hands the stream's coder out as a `StreamEncoder` that runs ahead of the
+//! merge on another thread (`TimelineSink::stream_encoder`), and then only
+//! copies the bytes it made. Either way the packets of calls, returns,
+//! exceptions and lines are written by hand once their names are interned
+//! (`thread::hot`), the rest with prost.
 
 mod clock;
+mod encoder;
+mod output;
 mod packets;
+mod stream;
 mod thread;
 
-use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
 use crate::clock::ClockJump;
-use crate::event::Kind;
+use crate::idmap::IdMap;
 use crate::read::Event;
-use crate::timeline::{ClockOffset, ClockStatus, ProcessInfo, StreamEnd, StreamId, TimelineSink};
+use crate::timeline::{
+    ClockOffset, ClockStatus, ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink,
+};
 use crate::writer::FunctionInfo;
 
 use super::perfetto_format::{self as format, pb};
 use clock::ClockState;
+use encoder::Encoder;
+use output::Output;
 use packets::{
     clock_snapshot, end_packets, first_packet, process_descriptor, process_tree, sequence_packet,
     ProcessTrack,
 };
-use thread::ThreadTrack;
-
-/// Bytes gathered before they are written to the output.
-const BUFFER_BYTES: usize = 256 << 10;
+use stream::{Sequences, StreamCoder};
 
 /// A `TimelineSink` that writes a Perfetto trace to `W` as it goes: memory
 /// holds interning state and open-slice stacks, never the trace.
+///
+/// It encodes a stream's events itself, or hands that work to a
+/// `StreamEncoder` (`stream_encoder`) that runs ahead of the merge; either
+/// way the stream's packets are the same (only sequence ids differ).
 pub struct PerfettoWriter<W: Write> {
     out: Output<W>,
-    streams: HashMap<StreamId, StreamState>,
+    streams: IdMap<StreamId, StreamState>,
     sequences: Sequences,
     header_written: bool,
     /// Newest timestamp seen, for stream ends that carry none.
     watermark_ns: u64,
+    /// Where each event's bytes end, when the writer encodes itself (unused).
+    ends: Vec<u32>,
 }
 
 impl<W: Write> PerfettoWriter<W> {
@@ -94,21 +112,18 @@ impl<W: Write> PerfettoWriter<W> {
     /// buffers itself).
     pub fn new(out: W) -> Self {
         PerfettoWriter {
-            out: Output {
-                out,
-                buf: Vec::with_capacity(BUFFER_BYTES),
-                bytes: 0,
-            },
-            streams: HashMap::new(),
-            sequences: Sequences { next: 1 },
+            out: Output::new(out),
+            streams: IdMap::default(),
+            sequences: Sequences::new(),
             header_written: false,
             watermark_ns: 0,
+            ends: Vec::new(),
         }
     }
 
     /// Bytes of trace produced so far (written or still buffered).
     pub fn bytes(&self) -> u64 {
-        self.out.bytes + self.out.buf.len() as u64
+        self.out.bytes()
     }
 
     /// Writes what is buffered to the output and flushes it.
@@ -118,7 +133,7 @@ impl<W: Write> PerfettoWriter<W> {
 
     /// The output, after `finish`.
     pub fn into_inner(self) -> W {
-        self.out.out
+        self.out.into_inner()
     }
 
     fn ensure_header(&mut self) -> io::Result<()> {
@@ -133,24 +148,26 @@ impl<W: Write> PerfettoWriter<W> {
         self.out.packet(&packet)
     }
 
-    /// The thread's track, its sequence started (at `ts_ns`) if it was not.
-    fn started_thread(
-        &mut self,
-        stream: StreamId,
-        tid: u64,
-        ts_ns: u64,
-    ) -> io::Result<&mut ThreadTrack> {
-        self.ensure_header()?;
-        let state = open_stream(&mut self.streams, stream)?;
-        let pid = state.pid;
-        let thread = state.thread(tid, &mut self.sequences);
-        if !thread.started {
-            for packet in thread.start(ts_ns, pid) {
-                self.out.packet(&packet)?;
-            }
-        }
-        Ok(thread)
+    /// The stream's coder, unless an encoder has it.
+    fn coder(&mut self, stream: StreamId) -> io::Result<Option<&mut StreamCoder>> {
+        Ok(open_stream(&mut self.streams, stream)?.coder.as_mut())
     }
+}
+
+/// Notes a run of a stream's events as written; the stream's state.
+fn note<'a>(
+    streams: &'a mut IdMap<StreamId, StreamState>,
+    watermark_ns: &mut u64,
+    stream: StreamId,
+    events: &[Event],
+) -> io::Result<&'a mut StreamState> {
+    let state = open_stream(streams, stream)?;
+    if let Some(first) = events.first() {
+        state.first_ts_ns.get_or_insert(first.ts_ns);
+    }
+    let newest = events.iter().map(|e| e.ts_ns).max().unwrap_or(0);
+    *watermark_ns = (*watermark_ns).max(newest);
+    Ok(state)
 }
 
 impl<W: Write> TimelineSink for PerfettoWriter<W> {
@@ -174,6 +191,7 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
             packet.data = Some(pb::trace_packet::Data::ProcessTree(process_tree(process)));
             self.out.packet(&packet)?;
         }
+        let coder = StreamCoder::new(uuid, process.pid, sequence, self.sequences.clone());
         self.streams.insert(
             stream,
             StreamState {
@@ -181,11 +199,8 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
                 info: process.clone(),
                 clock: ClockState::default(),
                 uuid,
-                pid: process.pid,
                 sequence,
-                functions: HashMap::new(),
-                threads: HashMap::new(),
-                counters: HashSet::new(),
+                coder: Some(coder),
                 first_ts_ns: None,
             },
         );
@@ -193,57 +208,52 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
     }
 
     fn function(&mut self, stream: StreamId, function: &FunctionInfo) -> io::Result<()> {
-        let state = open_stream(&mut self.streams, stream)?;
-        // A function interned on some sequence keeps its first description:
-        // Perfetto forbids redefining an interned id.
-        state
-            .functions
-            .entry(function.id.0)
-            .or_insert_with(|| function.clone());
+        if let Some(coder) = self.coder(stream)? {
+            coder.function(function);
+        }
         Ok(())
     }
 
     fn thread(&mut self, stream: StreamId, tid: u64, name: &str) -> io::Result<()> {
-        let state = open_stream(&mut self.streams, stream)?;
-        let pid = state.pid;
-        let thread = state.thread(tid, &mut self.sequences);
-        if thread.name == name {
-            return Ok(());
-        }
-        thread.name = name.to_owned();
-        if thread.started {
-            // Renamed after its descriptor went out: describe it again.
-            let packet = thread.descriptor_packet(pid);
+        if let Some(packet) = self.coder(stream)?.and_then(|c| c.thread(tid, name)) {
             self.out.packet(&packet)?;
         }
         Ok(())
     }
 
     fn event(&mut self, stream: StreamId, event: &Event) -> io::Result<()> {
-        self.watermark_ns = self.watermark_ns.max(event.ts_ns);
-        self.started_thread(stream, event.tid, event.ts_ns)?;
-        let state = open_stream(&mut self.streams, stream)?;
-        state.first_ts_ns.get_or_insert(event.ts_ns);
-        if event.kind == Kind::Counter && state.counters.insert(event.function.0) {
-            let packet = counter_descriptor(state, event.function.0);
-            self.out.packet(&packet)?;
+        self.events(stream, std::slice::from_ref(event))
+    }
+
+    fn events(&mut self, stream: StreamId, events: &[Event]) -> io::Result<()> {
+        if events.is_empty() {
+            return Ok(());
         }
-        let StreamState {
-            functions,
-            threads,
-            uuid,
-            ..
-        } = state;
-        let Some(thread) = threads.get_mut(&event.tid) else {
-            return Ok(()); // started_thread just made it
+        let state = note(&mut self.streams, &mut self.watermark_ns, stream, events)?;
+        let Some(coder) = state.coder.as_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("stream {}'s events come from its encoder", stream.0),
+            ));
         };
-        let mut packet = thread.encode(event, functions);
-        if event.kind == Kind::Counter {
-            if let Some(pb::trace_packet::Data::TrackEvent(e)) = &mut packet.data {
-                e.track_uuid = Some(format::counter_uuid(*uuid, event.function.0));
-            }
+        self.ends.clear();
+        coder.events(events, &mut self.out.buf, &mut self.ends);
+        self.out.written()
+    }
+
+    fn stream_encoder(&mut self, stream: StreamId) -> Option<Box<dyn StreamEncoder>> {
+        let coder = self.streams.get_mut(&stream)?.coder.take()?;
+        Some(Box::new(Encoder::new(coder)))
+    }
+
+    fn encoded_events(&mut self, stream: StreamId, ts_ns: &[u64], bytes: &[u8]) -> io::Result<()> {
+        let state = open_stream(&mut self.streams, stream)?;
+        if let Some(&first) = ts_ns.first() {
+            state.first_ts_ns.get_or_insert(first);
         }
-        self.out.packet(&packet)
+        let newest = ts_ns.iter().copied().max().unwrap_or(0);
+        self.watermark_ns = self.watermark_ns.max(newest);
+        self.out.append(bytes)
     }
 
     fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()> {
@@ -307,7 +317,7 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
 
 /// The stream's state, or an error naming a contract breach of the caller.
 fn open_stream(
-    streams: &mut HashMap<StreamId, StreamState>,
+    streams: &mut IdMap<StreamId, StreamState>,
     stream: StreamId,
 ) -> io::Result<&mut StreamState> {
     streams.get_mut(&stream).ok_or_else(|| {
@@ -321,82 +331,17 @@ fn open_stream(
     })
 }
 
-/// Hands out `trusted_packet_sequence_id`s: 1, 2, ... (0 is invalid).
-struct Sequences {
-    next: u32,
-}
-
-impl Sequences {
-    fn next(&mut self) -> u32 {
-        let sequence = self.next;
-        self.next = self.next.wrapping_add(1).max(1);
-        sequence
-    }
-}
-
-/// The output with its buffer.
-struct Output<W> {
-    out: W,
-    buf: Vec<u8>,
-    /// Bytes handed to `out` so far.
-    bytes: u64,
-}
-
-impl<W: Write> Output<W> {
-    fn packet(&mut self, packet: &pb::TracePacket) -> io::Result<()> {
-        format::append_packet(packet, &mut self.buf);
-        if self.buf.len() >= BUFFER_BYTES {
-            self.write_buffer()?;
-        }
-        Ok(())
-    }
-
-    fn write_buffer(&mut self) -> io::Result<()> {
-        self.out.write_all(&self.buf)?;
-        self.bytes += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.write_buffer()?;
-        self.out.flush()
-    }
-}
-
 /// What the writer keeps per open stream.
 struct StreamState {
     id: StreamId,
     info: ProcessInfo,
     clock: ClockState,
     uuid: u64,
-    pid: u32,
     /// The process sequence.
     sequence: u32,
-    functions: HashMap<u32, FunctionInfo>,
-    threads: HashMap<u64, ThreadTrack>,
-    /// User counters (by name id) whose track is described.
-    counters: HashSet<u32>,
+    /// Encodes the stream's events; `None` once a `StreamEncoder` has it.
+    coder: Option<StreamCoder>,
     first_ts_ns: Option<u64>,
-}
-
-/// The track of a user counter of the stream, on the process sequence.
-fn counter_descriptor(state: &StreamState, function: u32) -> pb::TracePacket {
-    let name = state
-        .functions
-        .get(&function)
-        .map_or_else(|| format!("<counter {function}>"), |f| f.name.clone());
-    let descriptor = pb::TrackDescriptor {
-        uuid: Some(format::counter_uuid(state.uuid, function)),
-        parent_uuid: Some(state.uuid),
-        name: Some(name),
-        description: Some(format!("{}{function}", format::COUNTER_DESCRIPTION)),
-        counter: Some(pb::CounterDescriptor::default()),
-        ..Default::default()
-    };
-    let mut packet = sequence_packet(state.sequence);
-    packet.data = Some(pb::trace_packet::Data::TrackDescriptor(descriptor));
-    packet
 }
 
 impl StreamState {
@@ -419,13 +364,5 @@ impl StreamState {
         let mut packet = sequence_packet(self.sequence);
         packet.data = Some(pb::trace_packet::Data::TrackDescriptor(descriptor));
         packet
-    }
-
-    /// The thread's track, made (with a sequence of its own) on first use.
-    fn thread(&mut self, tid: u64, sequences: &mut Sequences) -> &mut ThreadTrack {
-        let process_uuid = self.uuid;
-        self.threads
-            .entry(tid)
-            .or_insert_with(|| ThreadTrack::new(sequences.next(), process_uuid, tid))
     }
 }

@@ -2,9 +2,12 @@
 //! incremental clock and the stack of open slices, and the encoding of the
 //! thread's events into packets.
 
-use std::collections::{HashMap, HashSet};
+mod hot;
+
+use std::collections::HashMap;
 
 use crate::event::Kind;
+use crate::idmap::IdSet;
 use crate::mark::{Arg, ArgValue};
 use crate::read::Event;
 use crate::writer::FunctionInfo;
@@ -32,7 +35,7 @@ pub(super) struct ThreadTrack {
     /// Value of the incremental clock after the last packet that used it.
     clock_ns: u64,
     /// Functions whose name and source location are interned.
-    functions: HashSet<u32>,
+    functions: IdSet,
     /// `Category::bit`s and `ArgName::bit`s already interned.
     interned: u8,
     /// Open slices, innermost last, as Perfetto will nest them.
@@ -49,7 +52,7 @@ impl ThreadTrack {
             name: String::new(),
             started: false,
             clock_ns: 0,
-            functions: HashSet::new(),
+            functions: IdSet::default(),
             interned: 0,
             stack: Vec::new(),
         }
@@ -97,20 +100,31 @@ impl ThreadTrack {
         interned: pb::InternedData,
     ) -> pb::TracePacket {
         let mut packet = sequence_packet(self.sequence);
-        if ts_ns >= self.clock_ns {
-            packet.timestamp = Some(ts_ns - self.clock_ns);
-            self.clock_ns = ts_ns;
-        } else {
-            // Older than the clock (a late event): absolute, so the
-            // incremental clock never has to go back.
-            packet.timestamp = Some(ts_ns);
-            packet.timestamp_clock_id = Some(format::CLOCK_MONOTONIC);
+        match self.timestamp(ts_ns) {
+            Timestamp::Delta(delta) => packet.timestamp = Some(delta),
+            Timestamp::Absolute(ts_ns) => {
+                packet.timestamp = Some(ts_ns);
+                packet.timestamp_clock_id = Some(format::CLOCK_MONOTONIC);
+            }
         }
         if interned != pb::InternedData::default() {
             packet.interned_data = Some(interned);
         }
         packet.data = Some(pb::trace_packet::Data::TrackEvent(event));
         packet
+    }
+
+    /// The timestamp of a packet at `ts_ns`, which then advances the
+    /// incremental clock to it. An event older than the clock (a late one)
+    /// is stamped absolute, so the clock never has to go back.
+    fn timestamp(&mut self, ts_ns: u64) -> Timestamp {
+        if ts_ns >= self.clock_ns {
+            let delta = ts_ns - self.clock_ns;
+            self.clock_ns = ts_ns;
+            Timestamp::Delta(delta)
+        } else {
+            Timestamp::Absolute(ts_ns)
+        }
     }
 
     /// The packet of one event of this thread.
@@ -153,6 +167,14 @@ impl ThreadTrack {
     }
 }
 
+/// A packet's timestamp: a delta of the sequence's incremental clock, or
+/// absolute CLOCK_MONOTONIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timestamp {
+    Delta(u64),
+    Absolute(u64),
+}
+
 /// Builds one event's `TrackEvent`, interning what it uses for the first
 /// time on the sequence into `out`.
 struct Interning<'a> {
@@ -176,6 +198,7 @@ impl Interning<'_> {
             let iid = u64::from(frame.function) + 1;
             track_event.source_location_field = Some(SourceLocationField::SourceLocationIid(iid));
         }
+        add_text(&mut track_event, format::ARG_CALL_ARGS, event);
         track_event
     }
 
@@ -196,6 +219,7 @@ impl Interning<'_> {
             let arg = self.arg(ArgName::Exception, Value::BoolValue(true));
             track_event.debug_annotations = vec![arg];
         }
+        add_text(&mut track_event, format::ARG_RETURN, event);
         track_event
     }
 
@@ -325,6 +349,16 @@ fn user_args(event: &Event) -> Vec<pb::DebugAnnotation> {
             }),
         })
         .collect()
+}
+
+/// Adds the event's `log_args` text, if any, as the argument `name`.
+fn add_text(track_event: &mut pb::TrackEvent, name: &str, event: &Event) {
+    if let Some(text) = &event.text {
+        track_event.debug_annotations.push(pb::DebugAnnotation {
+            name_field: Some(ArgNameField::Name(name.to_owned())),
+            value: Some(Value::StringValue(text.to_string())),
+        });
+    }
 }
 
 /// The slice an event opens or closes.

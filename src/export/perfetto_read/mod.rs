@@ -310,6 +310,7 @@ impl<R: Read> MergedReader<R> {
                     function: FunctionId(id),
                     line: 0,
                     mark: Some(Box::new(mark)),
+                    text: None,
                 };
                 self.ready
                     .push_back(MergedItem::Event(MergedEvent { stream, event }));

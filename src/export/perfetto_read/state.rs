@@ -127,6 +127,11 @@ impl StreamData {
                 args: user_args(event),
             })
         });
+        let text = match kind {
+            Kind::Call => text_arg(event, format::ARG_CALL_ARGS),
+            Kind::Return => text_arg(event, format::ARG_RETURN),
+            _ => None,
+        };
         let event = Event {
             ts_ns,
             tid,
@@ -134,6 +139,7 @@ impl StreamData {
             function: FunctionId(frame.function),
             line,
             mark,
+            text,
         };
         Ok(Some(Decoded {
             event,
@@ -223,6 +229,19 @@ fn user_args(event: &pb::TrackEvent) -> Vec<Arg> {
             })
         })
         .collect()
+}
+
+/// A string argument written with its name inline (`log_args` texts).
+fn text_arg(event: &pb::TrackEvent, name: &str) -> Option<std::sync::Arc<str>> {
+    event
+        .debug_annotations
+        .iter()
+        .find_map(|a| match (&a.name_field, &a.value) {
+            (Some(ArgNameField::Name(n)), Some(Value::StringValue(v))) if n == name => {
+                Some(std::sync::Arc::from(v.as_str()))
+            }
+            _ => None,
+        })
 }
 
 fn begin_kind(frame: Frame) -> Kind {

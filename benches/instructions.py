@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Instructions rtrace's hook executes per event, counted by callgrind.
+
+Wall-clock overhead (benches/overhead.py) is what users feel, but on a
+shared, busy machine its spread hides changes of a few percent. This counts
+the instructions executed inside rtrace's C-level callbacks (the
+sys.monitoring callbacks, or the legacy profile function, and everything
+they call) while recording fib(20), minus the same for fib(16): what one
+call or return event costs in rtrace's own code, without the interpreter's
+dispatch or the writer thread. Deterministic (PYTHONHASHSEED=0), so a
+regression of one instruction per event shows.
+
+    python benches/instructions.py --python .venv-3.12/bin/python
+    python benches/instructions.py --python .venv-3.11/bin/python --modes plain,nothing
+
+Modes: plain (no filter), excluding-nothing (exclude=['no_such.*']: every
+event through the filtered path), nothing (include=['no_such.*']: every
+function excluded), min-duration (min_duration=0.001: fib's calls are all
+shorter). c_calls=False, so that each event is one Python call or return.
+Needs valgrind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+MODES = {
+    "plain": "{}",
+    "excluding-nothing": "{'exclude': ['no_such.*']}",
+    "nothing": "{'include': ['no_such.*']}",
+    "min-duration": "{'min_duration': 0.001}",
+}
+SMALL, LARGE = 16, 20
+
+
+def fib_calls(n: int) -> int:
+    a, b = 1, 1
+    for _ in range(n):
+        a, b = b, a + b + 1
+    return a
+
+
+CHILD = """
+import sys, rtrace
+def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)
+with rtrace.record(output=sys.argv[2], c_calls=False, **{options}):
+    fib(int(sys.argv[1]))
+"""
+
+TOGGLES = {
+    "sys.monitoring": "*_native*monitoring*",
+    "legacy": "_native::legacy::profile",
+}
+
+
+def count(python: str, hook: str, options: str, n: int, out: str) -> int:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    env.pop("RTRACE_HOOK", None)
+    if hook == "legacy":
+        env["RTRACE_HOOK"] = "legacy"
+    cmd = [
+        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+        f"--toggle-collect={TOGGLES[hook]}",
+        python, "-c", CHILD.format(options=options), str(n), out,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or not found:
+        raise SystemExit(f"callgrind run failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ",".join(MODES))
+    args = parser.parse_args()
+    if not shutil.which("valgrind"):
+        print("benches/instructions.py needs valgrind (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    version = subprocess.run([args.python, "-c", "import sys; print(sys.version_info >= (3, 12))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    hooks = ["sys.monitoring", "legacy"] if version == "True" else ["legacy"]
+    events = 2 * (fib_calls(LARGE) - fib_calls(SMALL))
+    print(f"python: {args.python}; instructions per event inside rtrace's callbacks "
+          f"(fib({LARGE}) - fib({SMALL}): {events} events)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in args.modes.split(","):
+            for hook in hooks:
+                out = os.path.join(tmp, "o.rtrace")
+                small = count(args.python, hook, MODES[mode], SMALL, out)
+                large = count(args.python, hook, MODES[mode], LARGE, out)
+                print(f"  {mode:<18} {hook:<15} {(large - small) / events:7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

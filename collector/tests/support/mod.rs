@@ -1,0 +1,172 @@
+//! Runs the real `rtrace-collect` binary and talks to it over real sockets.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use rtrace::event::{FunctionId, Kind, RawEvent};
+use rtrace::wire::{self, pb, Body};
+use rtrace::{clock, Config, Recorder};
+
+/// A collector process and the lines of its stderr.
+pub struct Collector {
+    pub child: Child,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Collector {
+    /// Starts `rtrace-collect ARGS` in `dir` with `env`, waiting until it
+    /// listens.
+    pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Collector {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rtrace-collect"));
+        command
+            .args(args)
+            .current_dir(dir)
+            .env_remove("RTRACE_TOKEN")
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                if tx.send(line.unwrap_or_default()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut collector = Collector {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        collector.wait_for("listening on", Duration::from_secs(30));
+        collector
+    }
+
+    /// Waits for a stderr line containing `text`; returns it.
+    pub fn wait_for(&mut self, text: &str, timeout: Duration) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {text:?} on stderr; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Stops it with SIGTERM; returns the rest of its stderr.
+    pub fn stop(mut self) -> String {
+        // SAFETY: kill only sends a signal to our own child process.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.lines.iter());
+        let text = self.seen.join("\n");
+        assert!(status.success(), "collector failed:\n{text}");
+        text
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP port free at the moment of asking.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Records `calls` calls into `config` (one thread); returns the stats.
+pub fn record(config: Config, calls: u64) -> rtrace::Stats {
+    let recorder = Recorder::start(config).unwrap();
+    let mut buf = recorder.new_thread_buffer(1);
+    for _ in 0..calls {
+        for kind in [Kind::Call, Kind::Return] {
+            if buf.push(RawEvent::new(clock::ticks(), FunctionId(0), kind, 0)) {
+                recorder.hand_over(&mut buf);
+            }
+        }
+    }
+    recorder.hand_over(&mut buf);
+    recorder.finish()
+}
+
+/// The start of a stream as a recorder writes it: header, an optional
+/// token frame, and a hello of `version`.
+pub fn stream_start(token: Option<&str>, session: &str, version: u32) -> Vec<u8> {
+    let mut bytes = wire::file_header().to_vec();
+    if let Some(token) = token {
+        wire::auth_frame(token, &mut bytes);
+    }
+    let hello = pb::Hello {
+        protocol_version: version,
+        session: session.into(),
+        pid: 4242,
+        ..Default::default()
+    };
+    wire::encode_frame(Body::Hello(hello), &mut bytes);
+    bytes
+}
+
+/// Sends `bytes` on `stream` and reads the collector's reply.
+pub fn ask(mut stream: impl std::io::Read + Write, bytes: &[u8]) -> pb::HelloReply {
+    stream.write_all(bytes).unwrap();
+    wire::read_reply(&mut stream).unwrap()
+}
+
+/// Chrome trace JSON slices (begin/end events) of an output file.
+pub fn slices(path: &Path) -> Vec<serde_json::Value> {
+    let data: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let events = data
+        .get("traceEvents")
+        .cloned()
+        .unwrap_or(data)
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    events
+        .into_iter()
+        .filter(|e| matches!(e["ph"].as_str(), Some("B" | "E")))
+        .collect()
+}

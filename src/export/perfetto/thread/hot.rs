@@ -1,0 +1,360 @@
+//! The packets of the common events written by hand: slice begins and ends
+//! of calls, and line instants, once everything they name is interned on
+//! the sequence. Building a prost `TracePacket` per event (and its nested
+//! messages, with their vectors) cost more than all the rest of the
+//! collector's work on an event; these packets are a dozen bytes.
+//!
+//! The bytes are exactly what prost writes for the packet that
+//! `ThreadTrack::encode` builds for the same event in the same state
+//! (prost writes fields in field-number order, a `oneof` at its lowest
+//! number): the unit tests below compare the two encoders on every case.
+
+use crate::event::Kind;
+use crate::idmap::IdSet;
+use crate::read::Event;
+
+use super::super::super::perfetto_format::{self as format, ArgName, PACKET_TAG};
+use super::{frame_of, Frame, ThreadTrack, Timestamp};
+
+/// `TrackEvent.Type` values.
+const SLICE_BEGIN: u8 = 1;
+const SLICE_END: u8 = 2;
+const INSTANT: u8 = 3;
+
+/// Field keys (field number << 3 | wire type).
+const TRACE_PACKET_TIMESTAMP: u8 = 0x40; // 8, varint
+const TRACE_PACKET_SEQUENCE_ID: u8 = 0x50; // 10, varint
+const TRACE_PACKET_TRACK_EVENT: u8 = 0x5a; // 11, length-delimited
+const TRACE_PACKET_CLOCK_ID: [u8; 2] = [0xd0, 0x03]; // 58, varint
+const TRACK_EVENT_CATEGORY_IID: u8 = 0x18; // 3, varint (not packed)
+const TRACK_EVENT_ANNOTATION: u8 = 0x22; // 4, length-delimited
+const TRACK_EVENT_TYPE: u8 = 0x48; // 9, varint
+const TRACK_EVENT_NAME_IID: u8 = 0x50; // 10, varint
+const TRACK_EVENT_LOCATION_IID: [u8; 2] = [0x90, 0x02]; // 34, varint
+const ANNOTATION_NAME_IID: u8 = 0x08; // 1, varint
+const ANNOTATION_BOOL: u8 = 0x10; // 2, varint
+const ANNOTATION_UINT: u8 = 0x18; // 3, varint
+
+/// A track event that refers only to interned data.
+#[derive(Debug, Clone, Copy, Default)]
+struct Hot {
+    kind: u8,
+    /// Category and name iids (a named event has both).
+    named: Option<(u64, u64)>,
+    location_iid: Option<u64>,
+    /// One argument: its name iid and value.
+    arg: Option<(u64, Value)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Bool(bool),
+    Uint(u64),
+}
+
+impl ThreadTrack {
+    /// Writes the packet of `event` (as a `Trace.packet` field) at the
+    /// start of `room` (`output::ROOM` bytes) if it is a call, return or
+    /// line event that needs nothing new interned, and returns its length;
+    /// `None` otherwise, and then nothing changed (`encode` builds the
+    /// packet). `files` holds the stream's functions that have a file.
+    pub(in super::super) fn encode_hot(
+        &mut self,
+        event: &Event,
+        files: &IdSet,
+        room: &mut [u8],
+    ) -> Option<usize> {
+        if event.text.is_some() {
+            // `log_args` texts are rare: `encode` writes their arguments.
+            return None;
+        }
+        let frame = frame_of(event);
+        let hot = match event.kind {
+            Kind::Call | Kind::CCall => {
+                let named = self.named(frame)?;
+                self.stack.push(frame);
+                Hot {
+                    kind: SLICE_BEGIN,
+                    named: Some(named),
+                    location_iid: files.contains(frame.function).then_some(named.1),
+                    arg: None,
+                }
+            }
+            Kind::Return | Kind::CReturn | Kind::Exception | Kind::SpanEnd => {
+                let arg = match event.kind {
+                    Kind::Exception => Some((self.arg_iid(ArgName::Exception)?, Value::Bool(true))),
+                    _ => None,
+                };
+                let named = if self.stack.last() == Some(&frame) {
+                    None
+                } else {
+                    // Not the innermost slice: the end names the one it ends.
+                    Some(self.named(frame)?)
+                };
+                self.close(frame);
+                Hot {
+                    kind: SLICE_END,
+                    named,
+                    location_iid: None,
+                    arg,
+                }
+            }
+            Kind::Line => {
+                let (named, arg) = (self.named(frame)?, self.arg_iid(ArgName::Line)?);
+                Hot {
+                    kind: INSTANT,
+                    named: Some(named),
+                    location_iid: None,
+                    arg: Some((arg, Value::Uint(u64::from(event.line)))),
+                }
+            }
+            _ => return None,
+        };
+        let timestamp = self.timestamp(event.ts_ns);
+        Some(write_packet(room, self.sequence, timestamp, &hot))
+    }
+
+    /// The category and name iids of `frame`, if both are interned.
+    fn named(&self, frame: Frame) -> Option<(u64, u64)> {
+        let ready =
+            self.interned & frame.category.bit() != 0 && self.functions.contains(frame.function);
+        ready.then(|| (frame.category.iid(), u64::from(frame.function) + 1))
+    }
+
+    fn arg_iid(&self, arg: ArgName) -> Option<u64> {
+        (self.interned & arg.bit() != 0).then(|| arg.iid())
+    }
+}
+
+/// Bytes of a varint.
+fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Writes bytes forward into a slice (the output's room: never read back
+/// before the output is written out, so single-byte stores cost nothing
+/// extra; assembling a packet in a stack buffer and copying it stalled on
+/// store forwarding).
+struct Cursor<'a> {
+    bytes: &'a mut [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn byte(&mut self, byte: u8) {
+        self.bytes[self.pos] = byte;
+        self.pos += 1;
+    }
+
+    #[inline]
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.byte(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.byte(value as u8);
+    }
+}
+
+/// Writes `Trace.packet` holding `hot` on `sequence` at `timestamp` at the
+/// start of `out`; returns its length (at most ~100 bytes).
+fn write_packet(out: &mut [u8], sequence: u32, timestamp: Timestamp, hot: &Hot) -> usize {
+    let arg_len = hot.arg.map(|(iid, value)| {
+        2 + varint_len(iid)
+            + match value {
+                Value::Bool(_) => 1,
+                Value::Uint(v) => varint_len(v),
+            }
+    });
+    let event_len = hot.named.map_or(0, |(category, name)| {
+        2 + varint_len(category) + varint_len(name)
+    }) + arg_len.map_or(0, |len| 1 + varint_len(len as u64) + len)
+        + 2
+        + hot.location_iid.map_or(0, |iid| 2 + varint_len(iid));
+    let (ts, clock_len) = match timestamp {
+        Timestamp::Delta(delta) => (delta, 0),
+        Timestamp::Absolute(ts_ns) => (ts_ns, 3),
+    };
+    let packet_len = 1
+        + varint_len(event_len as u64)
+        + event_len
+        + 1
+        + varint_len(ts)
+        + 1
+        + varint_len(u64::from(sequence))
+        + clock_len;
+    let mut c = Cursor { bytes: out, pos: 0 };
+    c.byte(PACKET_TAG);
+    c.varint(packet_len as u64);
+    c.byte(TRACE_PACKET_TRACK_EVENT);
+    c.varint(event_len as u64);
+    if let Some((category, _)) = hot.named {
+        c.byte(TRACK_EVENT_CATEGORY_IID);
+        c.varint(category);
+    }
+    if let (Some((iid, value)), Some(len)) = (hot.arg, arg_len) {
+        c.byte(TRACK_EVENT_ANNOTATION);
+        c.varint(len as u64);
+        c.byte(ANNOTATION_NAME_IID);
+        c.varint(iid);
+        match value {
+            Value::Bool(b) => {
+                c.byte(ANNOTATION_BOOL);
+                c.byte(u8::from(b));
+            }
+            Value::Uint(v) => {
+                c.byte(ANNOTATION_UINT);
+                c.varint(v);
+            }
+        }
+    }
+    c.byte(TRACK_EVENT_TYPE);
+    c.byte(hot.kind);
+    if let Some((_, name)) = hot.named {
+        c.byte(TRACK_EVENT_NAME_IID);
+        c.varint(name);
+    }
+    if let Some(iid) = hot.location_iid {
+        c.byte(TRACK_EVENT_LOCATION_IID[0]);
+        c.byte(TRACK_EVENT_LOCATION_IID[1]);
+        c.varint(iid);
+    }
+    c.byte(TRACE_PACKET_TIMESTAMP);
+    c.varint(ts);
+    c.byte(TRACE_PACKET_SEQUENCE_ID);
+    c.varint(u64::from(sequence));
+    if clock_len > 0 {
+        c.byte(TRACE_PACKET_CLOCK_ID[0]);
+        c.byte(TRACE_PACKET_CLOCK_ID[1]);
+        c.byte(format::CLOCK_MONOTONIC as u8);
+    }
+    c.pos
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::event::FunctionId;
+    use crate::export::perfetto::output::ROOM;
+    use crate::export::perfetto_format::pb;
+    use crate::writer::FunctionInfo;
+    use prost::Message;
+
+    #[test]
+    fn varint_lengths() {
+        for (value, len) in [
+            (0, 1),
+            (127, 1),
+            (128, 2),
+            (16383, 2),
+            (16384, 3),
+            (u64::MAX, 10),
+        ] {
+            assert_eq!(varint_len(value), len, "{value}");
+            let mut room = [0u8; 16];
+            let mut c = Cursor {
+                bytes: &mut room,
+                pos: 0,
+            };
+            c.varint(value);
+            assert_eq!(c.pos, len);
+            let mut bytes = &room[..len];
+            assert_eq!(prost::encoding::decode_varint(&mut bytes).unwrap(), value);
+        }
+    }
+
+    fn function(id: u32, file: &str) -> FunctionInfo {
+        FunctionInfo {
+            id: FunctionId(id),
+            name: format!("f{id}"),
+            module: "m".into(),
+            file: file.into(),
+            line: 3,
+            native: file.is_empty(),
+        }
+    }
+
+    fn event(ts_ns: u64, kind: Kind, function: u32, line: u32) -> Event {
+        Event {
+            ts_ns,
+            tid: 9,
+            kind,
+            function: FunctionId(function),
+            line,
+            mark: None,
+            text: None,
+        }
+    }
+
+    /// A scenario that reaches every case of the hot path: begins with and
+    /// without a file, bare and named ends, exceptions, lines, late events
+    /// (absolute timestamps), large ids and deltas.
+    fn scenario() -> Vec<Event> {
+        let big = 300_000;
+        let mut ts = 1_000;
+        let mut events = Vec::new();
+        let mut at = |delta: u64, kind, f, line| {
+            ts += delta;
+            events.push(event(ts, kind, f, line));
+        };
+        for round in 0..3u64 {
+            at(5, Kind::Call, 1, 0);
+            at(200, Kind::CCall, 2, 0);
+            at(1 << 20, Kind::CReturn, 2, 0);
+            at(1, Kind::Line, 1, 7 + round as u32 * 100_000);
+            at(0, Kind::Call, big, 0);
+            at(3, Kind::Exception, big, 0);
+            at(3, Kind::Call, 1, 0);
+            at(3, Kind::Call, 2, 0);
+            // Ends the outer call: named, and drops the inner one.
+            at(3, Kind::Return, 1, 0);
+            at(1 << 40, Kind::Return, 1, 0);
+        }
+        // Late: older than the thread's clock.
+        let last = events.last().unwrap().ts_ns;
+        events.push(event(last - 500, Kind::Call, 1, 0));
+        events.push(event(last - 400, Kind::Return, 1, 0));
+        events
+    }
+
+    #[test]
+    fn hot_packets_are_byte_for_byte_what_prost_writes() {
+        let functions: HashMap<u32, FunctionInfo> = [(1, "a.py"), (2, ""), (300_000, "b.py")]
+            .into_iter()
+            .map(|(id, file)| (id, function(id, file)))
+            .collect();
+        let mut files = IdSet::default();
+        for f in functions.values().filter(|f| !f.file.is_empty()) {
+            files.insert(f.id.0);
+        }
+        // One track encodes with prost only, the other takes the hot path
+        // whenever it can; both must write the same bytes.
+        let mut slow = ThreadTrack::new(5, 77, 9);
+        let mut fast = ThreadTrack::new(5, 77, 9);
+        let _ = (slow.start(1_000, 1), fast.start(1_000, 1));
+        let (mut hot, mut cold) = (0, 0);
+        for event in scenario() {
+            let mut expected = Vec::new();
+            format::append_packet(&slow.encode(&event, &functions), &mut expected);
+            let mut got = vec![0xee; ROOM];
+            if let Some(len) = fast.encode_hot(&event, &files, &mut got) {
+                got.truncate(len);
+                hot += 1;
+            } else {
+                got.clear();
+                cold += 1;
+                format::append_packet(&fast.encode(&event, &functions), &mut got);
+            }
+            assert_eq!(got, expected, "{event:?}");
+            let packet = pb::TracePacket::decode(&got[2..]).unwrap();
+            assert!(matches!(
+                packet.data,
+                Some(pb::trace_packet::Data::TrackEvent(_))
+            ));
+        }
+        assert!(hot > 2 * cold, "hot {hot}, cold {cold}");
+    }
+}

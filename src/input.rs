@@ -1,0 +1,98 @@
+//! Any rtrace file as events: a stream file (one process, `read`) or a
+//! merged timeline (rtrace's Perfetto files, many processes,
+//! `export::MergedReader`), told apart by their first bytes. What reads
+//! "a recording", whatever its form (`rtrace.read`, `rtrace stats`), goes
+//! through here.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use crate::event::FunctionId;
+use crate::export::MergedReader;
+use crate::read::{Event, EventReader};
+use crate::timeline::{ProcessInfo, StreamId};
+use crate::writer::FunctionInfo;
+use crate::{wire, Result};
+
+/// An open rtrace file.
+pub enum Input {
+    /// A stream file; its process is `StreamId(0)`.
+    Stream(Box<EventReader<BufReader<File>>>),
+    /// A merged timeline.
+    Merged(Box<MergedReader<BufReader<File>>>),
+}
+
+impl Input {
+    /// Opens `path`, a stream file or a merged timeline. Anything else is
+    /// read as a stream, whose reader says what is wrong with it.
+    pub fn open(path: &Path) -> Result<Input> {
+        let mut magic = [0u8; 6];
+        let got = File::open(path)
+            .and_then(|mut f| f.read(&mut magic))
+            .unwrap_or(0);
+        // A Perfetto trace starts with field 1 (a TracePacket): byte 0x0a.
+        Ok(match (&magic[..got], magic[0]) {
+            (m, _) if m == wire::MAGIC => Input::Stream(Box::new(EventReader::open(path)?)),
+            (m, 0x0a) if !m.is_empty() => Input::Merged(Box::new(MergedReader::open(path)?)),
+            _ => Input::Stream(Box::new(EventReader::open(path)?)),
+        })
+    }
+
+    /// True for a merged timeline.
+    pub fn merged(&self) -> bool {
+        matches!(self, Input::Merged(_))
+    }
+
+    /// The next event, with the process it belongs to.
+    pub fn next_event(&mut self) -> Result<Option<(StreamId, Event)>> {
+        match self {
+            Input::Stream(r) => Ok(r.next_event()?.map(|e| (StreamId(0), e))),
+            Input::Merged(r) => Ok(r.next_event()?.map(|m| (m.stream, m.event))),
+        }
+    }
+
+    /// A function of a process, once its first event has been read.
+    pub fn function(&self, stream: StreamId, id: FunctionId) -> Option<&FunctionInfo> {
+        match self {
+            Input::Stream(r) => r.function(id),
+            Input::Merged(r) => r.function(stream, id),
+        }
+    }
+
+    /// A process, once read.
+    pub fn process(&self, stream: StreamId) -> Option<ProcessInfo> {
+        match self {
+            Input::Stream(r) => r.hello().map(ProcessInfo::from),
+            Input::Merged(r) => r.process(stream).cloned(),
+        }
+    }
+
+    /// The processes read so far.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        match self {
+            Input::Stream(r) => r.hello().map(ProcessInfo::from).into_iter().collect(),
+            Input::Merged(r) => r.streams().map(|(_, p)| p.clone()).collect(),
+        }
+    }
+
+    /// True when the input ended early (known once read to the end).
+    pub fn truncated(&self) -> bool {
+        match self {
+            Input::Stream(r) => r.truncated(),
+            Input::Merged(r) => r.truncated(),
+        }
+    }
+
+    /// Events reported lost (by every process of a timeline) so far.
+    pub fn lost(&self) -> u64 {
+        match self {
+            Input::Stream(r) => r.lost(),
+            Input::Merged(r) => r
+                .streams()
+                .filter_map(|(id, _)| r.stream_end(id))
+                .map(|e| e.lost)
+                .sum(),
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The hot path of reading a stream: a frame holding an `EventBatch`,
+//! parsed by hand into views of its packed fields, so that the reader
+//! decodes events straight from the frame's bytes, with no vector per
+//! field and no `Frame` struct per batch.
+//!
+//! Only the layout prost writes is taken: the frame is exactly one `batch`
+//! field, and in it every repeated field comes at most once, packed, with
+//! no unknown field. Anything else (a valid but unusual encoding, or bad
+//! bytes) gives `None`, and the caller decodes the frame with prost: both
+//! paths accept, reject and read exactly the same frames, which the
+//! property tests in `tests/stream_props.rs` and the unit tests below
+//! check against prost.
+
+use prost::Message;
+
+use super::pb;
+
+/// Key of `Frame.batch` (field 4, length-delimited).
+const FRAME_BATCH: u8 = 0x22;
+/// Keys of the fields of `EventBatch`.
+const TID: u8 = 0x08;
+const BASE_TICKS: u8 = 0x10;
+const TICK_DELTAS: u8 = 0x1a;
+const CODES: u8 = 0x22;
+const LINES: u8 = 0x2a;
+const LOST_BEFORE: u8 = 0x30;
+const MARKS: u8 = 0x3a;
+
+/// An `EventBatch` as views of the frame's bytes.
+#[derive(Debug, Clone, Default)]
+pub struct BatchView<'a> {
+    pub tid: u64,
+    pub base_ticks: u64,
+    pub lost_before: u64,
+    /// Packed `sint64` tick deltas (zigzag varints).
+    pub tick_deltas: Varints<'a>,
+    /// Packed `uint64` event codes.
+    pub codes: Varints<'a>,
+    /// Packed `uint32` line numbers.
+    pub lines: Varints<'a>,
+    /// The marks, decoded (user events are rare).
+    pub marks: Vec<pb::Mark>,
+}
+
+/// The batch in `frame` (a frame's bytes without the length prefix), or
+/// `None` when the frame is not a batch in prost's layout (decode it with
+/// `decode_frame` then).
+pub fn parse_frame(frame: &[u8]) -> Option<BatchView<'_>> {
+    let (&key, rest) = frame.split_first()?;
+    if key != FRAME_BATCH {
+        return None;
+    }
+    let (len, used) = varint(rest)?;
+    let body = rest.get(used..)?;
+    if len != body.len() as u64 {
+        return None;
+    }
+    parse_batch(body)
+}
+
+fn parse_batch(mut bytes: &[u8]) -> Option<BatchView<'_>> {
+    let mut view = BatchView::default();
+    let mut seen = 0u8;
+    while let Some((&key, rest)) = bytes.split_first() {
+        let (value, used) = varint(rest)?;
+        bytes = &rest[used..];
+        match key {
+            TID => view.tid = value,
+            BASE_TICKS => view.base_ticks = value,
+            LOST_BEFORE => view.lost_before = value,
+            TICK_DELTAS | CODES | LINES | MARKS => {
+                let len = usize::try_from(value).ok()?;
+                let field = bytes.get(..len)?;
+                bytes = &bytes[len..];
+                // The field's bit in `seen`: (key >> 3) is 3, 4, 5 or 7.
+                let bit = 1u8 << (key >> 3);
+                if key != MARKS {
+                    if seen & bit != 0 {
+                        return None;
+                    }
+                    seen |= bit;
+                }
+                match key {
+                    TICK_DELTAS => view.tick_deltas = Varints::new(field)?,
+                    CODES => view.codes = Varints::new(field)?,
+                    LINES => view.lines = Varints::new(field)?,
+                    _ => view.marks.push(pb::Mark::decode(field).ok()?),
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(view)
+}
+
+/// Reads one varint at the start of `bytes` as prost does: its value and
+/// length, or `None` for a malformed or unfinished one.
+#[inline]
+fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            // The tenth byte may only hold the top bit of a u64.
+            return (i < 9 || byte < 2).then_some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// A packed repeated field whose varints are all well formed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Varints<'a> {
+    bytes: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Varints<'a> {
+    /// Checks every varint of a packed field; `None` if one is malformed.
+    fn new(bytes: &'a [u8]) -> Option<Self> {
+        let mut count = 0;
+        let mut run = 0u32;
+        for &byte in bytes {
+            if byte >= 0x80 {
+                run += 1;
+                if run == 10 {
+                    return None;
+                }
+            } else {
+                if run == 9 && byte >= 2 {
+                    return None;
+                }
+                run = 0;
+                count += 1;
+            }
+        }
+        (run == 0).then_some(Varints { bytes, count })
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when the field holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The values, in order.
+    pub fn iter(&self) -> VarintIter<'a> {
+        VarintIter { bytes: self.bytes }
+    }
+}
+
+/// The values of a checked packed field.
+#[derive(Debug, Clone)]
+pub struct VarintIter<'a> {
+    bytes: &'a [u8],
+}
+
+impl Iterator for VarintIter<'_> {
+    type Item = u64;
+
+    #[inline]
+    fn next(&mut self) -> Option<u64> {
+        let (&first, rest) = self.bytes.split_first()?;
+        if first < 0x80 {
+            self.bytes = rest;
+            return Some(u64::from(first));
+        }
+        // Checked in `Varints::new`: the varint ends within the field.
+        let mut value = u64::from(first & 0x7f);
+        let mut shift = 7;
+        let mut i = 0;
+        while let Some(&byte) = rest.get(i) {
+            i += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                break;
+            }
+            shift += 7;
+        }
+        self.bytes = &rest[i..];
+        Some(value)
+    }
+}
+
+/// Decodes a zigzag varint's value (`sint64`).
+#[inline]
+pub fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{decode_frame, encode_frame, Body};
+
+    fn batch() -> pb::EventBatch {
+        pb::EventBatch {
+            tid: 77,
+            base_ticks: 1 << 40,
+            tick_deltas: vec![0, 5, -3, i64::MAX, i64::MIN, 300],
+            codes: vec![0x11, 0x22, 0x3f4, u64::MAX, 0, 1 << 35],
+            lines: vec![7, u32::MAX],
+            lost_before: 9,
+            marks: vec![pb::Mark {
+                flow_id: 5,
+                value: 1.5,
+                args: vec![],
+            }],
+            texts: Vec::new(),
+            text_events: Vec::new(),
+        }
+    }
+
+    /// What the view reads, as prost's struct.
+    fn as_prost(view: &BatchView) -> pb::EventBatch {
+        pb::EventBatch {
+            tid: view.tid,
+            base_ticks: view.base_ticks,
+            tick_deltas: view.tick_deltas.iter().map(unzigzag).collect(),
+            codes: view.codes.iter().collect(),
+            lines: view.lines.iter().map(|l| l as u32).collect(),
+            lost_before: view.lost_before,
+            marks: view.marks.clone(),
+            texts: Vec::new(),
+            text_events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn reads_what_prost_writes() {
+        let mut bytes = Vec::new();
+        encode_frame(Body::Batch(batch()), &mut bytes);
+        let (len, used) = varint(&bytes).unwrap();
+        let frame = &bytes[used..];
+        assert_eq!(len as usize, frame.len());
+        let view = parse_frame(frame).expect("prost's layout");
+        assert_eq!(view.tick_deltas.len(), 6);
+        assert_eq!(as_prost(&view), batch());
+        assert_eq!(decode_frame(frame), Ok(Some(Body::Batch(batch()))));
+    }
+
+    #[test]
+    fn unusual_layouts_are_left_to_prost() {
+        let packed = batch().encode_to_vec();
+        let frame = |body: &[u8]| {
+            let mut out = vec![FRAME_BATCH];
+            prost::encoding::encode_varint(body.len() as u64, &mut out);
+            out.extend_from_slice(body);
+            out
+        };
+        // Codes given twice (prost appends), an unknown field, an unpacked
+        // value, a torn varint, a bad tenth byte, a second body.
+        let mut twice = packed.clone();
+        twice.extend_from_slice(&[CODES, 1, 5]);
+        let mut unknown = packed.clone();
+        unknown.extend_from_slice(&[0x40, 1]);
+        let mut unpacked = packed.clone();
+        unpacked.extend_from_slice(&[0x20, 1]);
+        let cases = [
+            frame(&twice),
+            frame(&unknown),
+            frame(&unpacked),
+            frame(&[CODES, 1, 0x80]),
+            frame(&[
+                CODES, 10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2,
+            ]),
+            [frame(&packed), frame(&packed)].concat(),
+        ];
+        for case in &cases {
+            assert!(parse_frame(case).is_none(), "{case:?}");
+        }
+        // The tenth byte may be 1, as prost allows.
+        let top = frame(&[
+            CODES, 10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 1,
+        ]);
+        let view = parse_frame(&top).unwrap();
+        assert_eq!(view.codes.iter().collect::<Vec<_>>(), vec![1 << 63]);
+        assert_eq!(
+            decode_frame(&top)
+                .map(|b| matches!(b, Some(Body::Batch(b)) if b.codes == vec![1 << 63])),
+            Ok(true)
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// Any batch prost writes, then damaged (bytes changed, cut or
+        /// added): whenever the hand parser takes the frame, prost reads it
+        /// too, and the same.
+        #[test]
+        fn the_hand_parser_agrees_with_prost_on_damaged_frames(
+            tid in proptest::prelude::any::<u64>(),
+            deltas in proptest::collection::vec(proptest::prelude::any::<i64>(), 0..20),
+            codes in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..20),
+            lines in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..4),
+            marks in 0usize..3,
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), 0u8..4), 0..4),
+        ) {
+            let batch = pb::EventBatch {
+                tid,
+                base_ticks: tid.rotate_left(17),
+                tick_deltas: deltas,
+                codes,
+                lines,
+                lost_before: tid % 3,
+                marks: vec![pb::Mark { flow_id: tid, value: 0.5, args: vec![] }; marks],
+                texts: Vec::new(),
+                text_events: Vec::new(),
+            };
+            let mut frame = pb::Frame { body: Some(Body::Batch(batch)) }.encode_to_vec();
+            for (at, byte, how) in edits {
+                let at = at % (frame.len() + 1);
+                match how {
+                    0 => frame.insert(at, byte),
+                    1 => frame.truncate(at),
+                    _ if at < frame.len() => frame[at] = byte,
+                    _ => {}
+                }
+            }
+            if let Some(view) = parse_frame(&frame) {
+                proptest::prop_assert_eq!(decode_frame(&frame), Ok(Some(Body::Batch(as_prost(&view)))));
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_agrees_with_prost() {
+        let mut bytes = Vec::new();
+        encode_frame(Body::Batch(batch()), &mut bytes);
+        let (_, used) = varint(&bytes).unwrap();
+        let body = &bytes[used + 2..];
+        for cut in 0..body.len() {
+            let mut frame = vec![FRAME_BATCH];
+            prost::encoding::encode_varint(cut as u64, &mut frame);
+            frame.extend_from_slice(&body[..cut]);
+            let prost = decode_frame(&frame);
+            if let Some(view) = parse_frame(&frame) {
+                assert_eq!(
+                    prost,
+                    Ok(Some(Body::Batch(as_prost(&view)))),
+                    "cut at {cut}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+"""The benchmark harness (benches/) still runs and prints well-formed tables.
+
+Not a timed test: it runs benches/overhead.py in its quickest form on tiny
+workloads (one round, nothing installed) and checks the shape of what it
+prints -- every column present, every ratio a positive number -- so that the
+harness does not rot between the runs that measure.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHES = ROOT / "benches"
+MODES = ["untraced", "floor-noop", "floor-stamp", "rtrace", "rtrace-collector", "cProfile"]
+WORKLOADS = {"fib": "fib(25)", "multiprocessing": "2 processes x fib(22)"}
+RATIO = re.compile(r"^(\d+\.\d\d)x(?: \((\d+\.\d\d)x\))?$")
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def columns(line: str) -> list[str]:
+    """Cells of a table line: separated by two or more spaces."""
+    return re.split(r" {2,}", line.strip())
+
+
+def table_after(output: str, title: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the table printed under ``title``."""
+    lines = output.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(title))
+    header = columns(lines[at + 1])
+    assert set(lines[at + 2].replace(" ", "")) == {"-"}, lines[at + 2]
+    rows = []
+    for line in lines[at + 3 :]:
+        if not line.strip():
+            break
+        rows.append(columns(line))
+    return header, rows
+
+
+def positive_ratios(cell: str) -> list[float]:
+    match = RATIO.match(cell)
+    assert match, f"not a ratio: {cell!r}"
+    values = [float(v) for v in match.groups() if v is not None]
+    assert all(v > 0 for v in values), cell
+    return values
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    json_path = tmp_path_factory.mktemp("bench") / "run.json"
+    proc = run(
+        str(BENCHES / "overhead.py"),
+        "--quick",
+        "--repeat=1",
+        "--no-install",
+        "--no-viztracer",
+        f"--workloads={','.join(WORKLOADS)}",
+        f"--modes={','.join(MODES)}",
+        f"--json={json_path}",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json_path
+
+
+def test_bench_summary_table_has_every_mode_and_positive_ratios(quick_run):
+    proc, _ = quick_run
+    header, rows = table_after(proc.stdout, "Slowdown vs untraced")
+    assert header == ["workload", "events", "untraced s", *MODES[1:]]
+    assert [r[0] for r in rows] == list(WORKLOADS.values())
+    for row in rows:
+        assert len(row) == len(header), row
+        assert int(row[1].replace(",", "")) > 0
+        assert float(row[2]) > 0
+        for mode, cell in zip(header[3:], row[3:]):
+            values = positive_ratios(cell)
+            has_e2e = mode.startswith("rtrace") or mode == "cProfile"
+            assert len(values) == (2 if has_e2e else 1), (mode, cell)
+
+
+def test_bench_rtrace_table_reports_rate_bytes_and_memory(quick_run):
+    proc, _ = quick_run
+    header, rows = table_after(proc.stdout, "rtrace: what it recorded")
+    assert header[:7] == [
+        "workload", "mode", "events", "lost median", "M events/s", "wire B/ev", "merged B/ev"
+    ]
+    assert len(rows) == 2 * len(WORKLOADS)
+    for row in rows:
+        cells = dict(zip(header, row, strict=True))
+        assert int(cells["events"].replace(",", "")) > 0
+        assert float(cells["M events/s"]) > 0
+        assert 0 < float(cells["wire B/ev"]) < 64
+        assert int(cells["RSS MB (untraced)"].split()[0]) > 0
+        if cells["mode"] == "rtrace-collector":
+            assert 0 < float(cells["merged B/ev"]) < 64
+            assert int(cells["collector RSS MB"]) > 0
+            assert float(cells["finish s"]) >= 0
+    assert "anomalies:" in proc.stdout
+
+
+def test_bench_combined_table_across_runs(quick_run):
+    _, json_path = quick_run
+    proc = run(str(BENCHES / "overhead_report.py"), str(json_path))
+    assert proc.returncode == 0, proc.stderr
+    header, rows = table_after(proc.stdout, "is complete")
+    assert header[:3] == ["Python", "workload", "untraced s"]
+    assert "VizTracer e2e / rtrace e2e (file / merged)" in header
+    version = "%d.%d." % sys.version_info[:2]
+    assert [r[1] for r in rows] == list(WORKLOADS.values())
+    for row in rows:
+        cells = dict(zip(header, row, strict=True))
+        assert cells["Python"].startswith(version)
+        for label in ("no-op hook", "stamp+store", "rtrace", "rtrace+collector", "cProfile"):
+            positive_ratios(cells[label])
+        assert cells["VizTracer"] == "-"  # not measured here
+        assert 0 < float(cells["merged B/ev"]) < 64
+    header, rows = table_after(proc.stdout, "Slowdown by CPU time")
+    assert header[:3] == ["Python", "workload", "untraced cpu s"]
+    fib = dict(zip(header, rows[0], strict=True))
+    for label in ("no-op hook", "stamp+store", "rtrace", "rtrace+collector", "cProfile"):
+        positive_ratios(fib[label])
+
+
+def test_bench_rejects_wrong_usage_clearly():
+    proc = run(str(BENCHES / "overhead.py"), "--workloads=fib,nosuch")
+    assert proc.returncode == 2
+    assert "unknown workloads ['nosuch']" in proc.stderr
+    proc = run(str(BENCHES / "overhead.py"), "--modes=rtrace,fast")
+    assert proc.returncode == 2
+    assert "unknown modes ['fast']" in proc.stderr
+    for script in ("overhead.py", "overhead_report.py", "floor.py", "merge.py"):
+        assert run(str(BENCHES / script), "--help").returncode == 0, script
+    helped = subprocess.run(
+        [str(BENCHES / "run"), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert helped.returncode == 0 and "RTRACE_BENCH_PYTHONS" in helped.stdout
