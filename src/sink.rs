@@ -370,6 +370,14 @@ impl CollectorSink {
         self.link = None;
     }
 
+    /// The connection broke (a write or the clock exchange failed): what
+    /// follows is spilled until the next attempt, after the backoff, as
+    /// for a collector that went away.
+    fn lose_connection(&mut self) {
+        self.drop_connection();
+        self.next_attempt = Instant::now() + self.backoff;
+    }
+
     /// Writes `frame` to the collector if connected, never to the spill
     /// file (clock samples only mean something on their connection).
     /// Returns whether it was written.
@@ -380,7 +388,7 @@ impl CollectorSink {
         if connection.out().write_all(frame).is_ok() {
             return true;
         }
-        self.drop_connection();
+        self.lose_connection();
         false
     }
 
@@ -495,8 +503,7 @@ impl CollectorSink {
             }
             // The collector went away (or stalled past the write timeout);
             // this frame, and what follows until it is back, is spilled.
-            self.drop_connection();
-            self.next_attempt = Instant::now() + self.backoff;
+            self.lose_connection();
         }
         self.spill(frame)
     }
@@ -514,7 +521,7 @@ impl CollectorSink {
         let samples = match ran {
             Ok((samples, fresh)) if !samples.is_empty() => (samples, fresh),
             Ok(_) => return,
-            Err(_) => return self.drop_connection(),
+            Err(_) => return self.lose_connection(),
         };
         let mut frames = Vec::new();
         self.timekeeper.samples(&samples.0, samples.1, &mut frames);
