@@ -607,3 +607,66 @@ fn write_samples() {
         .collect();
     std::fs::write(dir.join("same_pid.pftrace"), write(&same_pid)).unwrap();
 }
+
+/// A user counter's track is described once per thread that uses it: the
+/// merge may write one thread's first value before the value that another
+/// thread encoded first (the stream's encoder runs in stream order), and a
+/// value before its track's descriptor would be lost.
+#[test]
+fn a_counter_first_used_by_two_threads_keeps_both_first_values() {
+    use rtrace::timeline::ProcessInfo;
+    use rtrace::FunctionInfo;
+    let stream = StreamId(0);
+    let mut writer = PerfettoWriter::new(Vec::new());
+    let info = ProcessInfo {
+        session: "s".into(),
+        pid: 7,
+        ..ProcessInfo::default()
+    };
+    writer.process(stream, &info).unwrap();
+    let mut encoder = writer.stream_encoder(stream).expect("an encoder");
+    let depth = FunctionInfo {
+        id: FunctionId(3),
+        name: "depth".into(),
+        module: String::new(),
+        file: String::new(),
+        line: 0,
+        native: false,
+    };
+    encoder.function(&depth);
+    writer.function(stream, &depth).unwrap();
+    let counter = |tid: u64, ts_ns: u64, value: f64| Event {
+        ts_ns,
+        tid,
+        kind: Kind::Counter,
+        function: FunctionId(3),
+        line: 0,
+        mark: Some(Box::new(Mark {
+            value,
+            ..Mark::default()
+        })),
+        text: None,
+    };
+    // Stream order: thread 1's value (later in time), then thread 2's.
+    let (mut late, mut early) = (Encoded::default(), Encoded::default());
+    encoder.encode(&[counter(1, 2_000, 1.0)], &mut late);
+    encoder.encode(&[counter(2, 1_000, 2.0)], &mut early);
+    // Merge order: by time.
+    for encoded in [&early, &late] {
+        writer
+            .encoded_events(stream, &encoded.ts_ns, &encoded.bytes)
+            .unwrap();
+    }
+    writer.stream_end(stream, &StreamEnd::default()).unwrap();
+    writer.finish().unwrap();
+    let bytes = writer.into_inner();
+    let mut reader = MergedReader::new(bytes.as_slice(), "test".into());
+    let mut values = Vec::new();
+    while let Some(merged) = reader.next_event().unwrap() {
+        if merged.event.kind == Kind::Counter {
+            let value = merged.event.mark.map_or(f64::NAN, |m| m.value);
+            values.push((merged.event.tid, value));
+        }
+    }
+    assert_eq!(values, [(2, 2.0), (1, 1.0)]);
+}

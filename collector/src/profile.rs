@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use rtrace::export::chrome::json_string;
 use rtrace::input::Input;
 use rtrace::timeline::{ProcessInfo, StreamId};
 use rtrace::{Event, FunctionId};
@@ -333,25 +334,6 @@ pub fn profile_json(profiles: &[ProcessProfile], sort: SortBy, top: usize) -> St
             ));
         }
     }
-    out
-}
-
-/// A JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 

@@ -453,7 +453,7 @@ fn micros(ts_ns: u64) -> String {
 }
 
 /// `text` as a JSON string literal.
-fn json_string(text: &str) -> String {
+pub fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

@@ -355,7 +355,9 @@ def test_a_full_disk_under_the_collectors_output_is_a_clear_error_with_a_readabl
                               "No space left on device (os error 28)"), stderr
     reader = rtrace.read(kept / "t.pftrace")
     events = list(reader)
-    assert events and reader.truncated
+    # The disk ends the file at a page boundary: inside a packet (then the
+    # reader says truncated), or, by chance, between two.
+    assert events
     with perfetto_ui.load(kept / "t.pftrace") as trace:
         trace.assert_no_errors()
         assert trace.scalar("select count(*) from slice where name = 'work'") == sum(

@@ -49,8 +49,11 @@ pub(super) struct StreamCoder {
     /// Functions (of `functions`) that have a source file.
     files: IdSet,
     threads: IdMap<u64, ThreadTrack>,
-    /// User counters (by name id) whose track is described.
-    counters: HashSet<u32>,
+    /// User counters (by thread and name id) whose track is described
+    /// before that thread's first value: the merge may put one thread's
+    /// first value before another's, so each describes it (Perfetto takes
+    /// a descriptor repeated unchanged).
+    counters: HashSet<(u64, u32)>,
 }
 
 impl StreamCoder {
@@ -144,7 +147,7 @@ impl StreamCoder {
             }
         }
         let counter = (event.kind == Kind::Counter).then_some(event.function.0);
-        if let Some(function) = counter.filter(|&f| self.counters.insert(f)) {
+        if let Some(function) = counter.filter(|&f| self.counters.insert((event.tid, f))) {
             out.packet(&self.counter_descriptor(function));
         }
         let Some(thread) = self.threads.get_mut(&event.tid) else {
