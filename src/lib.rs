@@ -10,9 +10,11 @@
 
 pub mod buffer;
 pub mod clock;
+pub mod clocksync;
 mod error;
 pub mod event;
 pub mod export;
+pub mod host;
 mod idmap;
 pub mod input;
 pub mod mark;
@@ -21,6 +23,7 @@ pub mod native;
 pub mod queue;
 pub mod read;
 pub mod recorder;
+pub mod rxstamp;
 pub mod sanitize;
 pub mod sink;
 pub mod terminate;

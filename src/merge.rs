@@ -12,13 +12,14 @@
 //! arrives later than what was already written is written at once and
 //! counted as late: nothing is dropped.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::time::Duration;
 
+use crate::clock::ClockJump;
 use crate::idmap::IdMap;
 use crate::read::{Chunk, Encoded, Event, StreamItem};
-use crate::timeline::{ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink};
+use crate::timeline::{ClockOffset, ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink};
 
 /// Tuning of the merge.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +56,17 @@ pub struct StreamStats {
     pub end: Option<StreamEnd>,
     /// Why the stream was closed early, if it was (bad input).
     pub error: Option<String>,
+    /// The collector's latest estimate of the stream's clock (`None`: no
+    /// estimate was made, e.g. in an offline merge).
+    pub clock: Option<ClockOffset>,
+    /// Clock jumps seen in the stream.
+    pub clock_jumps: u64,
+    /// The first of them.
+    pub first_jump: Option<ClockJump>,
+    /// Events stamped earlier than their thread's previous event (after a
+    /// clock jump, or when the clock estimate moved back), written at the
+    /// previous event's time to keep the thread's order.
+    pub clamped: u64,
 }
 
 /// A thread's events waiting to be written, oldest first: the batches as
@@ -65,6 +77,8 @@ struct ThreadQueue {
     batches: VecDeque<Batch>,
     /// Events of the front batch already written.
     written: usize,
+    /// Timestamp of the thread's newest event so far.
+    last_ts_ns: u64,
     /// True while the queue's head is in the heap.
     in_heap: bool,
 }
@@ -89,6 +103,26 @@ impl Batch {
             Batch::Events(events) => events[i].ts_ns,
             Batch::Encoded(encoded) => encoded.ts_ns[i],
         }
+    }
+
+    /// Moves events stamped before their predecessor (the first: before
+    /// `floor`) to the predecessor's time; returns how many moved and the
+    /// newest time. An encoded batch's bytes keep their times: batches are
+    /// kept in order before they are encoded (see `ThreadOrder`).
+    fn clamp(&mut self, floor: u64) -> (u64, u64) {
+        let (mut clamped, mut last) = (0, floor);
+        let mut apply = |ts: &mut u64| {
+            if *ts < last {
+                *ts = last;
+                clamped += 1;
+            }
+            last = *ts;
+        };
+        match self {
+            Batch::Events(events) => events.iter_mut().for_each(|e| apply(&mut e.ts_ns)),
+            Batch::Encoded(encoded) => encoded.ts_ns.iter_mut().for_each(apply),
+        }
+        (clamped, last)
     }
 
     /// How many events from `from` on are due: the first if `first`, then
@@ -304,6 +338,10 @@ impl<S: TimelineSink> Merger<S> {
                 late: 0,
                 end: None,
                 error: None,
+                clock: None,
+                clock_jumps: 0,
+                first_jump: None,
+                clamped: 0,
             },
             watermark_ns: 0,
             open: true,
@@ -330,6 +368,27 @@ impl<S: TimelineSink> Merger<S> {
                 let tid = event.tid;
                 self.push_events(stream, tid, Batch::Events(vec![event]))
             }
+            StreamItem::ClockJump(jump) => {
+                if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+                    slot.stats.clock_jumps += 1;
+                    slot.stats.first_jump.get_or_insert(jump);
+                }
+                self.sink.clock_jump(stream, &jump)
+            }
+            StreamItem::Offset(offset) => {
+                if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+                    slot.stats.clock = Some(offset);
+                }
+                self.sink.clock_offset(stream, &offset)
+            }
+            StreamItem::Clamped(n) => {
+                if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+                    slot.stats.clamped += n;
+                }
+                Ok(())
+            }
+            // Handled by the collector before the merge.
+            StreamItem::Ping { .. } | StreamItem::Sync(_) => Ok(()),
         }
     }
 
@@ -358,12 +417,16 @@ impl<S: TimelineSink> Merger<S> {
     }
 
     /// Queues events of one thread of a stream, in the thread's order.
-    fn push_events(&mut self, stream: StreamId, tid: u64, batch: Batch) -> io::Result<()> {
+    fn push_events(&mut self, stream: StreamId, tid: u64, mut batch: Batch) -> io::Result<()> {
         let n = batch.len();
         if stream.0 as usize >= self.slots.len() || n == 0 {
             return Ok(());
         }
         let q = self.queue_index(stream, tid);
+        // Keep the thread's order whatever the timestamps say.
+        let (clamped, newest) = batch.clamp(self.queues[q].last_ts_ns);
+        self.queues[q].last_ts_ns = newest;
+        self.slots[stream.0 as usize].stats.clamped += clamped;
         // Events older than what was written are late; while the thread has
         // nothing waiting they are written at once, else they follow the
         // events of their thread that wait, to keep the thread's order.
@@ -412,6 +475,7 @@ impl<S: TimelineSink> Merger<S> {
                 stream,
                 batches: VecDeque::new(),
                 written: 0,
+                last_ts_ns: 0,
                 in_heap: false,
             });
             queues.len() - 1
@@ -554,6 +618,47 @@ impl<S: TimelineSink> Merger<S> {
     }
 }
 
+/// Keeps each thread of one stream in order before its events are encoded
+/// ahead of the merge (see `TimelineSink::stream_encoder`): an event
+/// stamped before its thread's previous event (after a clock jump, or when
+/// a clock estimate moved back) moves to that event's time, in the bytes
+/// too. The merge does the same for what reaches it unencoded.
+#[derive(Debug, Default)]
+pub struct ThreadOrder {
+    last_ts_ns: HashMap<u64, u64>,
+}
+
+impl ThreadOrder {
+    /// Applies the thread order to `chunks` (one stream's, in its order);
+    /// when events moved, appends a `StreamItem::Clamped` that counts them.
+    pub fn chunks(&mut self, chunks: &mut Vec<Chunk>) {
+        let clamped: u64 = chunks.iter_mut().map(|c| self.chunk(c)).sum();
+        if clamped > 0 {
+            chunks.push(Chunk::Item(StreamItem::Clamped(clamped)));
+        }
+    }
+
+    /// Applies the thread order to the next chunk of the stream; returns
+    /// how many of its events moved (for a `StreamItem::Clamped`).
+    pub fn chunk(&mut self, chunk: &mut Chunk) -> u64 {
+        let (tid, events) = match chunk {
+            Chunk::Events { tid, events } => (*tid, events.as_mut_slice()),
+            Chunk::Item(StreamItem::Event(event)) => (event.tid, std::slice::from_mut(event)),
+            _ => return 0,
+        };
+        let last = self.last_ts_ns.entry(tid).or_insert(0);
+        let mut clamped = 0;
+        for event in events {
+            if event.ts_ns < *last {
+                event.ts_ns = *last;
+                clamped += 1;
+            }
+            *last = event.ts_ns;
+        }
+        clamped
+    }
+}
+
 /// Counts `n` events of `stream` written, the newest at `newest_ns`, and
 /// moves the written time on.
 fn note_written(
@@ -655,7 +760,16 @@ mod tests {
     fn events_behind_the_window_are_written_and_counted_late() {
         let mut m = Merger::new(Recorded::default(), config(5, 1000));
         let a = m.add_stream(ProcessInfo::default()).unwrap();
-        for item in [ev(100), clock(200), ev(50)] {
+        let other_thread = StreamItem::Event(Event {
+            ts_ns: 50,
+            tid: 2,
+            kind: Kind::Call,
+            function: FunctionId(0),
+            line: 0,
+            mark: None,
+            text: None,
+        });
+        for item in [ev(100), clock(200), other_thread] {
             m.push(a, item).unwrap();
         }
         m.end_stream(a, StreamEnd::default(), None).unwrap();
@@ -706,6 +820,19 @@ mod tests {
         let order: Vec<u64> = sink.events.iter().map(|e| e.1).collect();
         assert_eq!(order, vec![10, 5, 30, 40]);
         assert_eq!(stats[0].late, 1);
+    }
+
+    #[test]
+    fn an_event_older_than_its_threads_previous_one_is_clamped_and_counted() {
+        let mut m = Merger::new(Recorded::default(), config(0, 1000));
+        let a = m.add_stream(ProcessInfo::default()).unwrap();
+        for item in [ev(10), ev(30), ev(20), ev(40)] {
+            m.push(a, item).unwrap();
+        }
+        let (sink, stats) = m.finish().unwrap();
+        let order: Vec<u64> = sink.events.iter().map(|e| e.1).collect();
+        assert_eq!(order, vec![10, 30, 30, 40]);
+        assert_eq!(stats[0].clamped, 1);
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::clock::ClockMap;
+use crate::clock::{ClockJump, ClockMap, JumpKind};
+use crate::clocksync::SyncSample;
 use crate::event::{decode_code, FunctionId, Kind};
 use crate::mark::Mark;
 use crate::wire::{self, pb, Body};
@@ -84,17 +85,24 @@ impl<R: Read> FrameReader<R> {
         &self.what
     }
 
-    /// The next frame, or `None` at the end of the input.
+    /// The next frame, or `None` at the end of the input. Frames of a
+    /// type this version does not know (a newer writer's) are skipped.
     pub fn next_frame(&mut self) -> Result<Option<Body>> {
-        let Some(start) = self.read_frame()? else {
-            return Ok(None);
-        };
-        self.decode(start)
+        loop {
+            let Some(start) = self.read_frame()? else {
+                return Ok(None);
+            };
+            if let Some(body) = self.decode(start)? {
+                return Ok(Some(body));
+            }
+        }
     }
 
+    /// Decodes the frame in `buf`; `None` for a frame of a type this
+    /// version does not know (a newer writer's), to be skipped.
     fn decode(&mut self, start: u64) -> Result<Option<Body>> {
         match wire::decode_frame(&self.buf) {
-            Ok(body) => Ok(Some(body)),
+            Ok(body) => Ok(body),
             Err(reason) => {
                 self.done = true;
                 Err(self.malformed(start, reason))
@@ -268,6 +276,23 @@ pub enum StreamItem {
         monotonic_ns: u64,
     },
     Event(Event),
+    /// The stream's clock jumped (see `ClockMap`); read from snapshots, or
+    /// from a thread's counter going backwards within a batch.
+    ClockJump(ClockJump),
+    /// Live connections only: the recorder asks for a clock pong now.
+    Ping {
+        id: u64,
+        sent_ns: u64,
+    },
+    /// A clock exchange the recorder reports (see `clocksync`).
+    Sync(SyncSample),
+    /// The collector's estimate of the stream's clock changed. Never read
+    /// from a stream: the collector adds it before merging.
+    Offset(crate::timeline::ClockOffset),
+    /// This many events of the stream were moved forward to their thread's
+    /// previous event's time before they reached the merge (see
+    /// `merge::ThreadOrder`). Never read from a stream.
+    Clamped(u64),
 }
 
 /// A piece of a stream as `EventReader::next_chunk` gives it: an item that
@@ -385,6 +410,12 @@ impl<R: Read> EventReader<R> {
             end: None,
             lost: 0,
         }
+    }
+
+    /// The frames not read yet (a relay forwards them as they are); what
+    /// was decoded already and not taken is dropped.
+    pub fn into_frames(self) -> FrameReader<R> {
+        self.frames
     }
 
     /// The stream's hello (`None` only for a stream torn before it).
@@ -545,9 +576,12 @@ impl<R: Read> EventReader<R> {
                 }));
             }
             Body::Clock(c) => {
-                self.clock.add(c.ticks, c.monotonic_ns);
+                if let Some(jump) = self.clock.add(c.ticks, c.monotonic_ns) {
+                    self.ready
+                        .push_back(Chunk::Item(StreamItem::ClockJump(jump)));
+                }
                 self.ready.push_back(Chunk::Item(StreamItem::Clock {
-                    monotonic_ns: c.monotonic_ns,
+                    monotonic_ns: c.monotonic_ns.saturating_add(self.clock.shift_ns()),
                 }));
             }
             Body::Batch(batch) => {
@@ -572,6 +606,15 @@ impl<R: Read> EventReader<R> {
                 decoded.map_err(|reason| self.malformed(reason))?;
             }
             Body::End(end) => self.end = Some(end),
+            Body::ClockPing(ping) => self.ready.push_back(Chunk::Item(StreamItem::Ping {
+                id: ping.id,
+                sent_ns: ping.sent_ns,
+            })),
+            Body::ClockSync(sync) => self
+                .ready
+                .push_back(Chunk::Item(StreamItem::Sync((&sync).into()))),
+            // The collector's direction; nothing a stream should carry.
+            Body::ClockPong(_) | Body::CollectorHello(_) => {}
             Body::Auth(_) => return Err(self.malformed("an auth frame after the hello")),
         }
         Ok(())
@@ -610,9 +653,18 @@ where
     *lost += batch.lost_before;
     let tid = batch.tid;
     let mut events = Vec::with_capacity(batch.len.1);
-    let result = batch.decode(clock, &mut events);
+    let mut backwards = None;
+    let result = batch.decode(clock, &mut events, &mut backwards);
     if !events.is_empty() {
         ready.push_back(Chunk::Events { tid, events });
+    }
+    if let Some((ticks, delta)) = backwards {
+        // Reported after the batch: the merge keeps the thread's order.
+        ready.push_back(Chunk::Item(StreamItem::ClockJump(ClockJump {
+            kind: JumpKind::CounterBackwards,
+            at_ns: clock.to_ns(ticks).unwrap_or(0),
+            size_ns: clock.ticks_to_ns(delta),
+        })));
     }
     result
 }
@@ -641,13 +693,22 @@ where
     M: Iterator<Item = pb::Mark>,
 {
     /// Appends the batch's events to `out`, their ticks converted by
-    /// `clock`; stops at the first bad one.
-    fn decode(mut self, clock: &ClockMap, out: &mut Vec<Event>) -> std::result::Result<(), String> {
+    /// `clock`; stops at the first bad one. Notes in `backwards` the first
+    /// event whose counter is behind its predecessor's (ticks, delta).
+    fn decode(
+        mut self,
+        clock: &ClockMap,
+        out: &mut Vec<Event>,
+        backwards: &mut Option<(u64, i64)>,
+    ) -> std::result::Result<(), String> {
         let mut converter = clock.converter();
         let mut ticks = self.base_ticks;
         let mut texts = self.texts.into_iter().peekable();
         for (i, (delta, code)) in self.deltas.zip(self.codes).enumerate() {
             ticks = ticks.wrapping_add(delta as u64);
+            if delta < 0 && backwards.is_none() {
+                *backwards = Some((ticks, delta));
+            }
             let (function, kind) = decode_code(code);
             let kind = Kind::from_wire(kind).ok_or_else(|| format!("unknown event kind {kind}"))?;
             let line = match kind {

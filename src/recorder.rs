@@ -13,6 +13,7 @@ use crossbeam_channel::Sender;
 
 use crate::buffer::ThreadBuffer;
 use crate::clock;
+use crate::clocksync::{LocalClock, SyncConfig};
 use crate::event::{FunctionId, Kind, MAX_FUNCTION_ID};
 use crate::mark::{token, FlowIds, Payload};
 use crate::queue::{OnFull, Queue};
@@ -55,6 +56,9 @@ pub struct Config {
     /// The parent process shown in the timeline; `None`: the OS parent.
     /// (A fork server's workers name the program that asked for them.)
     pub parent_pid: Option<u32>,
+    /// The clock exchange with the collector (see `clocksync`); the
+    /// default's interval comes from `$RTRACE_CLOCK_SYNC`.
+    pub clock_sync: SyncConfig,
 }
 
 impl Config {
@@ -73,6 +77,10 @@ impl Config {
             recorder: format!("rtrace {}", env!("CARGO_PKG_VERSION")),
             parent_pid: None,
             flush_on_sigterm: false,
+            clock_sync: SyncConfig::from_env().unwrap_or_else(|e| {
+                eprintln!("rtrace: {e}; using the default");
+                SyncConfig::default()
+            }),
         }
     }
 
@@ -151,8 +159,13 @@ impl Recorder {
         config.validate()?;
         let sink: Box<dyn Sink> = match &config.collector {
             Some(address) => Box::new(
-                CollectorSink::new(address.clone(), config.output.clone())
-                    .with_token(config.token.clone()),
+                CollectorSink::with_clock(
+                    address.clone(),
+                    config.output.clone(),
+                    config.clock_sync,
+                    Box::new(LocalClock),
+                )
+                .with_token(config.token.clone()),
             ),
             None => Box::new(FileSink::create(&config.output)?),
         };
@@ -429,14 +442,15 @@ fn hello(config: &Config, description: &clock::Description) -> pb::Hello {
         session: config.session.clone(),
         pid: std::process::id(),
         ppid: config.parent_pid.unwrap_or_else(parent_pid),
-        host: host_name(),
-        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default(),
+        host: crate::host::name(),
+        boot_id: crate::host::boot_id(),
         argv: hello_argv(&config.argv),
         start_unix_ns: clock::unix_ns(),
         clock: Some(wire::clock_info(description)),
         recorder: config.recorder.clone(),
+        timens_monotonic_offset_ns: crate::host::timens_monotonic_offset_ns(),
+        clock_sync: config.collector.is_some() && config.clock_sync.interval.is_some(),
+        relayed_by: Vec::new(),
     }
 }
 
@@ -461,10 +475,4 @@ fn hello_argv(argv: &[String]) -> Vec<String> {
 
 fn parent_pid() -> u32 {
     std::os::unix::process::parent_id()
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
 }

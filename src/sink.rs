@@ -13,7 +13,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{clock, wire};
+use crate::clocksync::{Duplex, LocalClock, SyncConfig, SyncLink, Timekeeper};
+use crate::wire;
 use crate::{Error, Result};
 
 /// A destination for encoded frames.
@@ -29,6 +30,15 @@ pub trait Sink: Send {
     fn flush(&mut self) -> io::Result<()>;
     /// Names the sink in messages ("/tmp/x.rtrace").
     fn describe(&self) -> String;
+    /// Runs the clock exchange with a collector if one is due (see
+    /// `clocksync`); a no-op for sinks without one.
+    fn sync_clock(&mut self) {}
+    /// Like `sync_clock`, just before the stream's end marker: makes sure
+    /// a short stream gets its samples (see `SyncLink::run_at_end`).
+    fn sync_clock_at_end(&mut self) {}
+    /// Ends the stream's connection, if it has one, after everything
+    /// written was flushed.
+    fn close(&mut self) {}
 }
 
 /// A file of frames, each written whole with one `write_all` and no
@@ -220,6 +230,9 @@ impl Connection {
                 stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
                 stream.set_nodelay(true)?;
+                // Pongs' arrival times (see `rxstamp`); the exchange falls
+                // back to read times without them.
+                let _ = crate::rxstamp::enable(&stream);
                 Ok(Connection::Tcp(stream))
             }
         }
@@ -229,6 +242,20 @@ impl Connection {
         match self {
             Connection::Unix(w) => w,
             Connection::Tcp(w) => w,
+        }
+    }
+
+    fn duplex(&mut self) -> &mut dyn Duplex {
+        match self {
+            Connection::Unix(s) => s,
+            Connection::Tcp(s) => s,
+        }
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Connection::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Connection::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
         }
     }
 
@@ -248,11 +275,19 @@ enum Attempt {
     Refused(wire::pb::HelloReply),
 }
 
+/// How long `close` waits for the collector to finish reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Streams to a collector; while it is unreachable, writes to a spill file
-/// (announced once on stderr) and retries with backoff.
+/// (announced once on stderr) and retries with backoff. On each connection
+/// it runs the clock exchange (`sync_clock`) if the collector offers it.
 pub struct CollectorSink {
     address: Address,
     connection: Option<Connection>,
+    /// The clock exchange on the current connection.
+    link: Option<SyncLink>,
+    sync: SyncConfig,
+    timekeeper: Box<dyn Timekeeper>,
     next_attempt: Instant,
     backoff: Duration,
     spill_path: PathBuf,
@@ -273,11 +308,31 @@ pub struct CollectorSink {
 }
 
 impl CollectorSink {
-    /// A sink for `address`; connects at the first write.
+    /// A recorder's sink for `address` with the default clock exchange;
+    /// connects at the first write.
     pub fn new(address: Address, spill_path: PathBuf) -> CollectorSink {
+        CollectorSink::with_clock(
+            address,
+            spill_path,
+            SyncConfig::default(),
+            Box::new(LocalClock),
+        )
+    }
+
+    /// A sink whose clock exchange follows `sync`, and whose snapshots and
+    /// samples `timekeeper` provides (a relay forwards another process's).
+    pub fn with_clock(
+        address: Address,
+        spill_path: PathBuf,
+        sync: SyncConfig,
+        timekeeper: Box<dyn Timekeeper>,
+    ) -> CollectorSink {
         CollectorSink {
             address,
             connection: None,
+            link: None,
+            sync,
+            timekeeper,
             next_attempt: Instant::now(),
             backoff: FIRST_RETRY,
             spill_path,
@@ -300,19 +355,46 @@ impl CollectorSink {
     }
 
     /// The stream's start; with `auth`, the token frame before the hello.
-    fn start_of_stream(&self, auth: bool) -> Vec<u8> {
+    fn start_of_stream(&mut self, auth: bool) -> Vec<u8> {
         let mut bytes = wire::file_header().to_vec();
         if let (true, Some(token)) = (auth, &self.token) {
             wire::auth_frame(token.expose(), &mut bytes);
         }
         bytes.extend_from_slice(&self.preamble);
-        wire::encode_frame(wire::clock_body(&clock::snapshot()), &mut bytes);
+        self.timekeeper.snapshot_frame(&mut bytes);
         bytes
+    }
+
+    fn drop_connection(&mut self) {
+        self.connection = None;
+        self.link = None;
+    }
+
+    /// The connection broke (a write or the clock exchange failed): what
+    /// follows is spilled until the next attempt, after the backoff, as
+    /// for a collector that went away.
+    fn lose_connection(&mut self) {
+        self.drop_connection();
+        self.next_attempt = Instant::now() + self.backoff;
+    }
+
+    /// Writes `frame` to the collector if connected, never to the spill
+    /// file (clock samples only mean something on their connection).
+    /// Returns whether it was written.
+    pub fn write_live(&mut self, frame: &[u8]) -> bool {
+        let Some(connection) = &mut self.connection else {
+            return false;
+        };
+        if connection.out().write_all(frame).is_ok() {
+            return true;
+        }
+        self.lose_connection();
+        false
     }
 
     /// Connects, sends the stream's start and waits for the collector's
     /// answer to the hello.
-    fn attempt(&self) -> Result<Connection, Attempt> {
+    fn attempt(&mut self) -> Result<Connection, Attempt> {
         let mut connection = Connection::open(&self.address).map_err(|_| Attempt::Failed)?;
         let start = self.start_of_stream(true);
         connection
@@ -352,6 +434,7 @@ impl CollectorSink {
         match self.attempt() {
             Ok(connection) => {
                 self.connection = Some(connection);
+                self.link = Some(SyncLink::new(self.sync));
                 self.backoff = FIRST_RETRY;
                 true
             }
@@ -369,7 +452,7 @@ impl CollectorSink {
     fn spill(&mut self, frame: &[u8]) -> io::Result<()> {
         if self.spill.is_some() && !self.spilling {
             let mut snapshot = Vec::new();
-            wire::encode_frame(wire::clock_body(&clock::snapshot()), &mut snapshot);
+            self.timekeeper.snapshot_frame(&mut snapshot);
             if let Some(out) = &mut self.spill {
                 out.append(&snapshot)?;
             }
@@ -420,10 +503,31 @@ impl CollectorSink {
             }
             // The collector went away (or stalled past the write timeout);
             // this frame, and what follows until it is back, is spilled.
-            self.connection = None;
-            self.next_attempt = Instant::now() + self.backoff;
+            self.lose_connection();
         }
         self.spill(frame)
+    }
+
+    /// Runs the clock exchange on the connection and writes its samples.
+    fn exchange(&mut self, at_end: bool) {
+        let (Some(connection), Some(link)) = (&mut self.connection, &mut self.link) else {
+            return;
+        };
+        let ran = if at_end {
+            link.run_at_end(connection.duplex())
+        } else {
+            link.run(connection.duplex())
+        };
+        let samples = match ran {
+            Ok((samples, fresh)) if !samples.is_empty() => (samples, fresh),
+            Ok(_) => return,
+            Err(_) => return self.lose_connection(),
+        };
+        let mut frames = Vec::new();
+        self.timekeeper.samples(&samples.0, samples.1, &mut frames);
+        if !frames.is_empty() {
+            self.write_live(&frames);
+        }
     }
 }
 
@@ -438,7 +542,7 @@ impl Sink for CollectorSink {
             None => false,
         };
         if broken {
-            self.connection = None;
+            self.drop_connection();
         }
         Ok(())
     }
@@ -450,7 +554,7 @@ impl Sink for CollectorSink {
     fn flush(&mut self) -> io::Result<()> {
         if let Some(c) = &mut self.connection {
             if c.out().flush().is_err() {
-                self.connection = None;
+                self.drop_connection();
             }
         }
         Ok(())
@@ -462,5 +566,46 @@ impl Sink for CollectorSink {
             self.address,
             self.spill_path.display()
         )
+    }
+
+    /// A connection whose collector may have written to it (its hello,
+    /// pongs) must not be closed with those bytes unread: the kernel would
+    /// answer with a reset, and the collector could lose the end of the
+    /// stream. So: half-close, then read (and drop) until the collector
+    /// closes its side, which it does once it has read everything.
+    fn close(&mut self) {
+        let Some(connection) = self.connection.take() else {
+            return;
+        };
+        self.link = None;
+        if self.sync.interval.is_none() || connection.shutdown_write().is_err() {
+            return;
+        }
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        let mut connection = connection;
+        let mut sink = [0u8; 512];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let duplex = connection.duplex();
+            if duplex
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .is_err()
+            {
+                return;
+            }
+            match duplex.read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn sync_clock(&mut self) {
+        self.exchange(false);
+    }
+
+    fn sync_clock_at_end(&mut self) {
+        self.exchange(true);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io;
 
+use crate::clock::ClockJump;
 use crate::read::{Chunk, Encoded, Event, StreamItem};
 use crate::writer::FunctionInfo;
 
@@ -24,6 +25,8 @@ pub struct ProcessInfo {
     pub start_unix_ns: u64,
     /// Describes the recorder (runtime, hook).
     pub recorder: String,
+    /// Hosts of the relay collectors that forwarded the stream.
+    pub relayed_by: Vec<String>,
 }
 
 impl ProcessInfo {
@@ -47,6 +50,50 @@ pub struct StreamEnd {
     pub last_ts_ns: u64,
 }
 
+/// How a stream's clock was aligned with the collector's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClockStatus {
+    /// No clock exchange: the stream's timestamps are used as they are
+    /// (right for streams of the collector's own host, unknown otherwise).
+    #[default]
+    Unmeasured,
+    /// Measured by clock exchanges; the offset is applied.
+    Measured,
+    /// Measured, and the stream shares the collector's boot id with an
+    /// offset within its uncertainty of 0: exactly 0 is applied.
+    SameHost,
+}
+
+impl ClockStatus {
+    /// A short name for stats and the timeline.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockStatus::Unmeasured => "not measured",
+            ClockStatus::Measured => "measured",
+            ClockStatus::SameHost => "same host",
+        }
+    }
+}
+
+/// The collector's estimate of a stream's clock: the stream's
+/// CLOCK_MONOTONIC minus the collector's, as applied from `at_ns` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClockOffset {
+    pub status: ClockStatus,
+    /// Stream clock minus collector clock at `at_ns`, in ns (what is
+    /// subtracted from the stream's timestamps).
+    pub offset_ns: i64,
+    /// Half the best round trip behind the estimate (plus a relay's
+    /// uncertainty): the true offset is within this of `offset_ns`.
+    pub uncertainty_ns: u64,
+    /// How fast the offset changes: ns per second of stream time (ppb).
+    pub drift_ppb: i64,
+    /// Exchanges that went into the estimate so far.
+    pub samples: u64,
+    /// When (collector time, ns) the estimate took effect.
+    pub at_ns: u64,
+}
+
 /// Receives a merged timeline. Calls come in this order per stream:
 /// `process` first; `function`/`thread` before the first event that uses
 /// them; `event`s in non-decreasing `ts_ns` across all streams (a late
@@ -66,6 +113,14 @@ pub trait TimelineSink {
     }
     fn stream_end(&mut self, stream: StreamId, end: &StreamEnd) -> io::Result<()>;
     fn finish(&mut self) -> io::Result<()>;
+    /// The stream's clock estimate changed (any time before `stream_end`).
+    fn clock_offset(&mut self, _stream: StreamId, _offset: &ClockOffset) -> io::Result<()> {
+        Ok(())
+    }
+    /// The stream's clock jumped at `jump.at_ns` (collector time).
+    fn clock_jump(&mut self, _stream: StreamId, _jump: &ClockJump) -> io::Result<()> {
+        Ok(())
+    }
     /// An encoder of `stream`'s events into this sink's output that runs
     /// ahead of the merge, on another thread (see `StreamEncoder`). Once
     /// it is taken, the stream's events come with its bytes to
@@ -113,8 +168,9 @@ pub trait StreamEncoder: Send {
         let (tid, events) = match chunk {
             Chunk::Item(StreamItem::Function(function)) => return self.function(function),
             Chunk::Item(StreamItem::Thread { tid, name }) => return self.thread(*tid, name),
-            Chunk::Item(StreamItem::Clock { .. }) | Chunk::Encoded { .. } => return,
             Chunk::Item(StreamItem::Event(event)) => (event.tid, std::slice::from_ref(&*event)),
+            // Clock heartbeats and estimates, jumps and counts: the merge's.
+            Chunk::Item(_) | Chunk::Encoded { .. } => return,
             Chunk::Events { tid, events } => (*tid, events.as_slice()),
         };
         let mut encoded = Encoded::default();
@@ -144,6 +200,12 @@ impl<T: TimelineSink + ?Sized> TimelineSink for Box<T> {
     }
     fn finish(&mut self) -> io::Result<()> {
         (**self).finish()
+    }
+    fn clock_offset(&mut self, stream: StreamId, offset: &ClockOffset) -> io::Result<()> {
+        (**self).clock_offset(stream, offset)
+    }
+    fn clock_jump(&mut self, stream: StreamId, jump: &ClockJump) -> io::Result<()> {
+        (**self).clock_jump(stream, jump)
     }
     fn stream_encoder(&mut self, stream: StreamId) -> Option<Box<dyn StreamEncoder>> {
         (**self).stream_encoder(stream)

@@ -5,6 +5,7 @@
 use prost::Message;
 
 use crate::clock::{self, Snapshot};
+use crate::clocksync::SyncSample;
 use crate::event::{Kind, RawEvent};
 use crate::mark::{self, Arg, ArgValue, Mark};
 
@@ -165,10 +166,35 @@ pub fn mark_from_wire(mark: pb::Mark) -> Mark {
     }
 }
 
-/// Decodes one frame's bytes (without its length prefix).
-pub fn decode_frame(bytes: &[u8]) -> Result<Body, String> {
+/// Decodes one frame's bytes (without its length prefix). `None`: a frame
+/// whose body this version does not know (written by a newer rtrace), to
+/// be skipped.
+pub fn decode_frame(bytes: &[u8]) -> Result<Option<Body>, String> {
     let frame = pb::Frame::decode(bytes).map_err(|e| e.to_string())?;
-    frame.body.ok_or_else(|| "frame has no body".to_owned())
+    Ok(frame.body)
+}
+
+/// A clock exchange sample frame body.
+pub fn sync_body(sample: &SyncSample) -> Body {
+    Body::ClockSync(pb::ClockSync {
+        ping_sent_ns: sample.ping_sent_ns,
+        ping_received_ns: sample.ping_received_ns,
+        pong_sent_ns: sample.pong_sent_ns,
+        pong_received_ns: sample.pong_received_ns,
+        hop: sample.hop,
+    })
+}
+
+impl From<&pb::ClockSync> for SyncSample {
+    fn from(sync: &pb::ClockSync) -> Self {
+        SyncSample {
+            ping_sent_ns: sync.ping_sent_ns,
+            ping_received_ns: sync.ping_received_ns,
+            pong_sent_ns: sync.pong_sent_ns,
+            pong_received_ns: sync.pong_received_ns,
+            hop: sync.hop,
+        }
+    }
 }
 
 /// The frame that carries a connection's token (see `Auth` in the proto).
@@ -222,6 +248,7 @@ impl From<&pb::Hello> for crate::timeline::ProcessInfo {
             argv: hello.argv.clone(),
             start_unix_ns: hello.start_unix_ns,
             recorder: hello.recorder.clone(),
+            relayed_by: hello.relayed_by.clone(),
         }
     }
 }

@@ -147,6 +147,9 @@ impl Writer {
 
     /// The thread's main loop. Returns the writer for parking or ending.
     pub fn run(mut self) -> (Writer, Exit) {
+        // Right after connecting: the clock exchange's burst, before any
+        // batch (see `clocksync`).
+        self.sink.sync_clock();
         loop {
             let mut wait = self
                 .flush_interval
@@ -209,10 +212,11 @@ impl Writer {
         (self, Exit::Finished)
     }
 
-    /// Writes everything queued, a last snapshot and the end marker, and
-    /// flushes.
+    /// Writes everything queued (after a last clock exchange), a last
+    /// snapshot and the end marker, flushes, and closes the sink.
     fn write_end(&mut self) {
         self.drain();
+        self.sink.sync_clock_at_end();
         self.write_snapshot();
         let end = pb::End {
             events: self.shared.events_written.load(Ordering::Relaxed),
@@ -221,10 +225,12 @@ impl Writer {
         };
         self.write_body(Body::End(end));
         self.flush();
+        self.sink.close();
     }
 
     fn tick(&mut self) {
         self.run_tick();
+        self.sink.sync_clock();
         if self.last_snapshot_at.elapsed() >= SNAPSHOT_EVERY {
             self.write_snapshot();
         }
@@ -276,6 +282,8 @@ impl Writer {
     }
 
     fn write_batch(&mut self, mut batch: Batch) {
+        // After a reconnect, the burst goes before the next batch.
+        self.sink.sync_clock();
         self.write_pending();
         let n = (batch.events.len() - batch.payload_slots) as u64;
         if self.failed {

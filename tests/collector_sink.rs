@@ -102,6 +102,107 @@ fn addresses_are_parsed_or_explained() {
     }
 }
 
+/// Counts the items of a stream a fake collector receives: (pings, clock
+/// samples, events, samples that came before the first event).
+fn clock_items<R: Read>(
+    mut reader: EventReader<R>,
+    mut on_ping: impl FnMut(u64, u64),
+) -> [usize; 4] {
+    let mut counts = [0; 4];
+    while let Some(item) = reader.next_item().unwrap() {
+        match item {
+            rtrace::StreamItem::Ping { id, sent_ns } => {
+                counts[0] += 1;
+                on_ping(id, sent_ns);
+            }
+            rtrace::StreamItem::Sync(_) => {
+                counts[1] += 1;
+                if counts[2] == 0 {
+                    counts[3] += 1;
+                }
+            }
+            rtrace::StreamItem::Event(_) => counts[2] += 1,
+            _ => {}
+        }
+    }
+    counts
+}
+
+#[test]
+fn a_collector_that_never_greets_is_never_pinged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut answer = conn.try_clone().unwrap();
+        let frames = FrameReader::with_header(conn, "old".into()).unwrap();
+        let reader = EventReader::new(frames).unwrap();
+        answer.write_all(&accepted()).unwrap();
+        clock_items(reader, |_, _| {})
+    });
+    let stats = record(config(dir.path(), Address::Unix(path)), 1_000);
+    let [pings, samples, events, _] = server.join().unwrap();
+    assert_eq!((pings, samples), (0, 0));
+    assert_eq!(events as u64, stats.events);
+}
+
+#[test]
+fn a_greeting_collector_gets_a_burst_of_exchanges_before_the_first_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reply = conn.try_clone().unwrap();
+        let frames = FrameReader::with_header(conn, "new".into()).unwrap();
+        let reader = EventReader::new(frames).unwrap();
+        // The hello's reply first, then the greeting (as the collector).
+        reply.write_all(&accepted()).unwrap();
+        reply
+            .write_all(&rtrace::clocksync::collector_hello())
+            .unwrap();
+        clock_items(reader, |id, sent_ns| {
+            let received = clock::monotonic_ns();
+            let pong = rtrace::clocksync::pong_frame(id, sent_ns, received);
+            reply.write_all(&pong).unwrap();
+        })
+    });
+    let stats = record(config(dir.path(), Address::Unix(path)), 1_000);
+    let [pings, samples, events, before_first_event] = server.join().unwrap();
+    assert_eq!(events as u64, stats.events);
+    let burst = rtrace::clocksync::SyncConfig::default().burst as usize;
+    assert_eq!(before_first_event, burst, "the burst");
+    assert_eq!(pings, samples, "every ping answered and reported");
+}
+
+#[test]
+fn a_short_stream_waits_for_a_late_greeting_and_syncs_before_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reply = conn.try_clone().unwrap();
+        let frames = FrameReader::with_header(conn, "slow".into()).unwrap();
+        let reader = EventReader::new(frames).unwrap();
+        reply.write_all(&accepted()).unwrap();
+        // A busy collector: the greeting comes well after the reply.
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        reply
+            .write_all(&rtrace::clocksync::collector_hello())
+            .unwrap();
+        clock_items(reader, |id, sent_ns| {
+            let pong = rtrace::clocksync::pong_frame(id, sent_ns, clock::monotonic_ns());
+            reply.write_all(&pong).unwrap();
+        })
+    });
+    let stats = record(config(dir.path(), Address::Unix(path)), 10);
+    let [_, samples, events, _] = server.join().unwrap();
+    assert_eq!(events as u64, stats.events);
+    assert!(samples > 0, "no clock sample before the end");
+}
+
 #[test]
 fn a_huge_argv_is_cut_so_the_hello_fits_a_collectors_handshake_limit() {
     let dir = tempfile::tempdir().unwrap();

@@ -133,7 +133,7 @@ fn frames(bytes: &[u8]) -> Vec<(usize, usize)> {
             }
         }
         let events = match wire::decode_frame(&bytes[at..at + len]).unwrap() {
-            Body::Batch(batch) => batch.codes.len(),
+            Some(Body::Batch(batch)) => batch.codes.len(),
             _ => 0,
         };
         at += len;

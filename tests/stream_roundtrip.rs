@@ -146,6 +146,31 @@ fn count_reader<R: std::io::Read>(reader: &mut EventReader<R>) -> usize {
 }
 
 #[test]
+fn frames_of_a_newer_writer_are_skipped() {
+    use rtrace::wire;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.rtrace");
+    let recorder = Recorder::start(Config::new("new", &path)).unwrap();
+    recorder.finish();
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Right after the header, a 3-byte frame whose only field (19) this
+    // version does not know: tag 19 << 3 | 2 (varint 0x9a 0x01), empty.
+    let unknown = [3u8, 0x9a, 0x01, 0x00];
+    let mut with_unknown = bytes[..wire::HEADER_LEN].to_vec();
+    with_unknown.extend_from_slice(&unknown);
+    with_unknown.extend_from_slice(&bytes[wire::HEADER_LEN..]);
+    bytes = with_unknown;
+    std::fs::write(&path, &bytes).unwrap();
+    let mut frames = rtrace::FrameReader::open(&path).unwrap();
+    let mut kinds = Vec::new();
+    while let Some(body) = frames.next_frame().unwrap() {
+        kinds.push(format!("{body:?}").split('(').next().unwrap().to_owned());
+    }
+    assert_eq!(kinds.first().map(String::as_str), Some("Hello"));
+    assert_eq!(kinds.last().map(String::as_str), Some("End"));
+}
+
+#[test]
 fn log_args_texts_travel_with_their_events() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.rtrace");

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use crate::access::{self, Access};
 use crate::profile::{self, SortBy};
-use crate::{live, offline, output, report};
-use anyhow::{bail, Result};
+use crate::{live, offline, output, relay, report};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use rtrace::clocksync::SyncConfig;
 use rtrace::merge::MergeConfig;
 use rtrace::{Address, Token};
 
@@ -20,6 +21,7 @@ use rtrace::{Address, Token};
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  rtrace-collect --listen unix:///tmp/rtrace.sock -o timeline.pftrace\n  \
                   RTRACE_TOKEN=secret rtrace-collect --listen tcp://0.0.0.0:9876 -o t.json\n  \
+                  rtrace-collect --listen unix:///tmp/rtrace.sock --forward tcp://central:9876\n  \
                   rtrace-collect merge rtrace-*.rtrace -o timeline.pftrace\n  \
                   rtrace-collect stats rtrace-*.rtrace\n  \
                   rtrace-collect stats --functions --top 10 timeline.pftrace"
@@ -39,6 +41,8 @@ struct Cli {
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     drain: f64,
     #[command(flatten)]
+    relay: RelayArgs,
+    #[command(flatten)]
     access: AccessArgs,
 }
 
@@ -46,7 +50,8 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct AccessArgs {
     /// Shared token that TCP connections must send (recorders send
-    /// $RTRACE_TOKEN); prefer the environment variable, which `ps` does not show.
+    /// $RTRACE_TOKEN; a relay sends it to the --forward collector too);
+    /// prefer the environment variable, which `ps` does not show.
     #[arg(
         long,
         env = "RTRACE_TOKEN",
@@ -88,6 +93,29 @@ impl AccessArgs {
             hello_timeout,
         })
     }
+}
+
+/// Relay mode (see `relay`).
+#[derive(clap::Args, Clone)]
+struct RelayArgs {
+    /// Relay mode: forward every stream to the collector at ADDR
+    /// (tcp://host:port or unix:///path), with clocks translated, instead of
+    /// writing a timeline.
+    #[arg(long, value_name = "ADDR", conflicts_with = "output")]
+    forward: Option<String>,
+    /// Relay mode: where spill files go while the central collector is
+    /// unreachable.
+    #[arg(long, value_name = "DIR", default_value = ".", requires = "forward")]
+    spill_dir: PathBuf,
+    /// Relay mode: seconds between clock exchanges with the central
+    /// collector after the burst at connect (0: none).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value = "2",
+        requires = "forward"
+    )]
+    clock_sync: String,
 }
 
 #[derive(clap::Args, Clone)]
@@ -189,6 +217,9 @@ fn listen(cli: Cli) -> Result<u8> {
     if cli.listen.is_empty() {
         bail!("nothing to do: give --listen ADDR and -o FILE, or a subcommand (merge, stats); see --help");
     }
+    if let Some(forward) = &cli.relay.forward {
+        return relay(&cli, forward);
+    }
     let Some(output) = cli.output else {
         bail!("--listen needs -o FILE for the merged timeline, e.g. -o timeline.pftrace");
     };
@@ -215,19 +246,54 @@ fn listen(cli: Cli) -> Result<u8> {
         );
     })?;
     eprint!("{}", report::table(&collected.stats, &collected.bytes));
-    if collected.refused > 0 {
-        eprintln!(
-            "rtrace-collect: refused {} connection(s) (token, limits or protocol version; see above)",
-            collected.refused
-        );
-    }
-    if collected.broken > 0 {
-        eprintln!(
-            "rtrace-collect: closed {} connection(s) before their hello (not rtrace, broken or silent; see above)",
-            collected.broken
-        );
-    }
+    report_refusals(collected.refused, collected.broken);
     eprintln!("rtrace-collect: wrote {}", output.display());
+    Ok(0)
+}
+
+/// The counts of connections refused, and closed before their hello.
+fn report_refusals(refused: u64, broken: u64) {
+    if refused > 0 {
+        eprintln!(
+            "rtrace-collect: refused {refused} connection(s) (token, limits or protocol version; see above)"
+        );
+    }
+    if broken > 0 {
+        eprintln!(
+            "rtrace-collect: closed {broken} connection(s) before their hello (not rtrace, broken or silent; see above)"
+        );
+    }
+}
+
+fn relay(cli: &Cli, forward: &str) -> Result<u8> {
+    let listen = cli
+        .listen
+        .iter()
+        .map(|a| a.parse::<Address>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let access = cli.access.access()?;
+    let options = relay::RelayOptions {
+        listen: listen.clone(),
+        token: access.token.clone(),
+        access,
+        forward: forward.parse()?,
+        spill_dir: cli.relay.spill_dir.clone(),
+        drain: seconds("--drain", cli.drain)?,
+        sync: SyncConfig::default()
+            .with_interval(&cli.relay.clock_sync)
+            .context("--clock-sync")?,
+    };
+    let stop = live::stop_on_signals()?;
+    let relayed = relay::relay(&options, &stop, || {
+        let addresses: Vec<String> = listen.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "rtrace-collect: listening on {}; relaying to {} (Ctrl-C to finish)",
+            addresses.join(", "),
+            options.forward
+        );
+    })?;
+    eprint!("{}", relay::table(&relayed.streams));
+    report_refusals(relayed.refused, relayed.broken);
     Ok(0)
 }
 

@@ -1,10 +1,14 @@
 //! Accepting streams: a listener per address, and a reader thread per
 //! connection that first runs the handshake (token, hello, within the hello
-//! timeout) and then decodes frames (never trusting them: size limits,
-//! typed errors) and hands their items to the merge. A bad or refused
-//! stream is closed with a message naming it; nothing else is affected.
-//! Connections beyond `--max-connections` are refused at once, without a
-//! thread.
+//! timeout, then the `HelloReply`) and then hands the stream to a
+//! `Handler`: the collector's (`collect`) decodes frames (never trusting
+//! them: size limits, typed errors), applies the stream's clock estimate
+//! and hands its items to the merge; a relay's forwards them (see
+//! `relay`). Only after the handshake does the collector greet a peer that
+//! takes part in the clock exchange (`CollectorHello`) and answer its
+//! pings. A bad or refused stream is closed with a message naming it;
+//! nothing else is affected. Connections beyond `--max-connections` are
+//! refused at once, without a thread.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
@@ -20,10 +24,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::Sender;
+use rtrace::merge::ThreadOrder;
 use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd};
 use rtrace::{sanitize, Address, Chunk, EventReader, StreamItem};
 
 use crate::access::Access;
+use crate::clocksync::{Responder, StreamClock};
 use crate::handshake::{self, Outcome, Terms};
 
 /// A connection, numbered in order of arrival.
@@ -59,6 +65,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 /// A refused peer's reply must not block the collector for longer.
 const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A peer that does not take what the collector writes back to an
+/// accepted stream (its `HelloReply`, `CollectorHello`, clock pongs)
+/// within this long gets no more of it.
+const ANSWER_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
 /// After a refusal, what the peer had already sent is read and dropped
 /// (so it sees the reply, not a reset) for at most this long or this much.
 const DISCARD_TIMEOUT: Duration = Duration::from_millis(500);
@@ -88,25 +98,42 @@ impl Peer {
     }
 
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_timed(buf).map(|(n, _)| n)
+    }
+
+    /// Reads like `read`; also returns when the bytes arrived
+    /// (CLOCK_MONOTONIC ns) if the kernel says (TCP, see `rxstamp`).
+    fn read_timed(&self, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
         match self {
-            Peer::Unix(s) => (&**s).read(buf),
-            Peer::Tcp(s) => (&**s).read(buf),
+            Peer::Unix(s) => (&**s).read(buf).map(|n| (n, None)),
+            Peer::Tcp(s) => rtrace::rxstamp::recv(&**s, buf),
+        }
+    }
+
+    fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Peer::Unix(s) => (&**s).write_all(bytes),
+            Peer::Tcp(s) => (&**s).write_all(bytes),
+        }
+    }
+
+    fn set_write_timeout(&self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Peer::Unix(s) => s.set_write_timeout(Some(timeout)),
+            Peer::Tcp(s) => s.set_write_timeout(Some(timeout)),
         }
     }
 
     /// Tells the peer `reply` and closes the connection. The reply is
     /// tiny, so a write to a fresh socket never blocks long.
     fn refuse(&self, reply: &[u8], discard: bool) {
-        let written = match self {
-            Peer::Unix(s) => s
-                .set_write_timeout(Some(REPLY_WRITE_TIMEOUT))
-                .and_then(|()| (&**s).write_all(reply))
-                .and_then(|()| s.shutdown(Shutdown::Write)),
-            Peer::Tcp(s) => s
-                .set_write_timeout(Some(REPLY_WRITE_TIMEOUT))
-                .and_then(|()| (&**s).write_all(reply))
-                .and_then(|()| s.shutdown(Shutdown::Write)),
-        };
+        let written = self
+            .set_write_timeout(REPLY_WRITE_TIMEOUT)
+            .and_then(|()| self.write_all(reply))
+            .and_then(|()| match self {
+                Peer::Unix(s) => s.shutdown(Shutdown::Write),
+                Peer::Tcp(s) => s.shutdown(Shutdown::Write),
+            });
         if written.is_ok() && discard {
             self.discard();
         }
@@ -131,19 +158,42 @@ impl Peer {
     }
 }
 
-/// Lets a few refusal messages per second through.
-struct Throttle {
+/// Writes to a peer (the collector's answers on an accepted stream).
+struct PeerWriter(Peer);
+
+impl Write for PeerWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.0 {
+            Peer::Unix(s) => (&**s).write(buf),
+            Peer::Tcp(s) => (&**s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Lets a few messages per second through.
+pub struct Throttle {
     window: Mutex<(Instant, u32)>,
 }
 
+impl Default for Throttle {
+    fn default() -> Throttle {
+        Throttle::new()
+    }
+}
+
 impl Throttle {
-    fn new() -> Throttle {
+    pub fn new() -> Throttle {
         Throttle {
             window: Mutex::new((Instant::now(), 0)),
         }
     }
 
-    fn message(&self, message: String) -> Option<String> {
+    /// `message`, unless too many came this second.
+    pub fn message(&self, message: String) -> Option<String> {
         let mut window = self.window.lock().ok()?;
         if window.0.elapsed() >= Duration::from_secs(1) {
             *window = (Instant::now(), 0);
@@ -162,7 +212,7 @@ struct Shared {
     streams: AtomicU64,
     refused: AtomicU64,
     throttle: Throttle,
-    tx: Sender<Arrival>,
+    handler: Arc<dyn Handler>,
 }
 
 impl Shared {
@@ -176,12 +226,67 @@ impl Shared {
     }
 
     /// Counts a refusal and passes its message on, unless too many came
-    /// this second or the merge is behind: refusing never waits.
+    /// this second.
     fn refused(&self, message: String) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         if let Some(message) = self.throttle.message(message) {
-            let _ = self.tx.try_send(Arrival::Refused { message });
+            self.handler.refused(message);
         }
+    }
+}
+
+/// A stream that passed the handshake: its `HelloReply` is sent, and a
+/// peer that takes part in the clock exchange is greeted.
+pub struct Accepted {
+    pub conn: ConnId,
+    /// Names the connection in messages ("tcp connection #3 from ...").
+    pub name: String,
+    /// The stream, read up to and with its hello (`reader.hello()`).
+    pub reader: EventReader<Input>,
+    /// The hello's process, made printable.
+    pub process: ProcessInfo,
+    /// Answers the peer's clock pings.
+    pub responder: Responder,
+    /// Bytes read from the connection so far.
+    pub bytes: Arc<AtomicU64>,
+}
+
+/// What serves the connections an `Ingest` accepts; its methods run on
+/// the connections' reader threads, and must never wait long in
+/// `refused`.
+pub trait Handler: Send + Sync {
+    /// Serves a stream that passed the handshake, until it ends.
+    fn accepted(&self, stream: Accepted);
+    /// A connection closed before its hello was accepted: not rtrace,
+    /// broken, or silent past the hello timeout. `bytes`: read from it.
+    fn broken(&self, conn: ConnId, error: String, bytes: u64);
+    /// A connection was refused (a few messages a second at most; all
+    /// are counted by `Ingest::refused`).
+    fn refused(&self, message: String);
+}
+
+/// The collector's handler: every stream's items go to the merge.
+struct ToMerge {
+    tx: Sender<Arrival>,
+}
+
+impl Handler for ToMerge {
+    fn accepted(&self, stream: Accepted) {
+        collect(stream, &self.tx);
+    }
+
+    fn broken(&self, conn: ConnId, error: String, bytes: u64) {
+        let _ = self.tx.send(Arrival::Closed {
+            conn,
+            end: broken(),
+            error: Some(error),
+            bytes,
+        });
+    }
+
+    /// Never waits: dropped while the merge is behind.
+    fn refused(&self, message: String) {
+        let _ = self.tx.try_send(Arrival::Refused { message });
     }
 }
 
@@ -194,8 +299,19 @@ pub struct Ingest {
 
 impl Ingest {
     /// Checks `access` against the addresses, binds every address and
-    /// starts accepting.
+    /// starts accepting; each stream's items go to `tx` (see `collect`).
     pub fn start(addresses: &[Address], access: Access, tx: Sender<Arrival>) -> Result<Ingest> {
+        Ingest::start_with(addresses, access, Arc::new(ToMerge { tx }))
+    }
+
+    /// Checks `access` against the addresses, binds every address and
+    /// starts accepting; `handler` serves each connection on a thread of
+    /// its own.
+    pub fn start_with(
+        addresses: &[Address],
+        access: Access,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Ingest> {
         access.check(addresses)?;
         let mut ingest = Ingest {
             shared: Arc::new(Shared {
@@ -206,7 +322,7 @@ impl Ingest {
                 streams: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 throttle: Throttle::new(),
-                tx,
+                handler,
             }),
             threads: Vec::new(),
             unix_paths: Vec::new(),
@@ -402,7 +518,13 @@ fn admit(
     }
     match &peer {
         Peer::Unix(s) => s.set_nonblocking(false)?,
-        Peer::Tcp(s) => s.set_nonblocking(false)?,
+        Peer::Tcp(s) => {
+            s.set_nonblocking(false)?;
+            // Pongs must leave at once, not wait for more bytes.
+            s.set_nodelay(true)?;
+            // Pings' arrival times (see `rtrace::rxstamp`); read times without.
+            let _ = rtrace::rxstamp::enable(&**s);
+        }
     }
     if let Ok(mut peers) = shared.peers.lock() {
         peers.insert(id, peer.clone());
@@ -425,11 +547,26 @@ fn admit(
 }
 
 /// Reads from a connection. Until the handshake is over each read waits
-/// only until the hello deadline; afterwards, up to the idle timeout.
-struct SocketRead {
+/// only until the hello deadline; afterwards, up to the idle timeout. Notes
+/// when the bytes of each read arrived (a clock ping's t2).
+pub struct SocketRead {
     peer: Peer,
     deadline: Arc<Mutex<Option<Instant>>>,
     hello_timeout: Duration,
+    /// CLOCK_MONOTONIC ns: the kernel's receive time on TCP, else the
+    /// read's end.
+    arrival_ns: Arc<AtomicU64>,
+}
+
+impl SocketRead {
+    fn read_noting_arrival(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let (n, arrived) = self.peer.read_timed(buf)?;
+        if n > 0 {
+            let at = arrived.unwrap_or_else(rtrace::clock::monotonic_ns);
+            self.arrival_ns.store(at, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
 }
 
 impl Read for SocketRead {
@@ -437,8 +574,7 @@ impl Read for SocketRead {
         let deadline = self.deadline.lock().ok().and_then(|d| *d);
         let Some(deadline) = deadline else {
             return self
-                .peer
-                .read(buf)
+                .read_noting_arrival(buf)
                 .map_err(|e| timed_out(e, "sent nothing (not even a heartbeat) for 30 s"));
         };
         let left = deadline.saturating_duration_since(Instant::now());
@@ -452,7 +588,8 @@ impl Read for SocketRead {
             return Err(io::Error::new(io::ErrorKind::TimedOut, late()));
         }
         self.peer.set_read_timeout(left)?;
-        self.peer.read(buf).map_err(|e| timed_out(e, &late()))
+        self.read_noting_arrival(buf)
+            .map_err(|e| timed_out(e, &late()))
     }
 }
 
@@ -467,7 +604,7 @@ fn timed_out(e: io::Error, what: &str) -> io::Error {
 }
 
 /// Counts the bytes read through it.
-struct Counting<R> {
+pub struct Counting<R> {
     inner: R,
     bytes: Arc<AtomicU64>,
 }
@@ -480,10 +617,13 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Runs the handshake, then decodes the stream and forwards it. A stream
-/// that got past its hello always ends with `Closed`.
+/// A connection's input as handlers read it.
+pub type Input = Counting<BufReader<SocketRead>>;
+
+/// Runs the handshake; answers it, then hands the stream to the handler.
 fn serve(conn: ConnId, name: String, peer: Peer, tcp: bool, shared: &Shared) {
     let bytes = Arc::new(AtomicU64::new(0));
+    let arrival_ns = Arc::new(AtomicU64::new(0));
     let deadline = Arc::new(Mutex::new(Some(
         Instant::now() + shared.access.hello_timeout,
     )));
@@ -494,6 +634,7 @@ fn serve(conn: ConnId, name: String, peer: Peer, tcp: bool, shared: &Shared) {
                 peer: peer.clone(),
                 deadline: deadline.clone(),
                 hello_timeout: shared.access.hello_timeout,
+                arrival_ns: arrival_ns.clone(),
             },
         ),
         bytes: bytes.clone(),
@@ -504,30 +645,33 @@ fn serve(conn: ConnId, name: String, peer: Peer, tcp: bool, shared: &Shared) {
         tcp,
         take_stream: &take_stream,
     };
-    let tx = &shared.tx;
-    let (end, error) = match handshake::handshake(input, name.clone(), &terms) {
+    let handler = &shared.handler;
+    match handshake::handshake(input, name.clone(), &terms) {
         Outcome::Accepted(reader, process) => {
             if let Ok(mut d) = deadline.lock() {
                 *d = None;
             }
+            // The reply first: the peer reads it before anything else.
             let welcomed = peer
                 .set_read_timeout(IDLE_TIMEOUT)
-                .and_then(|()| peer_write(&peer, &handshake::reply(true, "", false)));
+                .and_then(|()| peer.set_write_timeout(ANSWER_WRITE_TIMEOUT))
+                .and_then(|()| peer.write_all(&handshake::reply(true, "", false)));
             if let Err(e) = welcomed {
-                (broken(), Some(format!("could not answer the hello: {e}")))
-            } else {
-                let (reply, encoder) = crossbeam_channel::bounded(1);
-                let hello = Arrival::Hello {
-                    conn,
-                    process,
-                    encoder: reply,
-                };
-                let encoder = match tx.send(hello) {
-                    Ok(()) => encoder.recv().ok().flatten(),
-                    Err(_) => None,
-                };
-                forward(conn, *reader, tx, encoder)
+                let error = format!("{name}: could not answer the hello: {e}");
+                return handler.broken(conn, error, bytes.load(Ordering::Relaxed));
             }
+            let mut responder = Responder::new(Box::new(PeerWriter(peer)), arrival_ns);
+            if let Some(hello) = reader.hello() {
+                responder.greet(hello);
+            }
+            handler.accepted(Accepted {
+                conn,
+                name,
+                reader: *reader,
+                process,
+                responder,
+                bytes,
+            });
         }
         Outcome::Refused {
             reason,
@@ -539,23 +683,45 @@ fn serve(conn: ConnId, name: String, peer: Peer, tcp: bool, shared: &Shared) {
                 format!(" (session {:?}, pid {})", p.session, p.pid)
             });
             shared.refused(format!("refused {name}{who}: {reason}"));
-            return;
         }
-        Outcome::Broken(error) => (broken(), Some(error)),
+        Outcome::Broken(error) => {
+            handler.broken(
+                conn,
+                format!("{name}: {error}"),
+                bytes.load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
+/// The collector's handler of a stream: tells the merge, forwards the
+/// stream's items (with its clock mapped), and always ends with `Closed`.
+fn collect(stream: Accepted, tx: &Sender<Arrival>) {
+    let Accepted {
+        conn,
+        name,
+        reader,
+        process,
+        mut responder,
+        bytes,
+    } = stream;
+    let (reply, encoder) = crossbeam_channel::bounded(1);
+    let hello = Arrival::Hello {
+        conn,
+        process,
+        encoder: reply,
     };
+    let encoder = match tx.send(hello) {
+        Ok(()) => encoder.recv().ok().flatten(),
+        Err(_) => None,
+    };
+    let (end, error) = forward(conn, reader, &mut responder, tx, encoder);
     let _ = tx.send(Arrival::Closed {
         conn,
         end,
         error: error.map(|e| format!("{name}: {e}")),
         bytes: bytes.load(Ordering::Relaxed),
     });
-}
-
-fn peer_write(peer: &Peer, bytes: &[u8]) -> io::Result<()> {
-    match peer {
-        Peer::Unix(s) => (&**s).write_all(bytes),
-        Peer::Tcp(s) => (&**s).write_all(bytes),
-    }
 }
 
 fn broken() -> StreamEnd {
@@ -565,14 +731,26 @@ fn broken() -> StreamEnd {
     }
 }
 
-/// Forwards a stream's items, made printable; returns how it ended and,
-/// for a stream closed because of bad input, why.
+/// Forwards a stream's items, their clock mapped, in thread order, made
+/// printable (and encoded, if the output gave an encoder); answers the
+/// stream's clock pings as they come. Returns how it ended and, for a
+/// stream closed because of bad input, why.
 fn forward<R: Read>(
     conn: ConnId,
     mut reader: EventReader<R>,
+    responder: &mut Responder,
     tx: &Sender<Arrival>,
-    mut encoder: Option<Box<dyn StreamEncoder>>,
+    encoder: Option<Box<dyn StreamEncoder>>,
 ) -> (StreamEnd, Option<String>) {
+    let mut clock = reader
+        .hello()
+        .map_or_else(|| StreamClock::new(false, 1, false), StreamClock::for_hello);
+    let mut out = Outgoing {
+        conn,
+        order: ThreadOrder::default(),
+        encoder,
+        tx,
+    };
     let mut events = 0u64;
     let error = loop {
         let chunk = match reader.next_chunk() {
@@ -582,21 +760,17 @@ fn forward<R: Read>(
         };
         let mut chunks = vec![chunk];
         reader.take_ready_chunks(&mut chunks);
-        for chunk in &mut chunks {
-            events += chunk_events(chunk) as u64;
-            sanitize_chunk(chunk);
-            if let Some(encoder) = &mut encoder {
-                encoder.chunk(chunk);
-            }
-        }
-        // Blocks while the merge is behind (the channel is short): the
-        // socket is not read, so the recorder's queue fills and its policy
-        // (drop and count, or block) applies, instead of the backlog piling
-        // up in the collector's memory.
-        if tx.send(Arrival::Chunks { conn, chunks }).is_err() {
+        responder.answer_pings(&chunks);
+        events += chunks.iter().map(chunk_events).sum::<usize>() as u64;
+        let mut ready = Vec::with_capacity(chunks.len() + 1);
+        clock.process(chunks, &mut ready);
+        if !out.send(ready) {
             break None;
         }
     };
+    let mut ready = Vec::new();
+    clock.finish(&mut ready);
+    out.send(ready);
     let end = StreamEnd {
         events,
         lost: reader.lost(),
@@ -604,6 +778,37 @@ fn forward<R: Read>(
         last_ts_ns: 0,
     };
     (end, error)
+}
+
+/// The last steps of a stream's chunks on their reader thread.
+struct Outgoing<'a> {
+    conn: ConnId,
+    order: ThreadOrder,
+    encoder: Option<Box<dyn StreamEncoder>>,
+    tx: &'a Sender<Arrival>,
+}
+
+impl Outgoing<'_> {
+    /// Puts `chunks` (clock mapped) in thread order, makes them printable,
+    /// encodes them, and sends them to the merge; false once it is gone.
+    fn send(&mut self, mut chunks: Vec<Chunk>) -> bool {
+        if chunks.is_empty() {
+            return true;
+        }
+        self.order.chunks(&mut chunks);
+        for chunk in &mut chunks {
+            sanitize_chunk(chunk);
+            if let Some(encoder) = &mut self.encoder {
+                encoder.chunk(chunk);
+            }
+        }
+        // Blocks while the merge is behind (the channel is short): the
+        // socket is not read, so the recorder's queue fills and its policy
+        // (drop and count, or block) applies, instead of the backlog piling
+        // up in the collector's memory.
+        let conn = self.conn;
+        self.tx.send(Arrival::Chunks { conn, chunks }).is_ok()
+    }
 }
 
 /// Events in a chunk.

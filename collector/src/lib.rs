@@ -6,12 +6,14 @@
 
 pub mod access;
 pub mod cli;
+pub mod clocksync;
 pub mod handshake;
 pub mod ingest;
 pub mod live;
 pub mod offline;
 pub mod output;
 pub mod profile;
+pub mod relay;
 pub mod report;
 pub mod summary;
 

@@ -7,12 +7,13 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use rtrace::merge::{MergeConfig, Merger, StreamStats};
+use rtrace::merge::{MergeConfig, Merger, StreamStats, ThreadOrder};
 use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd, TimelineSink};
-use rtrace::EventReader;
+use rtrace::{Chunk, EventReader, StreamItem};
 
-/// A stream's encoder, if the output has one (see `StreamEncoder`).
-type Encoder = Option<Box<dyn StreamEncoder>>;
+/// A stream's encoder, if the output has one (see `StreamEncoder`), and
+/// the order of its threads, kept before encoding.
+type Encoder = (Option<Box<dyn StreamEncoder>>, ThreadOrder);
 
 /// Merges `inputs` into `sink`. A file that cannot be read at all is
 /// reported and skipped; one that breaks mid-way keeps what came before.
@@ -30,7 +31,8 @@ pub fn merge_files<S: TimelineSink>(
                 let process = reader.hello().map(ProcessInfo::from).unwrap_or_default();
                 let process = rtrace::sanitize::process(process);
                 let id = merger.add_stream(process)?;
-                readers.push(Some((reader, merger.stream_encoder(id))));
+                let encoder = (merger.stream_encoder(id), ThreadOrder::default());
+                readers.push(Some((reader, encoder)));
                 bytes.push(std::fs::metadata(path).map_or(0, |m| m.len()));
             }
             Err(e) => eprintln!("rtrace-collect: skipping {}: {e}", path.display()),
@@ -38,14 +40,20 @@ pub fn merge_files<S: TimelineSink>(
     }
     while let Some(stream) = merger.lagging_stream() {
         let slot = &mut readers[stream.0 as usize];
-        let Some((reader, encoder)) = slot else { break };
+        let Some((reader, (encoder, order))) = slot else {
+            break;
+        };
         match reader.next_chunk() {
             Ok(Some(mut chunk)) => {
+                let clamped = order.chunk(&mut chunk);
                 crate::ingest::sanitize_chunk(&mut chunk);
                 if let Some(encoder) = encoder {
                     encoder.chunk(&mut chunk);
                 }
                 merger.push_chunk(stream, chunk)?;
+                if clamped > 0 {
+                    merger.push_chunk(stream, Chunk::Item(StreamItem::Clamped(clamped)))?;
+                }
             }
             Ok(None) => {
                 let end = end_of(reader, false);

@@ -11,10 +11,13 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender};
+use rtrace::clock::ClockJump;
 use rtrace::export::chrome::ChromeJsonWriter;
 use rtrace::export::perfetto::PerfettoWriter;
 use rtrace::read::Event;
-use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink};
+use rtrace::timeline::{
+    ClockOffset, ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink,
+};
 use rtrace::FunctionInfo;
 
 /// The output formats.
@@ -99,6 +102,14 @@ impl TimelineSink for Named {
     }
     fn encoded_events(&mut self, stream: StreamId, ts_ns: &[u64], bytes: &[u8]) -> io::Result<()> {
         let result = self.inner.encoded_events(stream, ts_ns, bytes);
+        self.name(result)
+    }
+    fn clock_offset(&mut self, stream: StreamId, offset: &ClockOffset) -> io::Result<()> {
+        let result = self.inner.clock_offset(stream, offset);
+        self.name(result)
+    }
+    fn clock_jump(&mut self, stream: StreamId, jump: &ClockJump) -> io::Result<()> {
+        let result = self.inner.clock_jump(stream, jump);
         self.name(result)
     }
 }

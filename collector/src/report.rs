@@ -1,11 +1,21 @@
 //! The per-stream table printed when a collection or merge ends.
 
 use rtrace::merge::StreamStats;
+use rtrace::timeline::{ClockOffset, ClockStatus};
 
 /// Per-stream byte counts travel separately from the merge's stats.
 pub fn table(stats: &[StreamStats], bytes: &[u64]) -> String {
     let mut rows = vec![[
-        "session", "pid", "host", "events", "lost", "late", "bytes", "end",
+        "session",
+        "pid",
+        "host",
+        "events",
+        "lost",
+        "late",
+        "bytes",
+        "clock offset",
+        "clock jumps",
+        "end",
     ]
     .map(String::from)
     .to_vec()];
@@ -24,10 +34,58 @@ pub fn table(stats: &[StreamStats], bytes: &[u64]) -> String {
             s.end.map_or(0, |e| e.lost).to_string(),
             s.late.to_string(),
             bytes.get(i).map_or("-".into(), u64::to_string),
+            s.clock.map_or("-".into(), |c| clock_offset(&c)),
+            clock_jumps(s),
             end,
         ]);
     }
     aligned(&rows)
+}
+
+/// A stream's clock offset (its clock minus the collector's) as
+/// `+37.000012345 s ±14.2 µs, drift +0.021 ppm (9 samples)`.
+pub fn clock_offset(offset: &ClockOffset) -> String {
+    let samples = match offset.samples {
+        1 => "1 sample".to_owned(),
+        n => format!("{n} samples"),
+    };
+    let uncertainty = micros(offset.uncertainty_ns);
+    match offset.status {
+        ClockStatus::Unmeasured => "not measured".into(),
+        ClockStatus::SameHost => format!("0 (same host, ±{uncertainty}, {samples})"),
+        ClockStatus::Measured => format!(
+            "{} ±{uncertainty}, drift {:+.3} ppm ({samples})",
+            seconds(offset.offset_ns),
+            offset.drift_ppb as f64 / 1000.0
+        ),
+    }
+}
+
+/// Signed nanoseconds as seconds with all nine decimals.
+fn seconds(ns: i64) -> String {
+    let sign = if ns < 0 { '-' } else { '+' };
+    let abs = ns.unsigned_abs();
+    format!("{sign}{}.{:09} s", abs / 1_000_000_000, abs % 1_000_000_000)
+}
+
+fn micros(ns: u64) -> String {
+    format!("{:.1} µs", ns as f64 / 1000.0)
+}
+
+/// `0`, or the count with the first jump and the events clamped.
+fn clock_jumps(s: &StreamStats) -> String {
+    let mut text = s.clock_jumps.to_string();
+    if let Some(jump) = s.first_jump {
+        text.push_str(&format!(
+            " (first: {} by {:.3} ms)",
+            jump.kind.as_str(),
+            jump.size_ns as f64 / 1e6
+        ));
+    }
+    if s.clamped > 0 {
+        text.push_str(&format!(", {} events clamped", s.clamped));
+    }
+    text
 }
 
 /// Left-aligned columns, two spaces apart.

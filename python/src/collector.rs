@@ -54,6 +54,13 @@ fn stats_dicts<'py>(
             d.set_item("bytes", bytes.get(i).copied().unwrap_or(0))?;
             d.set_item("truncated", s.end.is_none_or(|e| e.truncated))?;
             d.set_item("error", s.error.clone())?;
+            d.set_item("clock", s.clock.map(|c| c.status.as_str()))?;
+            d.set_item("clock_offset_ns", s.clock.map(|c| c.offset_ns))?;
+            d.set_item("clock_uncertainty_ns", s.clock.map(|c| c.uncertainty_ns))?;
+            d.set_item("clock_drift_ppb", s.clock.map(|c| c.drift_ppb))?;
+            d.set_item("clock_samples", s.clock.map_or(0, |c| c.samples))?;
+            d.set_item("clock_jumps", s.clock_jumps)?;
+            d.set_item("clamped", s.clamped)?;
             Ok(d)
         })
         .collect()

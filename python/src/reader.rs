@@ -221,6 +221,7 @@ impl Reader {
                 d.set_item("ppid", p.ppid)?;
                 d.set_item("host", p.host)?;
                 d.set_item("argv", p.argv)?;
+                d.set_item("relayed_by", p.relayed_by)?;
                 Ok(d)
             })
             .collect()

@@ -21,6 +21,10 @@
 //!   `rtrace: stream truncated — process died`) with `events`, `lost` and
 //!   `truncated` arguments, plus an `rtrace lost events` counter if any
 //!   were lost.
+//! - Clocks: each measured estimate of a stream's clock is a value of the
+//!   process's counter `rtrace clock` (`offset ns`, `uncertainty ns`); a
+//!   clock jump is a process-scoped instant `rtrace: clock jump` (`kind`,
+//!   `jump_ns`).
 //!
 //! Chrome JSON identifies processes by pid alone: two streams with the same
 //! pid (from two hosts) share a process there; the Perfetto output keeps
@@ -338,6 +342,37 @@ impl<W: Write> TimelineSink for ChromeJsonWriter<W> {
             }
         }
         self.flush()
+    }
+
+    fn clock_offset(
+        &mut self,
+        stream: StreamId,
+        offset: &crate::timeline::ClockOffset,
+    ) -> io::Result<()> {
+        let pid = self.stream(stream)?.pid;
+        if offset.status == crate::timeline::ClockStatus::Unmeasured {
+            return Ok(());
+        }
+        let mut body = head("C", pid, 0, offset.at_ns);
+        let _ = write!(
+            body,
+            r#","name":"rtrace clock","args":{{"offset ns":{},"uncertainty ns":{}}}"#,
+            offset.offset_ns, offset.uncertainty_ns
+        );
+        self.element(&body)
+    }
+
+    fn clock_jump(&mut self, stream: StreamId, jump: &crate::clock::ClockJump) -> io::Result<()> {
+        let pid = self.stream(stream)?.pid;
+        let mut body = head("i", pid, 0, jump.at_ns);
+        name_and_category(&mut body, format::CLOCK_JUMP, format::RTRACE_CATEGORY);
+        let _ = write!(
+            body,
+            r#","s":"p","args":{{"kind":{},"jump_ns":{}}}"#,
+            json_string(jump.kind.as_str()),
+            jump.size_ns
+        );
+        self.element(&body)
     }
 
     fn finish(&mut self) -> io::Result<()> {

@@ -6,7 +6,7 @@
 
 use prost::Message;
 
-use crate::timeline::{ProcessInfo, StreamId};
+use crate::timeline::{ClockOffset, ProcessInfo, StreamId};
 
 /// Types generated from `proto/perfetto_trace.proto`, a field-for-field
 /// subset of Perfetto's own schema.
@@ -27,6 +27,12 @@ pub const MAX_PACKET_BYTES: u64 = 64 << 20;
 /// collector's time base, and the trace says so (`primary_trace_clock`), so
 /// Perfetto shows them as they are.
 pub const CLOCK_MONOTONIC: u32 = pb::BuiltinClock::Monotonic as u32;
+
+/// A sequence-scoped clock on each process sequence that has a clock
+/// estimate: the recording host's CLOCK_MONOTONIC. Each estimate comes as
+/// a clock snapshot pairing it with CLOCK_MONOTONIC of the collector (the
+/// trace clock), so the offset is in Perfetto's `clock_snapshot` table.
+pub const CLOCK_STREAM_HOST: u32 = 65;
 
 /// The sequence-scoped incremental clock of every thread sequence (Perfetto
 /// reserves 64..127 for such clocks; its SDK uses 64 the same way). Its
@@ -133,6 +139,18 @@ pub const END_ARG_LOST: &str = "lost";
 pub const END_ARG_TRUNCATED: &str = "truncated";
 /// Name of the per-process counter track of lost events.
 pub const LOST_TRACK_NAME: &str = "rtrace lost events";
+/// Argument of the end instants: clock jumps seen in the stream (only
+/// when there were some).
+pub const END_ARG_CLOCK_JUMPS: &str = "clock_jumps";
+/// Counter tracks of a stream's clock estimate over time: its clock minus
+/// the collector's, and the uncertainty of that (ns).
+pub const CLOCK_OFFSET_TRACK_NAME: &str = "rtrace clock offset (ns)";
+pub const CLOCK_UNCERTAINTY_TRACK_NAME: &str = "rtrace clock uncertainty (ns)";
+/// Name of the instant marking a clock jump on a process track.
+pub const CLOCK_JUMP: &str = "rtrace: clock jump";
+/// Arguments of the clock jump instant.
+pub const CLOCK_JUMP_ARG_KIND: &str = "kind";
+pub const CLOCK_JUMP_ARG_SIZE: &str = "jump_ns";
 
 /// Prefix of a counter track's description; the function id of the
 /// counter's name follows (the reader takes it back).
@@ -195,6 +213,13 @@ const KEY_HOST: &str = "host";
 const KEY_BOOT_ID: &str = "boot_id";
 const KEY_START: &str = "start_unix_ns";
 const KEY_RECORDER: &str = "recorder";
+const KEY_RELAYED_BY: &str = "relayed_by";
+const KEY_CLOCK: &str = "clock";
+const KEY_CLOCK_OFFSET: &str = "clock_offset_ns";
+const KEY_CLOCK_UNCERTAINTY: &str = "clock_uncertainty_ns";
+const KEY_CLOCK_DRIFT: &str = "clock_drift_ppb";
+const KEY_CLOCK_SAMPLES: &str = "clock_samples";
+const KEY_CLOCK_JUMPS: &str = "clock_jumps";
 
 /// The description of a process track: the stream's metadata as
 /// `key: value` lines. People see it in Perfetto's track details; the
@@ -208,7 +233,28 @@ pub fn describe_process(stream: StreamId, info: &ProcessInfo) -> String {
         (KEY_BOOT_ID, info.boot_id.clone()),
         (KEY_START, info.start_unix_ns.to_string()),
         (KEY_RECORDER, info.recorder.clone()),
+        (KEY_RELAYED_BY, info.relayed_by.join(", ")),
     ];
+    key_lines(&lines)
+}
+
+/// Lines added to a process track's description once the collector has a
+/// clock estimate for the stream (or saw its clock jump): the stream's
+/// clock minus the collector's, its uncertainty, drift and sample count.
+pub fn describe_clock(offset: Option<&ClockOffset>, jumps: u64) -> String {
+    let mut lines = Vec::new();
+    if let Some(c) = offset {
+        lines.push((KEY_CLOCK, c.status.as_str().to_owned()));
+        lines.push((KEY_CLOCK_OFFSET, c.offset_ns.to_string()));
+        lines.push((KEY_CLOCK_UNCERTAINTY, c.uncertainty_ns.to_string()));
+        lines.push((KEY_CLOCK_DRIFT, c.drift_ppb.to_string()));
+        lines.push((KEY_CLOCK_SAMPLES, c.samples.to_string()));
+    }
+    lines.push((KEY_CLOCK_JUMPS, jumps.to_string()));
+    key_lines(&lines)
+}
+
+fn key_lines(lines: &[(&str, String)]) -> String {
     lines
         .iter()
         .map(|(key, value)| format!("{key}: {}", escape(value)))
@@ -232,6 +278,9 @@ pub fn parse_description(text: &str, info: &mut ProcessInfo) -> Option<StreamId>
             KEY_BOOT_ID => info.boot_id = value,
             KEY_START => info.start_unix_ns = value.parse().unwrap_or(0),
             KEY_RECORDER => info.recorder = value,
+            KEY_RELAYED_BY if !value.is_empty() => {
+                info.relayed_by = value.split(", ").map(str::to_owned).collect()
+            }
             _ => {}
         }
     }
@@ -281,6 +330,7 @@ mod tests {
             boot_id: "id".into(),
             start_unix_ns: 42,
             recorder: "CPython 3.12\r".into(),
+            relayed_by: vec!["relay-a".into(), "relay-b".into()],
             ..ProcessInfo::default()
         };
         let text = describe_process(StreamId(3), &info);

@@ -240,7 +240,7 @@ mod tests {
         let view = parse_frame(frame).expect("prost's layout");
         assert_eq!(view.tick_deltas.len(), 6);
         assert_eq!(as_prost(&view), batch());
-        assert_eq!(decode_frame(frame), Ok(Body::Batch(batch())));
+        assert_eq!(decode_frame(frame), Ok(Some(Body::Batch(batch()))));
     }
 
     #[test]
@@ -280,7 +280,8 @@ mod tests {
         let view = parse_frame(&top).unwrap();
         assert_eq!(view.codes.iter().collect::<Vec<_>>(), vec![1 << 63]);
         assert_eq!(
-            decode_frame(&top).map(|b| matches!(b, Body::Batch(b) if b.codes == vec![1 << 63])),
+            decode_frame(&top)
+                .map(|b| matches!(b, Some(Body::Batch(b)) if b.codes == vec![1 << 63])),
             Ok(true)
         );
     }
@@ -322,7 +323,7 @@ mod tests {
                 }
             }
             if let Some(view) = parse_frame(&frame) {
-                proptest::prop_assert_eq!(decode_frame(&frame), Ok(Body::Batch(as_prost(&view))));
+                proptest::prop_assert_eq!(decode_frame(&frame), Ok(Some(Body::Batch(as_prost(&view)))));
             }
         }
     }
@@ -339,7 +340,11 @@ mod tests {
             frame.extend_from_slice(&body[..cut]);
             let prost = decode_frame(&frame);
             if let Some(view) = parse_frame(&frame) {
-                assert_eq!(prost, Ok(Body::Batch(as_prost(&view))), "cut at {cut}");
+                assert_eq!(
+                    prost,
+                    Ok(Some(Body::Batch(as_prost(&view)))),
+                    "cut at {cut}"
+                );
             }
         }
     }

@@ -108,6 +108,7 @@ pub fn process_info(i: u32) -> ProcessInfo {
         argv: vec!["svc.py".into(), "--id".into(), i.to_string()],
         start_unix_ns: 1_700_000_000_000_000_000 + u64::from(i),
         recorder: "CPython 3.12 (sys.monitoring)".into(),
+        relayed_by: Vec::new(),
     }
 }
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -227,13 +228,19 @@ def report_rows(report: str) -> list[dict]:
     """The collector's per-stream table, one dict per row."""
     lines = [line for line in report.splitlines() if line.strip()]
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["session", "pid"])
+    # Columns are left-aligned, two spaces apart; names and cells may hold
+    # single spaces ("clock offset", "0 (same host, ...)").
+    columns = [(m.group(), m.start()) for m in re.finditer(r"\S+(?: \S+)*", lines[header])]
     rows = []
     for line in lines[header + 1:]:
-        cells = line.split()
-        if len(cells) < 8 or not cells[1].isdigit():
+        cells = {}
+        for i, (name, start) in enumerate(columns):
+            end = columns[i + 1][1] if i + 1 < len(columns) else len(line)
+            cells[name] = line[start:end].strip()
+        if not cells.get("pid", "").isdigit() or not cells.get("end"):
             break
-        rows.append(dict(session=cells[0], pid=int(cells[1]), events=int(cells[3]),
-                         lost=int(cells[4]), end=" ".join(cells[7:])))
+        rows.append(dict(session=cells["session"], pid=int(cells["pid"]),
+                         events=int(cells["events"]), lost=int(cells["lost"]), end=cells["end"]))
     return rows
 
 

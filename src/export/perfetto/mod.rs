@@ -35,8 +35,16 @@
 //! - When a stream ends, its process track gets an instant `rtrace: stream
 //!   end` — or `rtrace: stream truncated — process died` when the stream
 //!   stopped without its end marker — with the arguments `events`, `lost`
-//!   and `truncated`; a stream that lost events also gets a counter track
-//!   `rtrace lost events` holding the total over the stream's lifetime.
+//!   and `truncated` (and `clock_jumps` if its clock jumped); a stream that
+//!   lost events also gets a counter track `rtrace lost events` holding the
+//!   total over the stream's lifetime.
+//! - Clocks (see `clock`): each clock estimate of a stream adds values to
+//!   its counter tracks `rtrace clock offset (ns)` and `rtrace clock
+//!   uncertainty (ns)` and a clock snapshot pairing the recording host's
+//!   CLOCK_MONOTONIC (sequence-scoped clock 65) with the trace clock; each
+//!   clock jump an instant `rtrace: clock jump` (arguments `kind`,
+//!   `jump_ns`). The process track is described again, with `clock*` lines
+//!   in its description, at the first estimate and when the stream ends.
 //!
 //! A call and its return take about 15 bytes per event on average (see the
 //! size test). `SEQ_NEEDS_INCREMENTAL_STATE` is not set on events: it only
@@ -55,6 +63,7 @@
 //! exceptions and lines are written by hand once their names are interned
 //! (`thread::hot`), the rest with prost.
 
+mod clock;
 mod encoder;
 mod output;
 mod packets;
@@ -63,12 +72,16 @@ mod thread;
 
 use std::io::{self, Write};
 
+use crate::clock::ClockJump;
 use crate::idmap::IdMap;
 use crate::read::Event;
-use crate::timeline::{ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink};
+use crate::timeline::{
+    ClockOffset, ClockStatus, ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink,
+};
 use crate::writer::FunctionInfo;
 
 use super::perfetto_format::{self as format, pb};
+use clock::ClockState;
 use encoder::Encoder;
 use output::Output;
 use packets::{
@@ -182,6 +195,9 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
         self.streams.insert(
             stream,
             StreamState {
+                id: stream,
+                info: process.clone(),
+                clock: ClockState::default(),
                 uuid,
                 sequence,
                 coder: Some(coder),
@@ -249,11 +265,18 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
             watermark
         };
         let first_ts_ns = state.first_ts_ns.unwrap_or(ts_ns).min(ts_ns);
-        let track = ProcessTrack {
-            sequence: state.sequence,
-            uuid: state.uuid,
-        };
-        let packets = end_packets(track, end, first_ts_ns, ts_ns);
+        let track = state.track();
+        let mut packets = Vec::new();
+        if state.clock.worth_describing() {
+            packets.push(state.descriptor_packet());
+        }
+        packets.extend(end_packets(
+            track,
+            end,
+            state.clock.jumps,
+            first_ts_ns,
+            ts_ns,
+        ));
         self.streams.remove(&stream);
         for packet in &packets {
             self.out.packet(packet)?;
@@ -264,6 +287,31 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
     fn finish(&mut self) -> io::Result<()> {
         self.ensure_header()?;
         self.out.flush()
+    }
+
+    fn clock_offset(&mut self, stream: StreamId, offset: &ClockOffset) -> io::Result<()> {
+        let state = open_stream(&mut self.streams, stream)?;
+        let first_measure = offset.status != ClockStatus::Unmeasured
+            && state
+                .clock
+                .offset
+                .is_none_or(|o| o.status == ClockStatus::Unmeasured);
+        let track = state.track();
+        let mut packets = state.clock.offset_packets(track, offset);
+        if first_measure {
+            packets.push(state.descriptor_packet());
+        }
+        for packet in &packets {
+            self.out.packet(packet)?;
+        }
+        Ok(())
+    }
+
+    fn clock_jump(&mut self, stream: StreamId, jump: &ClockJump) -> io::Result<()> {
+        let state = open_stream(&mut self.streams, stream)?;
+        let track = state.track();
+        let packet = state.clock.jump_packet(track, jump);
+        self.out.packet(&packet)
     }
 }
 
@@ -285,10 +333,36 @@ fn open_stream(
 
 /// What the writer keeps per open stream.
 struct StreamState {
+    id: StreamId,
+    info: ProcessInfo,
+    clock: ClockState,
     uuid: u64,
     /// The process sequence.
     sequence: u32,
     /// Encodes the stream's events; `None` once a `StreamEncoder` has it.
     coder: Option<StreamCoder>,
     first_ts_ns: Option<u64>,
+}
+
+impl StreamState {
+    fn track(&self) -> ProcessTrack {
+        ProcessTrack {
+            sequence: self.sequence,
+            uuid: self.uuid,
+        }
+    }
+
+    /// The process track's descriptor again, its description now with the
+    /// clock's lines (Perfetto keeps the last description of a track).
+    fn descriptor_packet(&self) -> pb::TracePacket {
+        let mut descriptor = process_descriptor(self.id, self.uuid, &self.info);
+        let clock = format::describe_clock(self.clock.offset.as_ref(), self.clock.jumps);
+        if let Some(text) = &mut descriptor.description {
+            text.push('\n');
+            text.push_str(&clock);
+        }
+        let mut packet = sequence_packet(self.sequence);
+        packet.data = Some(pb::trace_packet::Data::TrackDescriptor(descriptor));
+        packet
+    }
 }

@@ -100,6 +100,7 @@ pub(super) struct ProcessTrack {
 pub(super) fn end_packets(
     state: ProcessTrack,
     end: &StreamEnd,
+    clock_jumps: u64,
     first_ts_ns: u64,
     ts_ns: u64,
 ) -> Vec<pb::TracePacket> {
@@ -115,16 +116,23 @@ pub(super) fn end_packets(
     } else {
         format::END_CLEAN
     };
+    let mut debug_annotations = vec![
+        named_annotation(format::END_ARG_EVENTS, Value::UintValue(end.events)),
+        named_annotation(format::END_ARG_LOST, Value::UintValue(end.lost)),
+        named_annotation(format::END_ARG_TRUNCATED, Value::BoolValue(end.truncated)),
+    ];
+    if clock_jumps > 0 {
+        debug_annotations.push(named_annotation(
+            format::END_ARG_CLOCK_JUMPS,
+            Value::UintValue(clock_jumps),
+        ));
+    }
     let instant = pb::TrackEvent {
         r#type: Some(Type::Instant as i32),
         track_uuid: Some(state.uuid),
         name_field: Some(NameField::Name(name.to_owned())),
         categories: vec![format::RTRACE_CATEGORY.to_owned()],
-        debug_annotations: vec![
-            named_annotation(format::END_ARG_EVENTS, Value::UintValue(end.events)),
-            named_annotation(format::END_ARG_LOST, Value::UintValue(end.lost)),
-            named_annotation(format::END_ARG_TRUNCATED, Value::BoolValue(end.truncated)),
-        ],
+        debug_annotations,
         ..Default::default()
     };
     let mut packets = vec![absolute(ts_ns, pb::trace_packet::Data::TrackEvent(instant))];

@@ -1,0 +1,49 @@
+//! Facts about the host and the process's place on it that streams carry:
+//! host name, boot id, time-namespace offset.
+
+/// The host name (`/proc/sys/kernel/hostname`), or "" if unknown.
+pub fn name() -> String {
+    read_trimmed("/proc/sys/kernel/hostname")
+}
+
+/// The Linux boot id: equal on two processes of one boot of one host
+/// (also across time namespaces, which shift CLOCK_MONOTONIC).
+pub fn boot_id() -> String {
+    read_trimmed("/proc/sys/kernel/random/boot_id")
+}
+
+/// How far this process's time namespace shifts CLOCK_MONOTONIC, in ns
+/// (`/proc/self/timens_offsets`); 0 outside a time namespace or when the
+/// kernel has none.
+pub fn timens_monotonic_offset_ns() -> i64 {
+    std::fs::read_to_string("/proc/self/timens_offsets")
+        .ok()
+        .and_then(|text| parse_timens_offsets(&text))
+        .unwrap_or(0)
+}
+
+fn parse_timens_offsets(text: &str) -> Option<i64> {
+    let line = text.lines().find(|l| l.starts_with("monotonic"))?;
+    let mut fields = line.split_whitespace().skip(1);
+    let secs: i64 = fields.next()?.parse().ok()?;
+    let nanos: i64 = fields.next()?.parse().ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_monotonic_line_of_timens_offsets() {
+        let text = "monotonic          -5         250\nboottime            0         0\n";
+        assert_eq!(parse_timens_offsets(text), Some(-4_999_999_750));
+        assert_eq!(parse_timens_offsets("boottime 1 0\n"), None);
+    }
+}
