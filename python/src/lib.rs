@@ -5,7 +5,8 @@
 //! filtered path), `args` (`log_args` texts), `filter` (what a recording leaves out, `glob` its
 //! patterns), `monitoring` (`sys.monitoring` callbacks, 3.12+), `legacy`
 //! (profile/trace functions), `recording` (session start/stop/fork),
-//! `reader` (`rtrace.read`), `stats` (`rtrace stats`).
+//! `reader` (`rtrace.read`), `stats` (`rtrace stats`), `marks` (user
+//! events) with `quiet` (their entry points when nothing records).
 
 use pyo3::prelude::*;
 
@@ -21,6 +22,7 @@ mod hook;
 mod legacy;
 mod marks;
 mod monitoring;
+mod quiet;
 mod reader;
 mod recording;
 mod stats;
@@ -52,8 +54,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<marks::Span>()?;
     m.add_class::<marks::Traced>()?;
     m.add_function(wrap_pyfunction!(marks::span, m)?)?;
-    m.add_function(wrap_pyfunction!(marks::instant, m)?)?;
-    m.add_function(wrap_pyfunction!(marks::counter, m)?)?;
+    // Quick entry points in front of the full ones (see `quiet`).
+    let instant = wrap_pyfunction!(marks::instant, m)?.into_any();
+    let counter = wrap_pyfunction!(marks::counter, m)?.into_any();
+    quiet::add(m, instant, counter)?;
     m.add_function(wrap_pyfunction!(marks::name_thread, m)?)?;
     m.add_function(wrap_pyfunction!(marks::flow_out, m)?)?;
     m.add_function(wrap_pyfunction!(marks::flow_in, m)?)?;

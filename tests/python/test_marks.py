@@ -139,6 +139,34 @@ def test_bad_arguments_are_clear_errors(run_py):
     assert "decorates a callable" in errors[3]
 
 
+def test_quick_entry_points_still_check_their_calls_and_record_their_arguments(run_py, tmp_path):
+    """instant and counter return at once when nothing records and the call
+    is well formed; a call that is not is still an error, and recording
+    still takes every argument."""
+    run = run_py("""
+        import rtrace
+        errors = []
+        for bad in (lambda: rtrace.instant(), lambda: rtrace.instant(3),
+                    lambda: rtrace.counter("c"), lambda: rtrace.counter(1, 2),
+                    lambda: rtrace.counter("c", 1, 2)):
+            try:
+                bad()
+            except TypeError as e:
+                errors.append(str(e))
+        with rtrace.record(output="q.rtrace"):
+            rtrace.instant("hit", key="k", n=2)
+            rtrace.counter("depth", 3.5)
+        emit(errors)
+    """)
+    assert len(run.result) == 5, run.result
+    got = {(e.kind, e.name): e for e in rtrace.read(tmp_path / "q.rtrace") if e.kind in (
+        "instant", "counter")}
+    assert got[("instant", "hit")].args == {"key": "k", "n": 2}
+    assert got[("counter", "depth")].value == 3.5
+    names = {e.name for e in rtrace.read(tmp_path / "q.rtrace") if e.kind == "c_call"}
+    assert not names & {"instant", "counter"}, names  # rtrace's own calls stay out
+
+
 PING_PONG = """
     import subprocess, sys
     import rtrace
