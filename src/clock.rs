@@ -242,8 +242,25 @@ impl ClockMap {
             && (dt_ns as f64 - self.ticks_to_ns(dt_ticks as i64) as f64).abs() < DISAGREE_NS;
         if stale {
             // An older snapshot written after a newer one (a connection
-            // starts with a fresh snapshot): nothing jumped.
-            self.rejected += 1;
+            // starts with a fresh snapshot, then the writer's own from
+            // before it): nothing jumped. It still brackets the events
+            // between the two, which would otherwise be converted by
+            // stretching a later segment backwards; kept where it belongs
+            // when it lies strictly between its neighbours.
+            let at = self.points.partition_point(|&(t, _)| t < ticks);
+            let after_previous = at == 0 || {
+                let (t, n) = self.points[at - 1];
+                t < ticks && n < ns
+            };
+            let before_next = self
+                .points
+                .get(at)
+                .is_some_and(|&(t, n)| t > ticks && n > ns);
+            if after_previous && before_next {
+                self.points.insert(at, (ticks, ns));
+            } else {
+                self.rejected += 1;
+            }
             return None;
         }
         if dt_ns < 0 {
@@ -506,7 +523,27 @@ mod tests {
         assert_eq!(map.to_ns(150_000_000), Some(200_500_000));
         assert_eq!(map.add(200_000_000, 300_500_000), None, "a repeat");
         assert_eq!(map.add(199_000_000, 299_500_000), None, "an older one");
-        assert_eq!(map.rejected, 2);
+        assert_eq!(map.rejected, 1, "the repeat; the older one is kept");
+        assert_eq!(map.to_ns(199_500_000), Some(300_000_000));
+    }
+
+    /// A connection starts with a fresh snapshot, and the writer's own
+    /// older one may follow it: the events between the two are converted
+    /// between them, not by stretching the next (short, so less exact)
+    /// segment backwards.
+    #[test]
+    fn an_older_snapshot_written_late_still_brackets_the_events_before_the_fresh_one() {
+        let mut map = ClockMap::new(1e9);
+        assert_eq!(map.add(1_000_000, 1_000_000), None, "fresh, at connect");
+        assert_eq!(map.add(0, 0), None, "the writer's, from before");
+        // A short segment whose rate is off by a little jitter.
+        assert_eq!(map.add(1_100_000, 1_100_040), None);
+        assert_eq!(map.to_ns(500_000), Some(500_000));
+        assert_eq!(map.rejected, 0);
+        // One that does not fit between its neighbours is not taken.
+        assert_eq!(map.add(600_000, 1_000_000), None);
+        assert_eq!(map.rejected, 1);
+        assert_eq!(map.to_ns(500_000), Some(500_000));
     }
 
     #[test]
