@@ -411,7 +411,14 @@ impl StreamClock {
     /// The stage for a stream with this hello, on this collector.
     pub fn for_hello(hello: &pb::Hello) -> StreamClock {
         let same_boot = !hello.boot_id.is_empty() && hello.boot_id == local_boot_id();
-        StreamClock::new(hello.clock_sync, 1 + hello.relayed_by.len(), same_boot)
+        let mut stage = StreamClock::new(hello.clock_sync, 1 + hello.relayed_by.len(), same_boot);
+        if same_boot && hello.relayed_by.is_empty() && hello.timens_monotonic_offset_ns == 0 {
+            // This host's CLOCK_MONOTONIC, outside any time namespace: the
+            // same clock, known before any sample (a short stream may end
+            // before its first), and said so from the start.
+            stage.status = ClockStatus::SameHost;
+        }
+        stage
     }
 
     /// The estimate in use, if any.
@@ -678,6 +685,32 @@ mod tests {
             })
             .collect();
         assert_eq!(times, vec![3_000_000_000, 3_000_000_005, 3_000_000_100]);
+    }
+
+    /// A stream of this host's clock, outside a time namespace, is the
+    /// same host from its first item, even if it ends before any sample.
+    #[test]
+    fn this_hosts_clock_is_the_same_host_before_any_sample() {
+        let hello = |timens_ns: i64| pb::Hello {
+            boot_id: local_boot_id().to_owned(),
+            clock_sync: true,
+            timens_monotonic_offset_ns: timens_ns,
+            ..pb::Hello::default()
+        };
+        for (timens_ns, status) in [(0, ClockStatus::SameHost), (37, ClockStatus::Unmeasured)] {
+            let mut clock = StreamClock::for_hello(&hello(timens_ns));
+            let mut out = Vec::new();
+            clock.process([item(StreamItem::Clock { monotonic_ns: 5 })], &mut out);
+            clock.finish(&mut out);
+            let Chunk::Item(StreamItem::Offset(offset)) = out[0] else {
+                panic!("{out:?}")
+            };
+            assert_eq!(
+                (offset.status, offset.offset_ns),
+                (status, 0),
+                "timens {timens_ns}"
+            );
+        }
     }
 
     #[test]

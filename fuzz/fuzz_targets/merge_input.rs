@@ -108,15 +108,19 @@ fuzz_target!(|data: &[u8]| {
             .unwrap();
         let chunk = streams[s][next[s]].clone();
         next[s] += 1;
+        // What the merge must give back: each thread's events in order,
+        // an event older than its thread's previous one clamped to it.
+        let mut expect = |tid: u64, event: &Event| {
+            let thread = pushed.entry((ids[s], tid)).or_default();
+            let mut event = event.clone();
+            if let Some(previous) = thread.last() {
+                event.ts_ns = event.ts_ns.max(previous.ts_ns);
+            }
+            thread.push(event);
+        };
         match &chunk {
-            Chunk::Item(StreamItem::Event(event)) => {
-                let thread = pushed.entry((ids[s], event.tid)).or_default();
-                thread.push(event.clone());
-            }
-            Chunk::Events { tid, events } => {
-                let thread = pushed.entry((ids[s], *tid)).or_default();
-                thread.extend(events.iter().cloned());
-            }
+            Chunk::Item(StreamItem::Event(event)) => expect(event.tid, event),
+            Chunk::Events { tid, events } => events.iter().for_each(|e| expect(*tid, e)),
             _ => {}
         }
         merger.push_chunk(ids[s], chunk).unwrap();
