@@ -4,7 +4,9 @@
 ``rtrace-collect --listen``, started at the same moment. Reports the events
 recorded, lost (dropped by the recorders when the collector fell behind)
 and late (written out of time order by the collector), the CPU time of the traced processes and of the
-collector (per event, and as a ratio), the collector's peak memory, and how
+collector (per event, and as a ratio), the CPU time of the collector's
+merge thread (its main thread, sampled from /proc every 20 ms, so the last
+few ms are missed) and its events per CPU second, the collector's peak memory, and how
 long after the last process exited the merged file was complete (the
 collector is sent SIGINT then, as a person would press Ctrl-C). Medians
 over ``--repeat`` runs.
@@ -23,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,11 +50,45 @@ print(json.dumps({"events": rec.events, "lost": rec.lost,
 """
 
 
+class ThreadCpu:
+    """Samples the CPU time (user + system, seconds) of one thread of a
+    process from /proc until the thread is gone; `cpu_s` is the last
+    sample of it alive."""
+
+    def __init__(self, pid: int, tid: int) -> None:
+        self.path = f"/proc/{pid}/task/{tid}/stat"
+        self.cpu_s = 0.0
+        # Time spent runnable but waiting for a CPU (schedstat).
+        self.wait_s = 0.0
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while True:
+            try:
+                with open(self.path) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open(self.path.replace("/stat", "/schedstat")) as f:
+                    waited_ns = int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                return
+            # max: a zombie's stat reads 0
+            self.cpu_s = max(self.cpu_s, (int(fields[11]) + int(fields[12])) / tick)
+            self.wait_s = max(self.wait_s, waited_ns / 1e9)
+            time.sleep(0.02)
+
+    def join(self) -> tuple[float, float]:
+        self._thread.join(10)
+        return self.cpu_s, self.wait_s
+
+
 def run_once(python: str, collect: str, processes: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="rtrace-live-bench-") as tmp:
         script = Path(tmp) / "workload.py"
         script.write_text(WORKLOAD)
         collector = LiveCollector([collect], tmp)
+        merge_cpu = ThreadCpu(collector.proc.pid, collector.proc.pid)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RTRACE_")}
         env["RTRACE_COLLECTOR"] = collector.address
         procs = [subprocess.Popen([python, str(script), str(rounds), f"p{i}"], env=env,
@@ -65,6 +102,7 @@ def run_once(python: str, collect: str, processes: int, rounds: int) -> dict:
             results.append(json.loads(out.strip().splitlines()[-1]))
         done_ns = time.monotonic_ns()
         collected = collector.finish()
+        merge_cpu_s, merge_wait_s = merge_cpu.join()
     events = sum(r["events"] for r in results)
     def total(column: str) -> int:
         return sum(int(s.get(column, "0") or 0) for s in collected["streams"])
@@ -77,6 +115,8 @@ def run_once(python: str, collect: str, processes: int, rounds: int) -> dict:
         "late": total("late"),
         "traced_cpu_s": sum(r["cpu_s"] for r in results),
         "collector_cpu_s": collected["collector_cpu_s"],
+        "merge_cpu_s": merge_cpu_s,
+        "merge_wait_s": merge_wait_s,
         "collector_rss_mb": collected["collector_rss_kib"] / 1024,
         "complete_after_s": (collected["merged_ns"] - done_ns) / 1e9,
     }
@@ -104,15 +144,18 @@ def main() -> None:
     print(f"{args.processes} processes x {rounds} x fib(22), medians of {args.repeat}:")
     print(f"{'events':>12} {'lost (max)':>11} {'late (max)':>11} {'traced CPU s':>13} {'collector CPU s':>16} "
           f"{'collector ns/event':>19} {'collector/traced':>17} {'collector RSS MB':>17} "
-          f"{'complete after s':>17}")  # fmt: skip
+          f"{'complete after s':>17} {'merge CPU s':>12} {'merge events/CPU s':>19}")  # fmt: skip
     print(f"{events:>12,.0f} {max(r['lost'] for r in runs):>11,} {max(r['late'] for r in runs):>11,} "
           f"{median('traced_cpu_s'):>13.2f} "
           f"{collector_cpu:>16.2f} {collector_cpu / events * 1e9:>19.1f} "
           f"{collector_cpu / median('traced_cpu_s'):>17.2f} {max(r['collector_rss_mb'] for r in runs):>17.0f} "
-          f"{median('complete_after_s'):>17.2f}")  # fmt: skip
+          f"{median('complete_after_s'):>17.2f} {median('merge_cpu_s'):>12.2f} "
+          f"{events / median('merge_cpu_s') / 1e6:>18.1f}M")  # fmt: skip
     for i, r in enumerate(runs):
         print(f"run {i + 1}: {r['events']:,} events, {r['lost']:,} lost, {r['late']:,} late, "
-              f"collector {r['collector_cpu_s']:.2f} s CPU / traced {r['traced_cpu_s']:.2f} s, "
+              f"collector {r['collector_cpu_s']:.2f} s CPU (merge thread {r['merge_cpu_s']:.2f} s, "
+              f"{r['merge_wait_s']:.2f} s waiting for a CPU) / "
+              f"traced {r['traced_cpu_s']:.2f} s, "
               f"{r['collector_rss_mb']:.0f} MB, complete {r['complete_after_s']:.2f} s after")
         if r["merged_events"] and r["merged_events"] != r["events"]:
             print(f"note: the collector merged {r['merged_events']:,} of {r['events']:,} events")

@@ -125,6 +125,15 @@ impl Batch {
         (clamped, last)
     }
 
+    /// How many events from `from` on are older than `ts_ns` (the batch
+    /// is in order: clamped).
+    fn count_before(&self, from: usize, ts_ns: u64) -> usize {
+        match self {
+            Batch::Events(events) => events[from..].partition_point(|e| e.ts_ns < ts_ns),
+            Batch::Encoded(encoded) => encoded.ts_ns[from..].partition_point(|&t| t < ts_ns),
+        }
+    }
+
     /// How many events from `from` on are due: the first if `first`, then
     /// those up to `limit`; and the newest timestamp among them.
     fn due(&self, from: usize, first: bool, limit: u64) -> (usize, u64) {
@@ -442,8 +451,8 @@ impl<S: TimelineSink> Merger<S> {
                 return Ok(());
             }
         }
-        let written_ns = self.written_ns;
-        let late = (skip..n).filter(|&i| batch.ts_ns(i) < written_ns).count() as u64;
+        // In order now: the late ones are a prefix.
+        let late = batch.count_before(skip, self.written_ns) as u64;
         let slot = &mut self.slots[stream.0 as usize];
         slot.stats.late += late;
         slot.pending += (n - skip) as u64;

@@ -73,7 +73,6 @@ mod thread;
 use std::io::{self, Write};
 
 use crate::clock::ClockJump;
-use crate::idmap::IdMap;
 use crate::read::Event;
 use crate::timeline::{
     ClockOffset, ClockStatus, ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink,
@@ -98,7 +97,7 @@ use stream::{Sequences, StreamCoder};
 /// way the stream's packets are the same (only sequence ids differ).
 pub struct PerfettoWriter<W: Write> {
     out: Output<W>,
-    streams: IdMap<StreamId, StreamState>,
+    streams: Streams,
     sequences: Sequences,
     header_written: bool,
     /// Newest timestamp seen, for stream ends that carry none.
@@ -113,7 +112,7 @@ impl<W: Write> PerfettoWriter<W> {
     pub fn new(out: W) -> Self {
         PerfettoWriter {
             out: Output::new(out),
-            streams: IdMap::default(),
+            streams: Streams::default(),
             sequences: Sequences::new(),
             header_written: false,
             watermark_ns: 0,
@@ -156,7 +155,7 @@ impl<W: Write> PerfettoWriter<W> {
 
 /// Notes a run of a stream's events as written; the stream's state.
 fn note<'a>(
-    streams: &'a mut IdMap<StreamId, StreamState>,
+    streams: &'a mut Streams,
     watermark_ns: &mut u64,
     stream: StreamId,
     events: &[Event],
@@ -173,7 +172,7 @@ fn note<'a>(
 impl<W: Write> TimelineSink for PerfettoWriter<W> {
     fn process(&mut self, stream: StreamId, process: &ProcessInfo) -> io::Result<()> {
         self.ensure_header()?;
-        if self.streams.contains_key(&stream) {
+        if self.streams.get_mut(stream).is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("stream {} announced twice", stream.0),
@@ -194,7 +193,7 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
         let coder = StreamCoder::new(uuid, process.pid, sequence, self.sequences.clone());
         self.streams.insert(
             stream,
-            StreamState {
+            Box::new(StreamState {
                 id: stream,
                 info: process.clone(),
                 clock: ClockState::default(),
@@ -202,7 +201,7 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
                 sequence,
                 coder: Some(coder),
                 first_ts_ns: None,
-            },
+            }),
         );
         Ok(())
     }
@@ -242,7 +241,7 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
     }
 
     fn stream_encoder(&mut self, stream: StreamId) -> Option<Box<dyn StreamEncoder>> {
-        let coder = self.streams.get_mut(&stream)?.coder.take()?;
+        let coder = self.streams.get_mut(stream)?.coder.take()?;
         Some(Box::new(Encoder::new(coder)))
     }
 
@@ -277,7 +276,7 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
             first_ts_ns,
             ts_ns,
         ));
-        self.streams.remove(&stream);
+        self.streams.remove(stream);
         for packet in &packets {
             self.out.packet(packet)?;
         }
@@ -315,12 +314,38 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
     }
 }
 
+/// The open streams' states, indexed by `StreamId` (dense, from 0): the
+/// merge hands the writer a run of a few events at a time, often one, and
+/// looks its stream up for each run; an index costs less than a hash. An
+/// ended stream keeps an empty slot (one pointer).
+#[derive(Default)]
+struct Streams(Vec<Option<Box<StreamState>>>);
+
+impl Streams {
+    #[inline]
+    fn get_mut(&mut self, stream: StreamId) -> Option<&mut StreamState> {
+        self.0.get_mut(stream.0 as usize)?.as_deref_mut()
+    }
+
+    fn insert(&mut self, stream: StreamId, state: Box<StreamState>) {
+        let at = stream.0 as usize;
+        if self.0.len() <= at {
+            self.0.resize_with(at + 1, || None);
+        }
+        self.0[at] = Some(state);
+    }
+
+    fn remove(&mut self, stream: StreamId) {
+        if let Some(slot) = self.0.get_mut(stream.0 as usize) {
+            *slot = None;
+        }
+    }
+}
+
 /// The stream's state, or an error naming a contract breach of the caller.
-fn open_stream(
-    streams: &mut IdMap<StreamId, StreamState>,
-    stream: StreamId,
-) -> io::Result<&mut StreamState> {
-    streams.get_mut(&stream).ok_or_else(|| {
+#[inline]
+fn open_stream(streams: &mut Streams, stream: StreamId) -> io::Result<&mut StreamState> {
+    streams.get_mut(stream).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
