@@ -144,23 +144,15 @@ def _filter_environment(args: argparse.Namespace, parser: argparse.ArgumentParse
     for pattern in [*args.include, *args.exclude]:
         if "," in pattern:
             parser.error(f"run: a pattern cannot contain a comma: {pattern!r}")
+    options = dict(include=args.include, exclude=args.exclude,
+                   exclude_stdlib=args.exclude_stdlib, max_depth=args.max_depth,
+                   min_duration=args.min_duration, log_args=log_args, sample=args.sample)
     try:
-        _filters.build(include=args.include, exclude=args.exclude,
-                       exclude_stdlib=args.exclude_stdlib, max_depth=args.max_depth,
-                       min_duration=args.min_duration, log_args=log_args, sample=args.sample,
-                       lines=args.lines)
+        _filters.build(**options, lines=args.lines)
     except (TypeError, ValueError) as error:
         parser.error(f"run: {error}")
-    env = {
-        "RTRACE_INCLUDE": ",".join(args.include),
-        "RTRACE_EXCLUDE": ",".join(args.exclude),
-        "RTRACE_EXCLUDE_STDLIB": "1" if args.exclude_stdlib else "",
-        "RTRACE_MAX_DEPTH": "" if args.max_depth is None else str(args.max_depth),
-        "RTRACE_MIN_DURATION": "" if args.min_duration is None else repr(args.min_duration),
-        "RTRACE_LOG_ARGS": "1" if log_args is True else ",".join(log_args or []),
-        "RTRACE_SAMPLE": "" if args.sample is None else str(args.sample),
-    }
-    return env
+    # Unset ones are set empty: a variable of an outer `rtrace run` must not leak in.
+    return {key: value or "" for key, value in _filters.to_environment(options).items()}
 
 
 def _command_for(program: list[str]) -> list[str]:
