@@ -197,6 +197,11 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A peer that dies with bytes it never read (a collector's
+            // clock replies) makes the kernel reset the connection once
+            // everything it sent has been read: for the reader, that is
+            // the peer going away, an end like any other.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
             Err(e) => return Err(e),
         }
     }

@@ -68,6 +68,23 @@ fn output_is_json_with_balanced_slices_and_names() {
         *phases.entry(ph).or_default() += 1;
     }
     assert!(depth.values().all(|&d| d == 0), "unbalanced: {depth:?}");
+    // Every recorded return is an E; the E's that close what the truncated
+    // stream left open say so, and are the only ones that do.
+    let returns = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Event(_, e) if e.kind.closes()))
+        .count();
+    let is_end = |e: &&Value| e["ph"] == "E";
+    let synthetic = |e: &&Value| e["args"]["ended_by"] == "stream end";
+    let ended_by_stream = events.iter().filter(is_end).filter(synthetic).count();
+    assert!(
+        ended_by_stream > 0,
+        "the truncated stream left no call open"
+    );
+    assert_eq!(
+        events.iter().filter(is_end).count() - ended_by_stream,
+        returns
+    );
     for call in &calls {
         match call {
             Call::Process(_, info) => {

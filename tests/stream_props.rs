@@ -165,6 +165,40 @@ proptest! {
     }
 }
 
+/// A writer that dies with replies it never read (a collector's clock
+/// pongs) makes the kernel reset the connection: that is the stream ending
+/// where it ends, not a read error, and every whole frame sent is kept.
+#[test]
+fn a_connection_reset_after_whole_frames_is_a_truncated_end() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let spec = Spec {
+        threads: 2,
+        batches: vec![(0, 5, 10, 0), (1, 7, 20, 0), (0, 3, 5, 0)],
+        lines: false,
+        end: false,
+    };
+    let bytes = build(&spec);
+    let (mut writer, mut collector) = UnixStream::pair().unwrap();
+    writer.write_all(&bytes).unwrap();
+    collector
+        .write_all(b"a reply the writer never reads")
+        .unwrap();
+    drop(writer);
+    let mut reader = FrameReader::with_header(&mut collector, "reset".into())
+        .and_then(EventReader::new)
+        .unwrap();
+    let mut events = 0;
+    while let Some(_event) = reader
+        .next_event()
+        .expect("a reset is an end, not an error")
+    {
+        events += 1;
+    }
+    assert_eq!(events, 15);
+    assert!(reader.truncated());
+}
+
 /// What the merge wrote, in order.
 #[derive(Default)]
 struct Written(Vec<(StreamId, Event)>);

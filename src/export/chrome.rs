@@ -16,7 +16,8 @@
 //!   argument. `ts` is in microseconds with nanosecond digits.
 //! - B/E stay balanced per thread: an end that matches no open call is
 //!   counted (`unmatched`) and not written, and calls still open when a
-//!   stream ends (a truncated stream) are ended there.
+//!   stream ends (a truncated stream) are ended there, with the argument
+//!   `ended_by: "stream end"` (they never returned in the recording).
 //! - A stream's end is a process-scoped instant (`rtrace: stream end` or
 //!   `rtrace: stream truncated — process died`) with `events`, `lost` and
 //!   `truncated` arguments, plus an `rtrace lost events` counter if any
@@ -313,7 +314,9 @@ impl<W: Write> TimelineSink for ChromeJsonWriter<W> {
         self.streams.remove(&stream);
         for (tid, depth) in open {
             for _ in 0..depth {
-                self.element(&head("E", pid, tid, ts_ns))?;
+                let mut body = head("E", pid, tid, ts_ns);
+                body.push_str(r#","args":{"ended_by":"stream end"}"#);
+                self.element(&body)?;
             }
         }
         let name = if end.truncated {
