@@ -17,8 +17,11 @@ One run prints, side by side, the slowdown of each workload under:
   floor-stamp-legacy    (PyEval_SetProfileAllThreads; rtrace: RTRACE_HOOK=legacy)
   rtrace-legacy         instead of sys.monitoring
   cProfile            the standard library's deterministic profiler
-  viztracer           VizTracer from PyPI, its buffer sized so that it drops nothing
+  viztracer           VizTracer from PyPI, its buffer sized so that it drops nothing,
+                      saving with dump_raw=True (its fastest save)
 and, only when asked for with --modes:
+  viztracer-json      VizTracer saving the default way (its JSON), which most
+                      users do: slow to save (minutes per round on the full sizes)
   rtrace-filtered     ``record(exclude=["no_such_module.*"])``: every event, through
                       the hook's filtered path (the price of turning a filter on)
   rtrace-nothing      ``record(include=["no_such_module.*"])``: every function is
@@ -92,8 +95,11 @@ ALL_MODES = (
     "rtrace-nothing",
     "cProfile",
     "viztracer",
+    "viztracer-json",
 )
-OPTIONAL_MODES = ("rtrace-block", "floor-stamp-monotonic", "rtrace-filtered", "rtrace-nothing")
+OPTIONAL_MODES = (
+    "rtrace-block", "floor-stamp-monotonic", "rtrace-filtered", "rtrace-nothing", "viztracer-json",
+)  # fmt: skip
 LEGACY_MODES = ("floor-noop-legacy", "floor-stamp-legacy", "rtrace-legacy")
 FLOOR_MODES = tuple(m for m in ALL_MODES if m.startswith("floor"))
 
@@ -160,7 +166,8 @@ def tool_lines(modes: list[str], setup: dict) -> list[str]:
     if setup.get("viztracer"):
         lines.append(
             f"viztracer: {setup['viztracer']}, VizTracer(tracer_entries=1.25 x calls counted, "
-            "verbose=0, dump_raw=True) .. stop(); save()"
+            "verbose=0, dump_raw=True) .. stop(); save(); viztracer-json: the same with "
+            "dump_raw=False (its default JSON save)"
         )
     if setup.get("pyperformance"):
         lines.append(
@@ -289,7 +296,7 @@ def choose_modes(args, info: dict, setup: dict) -> list[str]:
     if not setup.get("floor"):
         drop.update(dict.fromkeys(FLOOR_MODES, "the floor hooks could not be built"))
     if not setup.get("viztracer"):
-        drop["viztracer"] = None  # the install note says why
+        drop["viztracer"] = drop["viztracer-json"] = None  # the install note says why
     if not setup.get("collect"):
         drop["rtrace-collector"] = "no rtrace-collect found (scripts/dev-setup builds it)"
     for mode in modes:
@@ -313,7 +320,10 @@ def choose_workloads(args, setup: dict) -> list:
 
 def prepare(args, python: str, info: dict, floor_dir: str) -> dict:
     setup: dict = {"notes": [], "events": {}}
-    viz_wanted = not args.no_viztracer and (not args.modes or "viztracer" in args.modes)
+    viz_modes = ("viztracer", "viztracer-json")
+    viz_wanted = not args.no_viztracer and (
+        not args.modes or any(m in args.modes for m in viz_modes)
+    )
     if viz_wanted:
         setup["viztracer"], note = ensure_package(python, info, "viztracer", not args.no_install)
         setup["notes"] += [note] if note else []
@@ -332,7 +342,9 @@ def prepare(args, python: str, info: dict, floor_dir: str) -> dict:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    python = args.python
+    # Measurements run in a temporary directory: a relative path would not
+    # name the interpreter there (a bare name is looked up on PATH).
+    python = os.path.abspath(args.python) if os.sep in args.python else args.python
     info = probe(python)
     require_rtrace(python, info)
     with tempfile.TemporaryDirectory(prefix="rtrace-bench-floor-") as floor_dir:

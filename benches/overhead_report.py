@@ -25,7 +25,7 @@ BUSY_CPUS = 0.3
 # Modes that write an output, and so have an end-to-end time of their own.
 OUTPUT_MODES = (
     "rtrace", "rtrace-collector", "rtrace-block", "rtrace-legacy", "rtrace-filtered",
-    "rtrace-nothing", "cProfile", "viztracer",
+    "rtrace-nothing", "cProfile", "viztracer", "viztracer-json",
 )  # fmt: skip
 RTRACE_MODES = (
     "rtrace", "rtrace-collector", "rtrace-block", "rtrace-legacy", "rtrace-filtered",
@@ -310,6 +310,7 @@ COMBINED_COLUMNS = [
     ("rtrace-collector", "rtrace+collector"),
     ("cProfile", "cProfile"),
     ("viztracer", "VizTracer"),
+    ("viztracer-json", "VizTracer JSON"),
 ]
 
 
@@ -320,8 +321,10 @@ def combined_row(cells, modes, info, workload, size: int) -> list[str]:
         cell = cells.get((workload.name, mode))
         row.append(ratio_cell(cell, mode, base) if cell and mode in modes else "-")
     file, merged = (cells.get((workload.name, m), Cell()) for m in RTRACE_MODES[:2])
-    viz = cells.get((workload.name, "viztracer"), Cell()).median("e2e_s")
-    row.append(f"{fmt_ratio(viz, file.median('e2e_s'))} / {fmt_ratio(viz, merged.median('e2e_s'))}")
+    for viz_mode in ("viztracer", "viztracer-json"):
+        viz = cells.get((workload.name, viz_mode), Cell()).median("e2e_s")
+        file_ratio = fmt_ratio(viz, file.median("e2e_s"))
+        row.append(f"{file_ratio} / {fmt_ratio(viz, merged.median('e2e_s'))}")
     row.append(fmt_per(merged.median("wire_bytes"), merged.median("events")))
     row.append(fmt_per(merged.median("merged_bytes"), merged.median("merged_events")))
     return row
@@ -345,7 +348,12 @@ def combined_tables(paths: list[str]) -> tuple[str, str]:
             wall.append(combined_row(cells, modes, info, workload, size))
             cpu.append(combined_cpu_row(cells, modes, info, workload, size))
     wall_headers = ["Python", "workload", "untraced s", *labels]
-    wall_headers += ["VizTracer e2e / rtrace e2e (file / merged)", "wire B/ev", "merged B/ev"]
+    wall_headers += [
+        "VizTracer e2e / rtrace e2e (file / merged)",
+        "VizTracer JSON e2e / rtrace e2e (file / merged)",
+        "wire B/ev",
+        "merged B/ev",
+    ]
     cpu_headers = ["Python", "workload", "untraced cpu s", *labels]
     return table(wall_headers, wall), table(cpu_headers, cpu)
 
