@@ -49,7 +49,10 @@ def fib_calls(n: int) -> int:
 CHILD = """
 import sys, rtrace
 def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)
-with rtrace.record(output=sys.argv[2], c_calls=False, **{options}):
+# flush_interval=60: under valgrind a run is ~50x slower, and handing over
+# partly filled buffers on age (a copy that callgrind counts byte by byte)
+# would make the count depend on the run's speed.
+with rtrace.record(output=sys.argv[2], c_calls=False, flush_interval=60, **{options}):
     fib(int(sys.argv[1]))
 """
 

@@ -6,22 +6,65 @@
 //! CLOCK_MONOTONIC nanoseconds by interpolating between snapshots, so the
 //! conversion never drifts the way a single start-up calibration does.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
 
+/// How `ticks()` reads the counter, decided on its first call.
+static READ: AtomicU8 = AtomicU8::new(READ_UNDECIDED);
+const READ_UNDECIDED: u8 = 0;
+/// quanta chose the TSC: read it with one instruction.
+const READ_TSC: u8 = 1;
+/// Through quanta (its CLOCK_MONOTONIC fallback, or a counter of another
+/// architecture).
+const READ_QUANTA: u8 = 2;
+
 fn clock() -> &'static quanta::Clock {
     CLOCK.get_or_init(quanta::Clock::new)
 }
 
-/// Reads the raw counter. Cheap: no syscall where the TSC is usable.
+/// Reads the raw counter. Cheap: no syscall where the TSC is usable, and
+/// then just the `rdtsc` that quanta itself would run, without its
+/// dispatch (this is on the hook's path twice per call).
 #[inline]
 pub fn ticks() -> u64 {
-    match CLOCK.get() {
-        Some(clock) => clock.raw(),
-        None => clock().raw(),
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if READ.load(Ordering::Relaxed) == READ_TSC {
+        // SAFETY: `rdtsc` has no preconditions; READ_TSC means quanta's
+        // clock reads this same instruction (see `decide_read`).
+        #[allow(unsafe_code)]
+        return unsafe { core::arch::x86_64::_rdtsc() };
     }
+    ticks_through_quanta()
+}
+
+#[cold]
+fn ticks_through_quanta() -> u64 {
+    let clock = clock();
+    if READ.load(Ordering::Relaxed) == READ_UNDECIDED {
+        READ.store(decide_read(clock), Ordering::Relaxed);
+    }
+    clock.raw()
+}
+
+/// READ_TSC when quanta's raw reading is the TSC itself: a TSC read lands
+/// between two of quanta's (its CLOCK_MONOTONIC fallback counts
+/// nanoseconds since boot, nowhere near the TSC's value).
+fn decide_read(clock: &quanta::Clock) -> u8 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    for _ in 0..3 {
+        let before = clock.raw();
+        // SAFETY: `rdtsc` has no preconditions.
+        #[allow(unsafe_code)]
+        let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+        let after = clock.raw();
+        if before <= tsc && tsc <= after && after - before < 1 << 20 {
+            return READ_TSC;
+        }
+    }
+    READ_QUANTA
 }
 
 /// Which counter `ticks()` reads.
@@ -467,6 +510,21 @@ fn interpolate((t0, ns0): (u64, u64), (t1, ns1): (u64, u64), ticks: u64) -> u64 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_read_the_counter_quanta_reads() {
+        ticks();
+        assert_ne!(READ.load(Ordering::Relaxed), READ_UNDECIDED);
+        for _ in 0..1000 {
+            let before = clock().raw();
+            let t = ticks();
+            let after = clock().raw();
+            assert!(before <= t && t <= after, "{before} {t} {after}");
+        }
+        if describe().source == Source::Tsc {
+            assert_eq!(READ.load(Ordering::Relaxed), READ_TSC);
+        }
+    }
 
     #[test]
     fn interpolates_between_and_extends_beyond_snapshots() {

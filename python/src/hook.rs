@@ -789,25 +789,47 @@ pub fn on_call(code: *mut ffi::PyObject, frame: *mut ffi::PyObject) {
     let t = ticks();
     let mut ask = None;
     with_thread(|session, state| {
-        let id = session.code_id(code);
-        match session.filters() {
-            None => {
-                if state.open(id, 0) {
-                    state.record(session, RawEvent::new(t, id, Kind::Call, 0));
-                }
+        if session.filters.is_none() && state.name_tries == 0 {
+            // The common case, kept small: no filters, the thread named.
+            let id = session.code_id(code);
+            if state.open(id, 0) {
+                state.record(session, RawEvent::new(t, id, Kind::Call, 0));
             }
-            Some(f) => ask = calls::on_call(session, f, state, id, t),
-        }
-        if state.name_tries > 0 {
-            // A new thread is named once `threading` has registered it,
-            // a few calls into its bootstrap.
-            let named = session.try_name_thread(state.buf.tid);
-            state.name_tries = if named { 0 } else { state.name_tries - 1 };
+        } else {
+            ask = on_call_filtered_or_unnamed(session, state, code, t);
         }
     });
     if let Some(ask) = ask {
         answer_call(&ask, frame);
     }
+}
+
+/// `on_call` with filters, or on a thread whose name is not known yet.
+/// Out of line, so that the common case stays small.
+#[inline(never)]
+fn on_call_filtered_or_unnamed(
+    session: &Session,
+    state: &mut SlotState,
+    code: *mut ffi::PyObject,
+    t: u64,
+) -> Option<Ask> {
+    let id = session.code_id(code);
+    let ask = match session.filters() {
+        None => {
+            if state.open(id, 0) {
+                state.record(session, RawEvent::new(t, id, Kind::Call, 0));
+            }
+            None
+        }
+        Some(f) => calls::on_call(session, f, state, id, t),
+    };
+    if state.name_tries > 0 {
+        // A new thread is named once `threading` has registered it, a few
+        // calls into its bootstrap.
+        let named = session.try_name_thread(state.buf.tid);
+        state.name_tries = if named { 0 } else { state.name_tries - 1 };
+    }
+    ask
 }
 
 /// Makes the text of a call's arguments (`log_args`), with no borrow of
@@ -852,7 +874,7 @@ pub fn on_return(kind: Kind, value: *mut ffi::PyObject) {
     let mut ask = None;
     with_thread(|session, state| {
         if let Some(f) = session.filters() {
-            ask = calls::on_return(session, f, state, (kind, t), value, None);
+            ask = on_return_filtered(session, f, state, (kind, t), value);
             return;
         }
         while let Some(top) = state.stack.pop() {
@@ -869,6 +891,18 @@ pub fn on_return(kind: Kind, value: *mut ffi::PyObject) {
     if let Some(ask) = ask {
         answer_return(&ask, kind, t, value);
     }
+}
+
+/// `calls::on_return`, out of line, so that `on_return` stays small.
+#[inline(never)]
+fn on_return_filtered(
+    session: &Session,
+    filters: &Filters,
+    state: &mut SlotState,
+    event: (Kind, u64),
+    value: *mut ffi::PyObject,
+) -> Option<Ask> {
+    calls::on_return(session, filters, state, event, value, None)
 }
 
 /// A callable is about to be called; recorded if it is implemented in C.

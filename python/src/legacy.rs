@@ -77,6 +77,7 @@ impl TraceHook {
     }
 }
 
+#[inline(always)]
 fn dispatch_profile(frame: *mut ffi::PyObject, what: c_int, arg: *mut ffi::PyObject) {
     match what {
         ffi::PyTrace_CALL => {
@@ -86,7 +87,9 @@ fn dispatch_profile(frame: *mut ffi::PyObject, what: c_int, arg: *mut ffi::PyObj
             unsafe {
                 let code = ffi::PyFrame_GetCode(frame.cast());
                 hook::on_call(code.cast(), frame);
-                ffi::Py_DecRef(code.cast());
+                // Inline, unlike Py_DecRef; never the last reference: the
+                // frame holds its code.
+                ffi::Py_DECREF(code.cast());
             }
         }
         ffi::PyTrace_RETURN if arg.is_null() => hook::on_return(Kind::Exception, arg),
