@@ -76,7 +76,14 @@ class Rtrace(Tool):
     def start(self) -> None:
         import rtrace
 
-        options = {"on_full": "block" if self.spec["mode"] == "rtrace-block" else "drop"}
+        # follow_children=False: in the multiprocessing workload every
+        # process starts rtrace itself, as with the other tools; following
+        # would also record the spawned interpreters' start-up, which no
+        # process counts.
+        options = {
+            "on_full": "block" if self.spec["mode"] == "rtrace-block" else "drop",
+            "follow_children": False,
+        }
         options.update(FILTERS.get(self.spec["mode"], {}))
         if self.spec.get("collector"):
             options["collector"] = self.spec["collector"]

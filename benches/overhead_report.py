@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -339,7 +340,14 @@ def combined_cpu_row(cells, modes, info, workload, size: int) -> list[str]:
     return row
 
 
-def combined_tables(paths: list[str]) -> tuple[str, str]:
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """The same table as `table`, in Markdown (for README updates)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return re.sub(r"(\d)x\b", "\\1×", "\n".join(lines))
+
+
+def combined_tables(paths: list[str], markdown: bool = False) -> tuple[str, str]:
     labels = [label for _, label in COMBINED_COLUMNS]
     wall, cpu = [], []
     for path in paths:
@@ -355,7 +363,8 @@ def combined_tables(paths: list[str]) -> tuple[str, str]:
         "merged B/ev",
     ]
     cpu_headers = ["Python", "workload", "untraced cpu s", *labels]
-    return table(wall_headers, wall), table(cpu_headers, cpu)
+    make = markdown_table if markdown else table
+    return make(wall_headers, wall), make(cpu_headers, cpu)
 
 
 def main(argv: list[str]) -> int:
@@ -363,11 +372,12 @@ def main(argv: list[str]) -> int:
         description="One table across the runs that `overhead.py --json` wrote."
     )
     parser.add_argument("runs", nargs="+", metavar="RUN.json", help="written by overhead.py --json")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     args = parser.parse_args(argv)
     for path in args.runs:
         if not Path(path).is_file():
             parser.error(f"no such file: {path}")
-    wall, cpu = combined_tables(args.runs)
+    wall, cpu = combined_tables(args.runs, args.markdown)
     print("Slowdown vs untraced, every Python: median in-run ratio (e2e ratio, until the output")
     print("is complete; rtrace+collector: until the collector's merged timeline is complete)")
     print(wall)

@@ -128,6 +128,15 @@ def test_bench_combined_table_across_runs(quick_run):
     fib = dict(zip(header, rows[0], strict=True))
     for label in ("no-op hook", "stamp+store", "rtrace", "rtrace+collector", "cProfile"):
         positive_ratios(fib[label])
+    # The same tables in Markdown, for the README.
+    proc = run(str(BENCHES / "overhead_report.py"), "--markdown", str(json_path))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert lines[0].startswith("| Python | workload | untraced s |")
+    assert set(lines[1]) == set("|-")
+    widths = {line.count("|") for line in lines}
+    assert len(widths) == 2, widths  # the wall table and the CPU table
+    assert re.search(r"\| \d+\.\d\d× \(\d+\.\d\d×\) \|", proc.stdout), proc.stdout
 
 
 def test_bench_rejects_wrong_usage_clearly():
