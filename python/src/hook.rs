@@ -784,7 +784,7 @@ pub fn name_current_thread(name: &str) {
 }
 
 /// A Python function started or resumed.
-#[inline(always)]
+#[inline]
 pub fn on_call(code: *mut ffi::PyObject, frame: *mut ffi::PyObject) {
     let t = ticks();
     let mut ask = None;
@@ -868,7 +868,7 @@ fn answer_return(ask: &Ask, kind: Kind, t: u64, value: *mut ffi::PyObject) {
 /// when not known) or was left by an exception (`Kind::Exception`).
 /// Returns of frames entered before recording began are ignored; C calls
 /// left open are closed first.
-#[inline(always)]
+#[inline]
 pub fn on_return(kind: Kind, value: *mut ffi::PyObject) {
     let t = ticks();
     let mut ask = None;
