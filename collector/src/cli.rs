@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::access::{self, Access};
 use crate::profile::{self, SortBy};
-use crate::{live, offline, output, relay, report};
+use crate::{live, offline, output, priority, relay, report};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rtrace::clocksync::SyncConfig;
@@ -124,6 +124,14 @@ struct MergeArgs {
     /// before it counts as late (it is still written).
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     window: f64,
+    /// Nice value for the threads that carry events (the merge and each
+    /// stream's reader), so that they keep up when busy programs saturate
+    /// the CPUs (needs CAP_SYS_NICE or `ulimit -e`; a note says when it is
+    /// not allowed); 0 leaves priorities alone.
+    #[arg(long, default_value_t = priority::DEFAULT_NICE, value_name = "N",
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    nice: i32,
 }
 
 /// Options of the per-function report (`rtrace stats` takes the same).
@@ -234,6 +242,7 @@ fn listen(cli: Cli) -> Result<u8> {
         merge: merge_config(&cli.merge)?,
         drain: seconds("--drain", cli.drain)?,
         status: true,
+        nice: cli.merge.nice,
     };
     let stop = live::stop_on_signals()?;
     let sink = output::create(&output)?;

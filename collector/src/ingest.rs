@@ -533,6 +533,7 @@ fn admit(
     let spawned = std::thread::Builder::new()
         .name(format!("stream #{}", id.0))
         .spawn(move || {
+            crate::priority::follow_merge_thread();
             serve(id, name, peer, tcp, &thread_shared);
             if let Ok(mut peers) = thread_shared.peers.lock() {
                 peers.remove(&id);

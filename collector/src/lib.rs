@@ -1,8 +1,9 @@
 //! rtrace-collect: the collector. It accepts the streams of many recorded
 //! processes (`live`), or reads stream files (`offline`), merges them by
 //! timestamp (`rtrace::merge`) and writes one timeline (`output`).
-//! `summary` and `profile` report on recorded files (`stats`). `cli` is
-//! the command line; `main.rs` only calls it.
+//! `summary` and `profile` report on recorded files (`stats`). `priority`
+//! raises the merge thread's. `cli` is the command line; `main.rs` only
+//! calls it.
 
 pub mod access;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod ingest;
 pub mod live;
 pub mod offline;
 pub mod output;
+pub mod priority;
 pub mod profile;
 pub mod relay;
 pub mod report;

@@ -15,6 +15,7 @@ use rtrace::Address;
 
 use crate::access::Access;
 use crate::ingest::{Arrival, ConnId, Ingest};
+use crate::priority;
 
 /// How to collect.
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct LiveOptions {
     pub drain: Duration,
     /// Print a status line (streams, events/s, lost) once a second.
     pub status: bool,
+    /// The nice value the merge thread and the stream readers ask for
+    /// (see `priority`); 0 leaves them alone.
+    pub nice: i32,
 }
 
 /// What a collection saw.
@@ -61,6 +65,12 @@ pub fn collect<S: TimelineSink>(
     let (tx, rx) = crossbeam_channel::bounded(QUEUED_ARRIVALS);
     let mut ingest = Ingest::start(&options.listen, options.access.clone(), tx)?;
     on_ready();
+    // This thread is the merge thread.
+    if options.nice != 0 {
+        if let Err(e) = priority::raise_merge_thread(options.nice) {
+            eprintln!("{}", priority::not_raised_note(options.nice, &e));
+        }
+    }
     let mut state = State::new(Merger::new(sink, options.merge));
     let mut status = Status::new(options.status);
     while !stop.load(Ordering::Relaxed) {

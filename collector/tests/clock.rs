@@ -173,6 +173,7 @@ fn collect_live(client: impl FnOnce(&str)) -> (Vec<u8>, Vec<StreamStats>) {
         merge: MergeConfig::default(),
         drain: Duration::from_secs(5),
         status: false,
+        nice: 0, // `collect` runs on the test's own thread
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);

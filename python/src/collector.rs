@@ -110,6 +110,9 @@ impl Collector {
                 merge: merge_config(window)?,
                 drain: seconds("drain", drain)?,
                 status: false,
+                // Inside someone's program: leave its threads' priorities
+                // alone (rtrace-collect raises its merge thread's).
+                nice: 0,
             },
             output,
             stop: Arc::new(AtomicBool::new(false)),

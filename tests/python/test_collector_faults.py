@@ -7,10 +7,12 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -388,3 +390,66 @@ def test_dev_full_as_the_timeline_is_a_clear_error(tmp_path):
     assert collector.returncode == 1
     assert stderr.strip() == ("rtrace-collect: error: writing /dev/full: "
                               "No space left on device (os error 28)"), stderr
+
+
+# -- the merge thread's priority ----------------------------------------------
+
+
+def thread_nice_values(pid: int) -> dict[str, list[int]]:
+    """Nice values of the threads of `pid`, by thread name (/proc stat field 19)."""
+    values: dict[str, list[int]] = collections.defaultdict(list)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        values[name].append(int(stat.rsplit(")", 1)[1].split()[16]))
+    return dict(values)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising a priority needs CAP_SYS_NICE (root here)")
+def test_the_threads_that_carry_events_run_at_a_higher_priority(tmp_path):
+    sock = f"unix://{tmp_path}/c.sock"
+    collector = start_collector(tmp_path, sock, "out.json")
+    streamer = start_streamer(tmp_path, sock, "s", 3.0)
+    deadline = time.monotonic() + 10
+    while "stream #0" not in (values := thread_nice_values(collector.pid)):
+        assert time.monotonic() < deadline, values
+        time.sleep(0.05)
+    merge = values.pop(Path(f"/proc/{collector.pid}/comm").read_text().strip())
+    assert merge == [-10], values  # the main thread merges
+    assert values.pop("stream #0") == [-10], values  # the stream's reader
+    assert values and all(n == [0] * len(n) for n in values.values()), values  # accept, output
+    streamer.communicate(timeout=60)
+    collector.send_signal(signal.SIGTERM)
+    _, stderr = collector.communicate(timeout=60)
+    assert "could not raise" not in stderr, stderr
+
+
+# The cargo-built binary: nobody cannot run this venv's interpreter (under /root).
+COLLECT_BINARY = Path(__file__).resolve().parents[2] / "target" / "release" / "rtrace-collect"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists()
+                    or not COLLECT_BINARY.exists(),
+                    reason="runs target/release/rtrace-collect as nobody with setpriv, from root")
+def test_a_collector_without_the_right_to_raise_its_priority_says_so_and_works():
+    work = Path(tempfile.mkdtemp(prefix="rtrace-nobody-"))
+    try:
+        work.chmod(0o777)
+        sock = f"unix://{work}/c.sock"
+        collector = subprocess.Popen(
+            ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "--inh-caps=-all", str(COLLECT_BINARY), "--listen", sock,
+             "-o", str(work / "out.json")],
+            cwd=work, stderr=subprocess.PIPE, text=True)
+        assert "listening on" in collector.stderr.readline()
+        note = collector.stderr.readline()
+        assert "could not raise the priority of the threads that carry events" in note, note
+        assert "CAP_SYS_NICE" in note and "--nice 0" in note, note
+        streamer = start_streamer(work, sock, "s", 0.3)
+        out, _ = streamer.communicate(timeout=60)
+        collector.send_signal(signal.SIGTERM)
+        _, stderr = collector.communicate(timeout=60)
+        assert collector.returncode == 0, stderr
+        assert len(slices(work / "out.json")) == int(out.split()[1])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
