@@ -40,6 +40,14 @@ struct Cli {
     /// Seconds open streams may keep sending after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     drain: f64,
+    /// Nice value for the threads that carry events (the merge and each
+    /// stream's reader), so that they keep up when busy programs saturate
+    /// the CPUs (needs CAP_SYS_NICE or `ulimit -e`; a note says when it is
+    /// not allowed); 0 leaves priorities alone.
+    #[arg(long, default_value_t = priority::DEFAULT_NICE, value_name = "N",
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    nice: i32,
     #[command(flatten)]
     relay: RelayArgs,
     #[command(flatten)]
@@ -124,14 +132,6 @@ struct MergeArgs {
     /// before it counts as late (it is still written).
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     window: f64,
-    /// Nice value for the threads that carry events (the merge and each
-    /// stream's reader), so that they keep up when busy programs saturate
-    /// the CPUs (needs CAP_SYS_NICE or `ulimit -e`; a note says when it is
-    /// not allowed); 0 leaves priorities alone.
-    #[arg(long, default_value_t = priority::DEFAULT_NICE, value_name = "N",
-          allow_negative_numbers = true,
-          value_parser = clap::value_parser!(i32).range(-20..=19))]
-    nice: i32,
 }
 
 /// Options of the per-function report (`rtrace stats` takes the same).
@@ -242,7 +242,7 @@ fn listen(cli: Cli) -> Result<u8> {
         merge: merge_config(&cli.merge)?,
         drain: seconds("--drain", cli.drain)?,
         status: true,
-        nice: cli.merge.nice,
+        nice: cli.nice,
     };
     let stop = live::stop_on_signals()?;
     let sink = output::create(&output)?;
