@@ -120,6 +120,11 @@ impl Writer {
         let intern = matches!(body, Body::Hello(_) | Body::Function(_) | Body::Thread(_));
         self.scratch.clear();
         wire::encode_frame(body, &mut self.scratch);
+        self.write_scratch(intern);
+    }
+
+    /// Writes the frame in `scratch` (an intern record's to every output).
+    fn write_scratch(&mut self, intern: bool) {
         if self.failed {
             return;
         }
@@ -293,9 +298,16 @@ impl Writer {
             if newest > self.last_snapshot_ticks {
                 self.write_snapshot();
             }
-            let texts = std::mem::take(&mut batch.texts);
-            let body = wire::batch_body(batch.tid, &batch.events, batch.lost_before, texts);
-            self.write_body(body);
+            self.scratch.clear();
+            let (tid, lost) = (batch.tid, batch.lost_before);
+            if batch.texts.is_empty()
+                && wire::batch::encode_plain_frame(tid, &batch.events, lost, &mut self.scratch)
+            {
+                self.write_scratch(false);
+            } else {
+                let texts = std::mem::take(&mut batch.texts);
+                self.write_body(wire::batch_body(tid, &batch.events, lost, texts));
+            }
             if self.failed {
                 self.shared.queue.add_lost(n);
             } else {

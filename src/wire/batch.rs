@@ -192,9 +192,116 @@ pub fn unzigzag(value: u64) -> i64 {
     ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
+/// Encodes a value as a zigzag varint's value (`sint64`).
+#[inline]
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+/// Bytes of a varint.
+#[inline]
+fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+#[inline]
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// The writing side of the hot path: appends to `out` the length-delimited
+/// frame of a batch of plain events — calls, returns, C calls and lines,
+/// no user events and no `log_args` texts — written by hand, exactly the
+/// bytes that prost writes for `wire::batch_body`'s `EventBatch` (the unit
+/// tests compare). Building prost's struct (a vector per field) and
+/// encoding it took ~14 % of a flat-out traced process's CPU, on its
+/// writer thread. Returns false, appending nothing, when a batch holds
+/// anything else: encode it with prost then.
+pub fn encode_plain_frame(
+    tid: u64,
+    events: &[crate::event::RawEvent],
+    lost_before: u64,
+    out: &mut Vec<u8>,
+) -> bool {
+    use crate::event::Kind;
+    let base_ticks = events.first().map_or(0, |e| e.ticks);
+    let (mut deltas_len, mut codes_len, mut lines_len) = (0, 0, 0);
+    let mut previous = base_ticks;
+    for event in events {
+        match event.kind() {
+            Some(Kind::Line) => lines_len += varint_len(u64::from(event.line)),
+            Some(kind) if kind.is_mark() => return false,
+            _ => {}
+        }
+        deltas_len += varint_len(zigzag(event.ticks.wrapping_sub(previous) as i64));
+        previous = event.ticks;
+        codes_len += varint_len(u64::from(event.code));
+    }
+    let packed = |len: usize| {
+        if len > 0 {
+            1 + varint_len(len as u64) + len
+        } else {
+            0
+        }
+    };
+    let scalar = |value: u64| if value > 0 { 1 + varint_len(value) } else { 0 };
+    let batch_len = scalar(tid)
+        + scalar(base_ticks)
+        + packed(deltas_len)
+        + packed(codes_len)
+        + packed(lines_len)
+        + scalar(lost_before);
+    let frame_len = 1 + varint_len(batch_len as u64) + batch_len;
+    out.reserve(varint_len(frame_len as u64) + frame_len);
+    put_varint(out, frame_len as u64);
+    out.push(FRAME_BATCH);
+    put_varint(out, batch_len as u64);
+    for (key, value) in [(TID, tid), (BASE_TICKS, base_ticks)] {
+        if value > 0 {
+            out.push(key);
+            put_varint(out, value);
+        }
+    }
+    if deltas_len > 0 {
+        out.push(TICK_DELTAS);
+        put_varint(out, deltas_len as u64);
+        let mut previous = base_ticks;
+        for event in events {
+            put_varint(out, zigzag(event.ticks.wrapping_sub(previous) as i64));
+            previous = event.ticks;
+        }
+    }
+    if codes_len > 0 {
+        out.push(CODES);
+        put_varint(out, codes_len as u64);
+        for event in events {
+            put_varint(out, u64::from(event.code));
+        }
+    }
+    if lines_len > 0 {
+        out.push(LINES);
+        put_varint(out, lines_len as u64);
+        for event in events {
+            if event.kind() == Some(Kind::Line) {
+                put_varint(out, u64::from(event.line));
+            }
+        }
+    }
+    if lost_before > 0 {
+        out.push(LOST_BEFORE);
+        put_varint(out, lost_before);
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{FunctionId, Kind, RawEvent};
     use crate::wire::{decode_frame, encode_frame, Body};
 
     fn batch() -> pb::EventBatch {
@@ -228,6 +335,73 @@ mod tests {
             texts: Vec::new(),
             text_events: Vec::new(),
         }
+    }
+
+    /// Plain events of a few kinds with ticks that go forward, jump back
+    /// and wrap; lines of every size.
+    fn plain_events(n: usize, seed: u64) -> Vec<RawEvent> {
+        let mut x = seed | 1;
+        let mut ticks = 1u64 << 40;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ticks = match x % 50 {
+                    0 => ticks.wrapping_sub(x % 1000),
+                    1 => u64::MAX - (x % 3),
+                    _ => ticks.wrapping_add(x % (1 << (x % 40))),
+                };
+                let kinds = [
+                    Kind::Call,
+                    Kind::Return,
+                    Kind::CCall,
+                    Kind::CReturn,
+                    Kind::Exception,
+                    Kind::Line,
+                ];
+                let kind = kinds[(x >> 8) as usize % kinds.len()];
+                let line = if kind == Kind::Line {
+                    (x >> 16) as u32 >> (x % 32)
+                } else {
+                    0
+                };
+                RawEvent::new(
+                    ticks,
+                    FunctionId((x >> 3) as u32 % (1 << (i % 28 + 1))),
+                    kind,
+                    line,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_hand_written_batch_is_byte_for_byte_prosts() {
+        for seed in 0..200u64 {
+            for n in [0, 1, 2, 7, 100, 3000] {
+                let events = plain_events(n, seed * 7919 + n as u64);
+                let (tid, lost) =
+                    [(0, 0), (1, 0), (12345, 7), (u64::MAX, u64::MAX)][seed as usize % 4];
+                let mut expected = Vec::new();
+                encode_frame(
+                    crate::wire::batch_body(tid, &events, lost, Vec::new()),
+                    &mut expected,
+                );
+                let mut got = vec![0xAA];
+                assert!(encode_plain_frame(tid, &events, lost, &mut got));
+                assert_eq!(&got[1..], &expected[..], "seed {seed}, {n} events");
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_with_a_user_event_is_left_to_prost() {
+        let mut events = plain_events(10, 3);
+        events.push(RawEvent::new(5, FunctionId(1), Kind::Instant, 0));
+        let mut out = vec![1, 2];
+        assert!(!encode_plain_frame(1, &events, 0, &mut out));
+        assert_eq!(out, [1, 2]);
     }
 
     #[test]
