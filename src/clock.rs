@@ -503,7 +503,14 @@ fn interpolate((t0, ns0): (u64, u64), (t1, ns1): (u64, u64), ticks: u64) -> u64 
     let dt = i128::from(ticks) - i128::from(t0);
     let span_t = i128::from(t1) - i128::from(t0);
     let span_ns = i128::from(ns1) - i128::from(ns0);
-    let ns = i128::from(ns0) + dt * span_ns / span_t;
+    // Both factors can be near ±2^64 in a hostile stream, whose product
+    // overflows even i128: then in floating point (the value is clamped
+    // anyway; real snapshots are never that far apart).
+    let scaled = match dt.checked_mul(span_ns) {
+        Some(product) => product / span_t,
+        None => (dt as f64 * span_ns as f64 / span_t as f64) as i128,
+    };
+    let ns = i128::from(ns0).saturating_add(scaled);
     ns.clamp(0, i128::from(u64::MAX)) as u64
 }
 
@@ -524,6 +531,19 @@ mod tests {
         if describe().source == Source::Tsc {
             assert_eq!(READ.load(Ordering::Relaxed), READ_TSC);
         }
+    }
+
+    #[test]
+    fn snapshots_at_the_ends_of_the_range_do_not_overflow() {
+        // Found by the frame decoder's fuzz target: a counter and a clock
+        // that span the whole of u64.
+        assert_eq!(interpolate((0, u64::MAX), (1, 0), u64::MAX), 0);
+        assert_eq!(interpolate((0, 0), (1, u64::MAX), u64::MAX), u64::MAX);
+        assert_eq!(
+            interpolate((u64::MAX, 0), (u64::MAX - 1, u64::MAX), 0),
+            u64::MAX
+        );
+        assert_eq!(interpolate((1000, 500), (3000, 1500), 2000), 1000);
     }
 
     #[test]
