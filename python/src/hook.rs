@@ -791,16 +791,21 @@ pub fn on_call(code: *mut ffi::PyObject, frame: *mut ffi::PyObject) {
     with_thread(|session, state| {
         if session.filters.is_none() && state.name_tries == 0 {
             // The common case, kept small: no filters, the thread named.
-            let id = session.code_id(code);
-            if state.open(id, 0) {
-                state.record(session, RawEvent::new(t, id, Kind::Call, 0));
-            }
+            record_call(session, state, session.code_id(code), t);
         } else {
             ask = on_call_filtered_or_unnamed(session, state, code, t);
         }
     });
     if let Some(ask) = ask {
         answer_call(&ask, frame);
+    }
+}
+
+/// Opens and records a call (no filters).
+#[inline(always)]
+fn record_call(session: &Session, state: &mut SlotState, id: FunctionId, t: u64) {
+    if state.open(id, 0) {
+        state.record(session, RawEvent::new(t, id, Kind::Call, 0));
     }
 }
 
@@ -816,9 +821,7 @@ fn on_call_filtered_or_unnamed(
     let id = session.code_id(code);
     let ask = match session.filters() {
         None => {
-            if state.open(id, 0) {
-                state.record(session, RawEvent::new(t, id, Kind::Call, 0));
-            }
+            record_call(session, state, id, t);
             None
         }
         Some(f) => calls::on_call(session, f, state, id, t),

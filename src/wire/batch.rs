@@ -198,21 +198,6 @@ fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
 
-/// Bytes of a varint.
-#[inline]
-fn varint_len(value: u64) -> usize {
-    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-#[inline]
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
 /// The writing side of the hot path: appends to `out` the length-delimited
 /// frame of a batch of plain events — calls, returns, C calls and lines,
 /// no user events and no `log_args` texts — written by hand, exactly the
@@ -228,6 +213,7 @@ pub fn encode_plain_frame(
     out: &mut Vec<u8>,
 ) -> bool {
     use crate::event::Kind;
+    use prost::encoding::{encode_varint, encoded_len_varint as varint_len};
     let base_ticks = events.first().map_or(0, |e| e.ticks);
     let (mut deltas_len, mut codes_len, mut lines_len) = (0, 0, 0);
     let mut previous = base_ticks;
@@ -257,43 +243,43 @@ pub fn encode_plain_frame(
         + scalar(lost_before);
     let frame_len = 1 + varint_len(batch_len as u64) + batch_len;
     out.reserve(varint_len(frame_len as u64) + frame_len);
-    put_varint(out, frame_len as u64);
+    encode_varint(frame_len as u64, out);
     out.push(FRAME_BATCH);
-    put_varint(out, batch_len as u64);
+    encode_varint(batch_len as u64, out);
     for (key, value) in [(TID, tid), (BASE_TICKS, base_ticks)] {
         if value > 0 {
             out.push(key);
-            put_varint(out, value);
+            encode_varint(value, out);
         }
     }
     if deltas_len > 0 {
         out.push(TICK_DELTAS);
-        put_varint(out, deltas_len as u64);
+        encode_varint(deltas_len as u64, out);
         let mut previous = base_ticks;
         for event in events {
-            put_varint(out, zigzag(event.ticks.wrapping_sub(previous) as i64));
+            encode_varint(zigzag(event.ticks.wrapping_sub(previous) as i64), out);
             previous = event.ticks;
         }
     }
     if codes_len > 0 {
         out.push(CODES);
-        put_varint(out, codes_len as u64);
+        encode_varint(codes_len as u64, out);
         for event in events {
-            put_varint(out, u64::from(event.code));
+            encode_varint(u64::from(event.code), out);
         }
     }
     if lines_len > 0 {
         out.push(LINES);
-        put_varint(out, lines_len as u64);
+        encode_varint(lines_len as u64, out);
         for event in events {
             if event.kind() == Some(Kind::Line) {
-                put_varint(out, u64::from(event.line));
+                encode_varint(u64::from(event.line), out);
             }
         }
     }
     if lost_before > 0 {
         out.push(LOST_BEFORE);
-        put_varint(out, lost_before);
+        encode_varint(lost_before, out);
     }
     true
 }
