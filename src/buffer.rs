@@ -49,6 +49,25 @@ impl ThreadBuffer {
             || event.ticks.wrapping_sub(self.first_ticks) > self.max_age_ticks
     }
 
+    /// Appends an event if that leaves no hand-over to do (room after it,
+    /// and its buffer not older than the flush interval); otherwise
+    /// appends nothing and returns false: then `push` it, and hand over
+    /// when told to. For a hot path that must make no call.
+    #[inline(always)]
+    pub fn try_push(&mut self, event: RawEvent) -> bool {
+        let len = self.events.len();
+        if len + 1 >= self.events.capacity()
+            || (len > 0 && event.ticks.wrapping_sub(self.first_ticks) > self.max_age_ticks)
+        {
+            return false;
+        }
+        if len == 0 {
+            self.first_ticks = event.ticks;
+        }
+        self.events.push(event);
+        true
+    }
+
     /// Appends a mark (see `mark`): its event, then its payload's slots.
     /// Returns `None`, appending nothing, when the buffer has no room for
     /// it: hand over and push again (an empty buffer always has room).
@@ -126,6 +145,30 @@ mod tests {
         let mut buf = ThreadBuffer::new(7, Vec::with_capacity(10), 100);
         assert!(!buf.push(ev(10)));
         assert!(buf.push(ev(111)));
+    }
+
+    #[test]
+    fn try_push_appends_exactly_when_push_would_not_ask_for_a_hand_over() {
+        let ev = |t| RawEvent::new(t, FunctionId(1), Kind::Call, 0);
+        let times = [5, 10, 20, 104, 105, 106, 300, 301, 302, 303];
+        let mut pushed = ThreadBuffer::new(7, Vec::with_capacity(4), 100);
+        let mut tried = ThreadBuffer::new(7, Vec::with_capacity(4), 100);
+        for t in times {
+            let mut probe = ThreadBuffer::new(7, Vec::with_capacity(4), 100);
+            probe.events.extend_from_slice(&pushed.events);
+            probe.first_ticks = pushed.first_ticks;
+            let hand_over = probe.push(ev(t));
+            assert_eq!(tried.try_push(ev(t)), !hand_over, "at {t}");
+            if hand_over {
+                assert!(tried.push(ev(t)));
+                tried.events.clear();
+            }
+            if pushed.push(ev(t)) {
+                pushed.events.clear();
+            }
+            assert_eq!(tried.events, pushed.events, "at {t}");
+            assert_eq!(tried.first_ticks, pushed.first_ticks, "at {t}");
+        }
     }
 
     #[test]

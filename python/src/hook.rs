@@ -5,8 +5,9 @@
 //! the interpreter suspends monitoring and profiling while a hook runs. That
 //! is what makes the lock-free per-thread state sound; see `Slot`.
 //!
-//! Per event: one atomic load (the session), one thread-local access, one
-//! code-object extra-slot read (the function id), one counter read and one
+//! Per event: one atomic load (the session), a compare with the thread
+//! that recorded last (`last_thread`; a thread-local access when another
+//! thread did), one code-object extra-slot read (the function id), one counter read and one
 //! 16-byte store. No allocation, lock, Python call or syscall, except on
 //! first sight of a function or thread and when a buffer is handed over.
 //!
@@ -18,7 +19,6 @@
 use std::cell::UnsafeCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
-use std::os::raw::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -26,15 +26,16 @@ use std::sync::{Arc, Mutex, Weak};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use rtrace::clock::ticks;
+use rtrace::clock::{ticks, tsc_ticks};
 use rtrace::mark::Payload;
 use rtrace::{FunctionId, FunctionInfo, Kind, RawEvent, Recorder, ThreadBuffer};
 
 use crate::args::Ask;
 use crate::calls::{self, MarkFate, OpenCalls, Sampling};
-use crate::ffi::{code_get_extra, code_set_extra};
+use crate::code_extra::CodeExtra;
 use crate::filter::{self, Decision, Filters, ARGS_BIT, EXCLUDED};
 use crate::gil::GilCell;
+use crate::last_thread;
 
 /// Marks a C function's entry on a thread's call stack.
 pub const C_BIT: u32 = 1 << 31;
@@ -60,7 +61,8 @@ pub struct Session {
     /// Distinguishes this recording's function ids (kept in code objects'
     /// extra slots) and thread slots from an earlier recording's.
     pub generation: u32,
-    pub extra_index: ffi::Py_ssize_t,
+    /// Where each code object keeps its function id.
+    pub extra: CodeExtra,
     /// Record only this thread (`threads=False`).
     pub only_tid: Option<u64>,
     /// `sys.monitoring.MISSING`: a method call without arguments.
@@ -96,7 +98,7 @@ impl Session {
     pub fn new(
         recorder: Recorder,
         generation: u32,
-        extra_index: ffi::Py_ssize_t,
+        extra: CodeExtra,
         only_tid: Option<u64>,
         missing: *mut ffi::PyObject,
         threading_active: Option<Py<PyDict>>,
@@ -114,7 +116,7 @@ impl Session {
         Session {
             recorder,
             generation,
-            extra_index,
+            extra,
             only_tid,
             missing,
             threading_active,
@@ -139,6 +141,9 @@ impl Session {
     /// are closed at this moment, so every call has its return; without,
     /// they keep recording (before `fork()`). Call with the GIL held.
     pub fn sweep(&self, retire: bool) {
+        if retire {
+            last_thread::forget_all();
+        }
         let now = ticks();
         self.for_each_live_thread(|state| {
             if retire {
@@ -193,13 +198,8 @@ impl Session {
     /// (with filters: maybe `EXCLUDED`, maybe with `ARGS_BIT`).
     #[inline]
     fn code_id(&self, code: *mut ffi::PyObject) -> FunctionId {
-        let mut extra: *mut c_void = ptr::null_mut();
-        // SAFETY: `code` is a live code object handed to us by the
-        // interpreter, and `extra_index` was reserved for rtrace.
-        #[allow(unsafe_code)]
-        let status = unsafe { code_get_extra(code, self.extra_index, &mut extra) };
-        let value = extra as u64;
-        if status == 0 && value != 0 && (value >> 32) as u32 == self.generation {
+        let value = self.extra.get(code);
+        if value != 0 && (value >> 32) as u32 == self.generation {
             return FunctionId(value as u32);
         }
         self.intern_code(code)
@@ -226,13 +226,7 @@ impl Session {
             self.intern_new_code(py, &code_obj, file)
         };
         let value = (u64::from(self.generation) << 32) | u64::from(id.0);
-        // SAFETY: as in `code_id`; the slot holds a plain integer, which
-        // needs no freeing.
-        #[allow(unsafe_code)]
-        if unsafe { code_set_extra(code, self.extra_index, value as *mut c_void) } != 0 {
-            // SAFETY: GIL held; clears the error the failed call set.
-            unsafe { ffi::PyErr_Clear() };
-        }
+        self.extra.set(code, value);
         id
     }
 
@@ -654,6 +648,8 @@ struct Local(UnsafeCell<Option<Arc<Slot>>>);
 
 impl Drop for Local {
     fn drop(&mut self) {
+        // Before the thread's control block can be reused by a new thread.
+        last_thread::forget_current();
         if let Some(slot) = self.0.get_mut().take() {
             slot.hand_over_at_exit();
         }
@@ -712,25 +708,55 @@ fn with_thread(f: impl FnOnce(&Session, &mut SlotState)) {
     // outlives this call.
     #[allow(unsafe_code)]
     let session = unsafe { &*ptr };
-    let _ = LOCAL.try_with(|local| {
-        // SAFETY: only this thread touches its thread-local, and hooks are
-        // never re-entered, so this is the only borrow.
-        #[allow(unsafe_code)]
-        let cell = unsafe { &mut *local.0.get() };
-        if !matches!(cell, Some(slot) if slot.generation == session.generation) {
-            // SAFETY: as above; `ManuallyDrop` keeps the refcount as is.
+    let state = match last_thread::get(session.generation) {
+        Some(state) => state,
+        None => match thread_state(ptr) {
+            Some(state) => state,
+            None => return,
+        },
+    };
+    // SAFETY: case (1) of the soundness note on `Slot`: the state belongs
+    // to this thread and the active session, which keeps its slot alive,
+    // and hooks are never re-entered, so this is the only borrow.
+    #[allow(unsafe_code)]
+    f(session, unsafe { &mut *state });
+}
+
+/// The calling thread's state for the session at `ptr`, found through
+/// the thread-local (creating it on the thread's first event), and cached
+/// as the last thread's (see `last_thread`). `None` for a thread not
+/// recorded, or one whose thread-locals are already destroyed (exiting).
+#[cold]
+#[inline(never)]
+fn thread_state(ptr: *mut Session) -> Option<*mut SlotState> {
+    // SAFETY: the caller's pointer to the active session (GIL held).
+    #[allow(unsafe_code)]
+    let session = unsafe { &*ptr };
+    LOCAL
+        .try_with(|local| {
+            // SAFETY: only this thread touches its thread-local, and hooks
+            // are never re-entered, so this is the only borrow.
             #[allow(unsafe_code)]
-            let arc = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
-            *cell = Some(arc.new_slot());
-        }
-        let Some(slot) = cell.as_ref() else { return };
-        // SAFETY: case (1) of the soundness note on `Slot`.
-        #[allow(unsafe_code)]
-        let state = unsafe { &mut *slot.state.get() };
-        if !state.ignored && !state.retired {
-            f(session, state);
-        }
-    });
+            let cell = unsafe { &mut *local.0.get() };
+            if !matches!(cell, Some(slot) if slot.generation == session.generation) {
+                // SAFETY: as above; `ManuallyDrop` keeps the refcount as is.
+                #[allow(unsafe_code)]
+                let arc = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
+                *cell = Some(arc.new_slot());
+            }
+            let slot = cell.as_ref()?;
+            let state = slot.state.get();
+            // SAFETY: case (1) of the soundness note on `Slot`; a read.
+            #[allow(unsafe_code)]
+            let live = unsafe { !(*state).ignored && !(*state).retired };
+            if !live {
+                return None;
+            }
+            last_thread::set(session.generation, state);
+            Some(state)
+        })
+        .ok()
+        .flatten()
 }
 
 /// True while a recording is active.
@@ -786,11 +812,78 @@ pub fn name_current_thread(name: &str) {
 /// A Python function started or resumed.
 #[inline]
 pub fn on_call(code: *mut ffi::PyObject, frame: *mut ffi::PyObject) {
+    if !on_cached_thread(|session, state| call_fast(session, state, code)) {
+        on_call_general(code, frame);
+    }
+}
+
+/// Runs `f` (a fast path) with the session and the calling thread's state
+/// if the thread is the cached one (`last_thread`): true when `f` did the
+/// event (or nothing is recording), false to leave it to the general path.
+#[inline(always)]
+fn on_cached_thread(f: impl FnOnce(&Session, &mut SlotState) -> bool) -> bool {
+    let ptr = SESSION.load(Ordering::Acquire);
+    if ptr.is_null() {
+        return true;
+    }
+    // SAFETY: as in `with_session`: hooks hold the GIL, so the session
+    // outlives this call.
+    #[allow(unsafe_code)]
+    let session = unsafe { &*ptr };
+    match last_thread::get(session.generation) {
+        // SAFETY: as in `with_thread`.
+        #[allow(unsafe_code)]
+        Some(state) => f(session, unsafe { &mut *state }),
+        None => false,
+    }
+}
+
+/// The common call — no filters, the thread named, its function interned,
+/// the TSC, room on the stack and in the buffer — recorded by straight-line
+/// code with no call in it, so that the compiler saves no registers for
+/// it (a sixth of the hook's instructions before). Returns false, having
+/// changed nothing, for anything else.
+#[inline(always)]
+fn call_fast(session: &Session, state: &mut SlotState, code: *mut ffi::PyObject) -> bool {
+    if session.filters.is_some()
+        || state.name_tries != 0
+        || state.suppressed != 0
+        || state.stack.len() == state.stack.capacity()
+    {
+        return false;
+    }
+    let Some(value) = session.extra.get_in_place(code) else {
+        return false;
+    };
+    let id = FunctionId(value as u32);
+    if value == 0 || (value >> 32) as u32 != session.generation || id == SUPPRESSED {
+        return false;
+    }
+    let Some(t) = tsc_ticks() else { return false };
+    if !state.buf.try_push(RawEvent::new(t, id, Kind::Call, 0)) {
+        return false;
+    }
+    let depth = state.stack.len();
+    // SAFETY: `depth < capacity` was checked above, and nothing changed the
+    // stack since: the slot is allocated and the new length initialised.
+    // (`push` would check again and keep a call to grow it, and with that
+    // call the registers this path saves.)
+    #[allow(unsafe_code)]
+    unsafe {
+        state.stack.as_mut_ptr().add(depth).write(id.0);
+        state.stack.set_len(depth + 1);
+    }
+    true
+}
+
+/// Every call `call_fast` leaves: the first of a function or a thread,
+/// filters, a full buffer, ...
+#[inline(never)]
+fn on_call_general(code: *mut ffi::PyObject, frame: *mut ffi::PyObject) {
     let t = ticks();
     let mut ask = None;
     with_thread(|session, state| {
         if session.filters.is_none() && state.name_tries == 0 {
-            // The common case, kept small: no filters, the thread named.
             record_call(session, state, session.code_id(code), t);
         } else {
             ask = on_call_filtered_or_unnamed(session, state, code, t);
@@ -873,6 +966,38 @@ fn answer_return(ask: &Ask, kind: Kind, t: u64, value: *mut ffi::PyObject) {
 /// left open are closed first.
 #[inline]
 pub fn on_return(kind: Kind, value: *mut ffi::PyObject) {
+    if !on_cached_thread(|session, state| return_fast(session, state, kind)) {
+        on_return_general(kind, value);
+    }
+}
+
+/// The common return (see `call_fast`): no filters, a recorded Python call
+/// on top of the stack, the TSC, room in the buffer.
+#[inline(always)]
+fn return_fast(session: &Session, state: &mut SlotState, kind: Kind) -> bool {
+    if session.filters.is_some() {
+        return false;
+    }
+    let Some(&top) = state.stack.last() else {
+        return false;
+    };
+    if top & C_BIT != 0 || top == SUPPRESSED.0 {
+        return false;
+    }
+    let Some(t) = tsc_ticks() else { return false };
+    if !state
+        .buf
+        .try_push(RawEvent::new(t, FunctionId(top), kind, 0))
+    {
+        return false;
+    }
+    state.stack.pop();
+    true
+}
+
+/// Every return `return_fast` leaves.
+#[inline(never)]
+fn on_return_general(kind: Kind, value: *mut ffi::PyObject) {
     let t = ticks();
     let mut ask = None;
     with_thread(|session, state| {

@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 
 mod args;
 mod calls;
+mod code_extra;
 mod collector;
 mod errors;
 mod ffi;
@@ -19,6 +20,7 @@ mod filter;
 mod gil;
 mod glob;
 mod hook;
+mod last_thread;
 mod legacy;
 mod marks;
 mod monitoring;
@@ -50,6 +52,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(recording::set_starting_depth, m)?)?;
     m.add_function(wrap_pyfunction!(recording::before_fork, m)?)?;
     m.add_function(wrap_pyfunction!(recording::after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(recording::hot_path_shortcuts, m)?)?;
     m.add_function(wrap_pyfunction!(monitoring::monitoring_callbacks, m)?)?;
     m.add_class::<marks::Span>()?;
     m.add_class::<marks::Traced>()?;

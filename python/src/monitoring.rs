@@ -19,14 +19,20 @@ type Fast = unsafe extern "C" fn(
 ) -> *mut ffi::PyObject;
 
 /// Returns a new reference to None.
+#[inline(always)]
 fn none() -> *mut ffi::PyObject {
-    // SAFETY: Py_None is a valid object; we hand out a new reference.
+    // SAFETY: Py_None is a valid object.
+    #[allow(unsafe_code)]
+    let none = unsafe { ffi::Py_None() };
+    // Since 3.12 None is immortal (PEP 683): a new reference needs no
+    // increment, which `Py_INCREF` would skip anyway after testing for it.
+    #[cfg(not(Py_3_12))]
+    // SAFETY: as above; we hand out a new reference.
     #[allow(unsafe_code)]
     unsafe {
-        let none = ffi::Py_None();
-        ffi::Py_INCREF(none); // inline, unlike Py_IncRef: called per event
-        none
-    }
+        ffi::Py_INCREF(none)
+    };
+    none
 }
 
 /// Reads argument `i`, or NULL when there are fewer arguments.

@@ -6,35 +6,38 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rtrace::{Config, OnFull, Recorder};
 
+use crate::code_extra::CodeExtra;
 use crate::errors::{Error, RecordingError};
 use crate::filter::Filters;
 use crate::hook::{self, Session};
 
 static GENERATION: AtomicU32 = AtomicU32::new(0);
-static EXTRA_INDEX: OnceLock<ffi::Py_ssize_t> = OnceLock::new();
+static CODE_EXTRA: OnceLock<CodeExtra> = OnceLock::new();
 
 /// How long `fork()` waits for the writer to park before going ahead.
 const PARK_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn extra_index(_py: Python<'_>) -> PyResult<ffi::Py_ssize_t> {
-    if let Some(&index) = EXTRA_INDEX.get() {
-        return Ok(index);
+fn code_extra(py: Python<'_>) -> PyResult<CodeExtra> {
+    if let Some(&extra) = CODE_EXTRA.get() {
+        return Ok(extra);
     }
-    // SAFETY: GIL held; rtrace stores plain integers in the slot, so no
-    // free function is needed.
-    #[allow(unsafe_code)]
-    let index = unsafe { crate::ffi::request_code_extra_index(None) };
-    if index < 0 {
-        return Err(RecordingError::new_err(
-            "the interpreter has no code-object extra slot left for rtrace",
-        ));
-    }
-    Ok(*EXTRA_INDEX.get_or_init(|| index))
+    let extra = CodeExtra::reserve(py).ok_or_else(|| {
+        RecordingError::new_err("the interpreter has no code-object extra slot left for rtrace")
+    })?;
+    Ok(*CODE_EXTRA.get_or_init(|| extra))
+}
+
+/// Which shortcuts of the hot path this interpreter allows: whether code
+/// objects' extra slot is read in place (`code_extra`) and whether the
+/// recording thread is recognised by its thread pointer (`last_thread`).
+/// The tests check both on the supported CPythons.
+#[pyfunction]
+pub fn hot_path_shortcuts(py: Python<'_>) -> PyResult<(bool, bool)> {
+    Ok((code_extra(py)?.in_place(), crate::last_thread::supported()))
 }
 
 /// Starts a session; the caller installs the hook afterwards.
@@ -82,7 +85,7 @@ pub fn start(
     config.recorder = recorder;
     config.parent_pid = parent_pid;
     config.flush_on_sigterm = true;
-    let index = extra_index(py)?;
+    let extra = code_extra(py)?;
     let started = py
         .allow_threads(|| Recorder::start(config))
         .map_err(Error)?;
@@ -98,7 +101,7 @@ pub fn start(
     let session = Session::new(
         started,
         generation,
-        index,
+        extra,
         only_tid,
         missing.as_ptr(),
         active.map(Bound::unbind),

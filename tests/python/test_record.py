@@ -62,6 +62,61 @@ def test_eight_threads_are_each_recorded_balanced_and_named(run_py, tmp_path):
     assert len(set(worker_tids)) == 8
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="3.11's profile hook does not reach threads started in C (README, Limits)")
+def test_threads_started_one_after_another_each_keep_their_events(run_py, tmp_path):
+    # A thread that exits hands its thread control block (whose address is
+    # its thread pointer and its pthread_t) to the next one. The hook
+    # recognises the thread that recorded last by that pointer: it must not
+    # take a new thread for the old one. Native threads running a Python
+    # callback, started and joined through ctypes with c_calls=False, so
+    # that no other thread records between one's end and the next one's
+    # start (the main thread would, and reset the cache).
+    run = run_py(
+        """
+        import ctypes, rtrace
+        libc = ctypes.CDLL(None)
+        START = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)
+        libc.pthread_create.argtypes = [ctypes.POINTER(ctypes.c_ulong), ctypes.c_void_p,
+                                        START, ctypes.c_void_p]
+        libc.pthread_join.argtypes = [ctypes.c_ulong, ctypes.c_void_p]
+        def leaf(): pass
+        def body(n):
+            for _ in range(n):
+                leaf()
+            return None
+        start = START(body)
+        handles = []
+        with rtrace.record(output="seq.rtrace", c_calls=False):
+            for i in range(20):
+                handle = ctypes.c_ulong()
+                assert libc.pthread_create(ctypes.byref(handle), None, start, 100 * (i + 1)) == 0
+                assert libc.pthread_join(handle, None) == 0
+                handles.append(handle.value)
+        emit(len(set(handles)))
+        """
+    )
+    assert run.result < 20, "no thread control block was reused: the test proves nothing"
+    events, _ = read_events(tmp_path / "seq.rtrace")
+    per_thread = check_nesting(events)
+    leaf_calls = sorted(sum(1 for e in evs if e.kind == "call" and e.name == "leaf")
+                        for evs in per_thread.values())
+    assert [n for n in leaf_calls if n] == [100 * (i + 1) for i in range(20)], leaf_calls
+
+
+def test_hot_path_shortcuts_apply_on_supported_cpythons():
+    # The in-place read of the code objects' extra slot (checked against
+    # the API when the slot is reserved) and the thread-pointer cache: if
+    # a CPython layout changed, rtrace stays correct through the API, but
+    # slower, and this says so.
+    import platform
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip("the thread pointer is read on Linux x86-64 and aarch64")
+    if sys.implementation.name != "cpython" or hasattr(sys, "gettotalrefcount"):
+        pytest.skip("offsets are those of release CPython builds")
+    assert rtrace._native.hot_path_shortcuts() == (True, True)
+
+
 def test_thread_running_before_record_is_recorded(run_py, tmp_path):
     run_py(
         """
