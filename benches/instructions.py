@@ -16,7 +16,11 @@ regression of one instruction per event shows.
 Modes: plain (no filter), excluding-nothing (exclude=['no_such.*']: every
 event through the filtered path), nothing (include=['no_such.*']: every
 function excluded), min-duration (min_duration=0.001: fib's calls are all
-shorter). c_calls=False, so that each event is one Python call or return.
+shorter): c_calls=False, so that each event is one Python call or return.
+c-calls: c_calls=True (the default), and each fib call calls the builtin
+abs() once: per fib call a Python call and return and a C call and return
+(and, with sys.monitoring, a CALL event for fib itself, which records
+nothing: it is counted, spread over the four).
 Needs valgrind.
 """
 
@@ -30,11 +34,17 @@ import subprocess
 import sys
 import tempfile
 
+PLAIN_FIB = "def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)"
+# One C call per fib call.
+ABS_FIB = "def fib(n): return n if abs(n) < 2 else fib(n - 1) + fib(n - 2)"
+
+# mode: (recording options, fib, events per fib call)
 MODES = {
-    "plain": "{}",
-    "excluding-nothing": "{'exclude': ['no_such.*']}",
-    "nothing": "{'include': ['no_such.*']}",
-    "min-duration": "{'min_duration': 0.001}",
+    "plain": ("{'c_calls': False}", PLAIN_FIB, 2),
+    "excluding-nothing": ("{'c_calls': False, 'exclude': ['no_such.*']}", PLAIN_FIB, 2),
+    "nothing": ("{'c_calls': False, 'include': ['no_such.*']}", PLAIN_FIB, 2),
+    "min-duration": ("{'c_calls': False, 'min_duration': 0.001}", PLAIN_FIB, 2),
+    "c-calls": ("{'c_calls': True}", ABS_FIB, 4),
 }
 SMALL, LARGE = 16, 20
 
@@ -48,11 +58,11 @@ def fib_calls(n: int) -> int:
 
 CHILD = """
 import sys, rtrace
-def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)
+{fib}
 # flush_interval=60: under valgrind a run is ~50x slower, and handing over
 # partly filled buffers on age (a copy that callgrind counts byte by byte)
 # would make the count depend on the run's speed.
-with rtrace.record(output=sys.argv[2], c_calls=False, flush_interval=60, **{options}):
+with rtrace.record(output=sys.argv[2], flush_interval=60, **{options}):
     fib(int(sys.argv[1]))
 """
 
@@ -62,7 +72,8 @@ TOGGLES = {
 }
 
 
-def count(python: str, hook: str, options: str, n: int, out: str) -> int:
+def count(python: str, hook: str, mode: str, n: int, out: str) -> int:
+    options, fib, _ = MODES[mode]
     env = dict(os.environ, PYTHONHASHSEED="0")
     env.pop("RTRACE_HOOK", None)
     if hook == "legacy":
@@ -70,7 +81,7 @@ def count(python: str, hook: str, options: str, n: int, out: str) -> int:
     cmd = [
         "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
         f"--toggle-collect={TOGGLES[hook]}",
-        python, "-c", CHILD.format(options=options), str(n), out,
+        python, "-c", CHILD.format(options=options, fib=fib), str(n), out,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     found = re.search(r"Collected : (\d+)", proc.stderr)
@@ -90,15 +101,16 @@ def main() -> int:
     version = subprocess.run([args.python, "-c", "import sys; print(sys.version_info >= (3, 12))"],
                              capture_output=True, text=True, check=True).stdout.strip()
     hooks = ["sys.monitoring", "legacy"] if version == "True" else ["legacy"]
-    events = 2 * (fib_calls(LARGE) - fib_calls(SMALL))
+    calls = fib_calls(LARGE) - fib_calls(SMALL)
     print(f"python: {args.python}; instructions per event inside rtrace's callbacks "
-          f"(fib({LARGE}) - fib({SMALL}): {events} events)")
+          f"(fib({LARGE}) - fib({SMALL}): {calls} calls)")
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
             for hook in hooks:
                 out = os.path.join(tmp, "o.rtrace")
-                small = count(args.python, hook, MODES[mode], SMALL, out)
-                large = count(args.python, hook, MODES[mode], LARGE, out)
+                small = count(args.python, hook, mode, SMALL, out)
+                large = count(args.python, hook, mode, LARGE, out)
+                events = calls * MODES[mode][2]
                 print(f"  {mode:<18} {hook:<15} {(large - small) / events:7.1f}")
     return 0
 

@@ -10,6 +10,10 @@ use pyo3::ffi::{PyObject, Py_ssize_t};
 use pyo3::ffi::{PyThreadState, Py_tracefunc};
 
 extern "C" {
+    /// The type of bound methods (`types.MethodType`), which pyo3-ffi does
+    /// not declare.
+    pub static mut PyMethod_Type: pyo3::ffi::PyTypeObject;
+
     /// Reads a code object's extra slot (`_PyCode_GetExtra` before 3.12).
     #[cfg_attr(Py_3_12, link_name = "PyUnstable_Code_GetExtra")]
     #[cfg_attr(not(Py_3_12), link_name = "_PyCode_GetExtra")]

@@ -19,6 +19,7 @@
 use std::cell::UnsafeCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -46,6 +47,9 @@ const NAME_TRIES: u8 = 64;
 /// Stands for rtrace's own functions, and everything they call: such calls
 /// are tracked on the stack (to keep nesting right) but not recorded.
 pub const SUPPRESSED: FunctionId = FunctionId(rtrace::event::MAX_FUNCTION_ID);
+
+/// Entries of `Session::recent_c_functions` (a power of two).
+const RECENT_C_FUNCTIONS: usize = 256;
 
 /// Module of rtrace's extension functions.
 const NATIVE_MODULE: &str = "rtrace._native";
@@ -77,7 +81,10 @@ pub struct Session {
     /// live: their returns and what they call are not recorded.
     starting_depth: (u64, AtomicU32),
     slots: Mutex<Vec<Arc<Slot>>>,
-    c_functions: GilCell<HashMap<usize, FunctionId>>,
+    c_functions: GilCell<HashMap<usize, FunctionId, BuildHasherDefault<AddressHasher>>>,
+    /// The C functions met last, by method table entry, direct-mapped:
+    /// what `c_call_fast` finds without a call.
+    recent_c_functions: GilCell<[(usize, FunctionId); RECENT_C_FUNCTIONS]>,
     fallback_id: FunctionId,
     /// Threads named with `rtrace.name_thread`: `threading`'s names do not
     /// replace theirs.
@@ -124,7 +131,8 @@ impl Session {
             filters: None,
             starting_depth: (current_tid(), AtomicU32::new(0)),
             slots: Mutex::new(Vec::new()),
-            c_functions: GilCell::new(HashMap::new()),
+            c_functions: GilCell::new(HashMap::default()),
+            recent_c_functions: GilCell::new([(0, FunctionId(0)); RECENT_C_FUNCTIONS]),
             fallback_id,
             user_named: Mutex::new(HashSet::new()),
         }
@@ -276,6 +284,26 @@ impl Session {
     /// The function id of a C callable, interning it on first sight.
     pub(crate) fn c_function_id(&self, callable: CCallable) -> FunctionId {
         let key = callable.method_def() as usize;
+        let id = self.c_function_id_by_key(callable, key);
+        // SAFETY: GIL held (a hook); no other borrow of the cell is alive.
+        #[allow(unsafe_code)]
+        let recent = unsafe { self.recent_c_functions.get() };
+        recent[recent_c_slot(key)] = (key, id);
+        id
+    }
+
+    /// The id of a C function met recently (see `recent_c_functions`).
+    #[inline(always)]
+    fn recent_c_function_id(&self, callable: CCallable) -> Option<FunctionId> {
+        let key = callable.method_def() as usize;
+        // SAFETY: GIL held (a hook); no other borrow of the cell is alive.
+        #[allow(unsafe_code)]
+        let recent = unsafe { self.recent_c_functions.get() };
+        let (known, id) = recent[recent_c_slot(key)];
+        (known == key).then_some(id)
+    }
+
+    fn c_function_id_by_key(&self, callable: CCallable, key: usize) -> FunctionId {
         // SAFETY: GIL held; no Python code runs while the map is borrowed
         // (interning only reads C structures and dicts).
         #[allow(unsafe_code)]
@@ -381,6 +409,46 @@ impl Session {
     }
 }
 
+/// The slot of `recent_c_functions` for a method table entry's address:
+/// its top bits after a Fibonacci multiply.
+#[inline(always)]
+fn recent_c_slot(key: usize) -> usize {
+    ((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RECENT_C_FUNCTIONS.trailing_zeros()))
+        as usize
+}
+
+/// Hashes an address with a multiply and a fold: the C function map is
+/// looked up on every C call, where SipHash (the default, built against
+/// attackers choosing keys, which addresses are not) cost more than the
+/// rest of the event.
+#[derive(Default)]
+pub struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; the fold brings high bits down to the bucket
+        // index (addresses of method tables share their low bits).
+        let h = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The OS thread id of the calling thread.
 pub fn current_tid() -> u64 {
     // SAFETY: gettid has no preconditions.
@@ -424,6 +492,9 @@ impl CCallable {
         self_arg: *mut ffi::PyObject,
         missing: *mut ffi::PyObject,
     ) -> Option<CCallable> {
+        if let Some(known) = CCallable::classify_exact(callable, self_arg, missing) {
+            return known;
+        }
         // SAFETY: `callable` is a live object from the interpreter.
         #[allow(unsafe_code)]
         unsafe {
@@ -438,6 +509,41 @@ impl CCallable {
         None
     }
 
+    /// `classify` for the callables met most, by their exact type, with
+    /// no call (`PyCFunction_Check` asks `PyType_IsSubtype` for anything
+    /// else): `Some(None)` for a Python function or method, `None` for a
+    /// type not listed here.
+    #[inline(always)]
+    pub fn classify_exact(
+        callable: *mut ffi::PyObject,
+        self_arg: *mut ffi::PyObject,
+        missing: *mut ffi::PyObject,
+    ) -> Option<Option<CCallable>> {
+        // SAFETY: `callable` is a live object from the interpreter; the
+        // type objects are statics of the interpreter, only their
+        // addresses are taken.
+        #[allow(unsafe_code)]
+        unsafe {
+            let tp = ffi::Py_TYPE(callable);
+            if tp == ptr::addr_of_mut!(ffi::PyCFunction_Type)
+                || tp == ptr::addr_of_mut!(ffi::PyCMethod_Type)
+            {
+                return Some(Some(CCallable::Function(callable.cast())));
+            }
+            if tp == ptr::addr_of_mut!(ffi::PyMethodDescr_Type) {
+                let bound = !self_arg.is_null() && self_arg != missing;
+                return Some(bound.then_some(CCallable::Descriptor(callable.cast())));
+            }
+            if tp == ptr::addr_of_mut!(ffi::PyFunction_Type)
+                || tp == ptr::addr_of_mut!(crate::ffi::PyMethod_Type)
+            {
+                return Some(None);
+            }
+        }
+        None
+    }
+
+    #[inline]
     fn method_def(self) -> *mut ffi::PyMethodDef {
         // SAFETY: `classify` checked the object's type, so the cast layout
         // is right; the object is alive for the duration of the hook.
@@ -566,6 +672,30 @@ impl SlotState {
     fn record(&mut self, session: &Session, event: RawEvent) {
         if self.buf.push(event) {
             self.hand_over(session);
+        }
+    }
+
+    /// Whether one more call fits on the stack without growing it.
+    #[inline(always)]
+    fn has_stack_room(&self) -> bool {
+        self.stack.len() < self.stack.capacity()
+    }
+
+    /// Pushes onto the stack without the check `push` makes, and so
+    /// without its call to grow the stack: in a fast path, that call would
+    /// make the compiler save registers for every event.
+    ///
+    /// # Safety
+    /// `has_stack_room()` is true.
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    unsafe fn push_in_room(&mut self, entry: u32) {
+        let depth = self.stack.len();
+        // SAFETY: depth < capacity (the caller's contract): the slot is
+        // allocated, and it is initialised before the length covers it.
+        unsafe {
+            self.stack.as_mut_ptr().add(depth).write(entry);
+            self.stack.set_len(depth + 1);
         }
     }
 
@@ -848,7 +978,7 @@ fn call_fast(session: &Session, state: &mut SlotState, code: *mut ffi::PyObject)
     if session.filters.is_some()
         || state.name_tries != 0
         || state.suppressed != 0
-        || state.stack.len() == state.stack.capacity()
+        || !state.has_stack_room()
     {
         return false;
     }
@@ -863,16 +993,12 @@ fn call_fast(session: &Session, state: &mut SlotState, code: *mut ffi::PyObject)
     if !state.buf.try_push(RawEvent::new(t, id, Kind::Call, 0)) {
         return false;
     }
-    let depth = state.stack.len();
-    // SAFETY: `depth < capacity` was checked above, and nothing changed the
-    // stack since: the slot is allocated and the new length initialised.
-    // (`push` would check again and keep a call to grow it, and with that
-    // call the registers this path saves.)
+    // SAFETY: `has_stack_room` was checked above and the stack not touched
+    // since.
     #[allow(unsafe_code)]
     unsafe {
-        state.stack.as_mut_ptr().add(depth).write(id.0);
-        state.stack.set_len(depth + 1);
-    }
+        state.push_in_room(id.0)
+    };
     true
 }
 
@@ -1036,6 +1162,52 @@ fn on_return_filtered(
 /// A callable is about to be called; recorded if it is implemented in C.
 #[inline]
 pub fn on_c_call(callable: *mut ffi::PyObject, self_arg: *mut ffi::PyObject) {
+    if !on_cached_thread(|session, state| c_call_fast(session, state, callable, self_arg)) {
+        on_c_call_general(callable, self_arg);
+    }
+}
+
+/// The common C call (see `call_fast`): a callable of a type known by its
+/// exact type — done at once if it is not a C function — no filters, the
+/// function met recently, the TSC, room on the stack and in the buffer.
+#[inline(always)]
+fn c_call_fast(
+    session: &Session,
+    state: &mut SlotState,
+    callable: *mut ffi::PyObject,
+    self_arg: *mut ffi::PyObject,
+) -> bool {
+    let Some(known) = CCallable::classify_exact(callable, self_arg, session.missing) else {
+        return false;
+    };
+    let Some(c) = known else {
+        return true;
+    };
+    if session.filters.is_some() || state.suppressed != 0 || !state.has_stack_room() {
+        return false;
+    }
+    let Some(id) = session.recent_c_function_id(c) else {
+        return false;
+    };
+    if id == SUPPRESSED {
+        return false;
+    }
+    let Some(t) = tsc_ticks() else { return false };
+    if !state.buf.try_push(RawEvent::new(t, id, Kind::CCall, 0)) {
+        return false;
+    }
+    // SAFETY: `has_stack_room` was checked above and the stack not touched
+    // since.
+    #[allow(unsafe_code)]
+    unsafe {
+        state.push_in_room(id.0 | C_BIT)
+    };
+    true
+}
+
+/// Every C call `c_call_fast` leaves.
+#[inline(never)]
+fn on_c_call_general(callable: *mut ffi::PyObject, self_arg: *mut ffi::PyObject) {
     with_thread(|session, state| {
         let Some(c) = CCallable::classify(callable, self_arg, session.missing) else {
             return;
@@ -1058,6 +1230,40 @@ pub fn on_c_call(callable: *mut ffi::PyObject, self_arg: *mut ffi::PyObject) {
 /// A C callable returned or raised. Ignored unless a C call is open.
 #[inline]
 pub fn on_c_return() {
+    if !on_cached_thread(c_return_fast) {
+        on_c_return_general();
+    }
+}
+
+/// The common C return (see `call_fast`): no filters, a recorded C call on
+/// top of the stack (or no C call: nothing to do), the TSC, room in the
+/// buffer.
+#[inline(always)]
+fn c_return_fast(session: &Session, state: &mut SlotState) -> bool {
+    if session.filters.is_some() {
+        return false;
+    }
+    let Some(&top) = state.stack.last() else {
+        return true;
+    };
+    if top & C_BIT == 0 {
+        return true;
+    }
+    let id = FunctionId(top & !C_BIT);
+    if id == SUPPRESSED {
+        return false;
+    }
+    let Some(t) = tsc_ticks() else { return false };
+    if !state.buf.try_push(RawEvent::new(t, id, Kind::CReturn, 0)) {
+        return false;
+    }
+    state.stack.pop();
+    true
+}
+
+/// Every C return `c_return_fast` leaves.
+#[inline(never)]
+fn on_c_return_general() {
     let t = ticks();
     with_thread(|session, state| {
         if let Some(f) = session.filters() {
