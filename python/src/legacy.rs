@@ -122,8 +122,90 @@ unsafe extern "C" fn profile(
     what: c_int,
     arg: *mut ffi::PyObject,
 ) -> c_int {
+    #[cfg(not(Py_3_12))]
+    if what == ffi::PyTrace_CALL && frame_code::in_place() {
+        // SAFETY: the interpreter's own frame object, GIL held.
+        let code = unsafe { frame_code::read(frame.cast()) };
+        hook::on_call(code, frame.cast());
+        return 0;
+    }
     dispatch_profile(frame.cast(), what, arg);
     0
+}
+
+/// A frame's code read in place on 3.11 (`frame->f_frame->f_code`), so
+/// that the profile hook's call event does without `PyFrame_GetCode` — a
+/// call into the interpreter, and a reference taken and dropped. The
+/// offsets are those of 3.11's headers, checked against `PyFrame_GetCode`
+/// on a live frame when the hook is installed; if they disagree,
+/// `PyFrame_GetCode` it is.
+#[cfg(not(Py_3_12))]
+pub mod frame_code {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use pyo3::ffi;
+    use pyo3::prelude::*;
+
+    /// `offsetof(PyFrameObject, f_frame)`.
+    const F_FRAME: usize = 24;
+    /// `offsetof(_PyInterpreterFrame, f_code)`.
+    const F_CODE: usize = 32;
+
+    static IN_PLACE: AtomicBool = AtomicBool::new(false);
+
+    /// Whether `read` may be used (after `check`).
+    #[inline(always)]
+    pub fn in_place() -> bool {
+        IN_PLACE.load(Ordering::Relaxed)
+    }
+
+    /// The code of `frame`, borrowed (the frame holds it).
+    ///
+    /// # Safety
+    /// `frame` is a live frame object handed over by the interpreter, the
+    /// GIL is held, and `check` found the offsets right.
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    pub unsafe fn read(frame: *mut ffi::PyObject) -> *mut ffi::PyObject {
+        // SAFETY: the caller's contract: `f_frame` and `f_code` are at
+        // these offsets, and a running frame's interpreter frame is live.
+        unsafe {
+            let iframe = *frame.cast::<u8>().add(F_FRAME).cast::<*const u8>();
+            *iframe.add(F_CODE).cast::<*mut ffi::PyObject>()
+        }
+    }
+
+    /// Checks the offsets on the caller's frame, once per process.
+    pub fn check(py: Python<'_>) -> bool {
+        static CHECKED: std::sync::Once = std::sync::Once::new();
+        CHECKED.call_once(|| IN_PLACE.store(agrees_with_api(py), Ordering::Relaxed));
+        in_place()
+    }
+
+    fn agrees_with_api(py: Python<'_>) -> bool {
+        let Ok(frame) = py
+            .import("sys")
+            .and_then(|sys| sys.getattr("_getframe")?.call0())
+        else {
+            return false;
+        };
+        let frame = frame.as_ptr();
+        // SAFETY: a live object; the reads stay inside a frame object's
+        // fixed part (checked against its type's size) and, through
+        // `f_frame`, inside the running frame's interpreter frame.
+        #[allow(unsafe_code)]
+        unsafe {
+            if ffi::PyFrame_Check(frame) == 0
+                || ((*ffi::Py_TYPE(frame)).tp_basicsize as usize) < F_FRAME + 8
+                || (*frame.cast::<u8>().add(F_FRAME).cast::<*const u8>()).is_null()
+            {
+                return false;
+            }
+            let api = ffi::PyFrame_GetCode(frame.cast());
+            ffi::Py_DecRef(api.cast());
+            read(frame) == api.cast()
+        }
+    }
 }
 
 /// The C trace function: records lines, keeps `f_trace` current.
@@ -174,6 +256,8 @@ pub fn set_legacy_all_threads(
     c_calls: bool,
 ) -> PyResult<()> {
     C_CALLS.store(c_calls, Ordering::Relaxed);
+    #[cfg(not(Py_3_12))]
+    frame_code::check(py);
     let (p, t) = hook_objects(py)?;
     let (p, t) = if on {
         (p, t)
@@ -196,6 +280,8 @@ pub fn set_legacy_all_threads(
 #[pyfunction]
 #[pyo3(signature = (*, on, lines))]
 pub fn set_legacy_current_thread(py: Python<'_>, on: bool, lines: bool) -> PyResult<()> {
+    #[cfg(not(Py_3_12))]
+    frame_code::check(py);
     let (p, t) = hook_objects(py)?;
     // SAFETY: GIL held; the argument objects are kept alive by statics.
     #[allow(unsafe_code)]

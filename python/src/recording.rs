@@ -31,13 +31,21 @@ fn code_extra(py: Python<'_>) -> PyResult<CodeExtra> {
     Ok(*CODE_EXTRA.get_or_init(|| extra))
 }
 
-/// Which shortcuts of the hot path this interpreter allows: whether code
-/// objects' extra slot is read in place (`code_extra`) and whether the
-/// recording thread is recognised by its thread pointer (`last_thread`).
-/// The tests check both on the supported CPythons.
+/// Which shortcuts of the hot path this interpreter allows, by name:
+/// code objects' extra slot read in place (`code_extra`), the recording
+/// thread recognised by its thread pointer (`last_thread`), and on 3.11 a
+/// frame's code read in place (`legacy::frame_code`). The tests check them
+/// on the supported CPythons.
 #[pyfunction]
-pub fn hot_path_shortcuts(py: Python<'_>) -> PyResult<(bool, bool)> {
-    Ok((code_extra(py)?.in_place(), crate::last_thread::supported()))
+pub fn hot_path_shortcuts(py: Python<'_>) -> PyResult<Vec<(&'static str, bool)>> {
+    #[allow(unused_mut)]
+    let mut shortcuts = vec![
+        ("code_extra_in_place", code_extra(py)?.in_place()),
+        ("thread_pointer", crate::last_thread::supported()),
+    ];
+    #[cfg(not(Py_3_12))]
+    shortcuts.push(("frame_code_in_place", crate::legacy::frame_code::check(py)));
+    Ok(shortcuts)
 }
 
 /// Starts a session; the caller installs the hook afterwards.

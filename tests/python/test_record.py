@@ -105,16 +105,20 @@ def test_threads_started_one_after_another_each_keep_their_events(run_py, tmp_pa
 
 
 def test_hot_path_shortcuts_apply_on_supported_cpythons():
-    # The in-place read of the code objects' extra slot (checked against
-    # the API when the slot is reserved) and the thread-pointer cache: if
-    # a CPython layout changed, rtrace stays correct through the API, but
-    # slower, and this says so.
+    # The in-place reads of the code objects' extra slot and (3.11) of a
+    # frame's code, each checked against the API before use, and the
+    # thread-pointer cache: if a CPython layout changed, rtrace stays
+    # correct through the API, but slower, and this says so.
     import platform
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"):
         pytest.skip("the thread pointer is read on Linux x86-64 and aarch64")
     if sys.implementation.name != "cpython" or hasattr(sys, "gettotalrefcount"):
         pytest.skip("offsets are those of release CPython builds")
-    assert rtrace._native.hot_path_shortcuts() == (True, True)
+    shortcuts = dict(rtrace._native.hot_path_shortcuts())
+    expected = {"code_extra_in_place": True, "thread_pointer": True}
+    if sys.version_info < (3, 12):
+        expected["frame_code_in_place"] = True
+    assert shortcuts == expected
 
 
 def test_thread_running_before_record_is_recorded(run_py, tmp_path):
