@@ -675,28 +675,45 @@ impl SlotState {
         }
     }
 
-    /// Whether one more call fits on the stack without growing it.
+    /// Records a call of `id` (a C call with `c_bit`) and opens it on the
+    /// stack, making no call: false, having changed nothing, when that
+    /// needs the general path (no room on the stack or in the buffer, a
+    /// clock other than the TSC).
     #[inline(always)]
-    fn has_stack_room(&self) -> bool {
-        self.stack.len() < self.stack.capacity()
-    }
-
-    /// Pushes onto the stack without the check `push` makes, and so
-    /// without its call to grow the stack: in a fast path, that call would
-    /// make the compiler save registers for every event.
-    ///
-    /// # Safety
-    /// `has_stack_room()` is true.
-    #[allow(unsafe_code)]
-    #[inline(always)]
-    unsafe fn push_in_room(&mut self, entry: u32) {
+    fn open_fast(&mut self, id: FunctionId, kind: Kind, c_bit: u32) -> bool {
         let depth = self.stack.len();
-        // SAFETY: depth < capacity (the caller's contract): the slot is
-        // allocated, and it is initialised before the length covers it.
+        if depth == self.stack.capacity() {
+            return false;
+        }
+        let Some(t) = tsc_ticks() else { return false };
+        if !self.buf.try_push(RawEvent::new(t, id, kind, 0)) {
+            return false;
+        }
+        // Not `push`: it would check the capacity again and keep a call
+        // to grow the stack, and with that call the registers the fast
+        // paths save.
+        // SAFETY: depth < capacity (checked above, and nothing touched the
+        // stack since): the slot is allocated, and it is initialised
+        // before the length covers it.
+        #[allow(unsafe_code)]
         unsafe {
-            self.stack.as_mut_ptr().add(depth).write(entry);
+            self.stack.as_mut_ptr().add(depth).write(id.0 | c_bit);
             self.stack.set_len(depth + 1);
         }
+        true
+    }
+
+    /// Records the return of the call on top of the stack, `id`, and
+    /// closes it, making no call: false, having changed nothing, when that
+    /// needs the general path (see `open_fast`).
+    #[inline(always)]
+    fn close_fast(&mut self, id: FunctionId, kind: Kind) -> bool {
+        let Some(t) = tsc_ticks() else { return false };
+        if !self.buf.try_push(RawEvent::new(t, id, kind, 0)) {
+            return false;
+        }
+        self.stack.pop();
+        true
     }
 
     /// Opens a call whose events are not recorded, nor those of what it
@@ -975,11 +992,7 @@ fn on_cached_thread(f: impl FnOnce(&Session, &mut SlotState) -> bool) -> bool {
 /// changed nothing, for anything else.
 #[inline(always)]
 fn call_fast(session: &Session, state: &mut SlotState, code: *mut ffi::PyObject) -> bool {
-    if session.filters.is_some()
-        || state.name_tries != 0
-        || state.suppressed != 0
-        || !state.has_stack_room()
-    {
+    if session.filters.is_some() || state.name_tries != 0 || state.suppressed != 0 {
         return false;
     }
     let Some(value) = session.extra.get_in_place(code) else {
@@ -989,17 +1002,7 @@ fn call_fast(session: &Session, state: &mut SlotState, code: *mut ffi::PyObject)
     if value == 0 || (value >> 32) as u32 != session.generation || id == SUPPRESSED {
         return false;
     }
-    let Some(t) = tsc_ticks() else { return false };
-    if !state.buf.try_push(RawEvent::new(t, id, Kind::Call, 0)) {
-        return false;
-    }
-    // SAFETY: `has_stack_room` was checked above and the stack not touched
-    // since.
-    #[allow(unsafe_code)]
-    unsafe {
-        state.push_in_room(id.0)
-    };
-    true
+    state.open_fast(id, Kind::Call, 0)
 }
 
 /// Every call `call_fast` leaves: the first of a function or a thread,
@@ -1110,15 +1113,7 @@ fn return_fast(session: &Session, state: &mut SlotState, kind: Kind) -> bool {
     if top & C_BIT != 0 || top == SUPPRESSED.0 {
         return false;
     }
-    let Some(t) = tsc_ticks() else { return false };
-    if !state
-        .buf
-        .try_push(RawEvent::new(t, FunctionId(top), kind, 0))
-    {
-        return false;
-    }
-    state.stack.pop();
-    true
+    state.close_fast(FunctionId(top), kind)
 }
 
 /// Every return `return_fast` leaves.
@@ -1183,26 +1178,13 @@ fn c_call_fast(
     let Some(c) = known else {
         return true;
     };
-    if session.filters.is_some() || state.suppressed != 0 || !state.has_stack_room() {
+    if session.filters.is_some() || state.suppressed != 0 {
         return false;
     }
-    let Some(id) = session.recent_c_function_id(c) else {
-        return false;
-    };
-    if id == SUPPRESSED {
-        return false;
+    match session.recent_c_function_id(c) {
+        Some(id) if id != SUPPRESSED => state.open_fast(id, Kind::CCall, C_BIT),
+        _ => false,
     }
-    let Some(t) = tsc_ticks() else { return false };
-    if !state.buf.try_push(RawEvent::new(t, id, Kind::CCall, 0)) {
-        return false;
-    }
-    // SAFETY: `has_stack_room` was checked above and the stack not touched
-    // since.
-    #[allow(unsafe_code)]
-    unsafe {
-        state.push_in_room(id.0 | C_BIT)
-    };
-    true
 }
 
 /// Every C call `c_call_fast` leaves.
@@ -1253,12 +1235,7 @@ fn c_return_fast(session: &Session, state: &mut SlotState) -> bool {
     if id == SUPPRESSED {
         return false;
     }
-    let Some(t) = tsc_ticks() else { return false };
-    if !state.buf.try_push(RawEvent::new(t, id, Kind::CReturn, 0)) {
-        return false;
-    }
-    state.stack.pop();
-    true
+    state.close_fast(id, Kind::CReturn)
 }
 
 /// Every C return `c_return_fast` leaves.

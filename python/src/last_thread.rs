@@ -79,31 +79,26 @@ pub fn forget_all() {
 
 /// The calling thread's thread pointer, where reading it costs one
 /// instruction; `None` elsewhere (the thread-local path is used).
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 #[inline(always)]
 fn thread_pointer() -> Option<usize> {
     let tp: usize;
-    // SAFETY: the x86-64 TLS ABI keeps the address of the thread control
-    // block in the block's first word, `%fs:0`; the read has no effects.
+    // SAFETY: the TLS ABIs keep the thread pointer where it is read here:
+    // on x86-64 the thread control block holds its own address in its
+    // first word, `%fs:0`; on aarch64 it is `tpidr_el0`. The reads have no
+    // effects.
     #[allow(unsafe_code)]
     unsafe {
+        #[cfg(target_arch = "x86_64")]
         std::arch::asm!(
             "mov {}, qword ptr fs:0",
             out(reg) tp,
             options(nostack, preserves_flags, readonly, pure)
         );
-    }
-    Some(tp)
-}
-
-#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
-#[inline(always)]
-fn thread_pointer() -> Option<usize> {
-    let tp: usize;
-    // SAFETY: `tpidr_el0` holds the thread pointer; reading it has no
-    // effects.
-    #[allow(unsafe_code)]
-    unsafe {
+        #[cfg(target_arch = "aarch64")]
         std::arch::asm!(
             "mrs {}, tpidr_el0",
             out(reg) tp,
