@@ -7,9 +7,13 @@
 //!
 //! Per event: one atomic load (the session), a compare with the thread
 //! that recorded last (`last_thread`; a thread-local access when another
-//! thread did), one code-object extra-slot read (the function id), one counter read and one
-//! 16-byte store. No allocation, lock, Python call or syscall, except on
-//! first sight of a function or thread and when a buffer is handed over.
+//! thread did), one code-object extra-slot read (the function id), one
+//! counter read and one 16-byte store. No allocation, lock, Python call or
+//! syscall, except on first sight of a function or thread and when a
+//! buffer is handed over. The common events take fast paths
+//! (`call_fast`, `return_fast`, `c_call_fast`, `c_return_fast`) that make
+//! no call at all, so that the compiler saves no registers for them;
+//! whatever they do not handle goes to the general path, unchanged.
 //!
 //! A recording with filters takes the filtered path (`calls`) at each entry
 //! point instead; one without pays a single branch for it. With
@@ -418,9 +422,9 @@ fn recent_c_slot(key: usize) -> usize {
 }
 
 /// Hashes an address with a multiply and a fold: the C function map is
-/// looked up on every C call, where SipHash (the default, built against
-/// attackers choosing keys, which addresses are not) cost more than the
-/// rest of the event.
+/// looked up on every C call that `recent_c_functions` misses, where
+/// SipHash (the default, built against attackers choosing keys, which
+/// addresses are not) cost more than the rest of the event.
 #[derive(Default)]
 pub struct AddressHasher(u64);
 
