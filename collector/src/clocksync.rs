@@ -193,10 +193,14 @@ pub struct Estimator {
 
 impl Estimator {
     /// Adds a sample; returns the new estimate (`None` for a sample that
-    /// cannot be right: its reply came before its request).
+    /// cannot be right: its reply came before its request, or the
+    /// collector's turnaround took as long as the whole exchange — a round
+    /// trip of 0, which no real exchange has, and which would claim an
+    /// exact offset).
     pub fn add(&mut self, sample: &SyncSample) -> Option<Fit> {
         if sample.pong_received_ns < sample.ping_sent_ns
             || sample.pong_sent_ns < sample.ping_received_ns
+            || sample.round_trip_ns() == 0
         {
             return None;
         }
@@ -579,6 +583,19 @@ mod tests {
             pong_received_ns: t1 + up + 10 + down,
             hop: 0,
         }
+    }
+
+    #[test]
+    fn a_sample_with_no_round_trip_is_refused() {
+        let mut e = Estimator::default();
+        let s = 1_000_000_000_000;
+        let mut inconsistent = sample(s, 37_000_000_000, 20, 20);
+        // The collector's turnaround as long as the whole exchange.
+        inconsistent.pong_sent_ns = inconsistent.ping_received_ns + 50;
+        assert_eq!(inconsistent.round_trip_ns(), 0);
+        assert!(e.add(&inconsistent).is_none());
+        let fit = e.add(&sample(s + 1000, 37_000_000_000, 20, 20)).unwrap();
+        assert_eq!(fit.uncertainty_ns, 20);
     }
 
     #[test]
