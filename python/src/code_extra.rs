@@ -87,20 +87,11 @@ impl CodeExtra {
         if !fits || self.get(code) != 0 {
             return false;
         }
-        const PROBE: usize = 0x5a5a_0001;
-        // SAFETY: GIL held, a live code object, our reserved index; the
-        // slot holds a plain integer.
-        #[allow(unsafe_code)]
-        if unsafe { code_set_extra(code, self.index, PROBE as *mut c_void) } != 0 {
-            // SAFETY: GIL held; clears the error the failed call set.
-            #[allow(unsafe_code)]
-            unsafe {
-                ffi::PyErr_Clear()
-            };
-            return false;
-        }
+        const PROBE: u64 = 0x5a5a_0001;
+        // A failed store leaves the slot empty: the comparison below fails.
+        self.set(code, PROBE);
         let api = CodeExtra { offset: 0, ..self };
-        self.get(code) == PROBE as u64 && api.get(code) == PROBE as u64
+        self.get(code) == PROBE && api.get(code) == PROBE
     }
 
     /// The value in `code`'s slot (0 if never set).
@@ -142,7 +133,8 @@ impl CodeExtra {
 
     /// Stores `value` in `code`'s slot. If the interpreter cannot (no
     /// memory), the slot stays empty and no exception is left set: the
-    /// function is interned again on its next call. GIL held.
+    /// function is interned again, under a new id, on its next call. GIL
+    /// held.
     pub fn set(self, code: *mut ffi::PyObject, value: u64) {
         // SAFETY: `code` is a live code object and `index` was reserved;
         // the slot holds a plain integer, which needs no freeing.
