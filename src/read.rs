@@ -708,7 +708,13 @@ where
     ) -> std::result::Result<(), String> {
         let mut converter = clock.converter();
         let mut ticks = self.base_ticks;
-        let mut texts = self.texts.into_iter().peekable();
+        let mut texts = self.texts.into_iter();
+        let mut next_text = texts.next();
+        // The index of the next event with a text (none: never reached),
+        // so that an event without one costs a comparison.
+        let text_at =
+            |next: &Option<(u32, String)>| next.as_ref().map_or(usize::MAX, |t| t.0 as usize);
+        let mut next_text_at = text_at(&next_text);
         for (i, (delta, code)) in self.deltas.zip(self.codes).enumerate() {
             ticks = ticks.wrapping_add(delta as u64);
             if delta < 0 && backwards.is_none() {
@@ -729,9 +735,13 @@ where
             } else {
                 None
             };
-            let text = texts
-                .next_if(|&(at, _)| at as usize == i)
-                .map(|(_, text)| Arc::from(text));
+            let text = if i == next_text_at {
+                let text = std::mem::replace(&mut next_text, texts.next());
+                next_text_at = text_at(&next_text);
+                text.map(|(_, text)| Arc::from(text))
+            } else {
+                None
+            };
             out.push(Event {
                 ts_ns: converter.to_ns(ticks).unwrap_or(0),
                 tid: self.tid,

@@ -126,28 +126,33 @@ impl ThreadTrack {
     }
 }
 
-/// Bytes of a varint.
-fn varint_len(value: u64) -> usize {
-    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
-}
+/// Bytes a hot packet's writer may use: more than the longest hot packet
+/// (84 bytes: the 4 bytes of the two headers, then every field present at
+/// its longest — category 11, annotation 24, type 2, name 11, location 12,
+/// timestamp 11, sequence 6, clock 3), and less than 128, so that both
+/// lengths are one-byte varints, and a power of two, so that masking a
+/// position keeps it in bounds without a check per byte.
+const HOT_ROOM: usize = 128;
 
-/// Writes bytes forward into a slice (the output's room: never read back
-/// before the output is written out, so single-byte stores cost nothing
-/// extra; assembling a packet in a stack buffer and copying it stalled on
-/// store forwarding).
+/// Writes bytes forward into the output's room (never read back before the
+/// output is written out, so single-byte stores cost nothing extra;
+/// assembling a packet in a stack buffer and copying it stalled on store
+/// forwarding).
 struct Cursor<'a> {
-    bytes: &'a mut [u8],
+    bytes: &'a mut [u8; HOT_ROOM],
     pos: usize,
 }
 
 impl Cursor<'_> {
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self, byte: u8) {
-        self.bytes[self.pos] = byte;
+        // The mask never changes a position (packets are shorter than
+        // HOT_ROOM); it lets the compiler drop the bounds check.
+        self.bytes[self.pos & (HOT_ROOM - 1)] = byte;
         self.pos += 1;
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self, mut value: u64) {
         while value >= 0x80 {
             self.byte(value as u8 | 0x80);
@@ -158,44 +163,24 @@ impl Cursor<'_> {
 }
 
 /// Writes `Trace.packet` holding `hot` on `sequence` at `timestamp` at the
-/// start of `out`; returns its length (at most ~100 bytes).
+/// start of `out` (at least `HOT_ROOM` bytes); returns its length.
+///
+/// The fields go first, after room for the packet's and the event's
+/// headers, and the lengths after them: both are below 128, one byte each,
+/// so nothing needs measuring before it is written.
 fn write_packet(out: &mut [u8], sequence: u32, timestamp: Timestamp, hot: &Hot) -> usize {
-    let arg_len = hot.arg.map(|(iid, value)| {
-        2 + varint_len(iid)
-            + match value {
-                Value::Bool(_) => 1,
-                Value::Uint(v) => varint_len(v),
-            }
-    });
-    let event_len = hot.named.map_or(0, |(category, name)| {
-        2 + varint_len(category) + varint_len(name)
-    }) + arg_len.map_or(0, |len| 1 + varint_len(len as u64) + len)
-        + 2
-        + hot.location_iid.map_or(0, |iid| 2 + varint_len(iid));
-    let (ts, clock_len) = match timestamp {
-        Timestamp::Delta(delta) => (delta, 0),
-        Timestamp::Absolute(ts_ns) => (ts_ns, 3),
-    };
-    let packet_len = 1
-        + varint_len(event_len as u64)
-        + event_len
-        + 1
-        + varint_len(ts)
-        + 1
-        + varint_len(u64::from(sequence))
-        + clock_len;
-    let mut c = Cursor { bytes: out, pos: 0 };
-    c.byte(PACKET_TAG);
-    c.varint(packet_len as u64);
-    c.byte(TRACE_PACKET_TRACK_EVENT);
-    c.varint(event_len as u64);
+    let bytes = out
+        .first_chunk_mut::<HOT_ROOM>()
+        .expect("the output's room holds a hot packet");
+    let mut c = Cursor { bytes, pos: 4 };
     if let Some((category, _)) = hot.named {
         c.byte(TRACK_EVENT_CATEGORY_IID);
         c.varint(category);
     }
-    if let (Some((iid, value)), Some(len)) = (hot.arg, arg_len) {
+    if let Some((iid, value)) = hot.arg {
         c.byte(TRACK_EVENT_ANNOTATION);
-        c.varint(len as u64);
+        let len_at = c.pos;
+        c.pos += 1;
         c.byte(ANNOTATION_NAME_IID);
         c.varint(iid);
         match value {
@@ -208,6 +193,7 @@ fn write_packet(out: &mut [u8], sequence: u32, timestamp: Timestamp, hot: &Hot) 
                 c.varint(v);
             }
         }
+        c.bytes[len_at & (HOT_ROOM - 1)] = (c.pos - len_at - 1) as u8;
     }
     c.byte(TRACK_EVENT_TYPE);
     c.byte(hot.kind);
@@ -220,16 +206,27 @@ fn write_packet(out: &mut [u8], sequence: u32, timestamp: Timestamp, hot: &Hot) 
         c.byte(TRACK_EVENT_LOCATION_IID[1]);
         c.varint(iid);
     }
+    let event_end = c.pos;
+    let (ts, absolute) = match timestamp {
+        Timestamp::Delta(delta) => (delta, false),
+        Timestamp::Absolute(ts_ns) => (ts_ns, true),
+    };
     c.byte(TRACE_PACKET_TIMESTAMP);
     c.varint(ts);
     c.byte(TRACE_PACKET_SEQUENCE_ID);
     c.varint(u64::from(sequence));
-    if clock_len > 0 {
+    if absolute {
         c.byte(TRACE_PACKET_CLOCK_ID[0]);
         c.byte(TRACE_PACKET_CLOCK_ID[1]);
         c.byte(format::CLOCK_MONOTONIC as u8);
     }
-    c.pos
+    let len = c.pos;
+    debug_assert!(len < HOT_ROOM);
+    c.bytes[0] = PACKET_TAG;
+    c.bytes[1] = (len - 2) as u8;
+    c.bytes[2] = TRACE_PACKET_TRACK_EVENT;
+    c.bytes[3] = (event_end - 4) as u8;
+    len
 }
 
 #[cfg(test)]
@@ -244,7 +241,7 @@ mod tests {
     use prost::Message;
 
     #[test]
-    fn varint_lengths() {
+    fn varints_are_what_prost_reads() {
         for (value, len) in [
             (0, 1),
             (127, 1),
@@ -253,17 +250,47 @@ mod tests {
             (16384, 3),
             (u64::MAX, 10),
         ] {
-            assert_eq!(varint_len(value), len, "{value}");
-            let mut room = [0u8; 16];
+            let mut room = [0u8; HOT_ROOM];
             let mut c = Cursor {
                 bytes: &mut room,
                 pos: 0,
             };
             c.varint(value);
-            assert_eq!(c.pos, len);
+            assert_eq!(c.pos, len, "{value}");
             let mut bytes = &room[..len];
             assert_eq!(prost::encoding::decode_varint(&mut bytes).unwrap(), value);
         }
+    }
+
+    /// Every field at its longest: the packet stays below 128 bytes (its
+    /// lengths are written as one byte each) and is what prost reads.
+    #[test]
+    fn the_longest_hot_packet_fits_its_room() {
+        let hot = Hot {
+            kind: INSTANT,
+            named: Some((u64::MAX, u64::MAX)),
+            location_iid: Some(u64::MAX),
+            arg: Some((u64::MAX, Value::Uint(u64::MAX))),
+        };
+        let mut room = vec![0xee; ROOM];
+        let len = write_packet(&mut room, u32::MAX, Timestamp::Absolute(u64::MAX), &hot);
+        assert_eq!(len, 84);
+        let packet = pb::TracePacket::decode(&room[2..len]).unwrap();
+        assert_eq!(usize::from(room[1]), len - 2);
+        assert_eq!(packet.timestamp, Some(u64::MAX));
+        assert_eq!(packet.timestamp_clock_id, Some(format::CLOCK_MONOTONIC));
+        let Some(pb::trace_packet::Data::TrackEvent(event)) = packet.data else {
+            panic!("not a track event: {packet:?}");
+        };
+        assert_eq!(
+            event.name_field,
+            Some(pb::track_event::NameField::NameIid(u64::MAX))
+        );
+        assert_eq!(event.category_iids, vec![u64::MAX]);
+        assert_eq!(
+            event.debug_annotations[0].name_field,
+            Some(pb::debug_annotation::NameField::NameIid(u64::MAX))
+        );
     }
 
     fn function(id: u32, file: &str) -> FunctionInfo {
