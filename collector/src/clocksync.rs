@@ -351,6 +351,12 @@ impl Chain {
         self.fits.iter().map(|f| f.samples).sum()
     }
 
+    /// True when the chain maps every time to itself (a same-host stream):
+    /// then mapping a batch's events would only cost time.
+    fn is_identity(&self) -> bool {
+        self.fits.iter().all(|f| f.offset_ns == 0 && f.drift == 0.0)
+    }
+
     /// The same chain with no offset and no drift (a same-host stream).
     fn zeroed(&self) -> Chain {
         let fits = self
@@ -543,7 +549,7 @@ impl StreamClock {
             };
             self.announce(at, out);
         }
-        if let Some(chain) = &self.chain {
+        if let Some(chain) = self.chain.as_ref().filter(|c| !c.is_identity()) {
             match &mut chunk {
                 Chunk::Events { events, .. } => {
                     for event in events {
@@ -641,6 +647,26 @@ mod tests {
         let t = 5_000_000_000_000 + 59 * 2_000_000_000;
         let expected = -5_000_000_000 + (59 * 2_000_000_000 / 50_000);
         assert!((fit.offset_at(t) - expected).abs() < 100, "{fit:?}");
+    }
+
+    /// A same-host stream's chain is skipped when mapping: it must be
+    /// exactly the identity.
+    #[test]
+    fn a_zeroed_chain_is_the_identity() {
+        let fit = Fit {
+            offset_ns: 37_000,
+            ref_ns: 100,
+            drift: 20e-6,
+            uncertainty_ns: 10,
+            samples: 1,
+        };
+        let chain = Chain { fits: vec![fit; 2] };
+        assert!(!chain.is_identity());
+        let zeroed = chain.zeroed();
+        assert!(zeroed.is_identity());
+        for t in [0, 1, 1 << 40, u64::MAX] {
+            assert_eq!(zeroed.to_collector(t), t);
+        }
     }
 
     #[test]
