@@ -69,16 +69,28 @@ impl ThreadTrack {
             return None;
         }
         let frame = frame_of(event);
-        let hot = match event.kind {
+        // Each case writes its own packet, so that the fields it never has
+        // cost nothing (`write_packet` is inlined into each).
+        match event.kind {
+            Kind::Return | Kind::CReturn if self.stack.last() == Some(&frame) => {
+                // The common end: of the innermost slice, nothing to name.
+                self.stack.pop();
+                let hot = Hot {
+                    kind: SLICE_END,
+                    ..Hot::default()
+                };
+                Some(self.write(event, &hot, room))
+            }
             Kind::Call | Kind::CCall => {
                 let named = self.named(frame)?;
                 self.stack.push(frame);
-                Hot {
+                let hot = Hot {
                     kind: SLICE_BEGIN,
                     named: Some(named),
                     location_iid: files.contains(frame.function).then_some(named.1),
                     arg: None,
-                }
+                };
+                Some(self.write(event, &hot, room))
             }
             Kind::Return | Kind::CReturn | Kind::Exception | Kind::SpanEnd => {
                 let arg = match event.kind {
@@ -92,26 +104,33 @@ impl ThreadTrack {
                     Some(self.named(frame)?)
                 };
                 self.close(frame);
-                Hot {
+                let hot = Hot {
                     kind: SLICE_END,
                     named,
                     location_iid: None,
                     arg,
-                }
+                };
+                Some(self.write(event, &hot, room))
             }
             Kind::Line => {
                 let (named, arg) = (self.named(frame)?, self.arg_iid(ArgName::Line)?);
-                Hot {
+                let hot = Hot {
                     kind: INSTANT,
                     named: Some(named),
                     location_iid: None,
                     arg: Some((arg, Value::Uint(u64::from(event.line)))),
-                }
+                };
+                Some(self.write(event, &hot, room))
             }
-            _ => return None,
-        };
+            _ => None,
+        }
+    }
+
+    /// Writes `hot` at `event`'s time (advancing the sequence's clock).
+    #[inline(always)]
+    fn write(&mut self, event: &Event, hot: &Hot, room: &mut [u8]) -> usize {
         let timestamp = self.timestamp(event.ts_ns);
-        Some(write_packet(room, self.sequence, timestamp, &hot))
+        write_packet(room, self.sequence, timestamp, hot)
     }
 
     /// The category and name iids of `frame`, if both are interned.
@@ -168,6 +187,7 @@ impl Cursor<'_> {
 /// The fields go first, after room for the packet's and the event's
 /// headers, and the lengths after them: both are below 128, one byte each,
 /// so nothing needs measuring before it is written.
+#[inline(always)]
 fn write_packet(out: &mut [u8], sequence: u32, timestamp: Timestamp, hot: &Hot) -> usize {
     let bytes = out
         .first_chunk_mut::<HOT_ROOM>()
