@@ -441,6 +441,13 @@ impl Converter<'_> {
                 return Some(segment.convert(ticks));
             }
         }
+        self.convert_in_another_segment(ticks)
+    }
+
+    /// Out of line: a batch crosses a snapshot rarely, and keeping this
+    /// out of `to_ns` lets the common case be inlined into the decoder.
+    #[inline(never)]
+    fn convert_in_another_segment(&mut self, ticks: u64) -> Option<u64> {
         if self.map.points.len() < 2 {
             return self.map.to_ns(ticks);
         }
@@ -497,11 +504,11 @@ impl Segment {
     fn convert(&self, ticks: u64) -> u64 {
         let (t0, ns0) = self.a;
         let Some(rate) = self.rate.filter(|_| ticks >= t0) else {
-            return interpolate(self.a, self.b, ticks);
+            return interpolate_cold(self.a, self.b, ticks);
         };
         let dt = ticks - t0;
         let Some(base) = dt.checked_mul(rate.whole) else {
-            return interpolate(self.a, self.b, ticks);
+            return interpolate_cold(self.a, self.b, ticks);
         };
         // dt * remainder / span_t, rounded down.
         let mut part = ((u128::from(dt) * u128::from(rate.fraction)) >> 64) as u64;
@@ -511,6 +518,14 @@ impl Segment {
         }
         ns0.saturating_add(base).saturating_add(part)
     }
+}
+
+/// `interpolate` where it is the rare case (ticks before the segment's
+/// start, time going back, or a product too large).
+#[cold]
+#[inline(never)]
+fn interpolate_cold(a: (u64, u64), b: (u64, u64), ticks: u64) -> u64 {
+    interpolate(a, b, ticks)
 }
 
 fn interpolate((t0, ns0): (u64, u64), (t1, ns1): (u64, u64), ticks: u64) -> u64 {
