@@ -169,6 +169,13 @@ impl Iterator for VarintIter<'_> {
             self.bytes = rest;
             return Some(u64::from(first));
         }
+        // Two bytes: most tick deltas and many codes.
+        if let [second, after @ ..] = rest {
+            if *second < 0x80 {
+                self.bytes = after;
+                return Some(u64::from(first & 0x7f) | u64::from(*second) << 7);
+            }
+        }
         // Checked in `Varints::new`: the varint ends within the field.
         let mut value = u64::from(first & 0x7f);
         let mut shift = 7;
