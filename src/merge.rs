@@ -201,25 +201,46 @@ impl ThreadQueue {
         }
     }
 
-    /// Marks the first `n` waiting events (all in the front batch) written.
-    fn consume(&mut self, n: usize) {
-        self.written += n;
-        if self
-            .batches
-            .front()
-            .is_some_and(|b| self.written == b.len())
-        {
+    /// Marks the first `n` waiting events (all in the front batch)
+    /// written; `whole` when they are the rest of that batch.
+    fn consume(&mut self, n: usize, whole: bool) {
+        if whole {
             self.batches.pop_front();
             self.written = 0;
+        } else {
+            self.written += n;
         }
     }
 }
 
-/// A heap entry: the head of one thread queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A heap entry: the head of one thread queue. Ordered by time, then
+/// queue (so that equal times are written in a fixed order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Head {
     ts_ns: u64,
     queue: usize,
+}
+
+impl Head {
+    /// The order as one number: one comparison instead of two.
+    #[inline]
+    fn key(&self) -> u128 {
+        (u128::from(self.ts_ns) << 64) | self.queue as u128
+    }
+}
+
+impl Ord for Head {
+    #[inline]
+    fn cmp(&self, other: &Head) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl PartialOrd for Head {
+    #[inline]
+    fn partial_cmp(&self, other: &Head) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// A binary min-heap of queue heads that also shows the second smallest,
@@ -261,20 +282,22 @@ impl Heads {
                 self.0.swap_remove(0);
             }
         }
+        let heap = &mut self.0[..];
         let mut i = 0;
         loop {
-            let (left, right) = (2 * i + 1, 2 * i + 2);
-            let mut least = i;
-            if self.0.get(left).is_some_and(|h| *h < self.0[least]) {
-                least = left;
-            }
-            if self.0.get(right).is_some_and(|h| *h < self.0[least]) {
-                least = right;
-            }
-            if least == i {
+            let left = 2 * i + 1;
+            let Some(&left_head) = heap.get(left) else {
+                return;
+            };
+            // The smaller child (heads are distinct: each names its queue).
+            let least = match heap.get(left + 1) {
+                Some(right) if *right < left_head => left + 1,
+                _ => left,
+            };
+            if heap[least] >= heap[i] {
                 return;
             }
-            self.0.swap(i, least);
+            heap.swap(i, least);
             i = least;
         }
     }
@@ -526,45 +549,51 @@ impl<S: TimelineSink> Merger<S> {
     }
 
     /// Writes the oldest queue's events up to `horizon`, for as long as
-    /// they stay older than every other queue's head.
+    /// they stay older than every other queue's head. When streams
+    /// interleave finely this runs once per event or two, so its
+    /// bookkeeping is done once per call, not per batch.
     fn write_oldest(&mut self, horizon: u64) -> io::Result<()> {
         let Some(head) = self.heap.top() else {
             return Ok(());
         };
         let q = head.queue;
-        let next_other = self.heap.second_ts_ns();
-        let limit = horizon.min(next_other);
-        let stream = self.queues[q].stream;
+        let limit = horizon.min(self.heap.second_ts_ns());
+        let queue = &mut self.queues[q];
+        let stream = queue.stream;
+        let (mut written, mut newest) = (0, 0);
+        let mut result = Ok(());
         // The first event goes regardless: it is the oldest head.
         let mut first = true;
-        loop {
-            let queue = &self.queues[q];
-            let Some(batch) = queue.batches.front() else {
-                break;
-            };
+        while let Some(batch) = queue.batches.front() {
             let from = queue.written;
-            let (n, newest) = batch.due(from, first, limit);
+            let (n, batch_newest) = batch.due(from, first, limit);
             first = false;
             if n == 0 {
                 break;
             }
             let whole = from + n == batch.len();
-            note_written(&mut self.slots, &mut self.written_ns, stream, n, newest);
-            self.buffered -= n;
-            if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
-                slot.pending -= n as u64;
-            }
-            batch.write(&mut self.sink, stream, from, from + n)?;
-            self.queues[q].consume(n);
-            if !whole {
+            (written, newest) = (written + n, newest.max(batch_newest));
+            result = batch.write(&mut self.sink, stream, from, from + n);
+            queue.consume(n, whole);
+            if !whole || result.is_err() {
                 break;
             }
         }
-        let queue = &mut self.queues[q];
         let next = queue.front().map(|ts_ns| Head { ts_ns, queue: q });
         queue.in_heap = next.is_some();
         self.heap.replace_top(next);
-        Ok(())
+        self.buffered -= written;
+        note_written(
+            &mut self.slots,
+            &mut self.written_ns,
+            stream,
+            written,
+            newest,
+        );
+        if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+            slot.pending -= written as u64;
+        }
+        result
     }
 
     fn note_written(&mut self, stream: StreamId, n: usize, newest_ns: u64) {

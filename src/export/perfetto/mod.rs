@@ -250,7 +250,8 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
         if let Some(&first) = ts_ns.first() {
             state.first_ts_ns.get_or_insert(first);
         }
-        let newest = ts_ns.iter().copied().max().unwrap_or(0);
+        // A run of one thread's batch, in order (the merge clamps it).
+        let newest = ts_ns.last().copied().unwrap_or(0);
         self.watermark_ns = self.watermark_ns.max(newest);
         self.out.append(bytes)
     }
