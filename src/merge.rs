@@ -274,32 +274,41 @@ impl Heads {
         }
     }
 
-    /// Replaces the top with `head`, or removes it.
+    /// Replaces the top with `head`, or removes it. A sift with a hole:
+    /// children move up and the new head is stored once, where it belongs
+    /// (a head written as two words, then swapped with a wide load, stalled
+    /// on store forwarding: half of this function's samples).
+    #[inline(always)]
     fn replace_top(&mut self, head: Option<Head>) {
-        match head {
-            Some(head) => self.0[0] = head,
-            None => {
-                self.0.swap_remove(0);
-            }
-        }
+        let head = match head {
+            Some(head) => head,
+            None => match self.0.pop() {
+                Some(last) if !self.0.is_empty() => last,
+                _ => return, // the top was the only head
+            },
+        };
         let heap = &mut self.0[..];
-        let mut i = 0;
+        let key = head.key();
+        let mut hole = 0;
         loop {
-            let left = 2 * i + 1;
-            let Some(&left_head) = heap.get(left) else {
-                return;
+            let left = 2 * hole + 1;
+            let Some(left_head) = heap.get(left) else {
+                break;
             };
             // The smaller child (heads are distinct: each names its queue).
-            let least = match heap.get(left + 1) {
-                Some(right) if *right < left_head => left + 1,
-                _ => left,
-            };
-            if heap[least] >= heap[i] {
-                return;
+            let (mut least, mut least_key) = (left, left_head.key());
+            if let Some(right) = heap.get(left + 1) {
+                if right.key() < least_key {
+                    (least, least_key) = (left + 1, right.key());
+                }
             }
-            heap.swap(i, least);
-            i = least;
+            if least_key >= key {
+                break;
+            }
+            heap[hole] = heap[least];
+            hole = least;
         }
+        heap[hole] = head;
     }
 }
 
