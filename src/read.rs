@@ -710,17 +710,17 @@ where
         out: &mut Vec<Event>,
         backwards: &mut Option<(u64, i64)>,
     ) -> std::result::Result<(), String> {
-        let blank = Event {
+        let tid = self.tid;
+        let start = out.len();
+        out.resize_with(start + self.len.1, || Event {
             ts_ns: 0,
-            tid: self.tid,
+            tid,
             kind: Kind::Call,
             function: FunctionId(0),
             line: 0,
             mark: None,
             text: None,
-        };
-        let start = out.len();
-        out.resize(start + self.len.1, blank);
+        });
         let (decoded, result) = self.fill(clock, &mut out[start..], backwards);
         out.truncate(start + decoded);
         result
