@@ -11,13 +11,22 @@ merge's peak memory. Medians over ``--repeat`` merges.
 
     python benches/merge.py --python .venv-3.12/bin/python            # 50 M events
     python benches/merge.py --python .venv-3.12/bin/python --events 5e6 --repeat 1   # quick
+
+``--collect`` may be given more than once (say, the build before a change and
+the one after): every collector merges the same recorded files, the runs
+interleaved round by round so that a slow spell of a noisy machine hits them
+alike. ``--instructions`` also runs each collector once under callgrind
+(needs valgrind) and prints the instructions it executes per event, which,
+unlike the times, do not depend on what else the machine is doing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,16 +90,35 @@ def count_events(python: str, paths: list[Path]) -> int:
                               capture_output=True, text=True).stdout)
 
 
+def instructions(collect: str, inputs: list[Path], output: Path) -> int:
+    """Instructions the merge executes, counted by callgrind."""
+    if shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind (apt-get install valgrind)")
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+               collect, "merge", *map(str, inputs), "-o", str(output)]
+    stderr = subprocess.run(command, check=True, capture_output=True, text=True).stderr
+    match = re.search(r"Collected : (\d+)", stderr)
+    if match is None:
+        sys.exit(f"no instruction count in callgrind's output:\n{stderr}")
+    return int(match.group(1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", default=sys.executable, help="interpreter with rtrace")
-    parser.add_argument("--collect", default=str(ROOT / "target/release/rtrace-collect"))
+    parser.add_argument("--collect", action="append",
+                        help="the rtrace-collect to time; give it again to compare builds "
+                             "(default: target/release/rtrace-collect)")
     parser.add_argument("--events", type=float, default=50e6, help="events in total (default 50e6)")
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count each merge's instructions per event with callgrind")
     args = parser.parse_args()
-    if not os.path.exists(args.collect):
-        sys.exit(f"{args.collect} not found: run scripts/dev-setup first")
+    collectors = args.collect or [str(ROOT / "target/release/rtrace-collect")]
+    for collect in collectors:
+        if not os.path.exists(collect):
+            sys.exit(f"{collect} not found: run scripts/dev-setup first")
     with tempfile.TemporaryDirectory(prefix="rtrace-merge-bench-") as tmp:
         directory = Path(tmp)
         print(f"recording {args.events:.3g} events in {args.processes} processes ...", flush=True)
@@ -98,20 +126,31 @@ def main() -> None:
         events = count_events(args.python, inputs)
         in_bytes = sum(p.stat().st_size for p in inputs)
         output = directory / "merged.pftrace"
-        runs = [merge_once(args.collect, inputs, output) for _ in range(args.repeat)]
-        seconds = statistics.median(r[0] for r in runs)
-        cpu = statistics.median(r[1] for r in runs)
-        out_bytes = output.stat().st_size
+        runs: dict[str, list[tuple[float, float, int]]] = {c: [] for c in collectors}
+        out_bytes = {}
+        for _ in range(args.repeat):
+            for collect in collectors:
+                runs[collect].append(merge_once(collect, inputs, output))
+                out_bytes[collect] = output.stat().st_size
+        counted = {c: instructions(c, inputs, output) for c in collectors} if args.instructions else {}
         print()
         print(f"command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
-        print(f"medians of {args.repeat}; events/s per CPU second is what one core does "
-              "(the wall time includes waiting for the CPU on a busy machine)")
-        print(f"{'events':>12} {'wall s':>8} {'CPU s':>8} {'events/CPU s':>13} {'events/wall s':>14} "
-              f"{'stream B/ev':>12} {'pftrace B/ev':>13} {'peak RSS MB':>12}")
-        print(f"{events:>12} {seconds:>8.2f} {cpu:>8.2f} {events / cpu:>13.3g} {events / seconds:>14.3g} "
-              f"{in_bytes / events:>12.2f} {out_bytes / events:>13.2f} {max(r[2] for r in runs) / 1024:>12.0f}")
-        for i, (wall, cpu_s, rss) in enumerate(runs):
-            print(f"run {i + 1}: {wall:.2f} s wall, {cpu_s:.2f} s CPU, {rss / 1024:.0f} MB")
+        print(f"{events:,} events; medians of {args.repeat}; events/s per CPU second is what one "
+              "core does (the wall time includes waiting for the CPU on a busy machine)")
+        print(f"{'collector':<40} {'wall s':>8} {'CPU s':>8} {'events/CPU s':>13} {'events/wall s':>14} "
+              f"{'stream B/ev':>12} {'pftrace B/ev':>13} {'peak RSS MB':>12}"
+              + (f" {'instr/ev':>9}" if counted else ""))
+        for collect in collectors:
+            seconds = statistics.median(r[0] for r in runs[collect])
+            cpu = statistics.median(r[1] for r in runs[collect])
+            rss = max(r[2] for r in runs[collect]) / 1024
+            print(f"{collect:<40} {seconds:>8.2f} {cpu:>8.2f} {events / cpu:>13.3g} "
+                  f"{events / seconds:>14.3g} {in_bytes / events:>12.2f} "
+                  f"{out_bytes[collect] / events:>13.2f} {rss:>12.0f}"
+                  + (f" {counted[collect] / events:>9.1f}" if counted else ""))
+        for collect in collectors:
+            for i, (wall, cpu_s, rss) in enumerate(runs[collect]):
+                print(f"{collect} run {i + 1}: {wall:.2f} s wall, {cpu_s:.2f} s CPU, {rss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":
