@@ -108,14 +108,15 @@ def main() -> None:
     parser.add_argument("--python", default=sys.executable, help="interpreter with rtrace")
     parser.add_argument("--collect", action="append",
                         help="the rtrace-collect to time; give it again to compare builds "
-                             "(default: target/release/rtrace-collect)")
+                             "(default: $CARGO_TARGET_DIR or target/, release/rtrace-collect)")
     parser.add_argument("--events", type=float, default=50e6, help="events in total (default 50e6)")
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--instructions", action="store_true",
                         help="also count each merge's instructions per event with callgrind")
     args = parser.parse_args()
-    collectors = args.collect or [str(ROOT / "target/release/rtrace-collect")]
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    collectors = args.collect or [str(target / "release" / "rtrace-collect")]
     for collect in collectors:
         if not os.path.exists(collect):
             sys.exit(f"{collect} not found: run scripts/dev-setup first")
@@ -137,14 +138,15 @@ def main() -> None:
         print(f"command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
         print(f"{events:,} events; medians of {args.repeat}; events/s per CPU second is what one "
               "core does (the wall time includes waiting for the CPU on a busy machine)")
-        print(f"{'collector':<40} {'wall s':>8} {'CPU s':>8} {'events/CPU s':>13} {'events/wall s':>14} "
+        width = max(len("collector"), *map(len, collectors)) + 1
+        print(f"{'collector':<{width}} {'wall s':>8} {'CPU s':>8} {'events/CPU s':>13} {'events/wall s':>14} "
               f"{'stream B/ev':>12} {'pftrace B/ev':>13} {'peak RSS MB':>12}"
               + (f" {'instr/ev':>9}" if counted else ""))
         for collect in collectors:
             seconds = statistics.median(r[0] for r in runs[collect])
             cpu = statistics.median(r[1] for r in runs[collect])
             rss = max(r[2] for r in runs[collect]) / 1024
-            print(f"{collect:<40} {seconds:>8.2f} {cpu:>8.2f} {events / cpu:>13.3g} "
+            print(f"{collect:<{width}} {seconds:>8.2f} {cpu:>8.2f} {events / cpu:>13.3g} "
                   f"{events / seconds:>14.3g} {in_bytes / events:>12.2f} "
                   f"{out_bytes[collect] / events:>13.2f} {rss:>12.0f}"
                   + (f" {counted[collect] / events:>9.1f}" if counted else ""))

@@ -8,6 +8,7 @@ harness does not rot between the runs that measure.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -152,3 +153,27 @@ def test_bench_rejects_wrong_usage_clearly():
         [str(BENCHES / "run"), "--help"], capture_output=True, text=True, timeout=60
     )
     assert helped.returncode == 0 and "RTRACE_BENCH_PYTHONS" in helped.stdout
+
+
+def test_merge_bench_times_two_builds_over_the_same_recording():
+    """benches/merge.py with --collect twice: one row per build, both
+    merging the same files into the same bytes."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    collect = target / "release" / "rtrace-collect"
+    if not collect.is_file():
+        pytest.skip("no release rtrace-collect (scripts/dev-setup builds it)")
+    proc = run(str(BENCHES / "merge.py"), "--python", sys.executable, "--events", "2e5",
+               "--processes", "2", "--repeat", "1", "--collect", str(collect),
+               "--collect", str(collect))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("collector "))
+    rows = [columns(line) for line in lines[at + 1:at + 3]]
+    assert [row[0] for row in rows] == [str(collect)] * 2, rows
+    events = int(re.match(r"([\d,]+) events", lines[at - 1]).group(1).replace(",", ""))
+    assert events >= 200_000
+    for row in rows:
+        wall, cpu, per_cpu_s, stream_bytes, merged_bytes = (float(row[i]) for i in (1, 2, 3, 5, 6))
+        assert wall > 0 and cpu > 0 and per_cpu_s > 0
+        assert 2.0 <= stream_bytes <= 5.0 and 8.0 <= merged_bytes <= 20.0, row
+    assert rows[0][6] == rows[1][6]  # the same merged bytes per event
