@@ -137,13 +137,6 @@ impl Batch {
     /// How many events from `from` on are due: the first if `first`, then
     /// those up to `limit`; and the newest timestamp among them.
     fn due(&self, from: usize, first: bool, limit: u64) -> (usize, u64) {
-        // The batch is in order (clamped): when its last event is due, all
-        // are, without looking at each (a whole window's worth at the end
-        // of a live merge, or of a stream that runs alone).
-        let last = self.ts_ns(self.len() - 1);
-        if last <= limit {
-            return (self.len() - from, last);
-        }
         match self {
             Batch::Events(events) => due(events[from..].iter().map(|e| e.ts_ns), first, limit),
             Batch::Encoded(encoded) => due(encoded.ts_ns[from..].iter().copied(), first, limit),
