@@ -152,6 +152,7 @@ impl ThreadTrack {
 /// lengths are one-byte varints, and a power of two, so that masking a
 /// position keeps it in bounds without a check per byte.
 const HOT_ROOM: usize = 128;
+const _: () = assert!(HOT_ROOM <= super::super::output::ROOM);
 
 /// Writes bytes forward into the output's room (never read back before the
 /// output is written out, so single-byte stores cost nothing extra;
