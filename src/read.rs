@@ -744,6 +744,8 @@ where
             |next: &Option<(u32, String)>| next.as_ref().map_or(usize::MAX, |t| t.0 as usize);
         let mut next_text_at = text_at(&next_text);
         let pairs = self.deltas.zip(self.codes);
+        // Counted rather than assumed: a slot left blank is never handed out.
+        let mut filled = 0;
         for (i, (slot, (delta, code))) in slots.iter_mut().zip(pairs).enumerate() {
             ticks = ticks.wrapping_add(delta as u64);
             if delta < 0 && backwards.is_none() {
@@ -773,7 +775,8 @@ where
             slot.ts_ns = converter.to_ns(ticks).unwrap_or(0);
             slot.kind = kind;
             slot.function = FunctionId(function as u32);
+            filled += 1;
         }
-        (slots.len(), Ok(()))
+        (filled, Ok(()))
     }
 }
