@@ -744,30 +744,31 @@ where
             |next: &Option<(u32, String)>| next.as_ref().map_or(usize::MAX, |t| t.0 as usize);
         let mut next_text_at = text_at(&next_text);
         let pairs = self.deltas.zip(self.codes);
-        // Counted rather than assumed: a slot left blank is never handed out.
+        // The slot being filled, and in the end how many were (counted, not
+        // assumed: a slot left blank is never handed out).
         let mut filled = 0;
-        for (i, (slot, (delta, code))) in slots.iter_mut().zip(pairs).enumerate() {
+        for (slot, (delta, code)) in slots.iter_mut().zip(pairs) {
             ticks = ticks.wrapping_add(delta as u64);
             if delta < 0 && backwards.is_none() {
                 *backwards = Some((ticks, delta));
             }
             let (function, kind) = decode_code(code);
             let Some(kind) = Kind::from_wire(kind) else {
-                return (i, Err(format!("unknown event kind {kind}")));
+                return (filled, Err(format!("unknown event kind {kind}")));
             };
             if kind == Kind::Line {
                 let Some(line) = self.lines.next() else {
-                    return (i, Err("a line event without its line number".into()));
+                    return (filled, Err("a line event without its line number".into()));
                 };
                 slot.line = line;
             }
             if kind.has_payload() {
                 let Some(mark) = self.marks.next() else {
-                    return (i, Err("a user event without its mark".into()));
+                    return (filled, Err("a user event without its mark".into()));
                 };
                 slot.mark = Some(Box::new(wire::mark_from_wire(mark)));
             }
-            if i == next_text_at {
+            if filled == next_text_at {
                 let text = std::mem::replace(&mut next_text, texts.next());
                 next_text_at = text_at(&next_text);
                 slot.text = text.map(|(_, text)| Arc::from(text));
