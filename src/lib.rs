@@ -42,7 +42,7 @@ pub use native::{
     thread_name, Span,
 };
 pub use queue::OnFull;
-pub use read::{Chunk, Encoded, Event, EventReader, FrameReader, StreamItem};
+pub use read::{Chunk, Encoded, Event, EventReader, FrameReader, Plain, StreamItem};
 pub use recorder::{Config, Recorder, Stats};
 pub use sink::{Address, Token};
 pub use writer::FunctionInfo;

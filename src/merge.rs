@@ -439,6 +439,10 @@ impl<S: TimelineSink> Merger<S> {
         match chunk {
             Chunk::Item(item) => self.push(stream, item),
             Chunk::Events { tid, events } => self.push_events(stream, tid, Batch::Events(events)),
+            Chunk::Plain { tid, plain } => {
+                let events = plain.into_events(tid);
+                self.push_events(stream, tid, Batch::Events(events))
+            }
             Chunk::Encoded { tid, encoded } => {
                 if encoded.ends.len() != encoded.ts_ns.len() {
                     return Err(io::Error::new(
@@ -688,19 +692,29 @@ impl ThreadOrder {
     /// Applies the thread order to the next chunk of the stream; returns
     /// how many of its events moved (for a `StreamItem::Clamped`).
     pub fn chunk(&mut self, chunk: &mut Chunk) -> u64 {
-        let (tid, events) = match chunk {
-            Chunk::Events { tid, events } => (*tid, events.as_mut_slice()),
-            Chunk::Item(StreamItem::Event(event)) => (event.tid, std::slice::from_mut(event)),
-            _ => return 0,
-        };
+        match chunk {
+            Chunk::Events { tid, events } => {
+                self.clamp(*tid, events.iter_mut().map(|e| &mut e.ts_ns))
+            }
+            Chunk::Plain { tid, plain } => self.clamp(*tid, plain.ts_ns.iter_mut()),
+            Chunk::Item(StreamItem::Event(event)) => {
+                self.clamp(event.tid, std::iter::once(&mut event.ts_ns))
+            }
+            _ => 0,
+        }
+    }
+
+    /// Moves each of thread `tid`'s next timestamps that is older than
+    /// the one before it to that one's; returns how many moved.
+    fn clamp<'a>(&mut self, tid: u64, times: impl Iterator<Item = &'a mut u64>) -> u64 {
         let last = self.last_ts_ns.entry(tid).or_insert(0);
         let mut clamped = 0;
-        for event in events {
-            if event.ts_ns < *last {
-                event.ts_ns = *last;
+        for ts_ns in times {
+            if *ts_ns < *last {
+                *ts_ns = *last;
                 clamped += 1;
             }
-            *last = event.ts_ns;
+            *last = *ts_ns;
         }
         clamped
     }

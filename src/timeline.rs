@@ -5,7 +5,7 @@
 use std::io;
 
 use crate::clock::ClockJump;
-use crate::read::{Chunk, Encoded, Event, StreamItem};
+use crate::read::{Chunk, Encoded, Event, Plain, StreamItem};
 use crate::writer::FunctionInfo;
 
 /// Identifies one input stream (one traced process) within a merge.
@@ -161,20 +161,36 @@ pub trait StreamEncoder: Send {
     /// timestamps, bytes, and where each one's bytes end.
     fn encode(&mut self, events: &[Event], out: &mut Encoded);
 
+    /// Encodes the plain events of thread `tid` into `out` as `encode`
+    /// does; by default as the `Event`s they stand for. An encoder that
+    /// reads the columns directly saves building those.
+    fn encode_plain(&mut self, tid: u64, plain: Plain, out: &mut Encoded) {
+        self.encode(&plain.into_events(tid), out);
+    }
+
     /// Takes the next chunk of the stream: learns its function or thread
     /// name, or encodes its events (an event as an item too), so that the
     /// chunk becomes `Chunk::Encoded`.
     fn chunk(&mut self, chunk: &mut Chunk) {
-        let (tid, events) = match chunk {
+        let mut encoded = Encoded::default();
+        let tid = match chunk {
             Chunk::Item(StreamItem::Function(function)) => return self.function(function),
             Chunk::Item(StreamItem::Thread { tid, name }) => return self.thread(*tid, name),
-            Chunk::Item(StreamItem::Event(event)) => (event.tid, std::slice::from_ref(&*event)),
+            Chunk::Item(StreamItem::Event(event)) => {
+                self.encode(std::slice::from_ref(&*event), &mut encoded);
+                event.tid
+            }
             // Clock heartbeats and estimates, jumps and counts: the merge's.
             Chunk::Item(_) | Chunk::Encoded { .. } => return,
-            Chunk::Events { tid, events } => (*tid, events.as_slice()),
+            Chunk::Events { tid, events } => {
+                self.encode(events, &mut encoded);
+                *tid
+            }
+            Chunk::Plain { tid, plain } => {
+                self.encode_plain(*tid, std::mem::take(plain), &mut encoded);
+                *tid
+            }
         };
-        let mut encoded = Encoded::default();
-        self.encode(events, &mut encoded);
         *chunk = Chunk::Encoded { tid, encoded };
     }
 }

@@ -450,6 +450,7 @@ impl StreamClock {
                     Some(hold) => {
                         hold.items += match &chunk {
                             Chunk::Events { events, .. } => events.len(),
+                            Chunk::Plain { plain, .. } => plain.len(),
                             _ => 1,
                         };
                         hold.chunks.push(chunk);
@@ -554,6 +555,11 @@ impl StreamClock {
                 Chunk::Events { events, .. } => {
                     for event in events {
                         event.ts_ns = chain.to_collector(event.ts_ns);
+                    }
+                }
+                Chunk::Plain { plain, .. } => {
+                    for ts_ns in &mut plain.ts_ns {
+                        *ts_ns = chain.to_collector(*ts_ns);
                     }
                 }
                 Chunk::Item(StreamItem::Event(event)) => {

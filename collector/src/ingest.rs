@@ -816,6 +816,7 @@ impl Outgoing<'_> {
 pub fn chunk_events(chunk: &Chunk) -> usize {
     match chunk {
         Chunk::Events { events, .. } => events.len(),
+        Chunk::Plain { plain, .. } => plain.len(),
         Chunk::Encoded { encoded, .. } => encoded.ts_ns.len(),
         Chunk::Item(StreamItem::Event(_)) => 1,
         Chunk::Item(_) => 0,

@@ -121,6 +121,9 @@ fuzz_target!(|data: &[u8]| {
         match &chunk {
             Chunk::Item(StreamItem::Event(event)) => expect(event.tid, event),
             Chunk::Events { tid, events } => events.iter().for_each(|e| expect(*tid, e)),
+            Chunk::Plain { tid, plain } => {
+                (0..plain.len()).for_each(|i| expect(*tid, &plain.event(*tid, i)))
+            }
             _ => {}
         }
         merger.push_chunk(ids[s], chunk).unwrap();

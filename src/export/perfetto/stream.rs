@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use crate::event::Kind;
 use crate::idmap::{IdMap, IdSet};
-use crate::read::Event;
+use crate::read::{Event, Plain};
 use crate::writer::FunctionInfo;
 
 use super::super::perfetto_format::{self as format, pb};
 use super::output::PacketBuf;
 use super::packets::sequence_packet;
-use super::thread::ThreadTrack;
+use super::thread::{HotEvent, ThreadTrack};
 
 /// Hands out `trusted_packet_sequence_id`s: 1, 2, ... (0 is invalid), to
 /// the writer and to every stream's encoder.
@@ -126,7 +126,67 @@ impl StreamCoder {
                 if e.tid != tid {
                     return false;
                 }
-                let Some(n) = thread.encode_hot(e, files, out.room()) else {
+                let Some(event) = HotEvent::of(e) else {
+                    return false;
+                };
+                let Some(n) = thread.encode_hot(event, files, out.room()) else {
+                    return false;
+                };
+                out.advance(n);
+                ends.push(out.len() as u32);
+                true
+            })
+            .count()
+    }
+
+    /// Writes the packets of thread `tid`'s `plain` events to `out`, and
+    /// where each event's bytes end to `ends`, as `events` would for the
+    /// same events.
+    pub(super) fn plain(
+        &mut self,
+        tid: u64,
+        plain: &Plain,
+        out: &mut PacketBuf,
+        ends: &mut Vec<u32>,
+    ) {
+        let mut done = 0;
+        while done < plain.len() {
+            done += self.hot_plain_run(tid, plain, done, out, ends);
+            if done < plain.len() {
+                self.cold_event(&plain.event(tid, done), out);
+                ends.push(out.len() as u32);
+                done += 1;
+            }
+        }
+    }
+
+    /// Writes the longest run of `plain`'s events from `from` that the hot
+    /// path takes; returns its length.
+    fn hot_plain_run(
+        &mut self,
+        tid: u64,
+        plain: &Plain,
+        from: usize,
+        out: &mut PacketBuf,
+        ends: &mut Vec<u32>,
+    ) -> usize {
+        let Some(thread) = self.threads.get_mut(&tid).filter(|t| t.started) else {
+            return 0;
+        };
+        let files = &self.files;
+        let codes = plain.codes.get(from..).unwrap_or_default();
+        let times = plain.ts_ns.get(from..).unwrap_or_default();
+        codes
+            .iter()
+            .zip(times)
+            .take_while(|(&(function, kind), &ts_ns)| {
+                let event = HotEvent {
+                    ts_ns,
+                    kind,
+                    function: function.0,
+                    line: 0,
+                };
+                let Some(n) = thread.encode_hot(event, files, out.room()) else {
                     return false;
                 };
                 out.advance(n);

@@ -4,6 +4,8 @@
 
 mod hot;
 
+pub(super) use hot::HotEvent;
+
 use std::collections::HashMap;
 
 use crate::event::Kind;
@@ -363,14 +365,19 @@ fn add_text(track_event: &mut pb::TrackEvent, name: &str, event: &Event) {
 
 /// The slice an event opens or closes.
 fn frame_of(event: &Event) -> Frame {
-    let category = match event.kind {
-        Kind::CCall | Kind::CReturn => Category::C,
-        kind if kind.is_mark() => Category::User,
-        _ => Category::Python,
-    };
-    Frame {
-        function: event.function.0,
-        category,
+    Frame::of(event.kind, event.function.0)
+}
+
+impl Frame {
+    /// The slice an event of `kind` of `function` opens or closes.
+    #[inline]
+    fn of(kind: Kind, function: u32) -> Frame {
+        let category = match kind {
+            Kind::CCall | Kind::CReturn => Category::C,
+            kind if kind.is_mark() => Category::User,
+            _ => Category::Python,
+        };
+        Frame { function, category }
     }
 }
 

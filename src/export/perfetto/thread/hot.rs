@@ -14,7 +14,7 @@ use crate::idmap::IdSet;
 use crate::read::Event;
 
 use super::super::super::perfetto_format::{self as format, ArgName, PACKET_TAG};
-use super::{frame_of, Frame, ThreadTrack, Timestamp};
+use super::{Frame, ThreadTrack, Timestamp};
 
 /// `TrackEvent.Type` values.
 const SLICE_BEGIN: u8 = 1;
@@ -52,6 +52,31 @@ enum Value {
     Uint(u64),
 }
 
+/// What the hot path reads of an event: an `Event` without a text, or an
+/// event of a `Plain` batch.
+#[derive(Debug, Clone, Copy)]
+pub(in super::super) struct HotEvent {
+    pub ts_ns: u64,
+    pub kind: Kind,
+    pub function: u32,
+    /// `Event::line` (0 but for line events).
+    pub line: u32,
+}
+
+impl HotEvent {
+    /// What the hot path takes of `event`; `None` for one with a text.
+    #[inline]
+    pub(in super::super) fn of(event: &Event) -> Option<HotEvent> {
+        // `log_args` texts are rare: `encode` writes their arguments.
+        event.text.is_none().then_some(HotEvent {
+            ts_ns: event.ts_ns,
+            kind: event.kind,
+            function: event.function.0,
+            line: event.line,
+        })
+    }
+}
+
 impl ThreadTrack {
     /// Writes the packet of `event` (as a `Trace.packet` field) at the
     /// start of `room` (`output::ROOM` bytes) if it is a call, return or
@@ -60,15 +85,11 @@ impl ThreadTrack {
     /// packet). `files` holds the stream's functions that have a file.
     pub(in super::super) fn encode_hot(
         &mut self,
-        event: &Event,
+        event: HotEvent,
         files: &IdSet,
         room: &mut [u8],
     ) -> Option<usize> {
-        if event.text.is_some() {
-            // `log_args` texts are rare: `encode` writes their arguments.
-            return None;
-        }
-        let frame = frame_of(event);
+        let frame = Frame::of(event.kind, event.function);
         // Each case writes its own packet, so that the fields it never has
         // cost nothing (`write_packet` is inlined into each).
         match event.kind {
@@ -128,7 +149,7 @@ impl ThreadTrack {
 
     /// Writes `hot` at `event`'s time (advancing the sequence's clock).
     #[inline(always)]
-    fn write(&mut self, event: &Event, hot: &Hot, room: &mut [u8]) -> usize {
+    fn write(&mut self, event: HotEvent, hot: &Hot, room: &mut [u8]) -> usize {
         let timestamp = self.timestamp(event.ts_ns);
         write_packet(room, self.sequence, timestamp, hot)
     }
@@ -388,7 +409,8 @@ mod tests {
             let mut expected = Vec::new();
             format::append_packet(&slow.encode(&event, &functions), &mut expected);
             let mut got = vec![0xee; ROOM];
-            if let Some(len) = fast.encode_hot(&event, &files, &mut got) {
+            let hot_event = HotEvent::of(&event).expect("no texts here");
+            if let Some(len) = fast.encode_hot(hot_event, &files, &mut got) {
                 got.truncate(len);
                 hot += 1;
             } else {
