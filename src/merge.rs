@@ -696,7 +696,7 @@ impl ThreadOrder {
             Chunk::Events { tid, events } => {
                 self.clamp(*tid, events.iter_mut().map(|e| &mut e.ts_ns))
             }
-            Chunk::Plain { tid, plain } => self.clamp(*tid, plain.ts_ns.iter_mut()),
+            Chunk::Plain { tid, plain } => self.clamp(*tid, plain.ts_ns_mut().iter_mut()),
             Chunk::Item(StreamItem::Event(event)) => {
                 self.clamp(event.tid, std::iter::once(&mut event.ts_ns))
             }
@@ -789,6 +789,69 @@ mod tests {
 
     fn clock(ns: u64) -> StreamItem {
         StreamItem::Clock { monotonic_ns: ns }
+    }
+
+    /// Each thread's times, in order, of `chunks`.
+    fn thread_times(chunks: &[Chunk]) -> HashMap<u64, Vec<u64>> {
+        let mut times: HashMap<u64, Vec<u64>> = HashMap::new();
+        for chunk in chunks {
+            match chunk {
+                Chunk::Plain { tid, plain } => {
+                    times.entry(*tid).or_default().extend(plain.ts_ns());
+                }
+                Chunk::Events { tid, events } => {
+                    times
+                        .entry(*tid)
+                        .or_default()
+                        .extend(events.iter().map(|e| e.ts_ns));
+                }
+                Chunk::Item(StreamItem::Event(e)) => times.entry(e.tid).or_default().push(e.ts_ns),
+                _ => {}
+            }
+        }
+        times
+    }
+
+    /// The thread order moves a thread's times forward alike whether its
+    /// events come as columns, as events or one by one, and counts them.
+    #[test]
+    fn the_thread_order_keeps_each_threads_times_in_every_kind_of_chunk() {
+        let plain = |tid, times: &[u64]| {
+            let mut plain = crate::read::Plain::default();
+            for &ts_ns in times {
+                plain.push(ts_ns, FunctionId(0), Kind::Call);
+            }
+            Chunk::Plain { tid, plain }
+        };
+        let StreamItem::Event(mut late) = ev(60) else {
+            unreachable!()
+        };
+        late.tid = 2;
+        let mut chunks = vec![
+            plain(1, &[100, 50, 70, 200]),
+            plain(2, &[80]),
+            Chunk::Events {
+                tid: 1,
+                events: vec![late.clone(), late.clone()]
+                    .into_iter()
+                    .map(|e| Event {
+                        tid: 1,
+                        ts_ns: 150,
+                        ..e
+                    })
+                    .collect(),
+            },
+            Chunk::Item(StreamItem::Event(late)),
+            plain(1, &[210, 205]),
+        ];
+        ThreadOrder::default().chunks(&mut chunks);
+        let times = thread_times(&chunks);
+        assert_eq!(times[&1], [100, 100, 100, 200, 200, 200, 210, 210]);
+        assert_eq!(times[&2], [80, 80]);
+        assert!(matches!(
+            chunks.last(),
+            Some(Chunk::Item(StreamItem::Clamped(6)))
+        ));
     }
 
     fn config(window_ns: u64, max_buffered: usize) -> MergeConfig {

@@ -343,15 +343,52 @@ pub struct Encoded {
 /// hand on, with nothing to drop, instead of an `Event`'s 56 with two
 /// optional pointers: that was half the reader's work, and most batches
 /// are like this.
+///
+/// The two columns always have the same length: they are only filled
+/// together (`push`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plain {
-    /// The events' `Event::ts_ns`, in order.
-    pub ts_ns: Vec<u64>,
-    /// The events' functions and kinds, in order.
-    pub codes: Vec<(FunctionId, Kind)>,
+    ts_ns: Vec<u64>,
+    codes: Vec<(FunctionId, Kind)>,
 }
 
 impl Plain {
+    /// Room for `n` events.
+    pub fn with_capacity(n: usize) -> Plain {
+        Plain {
+            ts_ns: Vec::with_capacity(n),
+            codes: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends an event of `function` and `kind` at `ts_ns` (an event kind
+    /// without a payload: one with a line or a mark reads back without it).
+    #[inline]
+    pub fn push(&mut self, ts_ns: u64, function: FunctionId, kind: Kind) {
+        self.ts_ns.push(ts_ns);
+        self.codes.push((function, kind));
+    }
+
+    /// The events' `Event::ts_ns`, in order.
+    pub fn ts_ns(&self) -> &[u64] {
+        &self.ts_ns
+    }
+
+    /// The times, to change in place (the clock stage, the thread order).
+    pub fn ts_ns_mut(&mut self) -> &mut [u64] {
+        &mut self.ts_ns
+    }
+
+    /// The events' functions and kinds, in order.
+    pub fn codes(&self) -> &[(FunctionId, Kind)] {
+        &self.codes
+    }
+
+    /// The times column, without copying it.
+    pub fn into_ts_ns(self) -> Vec<u64> {
+        self.ts_ns
+    }
+
     /// Number of events.
     pub fn len(&self) -> usize {
         self.ts_ns.len()
@@ -717,7 +754,7 @@ where
     let tid = batch.tid;
     let mut backwards = None;
     let result = if batch.plain {
-        let mut plain = Plain::default();
+        let mut plain = Plain::with_capacity(batch.len.1);
         let result = batch.decode_plain(clock, &mut plain, &mut backwards);
         if !plain.is_empty() {
             ready.push_back(Chunk::Plain { tid, plain });
@@ -807,8 +844,6 @@ where
     ) -> std::result::Result<(), String> {
         let mut converter = clock.converter();
         let mut ticks = self.base_ticks;
-        plain.ts_ns.reserve_exact(self.len.1);
-        plain.codes.reserve_exact(self.len.1);
         for (delta, code) in self.deltas.zip(self.codes) {
             ticks = ticks.wrapping_add(delta as u64);
             if delta < 0 && backwards.is_none() {
@@ -823,8 +858,8 @@ where
                 Some(kind) => kind,
                 None => return Err(format!("unknown event kind {kind}")),
             };
-            plain.ts_ns.push(converter.to_ns(ticks).unwrap_or(0));
-            plain.codes.push((FunctionId(function as u32), kind));
+            let ts_ns = converter.to_ns(ticks).unwrap_or(0);
+            plain.push(ts_ns, FunctionId(function as u32), kind);
         }
         Ok(())
     }
@@ -997,7 +1032,7 @@ mod tests {
         }
         let (tid, plain) = plain.expect("the batch is a plain chunk");
         assert_eq!(tid, 4);
-        assert_eq!(plain.ts_ns, [5_100, 5_110, 5_120, 5_130, 5_140, 5_150]);
+        assert_eq!(plain.ts_ns(), [5_100, 5_110, 5_120, 5_130, 5_140, 5_150]);
 
         let mut reader = open().unwrap();
         let mut one_by_one = Vec::new();

@@ -558,7 +558,7 @@ impl StreamClock {
                     }
                 }
                 Chunk::Plain { plain, .. } => {
-                    for ts_ns in &mut plain.ts_ns {
+                    for ts_ns in plain.ts_ns_mut() {
                         *ts_ns = chain.to_collector(*ts_ns);
                     }
                 }
@@ -719,7 +719,11 @@ mod tests {
         );
         assert!(out.is_empty(), "held until the first sample");
         let sync = item(StreamItem::Sync(sample(base + 10, 37_000_000_000, 20, 20)));
-        clock.process([sync, event(base + 100)], &mut out);
+        let mut plain = rtrace::Plain::default();
+        plain.push(base + 200, FunctionId(1), Kind::Call);
+        plain.push(base + 300, FunctionId(1), Kind::Return);
+        let plain = Chunk::Plain { tid: 1, plain };
+        clock.process([sync, event(base + 100), plain], &mut out);
         let Chunk::Item(StreamItem::Offset(offset)) = out[0] else {
             panic!("{out:?}")
         };
@@ -727,13 +731,15 @@ mod tests {
         assert_eq!(offset.offset_ns, 37_000_000_000);
         let times: Vec<u64> = out[1..]
             .iter()
-            .map(|i| match i {
-                Chunk::Item(StreamItem::Clock { monotonic_ns }) => *monotonic_ns,
-                Chunk::Item(StreamItem::Event(e)) => e.ts_ns,
+            .flat_map(|i| match i {
+                Chunk::Item(StreamItem::Clock { monotonic_ns }) => vec![*monotonic_ns],
+                Chunk::Item(StreamItem::Event(e)) => vec![e.ts_ns],
+                Chunk::Plain { plain, .. } => plain.ts_ns().to_vec(),
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(times, vec![3_000_000_000, 3_000_000_005, 3_000_000_100]);
+        let expected = [0, 5, 100, 200, 300].map(|t| 3_000_000_000 + t);
+        assert_eq!(times, expected);
     }
 
     /// A stream of this host's clock, outside a time namespace, is the

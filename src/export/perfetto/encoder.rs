@@ -53,9 +53,9 @@ impl StreamEncoder for Encoder {
         out.bytes = buf.into_bytes();
         if out.ts_ns.is_empty() {
             // The timestamps the merge orders by are the columns' own.
-            out.ts_ns = plain.ts_ns;
+            out.ts_ns = plain.into_ts_ns();
         } else {
-            out.ts_ns.extend_from_slice(&plain.ts_ns);
+            out.ts_ns.extend_from_slice(plain.ts_ns());
         }
     }
 }
@@ -116,9 +116,12 @@ mod tests {
             (40, Kind::Return),
             (1, Kind::Return),
         ];
-        let plain = |from: u64| Plain {
-            ts_ns: (0..codes.len() as u64).map(|i| from + i * 1_000).collect(),
-            codes: codes.iter().map(|&(f, k)| (FunctionId(f), k)).collect(),
+        let plain = |from: u64| {
+            let mut plain = Plain::default();
+            for (i, &(function, kind)) in codes.iter().enumerate() {
+                plain.push(from + i as u64 * 1_000, FunctionId(function), kind);
+            }
+            plain
         };
         let (mut by_events, mut by_columns) = (encoder(), encoder());
         for (batch, from) in [(0, 10_000), (1, 50_000)] {
@@ -132,7 +135,7 @@ mod tests {
             by_columns.encode_plain(9, plain(from), &mut got);
             assert_eq!(got, expected, "batch {batch}");
             assert_eq!(got.ends.len(), codes.len());
-            assert_eq!(got.ts_ns, plain(from).ts_ns);
+            assert_eq!(got.ts_ns, plain(from).ts_ns());
         }
     }
 }

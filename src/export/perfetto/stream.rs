@@ -174,8 +174,8 @@ impl StreamCoder {
             return 0;
         };
         let files = &self.files;
-        let codes = plain.codes.get(from..).unwrap_or_default();
-        let times = plain.ts_ns.get(from..).unwrap_or_default();
+        let codes = plain.codes().get(from..).unwrap_or_default();
+        let times = plain.ts_ns().get(from..).unwrap_or_default();
         codes
             .iter()
             .zip(times)
