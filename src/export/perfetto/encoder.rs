@@ -80,17 +80,7 @@ mod tests {
     use super::*;
     use crate::event::{FunctionId, Kind};
     use crate::export::perfetto::stream::{Sequences, StreamCoder};
-
-    fn function(id: u32, file: &str) -> FunctionInfo {
-        FunctionInfo {
-            id: FunctionId(id),
-            name: format!("f{id}"),
-            module: "m".into(),
-            file: file.into(),
-            line: 3,
-            native: file.is_empty(),
-        }
-    }
+    use crate::export::perfetto::testing::function;
 
     fn encoder() -> Encoder {
         let mut encoder = Encoder::new(StreamCoder::new(77, 5, 1, Sequences::new()));

@@ -70,6 +70,24 @@ mod packets;
 mod stream;
 mod thread;
 
+#[cfg(test)]
+mod testing {
+    use crate::event::FunctionId;
+    use crate::writer::FunctionInfo;
+
+    /// Function `id` of module `m`, named `f{id}`; native without a file.
+    pub(super) fn function(id: u32, file: &str) -> FunctionInfo {
+        FunctionInfo {
+            id: FunctionId(id),
+            name: format!("f{id}"),
+            module: "m".into(),
+            file: file.into(),
+            line: 3,
+            native: file.is_empty(),
+        }
+    }
+}
+
 use std::io::{self, Write};
 
 use crate::clock::ClockJump;

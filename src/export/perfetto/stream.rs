@@ -99,8 +99,13 @@ impl StreamCoder {
     /// and where each event's bytes end to `ends`.
     pub(super) fn events(&mut self, events: &[Event], out: &mut PacketBuf, ends: &mut Vec<u32>) {
         let mut rest = events;
-        while !rest.is_empty() {
-            let n = self.hot_run(rest, out, ends);
+        while let Some(tid) = rest.first().map(|e| e.tid) {
+            // The hot path takes the thread's events up to another thread's,
+            // or one with a text.
+            let hot = rest
+                .iter()
+                .map(|e| (e.tid == tid).then_some(e).and_then(HotEvent::of));
+            let n = self.hot_run(tid, hot, out, ends);
             let Some((event, after)) = rest[n..].split_first() else {
                 break;
             };
@@ -110,25 +115,23 @@ impl StreamCoder {
         }
     }
 
-    /// Writes the longest prefix of `events` (of its first event's thread)
-    /// that the hot path takes (see `thread::hot`); returns its length.
-    fn hot_run(&mut self, events: &[Event], out: &mut PacketBuf, ends: &mut Vec<u32>) -> usize {
-        let Some(tid) = events.first().map(|e| e.tid) else {
-            return 0;
-        };
+    /// Writes the packets of the longest prefix of thread `tid`'s `events`
+    /// that the hot path takes (`None` ends it; see `thread::hot`);
+    /// returns its length.
+    fn hot_run(
+        &mut self,
+        tid: u64,
+        events: impl Iterator<Item = Option<HotEvent>>,
+        out: &mut PacketBuf,
+        ends: &mut Vec<u32>,
+    ) -> usize {
         let Some(thread) = self.threads.get_mut(&tid).filter(|t| t.started) else {
             return 0;
         };
         let files = &self.files;
         events
-            .iter()
-            .take_while(|e| {
-                if e.tid != tid {
-                    return false;
-                }
-                let Some(event) = HotEvent::of(e) else {
-                    return false;
-                };
+            .map_while(|event| event)
+            .take_while(|&event| {
                 let Some(n) = thread.encode_hot(event, files, out.room()) else {
                     return false;
                 };
@@ -151,49 +154,23 @@ impl StreamCoder {
     ) {
         let mut done = 0;
         while done < plain.len() {
-            done += self.hot_plain_run(tid, plain, done, out, ends);
+            let codes = plain.codes().get(done..).unwrap_or_default();
+            let times = plain.ts_ns().get(done..).unwrap_or_default();
+            let hot = codes.iter().zip(times).map(|(&(function, kind), &ts_ns)| {
+                Some(HotEvent {
+                    ts_ns,
+                    kind,
+                    function: function.0,
+                    line: 0,
+                })
+            });
+            done += self.hot_run(tid, hot, out, ends);
             if done < plain.len() {
                 self.cold_event(&plain.event(tid, done), out);
                 ends.push(out.len() as u32);
                 done += 1;
             }
         }
-    }
-
-    /// Writes the longest run of `plain`'s events from `from` that the hot
-    /// path takes; returns its length.
-    fn hot_plain_run(
-        &mut self,
-        tid: u64,
-        plain: &Plain,
-        from: usize,
-        out: &mut PacketBuf,
-        ends: &mut Vec<u32>,
-    ) -> usize {
-        let Some(thread) = self.threads.get_mut(&tid).filter(|t| t.started) else {
-            return 0;
-        };
-        let files = &self.files;
-        let codes = plain.codes().get(from..).unwrap_or_default();
-        let times = plain.ts_ns().get(from..).unwrap_or_default();
-        codes
-            .iter()
-            .zip(times)
-            .take_while(|(&(function, kind), &ts_ns)| {
-                let event = HotEvent {
-                    ts_ns,
-                    kind,
-                    function: function.0,
-                    line: 0,
-                };
-                let Some(n) = thread.encode_hot(event, files, out.room()) else {
-                    return false;
-                };
-                out.advance(n);
-                ends.push(out.len() as u32);
-                true
-            })
-            .count()
     }
 
     /// The general path: starts the thread's sequence and describes a user

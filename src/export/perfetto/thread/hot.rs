@@ -278,6 +278,7 @@ mod tests {
     use super::*;
     use crate::event::FunctionId;
     use crate::export::perfetto::output::ROOM;
+    use crate::export::perfetto::testing::function;
     use crate::export::perfetto_format::pb;
     use crate::writer::FunctionInfo;
     use prost::Message;
@@ -333,17 +334,6 @@ mod tests {
             event.debug_annotations[0].name_field,
             Some(pb::debug_annotation::NameField::NameIid(u64::MAX))
         );
-    }
-
-    fn function(id: u32, file: &str) -> FunctionInfo {
-        FunctionInfo {
-            id: FunctionId(id),
-            name: format!("f{id}"),
-            module: "m".into(),
-            file: file.into(),
-            line: 3,
-            native: file.is_empty(),
-        }
     }
 
     fn event(ts_ns: u64, kind: Kind, function: u32, line: u32) -> Event {
