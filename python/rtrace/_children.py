@@ -17,10 +17,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Callable, Mapping
 
-BOOT_DIR = Path(__file__).resolve().parent / "_boot"
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Mapping
+
+# A path string, not a pathlib.Path: `import rtrace` does not import pathlib.
+BOOT_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "_boot")
 
 # Helper processes multiprocessing starts for itself: not the program's
 # work, so not recorded (the workers a fork server forks are).
@@ -43,7 +46,7 @@ def child_environment(
     """The variables that make Python children record like this process:
     the updates to apply to ``base`` (default ``os.environ``)."""
     base = os.environ if base is None else base
-    boot = str(BOOT_DIR)
+    boot = BOOT_DIR
     paths = [p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = {
         "RTRACE_AUTOSTART": "1",
@@ -89,7 +92,8 @@ def command_line() -> str:
     """This process's command line as the kernel has it (the ``-c`` code
     included, which ``sys.argv`` lacks)."""
     try:
-        raw = Path("/proc/self/cmdline").read_bytes()
+        with open("/proc/self/cmdline", "rb") as f:
+            raw = f.read()
     except OSError:
         return ""
     return raw.replace(b"\0", b" ").decode("utf-8", "replace")

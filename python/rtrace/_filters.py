@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Iterable, Union
 
 from . import _native
 
-Patterns = Union[str, Iterable[str], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Union
+
+    Patterns = Union[str, Iterable[str], None]
 
 #: Longest repr of one argument or return value kept by ``log_args``; the
 #: text of one call (all its arguments) is cut at ``MAX_ARGS_TEXT``.

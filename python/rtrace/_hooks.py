@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-import warnings
 
 from . import _native
+
+# threading and warnings are imported where they are used: `import rtrace`
+# stays cheap for a program that does not record.
 
 # Tool ids rtrace may take, in order of preference. DEBUGGER_ID (0) and
 # COVERAGE_ID (1) are left for debuggers and coverage tools.
@@ -75,6 +76,8 @@ class Hook:
             if monitoring.get_tool(tool_id) is None:
                 self.tool_id = tool_id
                 return
+        import warnings
+
         taken = ", ".join(f"{i}={monitoring.get_tool(i)!r}" for i in _TOOL_IDS)
         warnings.warn(
             f"rtrace: every sys.monitoring tool id it may use is taken ({taken}); "
@@ -135,6 +138,8 @@ class Hook:
         monitoring.free_tool_id(self.tool_id)
 
     def _install_legacy(self) -> None:
+        import threading
+
         self._previous_profile = sys.getprofile()
         if self.threads:
             self._previous_thread_profile = threading.getprofile()
@@ -154,6 +159,8 @@ class Hook:
 
     def _uninstall_legacy(self, *, all_threads: bool) -> None:
         if all_threads:
+            import threading
+
             _native.set_legacy_all_threads(on=False, lines=self.lines, c_calls=self.c_calls)
             threading.setprofile(self._previous_thread_profile)
         else:

@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
+import _thread
 import atexit
-import functools
 import os
-import re
 import sys
-import threading
-from pathlib import Path
-from typing import Any, Callable, TypeVar
 
 from . import _children, _filters, _native
-from ._filters import Patterns
 from ._hooks import INTERNAL_FILES, Hook
+
+# What only recording needs (pathlib, re, functools, threading) is imported
+# where it is used: a program that imports rtrace and never records should
+# pay for rtrace's own modules alone (tests/python/test_import_cost.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Callable, TypeVar
+
+    from ._filters import Patterns
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["Recording", "RecordingError", "record", "start", "stop", "current"]
 
 RecordingError = _native.RecordingError
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 _ON_FULL = ("drop", "block")
 _DEFAULT_BUFFER_EVENTS = 1 << 20
 _DEFAULT_FLUSH_INTERVAL = 0.1
 
-_state_lock = threading.RLock()
+_state_lock = _thread.RLock()
 _active: Recording | None = None
 
 
@@ -33,15 +38,21 @@ def _default_session() -> str:
     from_env = os.environ.get("RTRACE_SESSION")
     if from_env:
         return from_env
+    from pathlib import Path
+
     program = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else ""
     return program or "python"
 
 
 def _safe_name(session: str) -> str:
+    import re
+
     return re.sub(r"[^A-Za-z0-9._-]+", "_", session).strip("._") or "session"
 
 
 def _default_output(session: str, suffix: str) -> Path:
+    from pathlib import Path
+
     directory = Path(os.environ.get("RTRACE_OUTPUT_DIR") or ".")
     base = f"rtrace-{_safe_name(session)}-{os.getpid()}"
     path = directory / f"{base}{suffix}"
@@ -53,6 +64,8 @@ def _default_output(session: str, suffix: str) -> Path:
 
 
 def _thread_names() -> list[tuple[int, str]]:
+    import threading
+
     return [(t.native_id, t.name) for t in threading.enumerate() if t.native_id]
 
 
@@ -113,6 +126,8 @@ class Recording:
         )
         self._filters = _filters.build(**self._filter_options, lines=lines)
         self.session = session or _default_session()
+        from pathlib import Path
+
         self._output = Path(output) if output is not None else None
         self.collector = collector
         self._token = token if token is not None else os.environ.get("RTRACE_TOKEN") or None
@@ -289,6 +304,8 @@ class Recording:
     def __call__(self, func: F) -> F:
         """Records every call of ``func`` (a new stream file per call when
         no ``output`` was given)."""
+
+        import functools
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
