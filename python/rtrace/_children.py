@@ -46,7 +46,6 @@ def child_environment(
     """The variables that make Python children record like this process:
     the updates to apply to ``base`` (default ``os.environ``)."""
     base = os.environ if base is None else base
-    boot = BOOT_DIR
     paths = [p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = {
         "RTRACE_AUTOSTART": "1",
@@ -54,7 +53,7 @@ def child_environment(
         "RTRACE_LINES": "1" if lines else "0",
         "RTRACE_C_CALLS": "1" if c_calls else "0",
         "RTRACE_ON_FULL": on_full,
-        "PYTHONPATH": os.pathsep.join([boot] + [p for p in paths if p != boot]),
+        "PYTHONPATH": os.pathsep.join([BOOT_DIR] + [p for p in paths if p != BOOT_DIR]),
     }
     if collector:
         env["RTRACE_COLLECTOR"] = collector
