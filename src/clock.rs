@@ -392,7 +392,7 @@ impl ClockMap {
     pub fn converter(&self) -> Converter<'_> {
         Converter {
             map: self,
-            segment: None,
+            fast: Fast::EMPTY,
         }
     }
 
@@ -429,17 +429,16 @@ impl ClockMap {
 /// them (see `ClockMap::converter`).
 pub struct Converter<'a> {
     map: &'a ClockMap,
-    segment: Option<Segment>,
+    /// The ticks and rate of that segment's common case (see `Fast`).
+    fast: Fast,
 }
 
 impl Converter<'_> {
     /// What `ClockMap::to_ns` gives for `ticks`.
     #[inline]
     pub fn to_ns(&mut self, ticks: u64) -> Option<u64> {
-        if let Some(segment) = &self.segment {
-            if segment.lo <= ticks && ticks <= segment.hi {
-                return Some(segment.convert(ticks));
-            }
+        if self.fast.lo <= ticks && ticks <= self.fast.hi {
+            return Some(self.fast.convert(ticks));
         }
         self.convert_in_another_segment(ticks)
     }
@@ -452,9 +451,60 @@ impl Converter<'_> {
             return self.map.to_ns(ticks);
         }
         let segment = self.map.segment(ticks);
-        let ns = segment.convert(ticks);
-        self.segment = Some(segment);
-        Some(ns)
+        self.fast = Fast::of(&segment);
+        Some(segment.convert(ticks))
+    }
+}
+
+/// The part of a segment where `Segment::convert` takes its common case
+/// (ticks at or after its first point, time going forward, no overflow),
+/// with what that case needs, so that a conversion there tests one range.
+#[derive(Debug, Clone, Copy)]
+struct Fast {
+    lo: u64,
+    hi: u64,
+    a: (u64, u64),
+    rate: Rate,
+}
+
+impl Fast {
+    /// No ticks at all (`lo > hi`).
+    const EMPTY: Fast = Fast {
+        lo: 1,
+        hi: 0,
+        a: (0, 0),
+        rate: Rate {
+            whole: 0,
+            fraction: 0,
+            remainder: 0,
+            span_t: 1,
+        },
+    };
+
+    fn of(segment: &Segment) -> Fast {
+        let Some(rate) = segment.rate else {
+            return Fast::EMPTY;
+        };
+        let t0 = segment.a.0;
+        // Where `dt * whole` stops fitting in a u64.
+        let last = match rate.whole {
+            0 => u64::MAX,
+            whole => t0.saturating_add(u64::MAX / whole),
+        };
+        Fast {
+            lo: segment.lo.max(t0),
+            hi: segment.hi.min(last),
+            a: segment.a,
+            rate,
+        }
+    }
+
+    /// `Segment::convert`'s common case, for ticks in `lo..=hi`.
+    #[inline]
+    fn convert(&self, ticks: u64) -> u64 {
+        let (t0, ns0) = self.a;
+        let dt = ticks - t0;
+        rate_convert(ns0, dt, dt * self.rate.whole, &self.rate)
     }
 }
 
@@ -510,14 +560,21 @@ impl Segment {
         let Some(base) = dt.checked_mul(rate.whole) else {
             return interpolate_cold(self.a, self.b, ticks);
         };
-        // dt * remainder / span_t, rounded down.
-        let mut part = ((u128::from(dt) * u128::from(rate.fraction)) >> 64) as u64;
-        let exact = u128::from(dt) * u128::from(rate.remainder);
-        if (u128::from(part) + 1) * u128::from(rate.span_t) <= exact {
-            part += 1;
-        }
-        ns0.saturating_add(base).saturating_add(part)
+        rate_convert(ns0, dt, base, &rate)
     }
+}
+
+/// `ns0 + base + dt * remainder / span_t` (rounded down), where `base` is
+/// `dt * whole`: the quotient from the fixed-point fraction is at most one
+/// short, which an exact product checks.
+#[inline]
+fn rate_convert(ns0: u64, dt: u64, base: u64, rate: &Rate) -> u64 {
+    let mut part = ((u128::from(dt) * u128::from(rate.fraction)) >> 64) as u64;
+    let exact = u128::from(dt) * u128::from(rate.remainder);
+    if (u128::from(part) + 1) * u128::from(rate.span_t) <= exact {
+        part += 1;
+    }
+    ns0.saturating_add(base).saturating_add(part)
 }
 
 /// `interpolate` where it is the rare case (ticks before the segment's
@@ -665,8 +722,10 @@ mod tests {
         let mut map = ClockMap::new(rate);
         let mut ticks = 1_000_000_007u64;
         let mut ns = 5_000_000_011u64;
+        let mut last_start = ticks;
         for i in 0..50u64 {
             map.add(ticks, ns);
+            last_start = ticks;
             ticks += per_step + i * 7919;
             ns += 100_000_000 + i * 104_729 % 3;
         }
@@ -692,6 +751,14 @@ mod tests {
             u64::MAX,
         ] {
             assert_eq!(converter.to_ns(probe), map.to_ns(probe), "ticks {probe}");
+        }
+        // Past the last snapshot, where `dt * whole` (whole nanoseconds
+        // per tick, up to 20 here) stops fitting in a u64.
+        for whole in 1..=20 {
+            let edge = last_start.saturating_add(u64::MAX / whole);
+            for probe in [edge - 1, edge, edge.saturating_add(1)] {
+                assert_eq!(converter.to_ns(probe), map.to_ns(probe), "ticks {probe}");
+            }
         }
         let single = {
             let mut map = ClockMap::new(1e9);

@@ -779,6 +779,31 @@ where
     result
 }
 
+/// The kind of each wire value (`decode_code`'s, below 16) that a plain
+/// batch may hold: a call or return of any sort, or a span end (a mark
+/// without payload). One load per event instead of a match and two tests.
+const PLAIN_KINDS: [Option<Kind>; 1 << Kind::BITS] = {
+    let mut kinds = [None; 1 << Kind::BITS];
+    kinds[Kind::Call as usize] = Some(Kind::Call);
+    kinds[Kind::Return as usize] = Some(Kind::Return);
+    kinds[Kind::Exception as usize] = Some(Kind::Exception);
+    kinds[Kind::CCall as usize] = Some(Kind::CCall);
+    kinds[Kind::CReturn as usize] = Some(Kind::CReturn);
+    kinds[Kind::SpanEnd as usize] = Some(Kind::SpanEnd);
+    kinds
+};
+
+/// Why an event of wire kind `kind` cannot be in a plain batch (the
+/// reasons `Batch::fill` gives for the same event).
+#[cold]
+fn not_plain(kind: u64) -> String {
+    match Kind::from_wire(kind) {
+        Some(Kind::Line) => "a line event without its line number".into(),
+        Some(kind) if kind.has_payload() => "a user event without its mark".into(),
+        _ => format!("unknown event kind {kind}"),
+    }
+}
+
 /// A batch's fields, from the hand-parsed view or from prost's struct.
 struct Batch<D, C, L, M> {
     tid: u64,
@@ -850,13 +875,8 @@ where
                 *backwards = Some((ticks, delta));
             }
             let (function, kind) = decode_code(code);
-            let kind = match Kind::from_wire(kind) {
-                Some(Kind::Line) => return Err("a line event without its line number".into()),
-                Some(kind) if kind.has_payload() => {
-                    return Err("a user event without its mark".into())
-                }
-                Some(kind) => kind,
-                None => return Err(format!("unknown event kind {kind}")),
+            let Some(kind) = PLAIN_KINDS[kind as usize] else {
+                return Err(not_plain(kind));
             };
             let ts_ns = converter.to_ns(ticks).unwrap_or(0);
             plain.push(ts_ns, FunctionId(function as u32), kind);
