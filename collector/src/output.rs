@@ -215,6 +215,11 @@ fn write_jobs(
 impl Write for BackgroundFile {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.failed()?;
+        // A chunk that would outgrow its allocation goes first: growing it
+        // would copy all of its bytes again (up to 1 MB per 256 KB write).
+        if self.buf.len() + bytes.len() > self.buf.capacity() && !self.buf.is_empty() {
+            self.hand_over()?;
+        }
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= CHUNK_BYTES {
             self.hand_over()?;

@@ -274,7 +274,7 @@ pub fn encode_plain_frame(
     out: &mut Vec<u8>,
 ) -> bool {
     use crate::event::Kind;
-    use prost::encoding::{encode_varint, encoded_len_varint as varint_len};
+    use prost::encoding::encoded_len_varint as varint_len;
     let base_ticks = events.first().map_or(0, |e| e.ticks);
     let (mut deltas_len, mut codes_len, mut lines_len) = (0, 0, 0);
     let mut previous = base_ticks;
@@ -303,46 +303,78 @@ pub fn encode_plain_frame(
         + packed(lines_len)
         + scalar(lost_before);
     let frame_len = 1 + varint_len(batch_len as u64) + batch_len;
-    out.reserve(varint_len(frame_len as u64) + frame_len);
-    encode_varint(frame_len as u64, out);
-    out.push(FRAME_BATCH);
-    encode_varint(batch_len as u64, out);
+    // Written into bytes sized exactly ahead (zeroed, ~3 bytes per event),
+    // not pushed: prost's `encode_varint` checks a `Vec`'s room per byte
+    // and is not inlined, ~40 instructions per varint.
+    let start = out.len();
+    out.resize(start + varint_len(frame_len as u64) + frame_len, 0);
+    let mut put = Put {
+        bytes: &mut out[start..],
+        pos: 0,
+    };
+    put.varint(frame_len as u64);
+    put.byte(FRAME_BATCH);
+    put.varint(batch_len as u64);
     for (key, value) in [(TID, tid), (BASE_TICKS, base_ticks)] {
         if value > 0 {
-            out.push(key);
-            encode_varint(value, out);
+            put.byte(key);
+            put.varint(value);
         }
     }
     if deltas_len > 0 {
-        out.push(TICK_DELTAS);
-        encode_varint(deltas_len as u64, out);
+        put.byte(TICK_DELTAS);
+        put.varint(deltas_len as u64);
         let mut previous = base_ticks;
         for event in events {
-            encode_varint(zigzag(event.ticks.wrapping_sub(previous) as i64), out);
+            put.varint(zigzag(event.ticks.wrapping_sub(previous) as i64));
             previous = event.ticks;
         }
     }
     if codes_len > 0 {
-        out.push(CODES);
-        encode_varint(codes_len as u64, out);
+        put.byte(CODES);
+        put.varint(codes_len as u64);
         for event in events {
-            encode_varint(u64::from(event.code), out);
+            put.varint(u64::from(event.code));
         }
     }
     if lines_len > 0 {
-        out.push(LINES);
-        encode_varint(lines_len as u64, out);
+        put.byte(LINES);
+        put.varint(lines_len as u64);
         for event in events {
             if event.kind() == Some(Kind::Line) {
-                encode_varint(u64::from(event.line), out);
+                put.varint(u64::from(event.line));
             }
         }
     }
     if lost_before > 0 {
-        out.push(LOST_BEFORE);
-        encode_varint(lost_before, out);
+        put.byte(LOST_BEFORE);
+        put.varint(lost_before);
     }
+    debug_assert_eq!(start + put.pos, out.len());
     true
+}
+
+/// Writes a frame forward into bytes sized for it.
+struct Put<'a> {
+    bytes: &'a mut [u8],
+    pos: usize,
+}
+
+impl Put<'_> {
+    #[inline(always)]
+    fn byte(&mut self, byte: u8) {
+        self.bytes[self.pos] = byte;
+        self.pos += 1;
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.byte(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.byte(value as u8);
+    }
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ impl ThreadTrack {
     /// line event that needs nothing new interned, and returns its length;
     /// `None` otherwise, and then nothing changed (`encode` builds the
     /// packet). `files` holds the stream's functions that have a file.
+    #[inline(always)]
     pub(in super::super) fn encode_hot(
         &mut self,
         event: HotEvent,
