@@ -138,8 +138,8 @@ impl Batch {
     /// those up to `limit`; and the newest timestamp among them.
     fn due(&self, from: usize, first: bool, limit: u64) -> (usize, u64) {
         match self {
-            Batch::Events(events) => due(events[from..].iter().map(|e| e.ts_ns), first, limit),
-            Batch::Encoded(encoded) => due(encoded.ts_ns[from..].iter().copied(), first, limit),
+            Batch::Events(events) => due(&events[from..], |e| e.ts_ns, first, limit),
+            Batch::Encoded(encoded) => due(&encoded.ts_ns[from..], |&t| t, first, limit),
         }
     }
 
@@ -160,18 +160,27 @@ impl Batch {
     }
 }
 
-/// How many of the timestamps `ts_ns` are due: the first if `first`, then
-/// those up to `limit`; and the newest among them.
-fn due(ts_ns: impl Iterator<Item = u64>, first: bool, limit: u64) -> (usize, u64) {
-    let (mut n, mut newest) = (0, 0);
-    for ts in ts_ns {
-        if ts > limit && !(first && n == 0) {
-            break;
-        }
-        newest = newest.max(ts);
-        n += 1;
+/// How many of `items` (in time order: batches are clamped) are due: the
+/// first if `first`, then those up to `limit`; and the newest time among
+/// them. A galloping search: as cheap as a scan when a few are due (streams
+/// interleaving finely), logarithmic when a whole batch is (the common
+/// case, and every batch when the window is written at the end).
+fn due<T>(items: &[T], ts_ns: impl Fn(&T) -> u64, first: bool, limit: u64) -> (usize, u64) {
+    let Some(head) = items.first() else {
+        return (0, 0);
+    };
+    if ts_ns(head) > limit {
+        return if first { (1, ts_ns(head)) } else { (0, 0) };
     }
-    (n, newest)
+    // items[bound / 2] is due; find a bound that is not (or the end).
+    let mut bound = 1;
+    while bound < items.len() && ts_ns(&items[bound]) <= limit {
+        bound *= 2;
+    }
+    let known = bound / 2 + 1;
+    let rest = &items[known..bound.min(items.len())];
+    let n = known + rest.partition_point(|item| ts_ns(item) <= limit);
+    (n, ts_ns(&items[n - 1]))
 }
 
 impl ThreadQueue {
@@ -852,6 +861,32 @@ mod tests {
             chunks.last(),
             Some(Chunk::Item(StreamItem::Clamped(6)))
         ));
+    }
+
+    /// The galloping `due` counts what a scan counts, for every limit
+    /// around every time of runs of equal and rising times.
+    #[test]
+    fn due_counts_what_a_scan_counts() {
+        let scan = |ts: &[u64], first: bool, limit: u64| {
+            let n = ts
+                .iter()
+                .enumerate()
+                .take_while(|&(i, &t)| t <= limit || (first && i == 0))
+                .count();
+            (n, ts[..n].iter().copied().max().unwrap_or(0))
+        };
+        for len in 0..40u64 {
+            let ts: Vec<u64> = (0..len).map(|i| 10 + i / 3 * 5).collect();
+            for limit in 0..(20 + len * 2) {
+                for first in [false, true] {
+                    assert_eq!(
+                        due(&ts, |&t| t, first, limit),
+                        scan(&ts, first, limit),
+                        "{ts:?} first {first} limit {limit}"
+                    );
+                }
+            }
+        }
     }
 
     fn config(window_ns: u64, max_buffered: usize) -> MergeConfig {
