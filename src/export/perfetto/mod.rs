@@ -263,6 +263,7 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
         Some(Box::new(Encoder::new(coder)))
     }
 
+    #[inline]
     fn encoded_events(&mut self, stream: StreamId, ts_ns: &[u64], bytes: &[u8]) -> io::Result<()> {
         let state = open_stream(&mut self.streams, stream)?;
         if let Some(&first) = ts_ns.first() {

@@ -79,6 +79,7 @@ impl PacketBuf {
     }
 
     /// Appends bytes.
+    #[inline]
     pub(super) fn append(&mut self, bytes: &[u8]) {
         if self.buf.len() < self.filled + bytes.len() + ROOM {
             self.grow(bytes.len());
@@ -154,6 +155,7 @@ impl<W: Write> Output<W> {
     }
 
     /// Appends bytes of packets.
+    #[inline]
     pub(super) fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         if bytes.len() >= BUFFER_BYTES {
             self.write_buffer()?;
