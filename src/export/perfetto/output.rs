@@ -13,6 +13,11 @@ use super::super::perfetto_format::{self as format, pb};
 
 /// Bytes gathered before the output writes them to the file.
 const BUFFER_BYTES: usize = 256 << 10;
+/// Appends at least this long skip the buffer and go to the file as they
+/// are: a whole batch of one thread (~16 K events, ~220 KB) is one copy
+/// less, which is most of the merged file when one stream dominates, and
+/// all of the reorder window written at the end.
+const DIRECT_BYTES: usize = 32 << 10;
 /// Room kept past the end for one in-place packet (the largest is ~100
 /// bytes).
 pub(super) const ROOM: usize = 256;
@@ -157,7 +162,7 @@ impl<W: Write> Output<W> {
     /// Appends bytes of packets.
     #[inline]
     pub(super) fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if bytes.len() >= BUFFER_BYTES {
+        if bytes.len() >= DIRECT_BYTES {
             self.write_buffer()?;
             self.bytes += bytes.len() as u64;
             return self.out.write_all(bytes);
@@ -204,6 +209,23 @@ mod tests {
                 "{n} bytes: wrote past the end"
             );
         }
+    }
+
+    /// Small appends are buffered and large ones go straight out: the
+    /// file gets every byte in order either way.
+    #[test]
+    fn the_output_keeps_appends_of_every_size_in_order() {
+        let mut output = Output::new(Vec::new());
+        let mut expected = Vec::new();
+        for i in 0..300usize {
+            let len = [3, 500, DIRECT_BYTES - 1, DIRECT_BYTES, 3 * BUFFER_BYTES][i % 5];
+            let bytes: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+            output.append(&bytes).unwrap();
+            expected.extend_from_slice(&bytes);
+            assert_eq!(output.bytes(), expected.len() as u64);
+        }
+        output.flush().unwrap();
+        assert_eq!(output.into_inner(), expected);
     }
 
     #[test]
