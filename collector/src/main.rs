@@ -14,10 +14,13 @@ fn main() -> ExitCode {
 /// Every batch passes through buffers of 100–250 KB (its decoded columns,
 /// its packets) made on a reader thread and freed on the merge thread.
 /// By default glibc maps blocks that large afresh and gives freed memory
-/// back to the kernel, so each batch's pages were faulted in and zeroed
-/// anew: ~15 % of a live collector's CPU. With a fixed mapping threshold
-/// and a high trim threshold the freed blocks are reused; the peak memory
-/// is the same (bounded by the reorder window), it is only returned later.
+/// back to the kernel, so a batch's pages were faulted in and zeroed anew
+/// (page faults of a live collector taking 40 M events from one process:
+/// 67,600 by default, 47,200 with these settings, which is the peak
+/// memory's pages, faulted in once). One arena for all threads: with one
+/// per reader thread, each kept its own freed blocks, and eight streams
+/// peaked at 420–610 MB instead of 250 MB. The reader threads allocate
+/// once per batch, so sharing the arena's lock costs nothing measurable.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes malloc's tuning parameters, and runs
@@ -26,5 +29,6 @@ fn keep_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
