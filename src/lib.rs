@@ -30,6 +30,7 @@ pub mod terminate;
 pub mod timeline;
 #[cfg(feature = "tracing")]
 pub mod tracing_layer;
+mod varint;
 pub mod wire;
 pub mod writer;
 

@@ -14,6 +14,7 @@
 use prost::Message;
 
 use super::pb;
+use crate::varint::PutBytes;
 
 /// Key of `Frame.batch` (field 4, length-delimited).
 const FRAME_BATCH: u8 = 0x22;
@@ -360,20 +361,11 @@ struct Put<'a> {
     pos: usize,
 }
 
-impl Put<'_> {
+impl PutBytes for Put<'_> {
     #[inline(always)]
     fn byte(&mut self, byte: u8) {
         self.bytes[self.pos] = byte;
         self.pos += 1;
-    }
-
-    #[inline(always)]
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.byte(value as u8 | 0x80);
-            value >>= 7;
-        }
-        self.byte(value as u8);
     }
 }
 

@@ -12,6 +12,7 @@
 use crate::event::Kind;
 use crate::idmap::IdSet;
 use crate::read::Event;
+use crate::varint::PutBytes;
 
 use super::super::super::perfetto_format::{self as format, ArgName, PACKET_TAG};
 use super::{Frame, ThreadTrack, Timestamp};
@@ -185,22 +186,13 @@ struct Cursor<'a> {
     pos: usize,
 }
 
-impl Cursor<'_> {
+impl PutBytes for Cursor<'_> {
     #[inline(always)]
     fn byte(&mut self, byte: u8) {
         // The mask never changes a position (packets are shorter than
         // HOT_ROOM); it lets the compiler drop the bounds check.
         self.bytes[self.pos & (HOT_ROOM - 1)] = byte;
         self.pos += 1;
-    }
-
-    #[inline(always)]
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.byte(value as u8 | 0x80);
-            value >>= 7;
-        }
-        self.byte(value as u8);
     }
 }
 
