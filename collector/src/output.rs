@@ -60,8 +60,9 @@ pub fn create(path: &Path) -> Result<OutputFile> {
 ///
 /// The writer is an enum, not a `Box<dyn TimelineSink>`: the merge hands
 /// it a run of a few events at a time when streams interleave finely, and
-/// two dynamic calls per run (this wrapper's and the writer's) were a
-/// tenth of the merge's instructions there.
+/// the two dynamic calls per run (this wrapper's and the writer's) cost
+/// ~7 instructions an event there (1.2 % of an offline merge of four
+/// streams).
 pub struct OutputFile {
     writer: Writer,
     path: PathBuf,
