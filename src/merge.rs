@@ -6,11 +6,13 @@
 //! events late. So the merge keeps one queue per thread (already sorted)
 //! and a heap of the queues' heads: a k-way merge whose heap is as small as
 //! the number of threads, and which keeps each thread's order even for an
-//! event that comes late. Each stream's clock snapshots (its heartbeat) tell how far
-//! its time has advanced; an event is released once every open stream's
-//! time, less the reorder window, has passed it. An event that still
-//! arrives later than what was already written is written at once and
-//! counted as late: nothing is dropped.
+//! event that comes late. Each stream's clock snapshots (its heartbeat) tell
+//! how far it has advanced: a snapshot's promise (every event before a time
+//! has been sent, which a Python recorder makes on each flush tick) at once,
+//! or else its time less the reorder window. An event is released once every
+//! open stream has advanced past it. An event that still arrives later than
+//! what was already written is written at once and counted as late: nothing
+//! is dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -24,8 +26,9 @@ use crate::timeline::{ClockOffset, ProcessInfo, StreamEncoder, StreamEnd, Stream
 /// Tuning of the merge.
 #[derive(Debug, Clone, Copy)]
 pub struct MergeConfig {
-    /// How far behind its newest clock snapshot a stream may still deliver
-    /// events without them counting as late.
+    /// How far behind its newest clock snapshot a stream that makes no
+    /// completeness promise may still deliver events without them counting
+    /// as late.
     pub window: Duration,
     /// Most events held for reordering; beyond it the oldest are written
     /// early (and what arrives behind them counts as late). A live merge
@@ -346,8 +349,8 @@ pub struct Merger<S: TimelineSink> {
     heap: Heads,
     buffered: usize,
     written_ns: u64,
-    /// Live merges: no event newer than this is written yet, so that a
-    /// process which connects a little late still fits in (see `advance`).
+    /// Live merges: the collector's clock; no event newer than it is
+    /// written (see `advance`).
     live_horizon_ns: Option<u64>,
 }
 
@@ -369,11 +372,13 @@ impl<S: TimelineSink> Merger<S> {
     }
 
     /// For a live merge: the collector's clock reads `now_ns` (same time
-    /// base as the streams). Events older than `now_ns` less the window are
-    /// written once every open stream has passed them; newer ones wait, as
-    /// a process that has not connected yet may still send older events.
+    /// base as the streams). Events older than it are written once every
+    /// open stream has passed them. A process that has not connected yet
+    /// holds nothing back: the collector registers a stream before it
+    /// answers its hello, and a recorder stamps its first event after the
+    /// answer, so its events are all newer than anything released before.
     pub fn advance(&mut self, now_ns: u64) -> io::Result<()> {
-        self.live_horizon_ns = Some(now_ns.saturating_sub(self.window_ns));
+        self.live_horizon_ns = Some(now_ns);
         self.release()
     }
 
@@ -407,9 +412,14 @@ impl<S: TimelineSink> Merger<S> {
         match item {
             StreamItem::Function(f) => self.sink.function(stream, &f),
             StreamItem::Thread { tid, name } => self.sink.thread(stream, tid, &name),
-            StreamItem::Clock { monotonic_ns } => {
+            StreamItem::Clock {
+                monotonic_ns,
+                complete_ns,
+            } => {
                 if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+                    // A recorder that promises completeness needs no window.
                     let mark = monotonic_ns.saturating_sub(self.window_ns);
+                    let mark = mark.max(complete_ns.unwrap_or(0));
                     slot.watermark_ns = slot.watermark_ns.max(mark);
                 }
                 self.release()
@@ -797,7 +807,18 @@ mod tests {
     }
 
     fn clock(ns: u64) -> StreamItem {
-        StreamItem::Clock { monotonic_ns: ns }
+        StreamItem::Clock {
+            monotonic_ns: ns,
+            complete_ns: None,
+        }
+    }
+
+    /// A snapshot at `ns` promising every event before `complete_ns` sent.
+    fn promise(ns: u64, complete_ns: u64) -> StreamItem {
+        StreamItem::Clock {
+            monotonic_ns: ns,
+            complete_ns: Some(complete_ns),
+        }
     }
 
     /// Each thread's times, in order, of `chunks`.
@@ -939,21 +960,44 @@ mod tests {
     }
 
     #[test]
-    fn a_live_merge_waits_for_processes_that_connect_late() {
+    fn a_promise_releases_a_streams_events_without_the_window() {
+        let mut m = Merger::new(Recorded::default(), config(1000, 1000));
+        let a = m.add_stream(ProcessInfo::default()).unwrap();
+        let b = m.add_stream(ProcessInfo::default()).unwrap();
+        for item in [ev(100), ev(200), clock(300)] {
+            m.push(a, item).unwrap();
+        }
+        m.push(b, promise(300, 250)).unwrap();
+        assert_eq!(m.buffered(), 2, "a made no promise: its window holds");
+        m.push(a, promise(400, 250)).unwrap();
+        assert_eq!(m.buffered(), 0, "both promised everything before 250");
+        m.push(b, ev(260)).unwrap();
+        m.push(a, promise(500, 150)).unwrap();
+        assert_eq!(m.buffered(), 1, "a promise never moves a stream back");
+        let (sink, stats) = m.finish().unwrap();
+        assert_eq!(sink.events, vec![(0, 100), (0, 200), (1, 260)]);
+        assert_eq!(stats.iter().map(|s| s.late).sum::<u64>(), 0);
+    }
+
+    #[test]
+    fn a_live_merge_writes_nothing_newer_than_its_clock() {
         let mut m = Merger::new(Recorded::default(), config(100, 1000));
         let a = m.add_stream(ProcessInfo::default()).unwrap();
         m.advance(1000).unwrap();
-        for item in [ev(950), clock(2000)] {
+        for item in [ev(950), ev(1100), promise(2000, 2000)] {
             m.push(a, item).unwrap();
         }
-        m.end_stream(a, StreamEnd::default(), None).unwrap();
-        assert_eq!(m.buffered(), 1, "newer than now - window: held");
+        assert_eq!(m.buffered(), 1, "newer than the collector's clock: held");
+        // A process that connects now sends only newer events (the
+        // collector welcomes it after registering it): nothing is late.
         let b = m.add_stream(ProcessInfo::default()).unwrap();
-        m.push(b, ev(920)).unwrap();
+        m.push(b, ev(1050)).unwrap();
+        m.advance(1200).unwrap();
+        assert_eq!(m.buffered(), 2, "b has made no promise yet");
         m.end_stream(b, StreamEnd::default(), None).unwrap();
-        m.advance(2000).unwrap();
+        assert_eq!(m.buffered(), 0);
         let (sink, stats) = m.finish().unwrap();
-        assert_eq!(sink.events, vec![(1, 920), (0, 950)]);
+        assert_eq!(sink.events, vec![(0, 950), (1, 1050), (0, 1100)]);
         assert_eq!(stats.iter().map(|s| s.late).sum::<u64>(), 0);
     }
 

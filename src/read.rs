@@ -279,6 +279,9 @@ pub enum StreamItem {
     /// than `monotonic_ns`. Snapshots double as the stream's heartbeat.
     Clock {
         monotonic_ns: u64,
+        /// The recorder's promise: no event older than this comes later
+        /// in the stream (see `ClockSnapshot.complete_ticks`).
+        complete_ns: Option<u64>,
     },
     Event(Event),
     /// The stream's clock jumped (see `ClockMap`); read from snapshots, or
@@ -679,8 +682,13 @@ impl<R: Read> EventReader<R> {
                     self.ready
                         .push_back(Chunk::Item(StreamItem::ClockJump(jump)));
                 }
+                let complete_ns = match c.complete_ticks {
+                    0 => None,
+                    ticks => self.clock.to_ns(ticks),
+                };
                 self.ready.push_back(Chunk::Item(StreamItem::Clock {
                     monotonic_ns: c.monotonic_ns.saturating_add(self.clock.shift_ns()),
+                    complete_ns,
                 }));
             }
             Body::Batch(batch) => {
@@ -1032,6 +1040,7 @@ mod tests {
             ticks: 100,
             monotonic_ns: 5_000,
             unix_ns: 0,
+            complete_ticks: 0,
         };
         wire::encode_frame(Body::Clock(snapshot), &mut bytes);
         let events: Vec<crate::RawEvent> = (0..6)

@@ -242,6 +242,12 @@ impl Recorder {
     /// to `offer` the events of threads that are blocked, so that they are
     /// written within about one flush interval even if the process is
     /// killed. It must not wait for anything that waits for the writer.
+    ///
+    /// When it returns a counter value, the writer writes what is queued,
+    /// then a clock snapshot that promises that no event stamped before
+    /// that value comes later in the stream: a collector can then write
+    /// the process's events out without waiting for its reorder window.
+    /// Return `None` whenever that cannot be promised.
     pub fn set_tick(&self, tick: crate::writer::Tick) {
         if let Ok(mut slot) = self.shared.tick.lock() {
             *slot = Some(tick);

@@ -46,10 +46,17 @@ pub fn encode_frame(body: Body, out: &mut Vec<u8>) {
 
 /// A clock snapshot frame body.
 pub fn clock_body(snapshot: &Snapshot) -> Body {
+    complete_clock_body(snapshot, 0)
+}
+
+/// A clock snapshot frame that also promises that every event stamped
+/// before `complete_ticks` was written before it (0: no promise).
+pub fn complete_clock_body(snapshot: &Snapshot, complete_ticks: u64) -> Body {
     Body::Clock(pb::ClockSnapshot {
         ticks: snapshot.ticks,
         monotonic_ns: snapshot.monotonic_ns,
         unix_ns: snapshot.unix_ns,
+        complete_ticks,
     })
 }
 

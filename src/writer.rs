@@ -34,8 +34,9 @@ pub(crate) struct Pending {
 }
 
 /// Called by the writer thread on every flush tick (see
-/// `Recorder::set_tick`).
-pub type Tick = Arc<dyn Fn() + Send + Sync>;
+/// `Recorder::set_tick`). Returns, when it can promise it, a counter value
+/// before which every event of the process has been handed to the queue.
+pub type Tick = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
 
 /// State shared between the recorder handle and the writer thread.
 pub(crate) struct Shared {
@@ -144,10 +145,16 @@ impl Writer {
 
     /// Writes a clock snapshot now.
     pub fn write_snapshot(&mut self) {
+        self.write_complete_snapshot(0);
+    }
+
+    /// Writes a clock snapshot now, promising that every event stamped
+    /// before `complete_ticks` was written before it (0: no promise).
+    fn write_complete_snapshot(&mut self, complete_ticks: u64) {
         let snap = clock::snapshot();
         self.last_snapshot_ticks = snap.ticks;
         self.last_snapshot_at = Instant::now();
-        self.write_body(wire::clock_body(&snap));
+        self.write_body(wire::complete_clock_body(&snap, complete_ticks));
     }
 
     /// The thread's main loop. Returns the writer for parking or ending.
@@ -196,7 +203,7 @@ impl Writer {
     /// the process die of the signal (see `terminate`).
     fn terminate(&mut self) {
         terminate::start_watchdog();
-        self.run_tick();
+        let _ = self.run_tick();
         self.write_end();
         loop {
             terminate::die_of_sigterm();
@@ -204,12 +211,11 @@ impl Writer {
         }
     }
 
-    /// Lets the front-end hand over the events of idle threads.
-    fn run_tick(&self) {
+    /// Lets the front-end hand over the events of idle threads; returns
+    /// what it promises (see `Tick`).
+    fn run_tick(&self) -> Option<u64> {
         let tick = self.shared.tick.lock().ok().and_then(|t| t.clone());
-        if let Some(tick) = tick {
-            tick();
-        }
+        tick.and_then(|tick| tick())
     }
 
     fn finish(mut self) -> (Writer, Exit) {
@@ -234,9 +240,15 @@ impl Writer {
     }
 
     fn tick(&mut self) {
-        self.run_tick();
+        let complete = self.run_tick();
         self.sink.sync_clock();
-        if self.last_snapshot_at.elapsed() >= SNAPSHOT_EVERY {
+        if let Some(complete_ticks) = complete {
+            // What the tick handed over is queued by now: write it, then
+            // the promise, so that a collector can write those events out
+            // at once instead of a reorder window later.
+            self.drain_queued();
+            self.write_complete_snapshot(complete_ticks.max(1));
+        } else if self.last_snapshot_at.elapsed() >= SNAPSHOT_EVERY {
             self.write_snapshot();
         }
         self.flush();
@@ -245,6 +257,18 @@ impl Writer {
     fn drain(&mut self) {
         while let Ok(batch) = self.queue.batches.try_recv() {
             self.write_batch(batch);
+        }
+        self.write_pending();
+    }
+
+    /// Writes the batches queued now, not those queued while it writes: a
+    /// process tracing flat out must not keep the tick here.
+    fn drain_queued(&mut self) {
+        for _ in 0..self.queue.batches.len() {
+            match self.queue.batches.try_recv() {
+                Ok(batch) => self.write_batch(batch),
+                Err(_) => break,
+            }
         }
         self.write_pending();
     }

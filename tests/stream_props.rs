@@ -91,6 +91,7 @@ fn build(spec: &Spec) -> Vec<u8> {
             ticks: clock,
             monotonic_ns: clock * 3,
             unix_ns: 0,
+            complete_ticks: 0,
         };
         wire::encode_frame(Body::Clock(snapshot), &mut out);
         wire::encode_frame(wire::batch_body(tid, &events, lost, Vec::new()), &mut out);
@@ -228,15 +229,16 @@ impl TimelineSink for &mut Written {
 /// Streams of threads whose events are in order per thread, delivered in
 /// batches that interleave across threads and streams out of order by up
 /// to `disorder_ns`, with heartbeats.
-fn merge_input() -> impl Strategy<Value = (Vec<Vec<StreamItem>>, u64)> {
+fn merge_input() -> impl Strategy<Value = (Vec<Vec<StreamItem>>, u64, bool)> {
     let thread = prop::collection::vec(1u64..400, 1..40);
     let stream = prop::collection::vec(thread, 1..4);
     (
         prop::collection::vec(stream, 1..4),
         0u64..2000,
         any::<u64>(),
+        any::<bool>(),
     )
-        .prop_map(|(streams, disorder_ns, shuffle)| {
+        .prop_map(|(streams, disorder_ns, shuffle, promise)| {
             let mut rng = shuffle | 1;
             let mut next = || {
                 rng ^= rng << 13;
@@ -246,17 +248,20 @@ fn merge_input() -> impl Strategy<Value = (Vec<Vec<StreamItem>>, u64)> {
             };
             let items = streams
                 .iter()
-                .map(|threads| deliver(threads, disorder_ns, &mut next))
+                .map(|threads| deliver(threads, disorder_ns, promise, &mut next))
                 .collect();
-            (items, disorder_ns)
+            (items, disorder_ns, promise)
         })
 }
 
 /// One stream's items: each event is delivered at its time plus a random
-/// delay of at most `disorder_ns`; a heartbeat follows each delivery.
+/// delay of at most `disorder_ns`; a heartbeat follows each delivery. With
+/// `promise`, the heartbeat promises what the disorder allows (as a Python
+/// recorder's do), else the merge's window must cover the disorder.
 fn deliver(
     threads: &[Vec<u64>],
     disorder_ns: u64,
+    promise: bool,
     next: &mut impl FnMut() -> u64,
 ) -> Vec<StreamItem> {
     let mut arrivals = Vec::new();
@@ -287,8 +292,18 @@ fn deliver(
         items.push(StreamItem::Event(event));
         // What this stream's clock reads now, less the disorder: no event
         // still to come is older than that.
-        let monotonic_ns = arrive.saturating_sub(disorder_ns);
-        items.push(StreamItem::Clock { monotonic_ns });
+        let complete_ns = arrive.saturating_sub(disorder_ns);
+        items.push(if promise {
+            StreamItem::Clock {
+                monotonic_ns: arrive,
+                complete_ns: Some(complete_ns),
+            }
+        } else {
+            StreamItem::Clock {
+                monotonic_ns: complete_ns,
+                complete_ns: None,
+            }
+        });
     }
     items
 }
@@ -297,10 +312,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_merge_of_out_of_order_streams_equals_a_sort((streams, disorder_ns) in merge_input(), pick in any::<u64>()) {
+    fn the_merge_of_out_of_order_streams_equals_a_sort((streams, disorder_ns, promise) in merge_input(), pick in any::<u64>()) {
         let mut written = Written::default();
+        // Streams that promise need no window: give them one that would
+        // hold everything, and check that the promises alone release.
+        let window_ns = if promise { 1 << 60 } else { disorder_ns };
         let config = MergeConfig {
-            window: std::time::Duration::from_nanos(disorder_ns),
+            window: std::time::Duration::from_nanos(window_ns),
             max_buffered: 1 << 20,
         };
         let mut merger = Merger::new(&mut written, config);
@@ -315,6 +333,20 @@ proptest! {
                 merger.push(ids[s], streams[s][at[s]].clone()).unwrap();
                 at[s] += 1;
             }
+        }
+        if promise {
+            // Everything every stream promised is written: what is held
+            // is exactly what is newer than the least of the promises.
+            let promised = streams.iter().map(|items| {
+                items.iter().filter_map(|i| match i {
+                    StreamItem::Clock { complete_ns, .. } => *complete_ns,
+                    _ => None,
+                }).max().unwrap_or(0)
+            }).min().unwrap_or(0);
+            let newer = streams.iter().flatten().filter(|i| {
+                matches!(i, StreamItem::Event(e) if e.ts_ns > promised)
+            }).count();
+            prop_assert_eq!(merger.buffered(), newer);
         }
         for &id in &ids {
             merger.end_stream(id, StreamEnd::default(), None).unwrap();
@@ -386,10 +418,11 @@ proptest! {
     /// collector feeds the merge): the output is still the sort, and a
     /// sink that takes runs (`events`) gets them in the same order.
     #[test]
-    fn the_merge_of_batches_equals_a_sort((streams, disorder_ns) in merge_input(), pick in any::<u64>()) {
+    fn the_merge_of_batches_equals_a_sort((streams, disorder_ns, promise) in merge_input(), pick in any::<u64>()) {
         let mut written = Written::default();
+        let window_ns = if promise { 1 << 60 } else { disorder_ns };
         let config = MergeConfig {
-            window: std::time::Duration::from_nanos(disorder_ns),
+            window: std::time::Duration::from_nanos(window_ns),
             max_buffered: 1 << 20,
         };
         let mut merger = Merger::new(&mut written, config);
@@ -404,6 +437,20 @@ proptest! {
                 merger.push_chunk(ids[s], chunks[s][at[s]].clone()).unwrap();
                 at[s] += 1;
             }
+        }
+        if promise {
+            // Everything every stream promised is written: what is held
+            // is exactly what is newer than the least of the promises.
+            let promised = streams.iter().map(|items| {
+                items.iter().filter_map(|i| match i {
+                    StreamItem::Clock { complete_ns, .. } => *complete_ns,
+                    _ => None,
+                }).max().unwrap_or(0)
+            }).min().unwrap_or(0);
+            let newer = streams.iter().flatten().filter(|i| {
+                matches!(i, StreamItem::Event(e) if e.ts_ns > promised)
+            }).count();
+            prop_assert_eq!(merger.buffered(), newer);
         }
         for &id in &ids {
             merger.end_stream(id, StreamEnd::default(), None).unwrap();

@@ -54,11 +54,9 @@ impl Responder {
         }
     }
 
-    /// Greets the peer if its hello says it takes part in the exchange.
-    pub fn greet(&mut self, hello: &pb::Hello) {
-        if hello.clock_sync {
-            self.send(&clocksync::collector_hello());
-        }
+    /// Greets a peer whose hello says it takes part in the exchange.
+    pub fn greet(&mut self) {
+        self.send(&clocksync::collector_hello());
     }
 
     /// When the bytes decoded last arrived (now, if no read said).
@@ -532,7 +530,7 @@ impl StreamClock {
         if self.announced.is_none() {
             // No sample (yet): say so, so the stats tell.
             let first = held.iter().find_map(|c| match c {
-                Chunk::Item(StreamItem::Clock { monotonic_ns }) => Some(*monotonic_ns),
+                Chunk::Item(StreamItem::Clock { monotonic_ns, .. }) => Some(*monotonic_ns),
                 _ => None,
             });
             self.announce(first.unwrap_or(0), out);
@@ -545,7 +543,7 @@ impl StreamClock {
     fn map(&mut self, mut chunk: Chunk, out: &mut Vec<Chunk>) {
         if self.announced.is_none() {
             let at = match &chunk {
-                Chunk::Item(StreamItem::Clock { monotonic_ns }) => *monotonic_ns,
+                Chunk::Item(StreamItem::Clock { monotonic_ns, .. }) => *monotonic_ns,
                 _ => 0,
             };
             self.announce(at, out);
@@ -565,8 +563,18 @@ impl StreamClock {
                 Chunk::Item(StreamItem::Event(event)) => {
                     event.ts_ns = chain.to_collector(event.ts_ns);
                 }
-                Chunk::Item(StreamItem::Clock { monotonic_ns }) => {
+                Chunk::Item(StreamItem::Clock {
+                    monotonic_ns,
+                    complete_ns,
+                }) => {
                     *monotonic_ns = chain.to_collector(*monotonic_ns);
+                    // A later estimate may map the stream's next events up
+                    // to its uncertainty earlier than this one maps the
+                    // promise: keep the promise that much more modest.
+                    if let Some(complete) = complete_ns {
+                        let mapped = chain.to_collector(*complete);
+                        *complete = mapped.saturating_sub(chain.uncertainty_ns());
+                    }
                 }
                 Chunk::Item(StreamItem::ClockJump(jump)) => {
                     jump.at_ns = chain.to_collector(jump.at_ns);
@@ -712,7 +720,10 @@ mod tests {
         let base = 40_000_000_000;
         clock.process(
             [
-                item(StreamItem::Clock { monotonic_ns: base }),
+                item(StreamItem::Clock {
+                    monotonic_ns: base,
+                    complete_ns: Some(base - 1_000),
+                }),
                 event(base + 5),
             ],
             &mut out,
@@ -732,7 +743,7 @@ mod tests {
         let times: Vec<u64> = out[1..]
             .iter()
             .flat_map(|i| match i {
-                Chunk::Item(StreamItem::Clock { monotonic_ns }) => vec![*monotonic_ns],
+                Chunk::Item(StreamItem::Clock { monotonic_ns, .. }) => vec![*monotonic_ns],
                 Chunk::Item(StreamItem::Event(e)) => vec![e.ts_ns],
                 Chunk::Plain { plain, .. } => plain.ts_ns().to_vec(),
                 other => panic!("{other:?}"),
@@ -740,6 +751,16 @@ mod tests {
             .collect();
         let expected = [0, 5, 100, 200, 300].map(|t| 3_000_000_000 + t);
         assert_eq!(times, expected);
+        // The promise moves with the events, less the estimate's
+        // uncertainty: a later estimate must not make it a lie.
+        let Chunk::Item(StreamItem::Clock { complete_ns, .. }) = out[1] else {
+            panic!("{out:?}")
+        };
+        assert!(offset.uncertainty_ns > 0);
+        assert_eq!(
+            complete_ns,
+            Some(3_000_000_000 - 1_000 - offset.uncertainty_ns)
+        );
     }
 
     /// A stream of this host's clock, outside a time namespace, is the
@@ -755,7 +776,11 @@ mod tests {
         for (timens_ns, status) in [(0, ClockStatus::SameHost), (37, ClockStatus::Unmeasured)] {
             let mut clock = StreamClock::for_hello(&hello(timens_ns));
             let mut out = Vec::new();
-            clock.process([item(StreamItem::Clock { monotonic_ns: 5 })], &mut out);
+            let snapshot = StreamItem::Clock {
+                monotonic_ns: 5,
+                complete_ns: None,
+            };
+            clock.process([item(snapshot)], &mut out);
             clock.finish(&mut out);
             let Chunk::Item(StreamItem::Offset(offset)) = out[0] else {
                 panic!("{out:?}")

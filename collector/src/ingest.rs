@@ -245,17 +245,45 @@ pub struct Accepted {
     pub reader: EventReader<Input>,
     /// The hello's process, made printable.
     pub process: ProcessInfo,
-    /// Answers the peer's clock pings.
-    pub responder: Responder,
+    /// The accepting reply, still to be sent (see `Welcome`).
+    pub welcome: Welcome,
     /// Bytes read from the connection so far.
     pub bytes: Arc<AtomicU64>,
+}
+
+/// The accepting `HelloReply` of a stream that passed the handshake, not
+/// sent yet. A recorder stamps its first event only after reading it, so a
+/// handler that sends it once the stream can no longer miss anything (the
+/// merge has registered it; a relay's upstream has connected) knows that
+/// every event of the stream is newer than that moment: the merge need not
+/// hold events back for processes that have not connected yet.
+pub struct Welcome {
+    peer: Peer,
+    arrival_ns: Arc<AtomicU64>,
+    clock_sync: bool,
+}
+
+impl Welcome {
+    /// Sends the reply, then the `CollectorHello` to a peer that takes part
+    /// in the clock exchange; returns what answers its clock pings.
+    pub fn send(self) -> io::Result<Responder> {
+        self.peer.set_read_timeout(IDLE_TIMEOUT)?;
+        self.peer.set_write_timeout(ANSWER_WRITE_TIMEOUT)?;
+        self.peer.write_all(&handshake::reply(true, "", false))?;
+        let mut responder = Responder::new(Box::new(PeerWriter(self.peer)), self.arrival_ns);
+        if self.clock_sync {
+            responder.greet();
+        }
+        Ok(responder)
+    }
 }
 
 /// What serves the connections an `Ingest` accepts; its methods run on
 /// the connections' reader threads, and must never wait long in
 /// `refused`.
 pub trait Handler: Send + Sync {
-    /// Serves a stream that passed the handshake, until it ends.
+    /// Serves a stream that passed the handshake, until it ends; sends
+    /// its `welcome` first, as soon as the stream is ready for events.
     fn accepted(&self, stream: Accepted);
     /// A connection closed before its hello was accepted: not rtrace,
     /// broken, or silent past the hello timeout. `bytes`: read from it.
@@ -652,25 +680,17 @@ fn serve(conn: ConnId, name: String, peer: Peer, tcp: bool, shared: &Shared) {
             if let Ok(mut d) = deadline.lock() {
                 *d = None;
             }
-            // The reply first: the peer reads it before anything else.
-            let welcomed = peer
-                .set_read_timeout(IDLE_TIMEOUT)
-                .and_then(|()| peer.set_write_timeout(ANSWER_WRITE_TIMEOUT))
-                .and_then(|()| peer.write_all(&handshake::reply(true, "", false)));
-            if let Err(e) = welcomed {
-                let error = format!("{name}: could not answer the hello: {e}");
-                return handler.broken(conn, error, bytes.load(Ordering::Relaxed));
-            }
-            let mut responder = Responder::new(Box::new(PeerWriter(peer)), arrival_ns);
-            if let Some(hello) = reader.hello() {
-                responder.greet(hello);
-            }
+            let welcome = Welcome {
+                peer,
+                arrival_ns,
+                clock_sync: reader.hello().is_some_and(|h| h.clock_sync),
+            };
             handler.accepted(Accepted {
                 conn,
                 name,
                 reader: *reader,
                 process,
-                responder,
+                welcome,
                 bytes,
             });
         }
@@ -703,7 +723,7 @@ fn collect(stream: Accepted, tx: &Sender<Arrival>) {
         name,
         reader,
         process,
-        mut responder,
+        welcome,
         bytes,
     } = stream;
     let (reply, encoder) = crossbeam_channel::bounded(1);
@@ -712,11 +732,16 @@ fn collect(stream: Accepted, tx: &Sender<Arrival>) {
         process,
         encoder: reply,
     };
+    // The merge has registered the stream once it answers: only then the
+    // welcome (see `Welcome`).
     let encoder = match tx.send(hello) {
         Ok(()) => encoder.recv().ok().flatten(),
         Err(_) => None,
     };
-    let (end, error) = forward(conn, reader, &mut responder, tx, encoder);
+    let (end, error) = match welcome.send() {
+        Ok(mut responder) => forward(conn, reader, &mut responder, tx, encoder),
+        Err(e) => (broken(), Some(format!("could not answer the hello: {e}"))),
+    };
     let _ = tx.send(Arrival::Closed {
         conn,
         end,

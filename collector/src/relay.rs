@@ -158,6 +158,10 @@ pub fn relay(
 /// Frames waiting for the upstream thread.
 const CHANNEL_FRAMES: usize = 1024;
 
+/// How long a local recorder's welcome waits for its upstream connection;
+/// well below a recorder's wait for the reply (2 s).
+const UPSTREAM_WAIT: Duration = Duration::from_secs(1);
+
 /// Serves one local stream (past its handshake, greeted): answers pings
 /// here, hands every other frame to an upstream thread.
 fn serve(options: &RelayOptions, accepted: Accepted) -> RelayedStream {
@@ -166,7 +170,7 @@ fn serve(options: &RelayOptions, accepted: Accepted) -> RelayedStream {
         name,
         reader,
         process,
-        mut responder,
+        welcome,
         ..
     } = accepted;
     let mut stream = RelayedStream {
@@ -186,17 +190,32 @@ fn serve(options: &RelayOptions, accepted: Accepted) -> RelayedStream {
         conn.0
     ));
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_FRAMES);
+    let (ready_tx, ready) = crossbeam_channel::bounded(1);
     let upstream = {
         let (address, sync) = (options.forward.clone(), options.sync);
         let token = options.token.clone();
         std::thread::Builder::new()
             .name(format!("upstream #{}", conn.0))
-            .spawn(move || Upstream::new(address, spill, sync, token).run(hello, &rx))
+            .spawn(move || Upstream::new(address, spill, sync, token).run(hello, &rx, &ready_tx))
     };
     let upstream = match upstream {
         Ok(handle) => handle,
         Err(e) => {
             stream.error = Some(format!("cannot start an upstream thread: {e}"));
+            return stream;
+        }
+    };
+    // The recorder starts once welcomed: by then the central collector
+    // should know the stream (see `ingest::Welcome`). An upstream that
+    // takes longer (unreachable, slow) spills; the recorder is not kept
+    // waiting for it beyond `UPSTREAM_WAIT`.
+    let _ = ready.recv_timeout(UPSTREAM_WAIT);
+    let mut responder = match welcome.send() {
+        Ok(responder) => responder,
+        Err(e) => {
+            drop(tx);
+            let _ = upstream.join();
+            stream.error = Some(format!("{name}: could not answer the hello: {e}"));
             return stream;
         }
     };
@@ -322,12 +341,20 @@ impl Upstream {
         }
     }
 
-    fn run(mut self, mut hello: pb::Hello, frames: &Receiver<Body>) -> UpstreamReport {
+    /// Forwards the stream; says on `ready` once its hello went upstream
+    /// (accepted, or spilled).
+    fn run(
+        mut self,
+        mut hello: pb::Hello,
+        frames: &Receiver<Body>,
+        ready: &crossbeam_channel::Sender<()>,
+    ) -> UpstreamReport {
         hello.relayed_by.push(rtrace::host::name());
         if let Ok(mut clock) = self.clock.lock() {
             clock.hop = hello.relayed_by.len() as u32;
         }
         self.write(Body::Hello(hello));
+        let _ = ready.try_send(());
         let mut last_flush = Instant::now();
         loop {
             match frames.recv_timeout(Duration::from_millis(100)) {

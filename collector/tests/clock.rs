@@ -71,6 +71,7 @@ impl Crafted {
                 ticks: ticks + 5_000_000,
                 monotonic_ns: mono + 5_000_000,
                 unix_ns: 0,
+                complete_ticks: 0,
             };
             wire::encode_frame(Body::Clock(snapshot), &mut out);
             for tid in [1, 2] {

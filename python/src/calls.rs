@@ -40,6 +40,10 @@ pub struct OpenCalls {
     /// `log_args`: the texts of calls not written yet, by index in `calls`
     /// (rarely more than one; kept apart so that `OpenCall` stays small).
     texts: Vec<(usize, String)>,
+    /// `log_args`: the time of a return waiting for its value's text (0:
+    /// none). Making the text runs Python, which may let other threads,
+    /// and the writer's tick, run before the return is recorded.
+    returning: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +68,18 @@ impl OpenCall {
 }
 
 impl OpenCalls {
+    /// The time of the oldest event stamped here but not yet in the
+    /// thread's buffer: a call waiting to last long enough or for its
+    /// text, or a return waiting for its text. `None`: there is none.
+    pub fn unwritten_since(&self) -> Option<u64> {
+        let call = self.calls.get(self.written).map(|c| c.ticks);
+        let returning = (self.returning != 0).then_some(self.returning);
+        match (call, returning) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The text of `calls[i]`, taken out.
     fn take_text(&mut self, i: usize) -> Option<String> {
         if self.texts.is_empty() {
@@ -358,8 +374,13 @@ pub fn on_return(
     }
     let logged = text.is_none() && filters.repr.is_some() && kind == Kind::Return;
     if logged && !value.is_null() && logs_return(state) {
-        return Ask::new(session, filters);
+        let ask = Ask::new(session, filters);
+        if ask.is_some() {
+            state.calls.returning = t;
+        }
+        return ask;
     }
+    state.calls.returning = 0;
     close_python(session, filters, state, (kind, t), text);
     None
 }

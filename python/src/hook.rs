@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use pyo3::ffi;
@@ -90,6 +90,11 @@ pub struct Session {
     /// what `c_call_fast` finds without a call.
     recent_c_functions: GilCell<[(usize, FunctionId); RECENT_C_FUNCTIONS]>,
     fallback_id: FunctionId,
+    /// The newest counter value the writer promised complete (see
+    /// `sweep_idle`): a user event stamped before it but recorded after it
+    /// (its arguments' repr ran Python, which let the tick run) is recorded
+    /// at this time instead, so that the promise holds.
+    promised: AtomicU64,
     /// Threads named with `rtrace.name_thread`: `threading`'s names do not
     /// replace theirs.
     pub user_named: Mutex<HashSet<u64>>,
@@ -138,6 +143,7 @@ impl Session {
             c_functions: GilCell::new(HashMap::default()),
             recent_c_functions: GilCell::new([(0, FunctionId(0)); RECENT_C_FUNCTIONS]),
             fallback_id,
+            promised: AtomicU64::new(0),
             user_named: Mutex::new(HashSet::new()),
         }
     }
@@ -192,12 +198,28 @@ impl Session {
     /// a thread blocked in a C call (a worker waiting for its next task)
     /// does not keep its events until its next call. Call with the GIL
     /// held.
-    pub fn sweep_idle(&self) {
+    ///
+    /// Returns the counter value before which every event of the
+    /// recording has now been handed over (the writer's promise to the
+    /// collector, see `Recorder::set_tick`), or `None` when a buffer found
+    /// no room in the queue. Holding the GIL, no other thread is between
+    /// stamping an event and storing it, except where Python runs in
+    /// between: calls and returns waiting for their text or duration
+    /// (`OpenCalls::unwritten_since`) and user events (`promised`).
+    pub fn sweep_idle(&self) -> Option<u64> {
+        let mut complete = Some(ticks());
         self.for_each_live_thread(|state| {
-            if !state.buf.is_empty() {
-                self.recorder.offer(&mut state.buf);
+            if !state.buf.is_empty() && !self.recorder.offer(&mut state.buf) {
+                complete = None;
+            }
+            if let (Some(c), Some(t)) = (complete, state.calls.unwritten_since()) {
+                complete = Some(c.min(t));
             }
         });
+        if let Some(c) = complete {
+            self.promised.fetch_max(c, Ordering::Relaxed);
+        }
+        complete
     }
 
     /// The recording's filters, if it has any.
@@ -936,6 +958,7 @@ pub fn record_mark(t: u64, name: &str, kind: Kind, payload: Option<&Payload>) ->
                 MarkFate::Dropped => return,
             }
         }
+        let t = t.max(session.promised.load(Ordering::Relaxed));
         session
             .recorder
             .push_mark(&mut state.buf, t, id, kind, payload);

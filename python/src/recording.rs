@@ -122,9 +122,8 @@ pub fn start(
         // would wait for: idle threads then deliver at their next event.
         let weak = Arc::downgrade(&session);
         session.recorder.set_tick(Arc::new(move || {
-            if let Some(session) = weak.upgrade() {
-                Python::with_gil(|_| session.sweep_idle());
-            }
+            let session = weak.upgrade()?;
+            Python::with_gil(|_| session.sweep_idle())
         }));
     }
     hook::activate(session);

@@ -187,3 +187,50 @@ def test_a_program_that_records_itself_works_under_rtrace_run(tmp_path):
     handled = [e for e in reader if e.name == "handle" and e.kind == "call"]
     assert len(handled) == 1
     assert "svc-a" in {p["session"] for p in reader.processes()}
+
+
+HOLDER = """
+import sys, rtrace
+def leaf(): pass
+with rtrace.record(session="holder") as rec:
+    for _ in range(int(sys.argv[1])):
+        leaf()
+    print("recorded", flush=True)
+    sys.stdin.readline()
+print(rec.events, rec.lost, flush=True)
+"""
+
+
+def test_a_running_process_events_are_written_at_once_not_a_window_later(tmp_path):
+    """On every flush tick a Python recorder promises that all its events
+    before it were sent; the collector writes them at once. With a 60 s
+    reorder window, which alone would hold them until the end, the merged
+    file grows while the process still runs, and nothing comes late."""
+    sock = tmp_path / "c.sock"
+    out = tmp_path / "merged.pftrace"
+    collector = _native.Collector([f"unix://{sock}"], str(out), window=60.0)
+    collector.start()
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    env = dict(os.environ, RTRACE_COLLECTOR=f"unix://{sock}")
+    calls = 200_000
+    proc = subprocess.Popen([sys.executable, str(script), str(calls)], cwd=tmp_path, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "recorded\n"
+        # 400,000 events at ~14 bytes: more than half of them, with room
+        # for what the output buffers.
+        written = 0
+        deadline = time.monotonic() + 30
+        while written < 3_000_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            written = out.stat().st_size if out.exists() else 0
+        assert written >= 3_000_000, f"only {written} bytes written while the process ran"
+    finally:
+        stdout, stderr = proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0, stderr
+    events, lost = map(int, stdout.split())
+    stats = collector.stop()
+    assert [(s["events"], s["lost"], s["late"]) for s in stats] == [(events, lost, 0)]
+    assert events >= 2 * calls and lost == 0, (events, lost)
