@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -207,6 +207,8 @@ impl Throttle {
 struct Shared {
     access: Access,
     accepting: AtomicBool,
+    /// Readable once the listeners are to stop: wakes their poll at once.
+    stop: Option<StopSignal>,
     peers: Mutex<HashMap<ConnId, Peer>>,
     next_id: AtomicU64,
     streams: AtomicU64,
@@ -345,6 +347,7 @@ impl Ingest {
             shared: Arc::new(Shared {
                 access,
                 accepting: AtomicBool::new(true),
+                stop: StopSignal::new(),
                 peers: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
                 streams: AtomicU64::new(0),
@@ -383,6 +386,9 @@ impl Ingest {
     /// Stops accepting new connections (open ones keep streaming).
     pub fn stop_accepting(&mut self) {
         self.shared.accepting.store(false, Ordering::Relaxed);
+        if let Some(stop) = &self.shared.stop {
+            stop.raise();
+        }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -415,21 +421,51 @@ enum Listener {
 
 impl Listener {
     /// Waits up to `timeout` for a connection to accept.
-    fn wait(&self, timeout: Duration) {
+    /// Waits until a connection waits, `stop` is raised, or `timeout`.
+    fn wait(&self, stop: Option<&StopSignal>, timeout: Duration) {
         let fd = match self {
             Listener::Unix(l) => l.as_raw_fd(),
             Listener::Tcp(l) => l.as_raw_fd(),
         };
-        let mut pollfd = libc::pollfd {
+        let entry = |fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: `pollfd` is a valid, exclusively borrowed array of one
-        // entry for the call's duration, and `fd` is an open listener that
-        // `self` owns; poll only reads the descriptor number.
+        let mut fds = [entry(fd), entry(stop.map_or(-1, |s| s.0.as_raw_fd()))];
+        // SAFETY: `fds` is a valid, exclusively borrowed array of two
+        // entries for the call's duration; its descriptors are an open
+        // listener that `self` owns and an open eventfd that `stop` owns,
+        // or -1, which poll ignores; poll only reads the descriptor numbers.
         #[allow(unsafe_code)]
-        let _ = unsafe { libc::poll(&mut pollfd, 1, timeout.as_millis() as libc::c_int) };
+        let _ = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis() as libc::c_int) };
+    }
+}
+
+/// An eventfd that becomes readable, for good, when raised: stopping the
+/// collector then does not wait out a listener's poll (up to
+/// `ACCEPT_POLL`, a delay every run's finish would pay).
+struct StopSignal(std::os::fd::OwnedFd);
+
+impl StopSignal {
+    /// `None` if the kernel gives no eventfd: listeners then notice a stop
+    /// within `ACCEPT_POLL`.
+    fn new() -> Option<StopSignal> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a
+        // new descriptor that nothing else owns.
+        #[allow(unsafe_code)]
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        // SAFETY: `fd` is open and owned by nobody else (see above).
+        #[allow(unsafe_code)]
+        (fd >= 0).then(|| StopSignal(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn raise(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live local buffer to an eventfd
+        // this signal owns; a full counter (it never is) only fails.
+        #[allow(unsafe_code)]
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
     }
 }
 
@@ -508,7 +544,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &Listener) {
                 if stopping {
                     return;
                 }
-                listener.wait(ACCEPT_POLL);
+                listener.wait(shared.stop.as_ref(), ACCEPT_POLL);
             }
             Err(e) => {
                 // Out of descriptors, say: report once a minute, not in a loop.
