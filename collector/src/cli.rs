@@ -129,10 +129,10 @@ struct RelayArgs {
 #[derive(clap::Args, Clone)]
 struct MergeArgs {
     /// Reorder window in seconds: how late a stream may deliver an event
-    /// before it counts as late (it is still written). Streams of Python
+    /// before it counts as late (it is still written). Streams of rtrace's
     /// recorders need none: they say on each flush tick what they have sent
     /// in full, and are written at once; the window is for the others
-    /// (native programs, older recorders).
+    /// (on_full="block", older recorders).
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     window: f64,
 }

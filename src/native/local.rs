@@ -5,8 +5,9 @@
 //! The hot path: an atomic load (is a recording active, and is it the one
 //! this thread is bound to?), a thread-local access, a hash lookup of the
 //! name in the thread's own cache, the slot's lock (uncontended: only
-//! `shutdown` ever takes it from another thread), a counter read and a
-//! 16-byte store. The global lock is taken only when a thread binds to a
+//! `shutdown` and the writer's flush tick take it from another thread), a
+//! counter read and a 16-byte store. The counter is read holding the lock:
+//! that is what lets the tick promise completeness (`Session::sweep`). The global lock is taken only when a thread binds to a
 //! recording, and the recorder's name table only on a name's first use in
 //! a thread.
 
@@ -47,6 +48,15 @@ impl Slot {
                 recorder.push_mark(&mut buf, ticks, name, Kind::SpanEnd, None);
             }
             recorder.hand_over(&mut buf);
+        }
+    }
+
+    /// Offers the thread's waiting events to the writer, never waiting
+    /// for room (see `Recorder::offer`); false if some found none.
+    pub fn offer(&self, recorder: &Recorder) -> bool {
+        match lock(&self.state).buf.as_mut() {
+            Some(buf) if !buf.events.is_empty() => recorder.offer(buf),
+            _ => true,
         }
     }
 }

@@ -66,6 +66,27 @@ impl Session {
         true
     }
 
+    /// The writer's tick: hands over every thread's waiting events (an idle
+    /// thread's would otherwise wait for its next event), and returns the
+    /// counter value before which every event has been handed over (see
+    /// `Recorder::set_tick`), or `None` if a buffer found no room. A thread
+    /// reads the counter only holding its slot's lock, so once the sweep
+    /// has held each lock, every event stamped before it started is in the
+    /// queue; a thread that binds later stamps only after that.
+    fn sweep(&self) -> Option<u64> {
+        let complete = clock::ticks();
+        let list: Vec<Arc<Slot>> = lock(&self.slots)
+            .list
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let mut handed_over = true;
+        for slot in list {
+            handed_over &= slot.offer(&self.recorder);
+        }
+        handed_over.then_some(complete)
+    }
+
     /// Closes every thread's open spans, hands their buffers over, then
     /// finishes the stream.
     fn finish(&self) -> Stats {
@@ -194,12 +215,23 @@ impl Options {
         };
         let recorder = Recorder::start(config)?;
         let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
-        *current = Some(Arc::new(Session {
+        let session = Arc::new(Session {
             generation,
             recorder,
             pid: std::process::id(),
             slots: Mutex::new(Slots::default()),
-        }));
+        });
+        if session.recorder.config().on_full == OnFull::Drop {
+            // With "block", a thread waiting for room holds the slot lock
+            // the sweep would wait for, and the writer that makes room
+            // would be the one waiting: idle threads then deliver at their
+            // next event, and the stream makes no promise.
+            let weak = Arc::downgrade(&session);
+            session
+                .recorder
+                .set_tick(Arc::new(move || weak.upgrade()?.sweep()));
+        }
+        *current = Some(session);
         ACTIVE.store(generation, Ordering::Release);
         AT_EXIT.call_once(register_at_exit);
         Ok(started)
