@@ -150,9 +150,18 @@ def test_late_and_restarted_collector_never_harm_the_program(tmp_path):
     first = start_collector(tmp_path, sock, "first.json")
     program.stdin.write("go\n")
     program.stdin.flush()
-    # Stop the collector while the program streams, then start another.
+    # Stop the collector while the program streams, then start another
+    # once the program has spilled events (it retries the collector every
+    # few tenths of a second, so without the wait it may find the next
+    # collector before it spilled any).
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        spills = list(tmp_path.glob("rtrace-patient-*.spill.rtrace"))
+        if spills and any(True for _ in rtrace.read(spills[0])):
+            break
+        time.sleep(0.05)
     second = start_collector(tmp_path, sock, "second.json")
     out, err = program.communicate(timeout=120)
     assert program.returncode == 0, err
