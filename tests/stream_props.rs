@@ -308,6 +308,31 @@ fn deliver(
     items
 }
 
+/// What a merge of `streams` that all promise must still hold once every
+/// item is in: everything every stream promised is written, so exactly the
+/// events newer than the least of the streams' newest promises.
+fn newer_than_every_promise(streams: &[Vec<StreamItem>]) -> usize {
+    let promised = streams
+        .iter()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| match i {
+                    StreamItem::Clock { complete_ns, .. } => *complete_ns,
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .min()
+        .unwrap_or(0);
+    streams
+        .iter()
+        .flatten()
+        .filter(|i| matches!(i, StreamItem::Event(e) if e.ts_ns > promised))
+        .count()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -335,18 +360,7 @@ proptest! {
             }
         }
         if promise {
-            // Everything every stream promised is written: what is held
-            // is exactly what is newer than the least of the promises.
-            let promised = streams.iter().map(|items| {
-                items.iter().filter_map(|i| match i {
-                    StreamItem::Clock { complete_ns, .. } => *complete_ns,
-                    _ => None,
-                }).max().unwrap_or(0)
-            }).min().unwrap_or(0);
-            let newer = streams.iter().flatten().filter(|i| {
-                matches!(i, StreamItem::Event(e) if e.ts_ns > promised)
-            }).count();
-            prop_assert_eq!(merger.buffered(), newer);
+            prop_assert_eq!(merger.buffered(), newer_than_every_promise(&streams));
         }
         for &id in &ids {
             merger.end_stream(id, StreamEnd::default(), None).unwrap();
@@ -439,18 +453,7 @@ proptest! {
             }
         }
         if promise {
-            // Everything every stream promised is written: what is held
-            // is exactly what is newer than the least of the promises.
-            let promised = streams.iter().map(|items| {
-                items.iter().filter_map(|i| match i {
-                    StreamItem::Clock { complete_ns, .. } => *complete_ns,
-                    _ => None,
-                }).max().unwrap_or(0)
-            }).min().unwrap_or(0);
-            let newer = streams.iter().flatten().filter(|i| {
-                matches!(i, StreamItem::Event(e) if e.ts_ns > promised)
-            }).count();
-            prop_assert_eq!(merger.buffered(), newer);
+            prop_assert_eq!(merger.buffered(), newer_than_every_promise(&streams));
         }
         for &id in &ids {
             merger.end_stream(id, StreamEnd::default(), None).unwrap();
