@@ -420,7 +420,6 @@ enum Listener {
 }
 
 impl Listener {
-    /// Waits up to `timeout` for a connection to accept.
     /// Waits until a connection waits, `stop` is raised, or `timeout`.
     fn wait(&self, stop: Option<&StopSignal>, timeout: Duration) {
         let fd = match self {
