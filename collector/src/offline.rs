@@ -1,6 +1,7 @@
 //! `rtrace-collect merge`: joins stream files written without a collector,
 //! with the same merge as the live collector. Reads the stream that lags
-//! furthest behind first, so memory stays bounded by the reorder window.
+//! furthest behind first, so memory stays bounded by what the streams
+//! promised (see `merge`), or else by the reorder window.
 
 use std::fs::File;
 use std::io::BufReader;
