@@ -29,7 +29,8 @@ use rtrace::{Address, Token};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Accept streams here: unix:///path/to.sock or tcp://host:port (repeatable).
+    /// Accept streams here: unix:///path/to.sock or tcp://host:port (repeatable;
+    /// port 0: any free port, printed once listening).
     #[arg(long, value_name = "ADDR")]
     listen: Vec<String>,
     /// The merged timeline: .pftrace (Perfetto, default) or .json (Chrome trace).
@@ -240,7 +241,7 @@ fn listen(cli: Cli) -> Result<u8> {
         .map(|a| a.parse::<Address>())
         .collect::<Result<Vec<_>, _>>()?;
     let options = live::LiveOptions {
-        listen: listen.clone(),
+        listen,
         access: cli.access.access()?,
         merge: merge_config(&cli.merge)?,
         drain: seconds("--drain", cli.drain)?,
@@ -249,11 +250,10 @@ fn listen(cli: Cli) -> Result<u8> {
     };
     let stop = live::stop_on_signals()?;
     let sink = output::create(&output)?;
-    let collected = live::collect(&options, sink, &stop, || {
-        let addresses: Vec<String> = listen.iter().map(ToString::to_string).collect();
+    let collected = live::collect(&options, sink, &stop, |listening| {
         eprintln!(
             "rtrace-collect: listening on {}; writing {} (Ctrl-C to finish)",
-            addresses.join(", "),
+            joined(listening),
             output.display()
         );
     })?;
@@ -264,6 +264,12 @@ fn listen(cli: Cli) -> Result<u8> {
 }
 
 /// The counts of connections refused, and closed before their hello.
+/// `a, b`: the addresses a collector or relay listens on.
+fn joined(addresses: &[Address]) -> String {
+    let names: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    names.join(", ")
+}
+
 fn report_refusals(refused: u64, broken: u64) {
     if refused > 0 {
         eprintln!(
@@ -285,7 +291,7 @@ fn relay(cli: &Cli, forward: &str) -> Result<u8> {
         .collect::<Result<Vec<_>, _>>()?;
     let access = cli.access.access()?;
     let options = relay::RelayOptions {
-        listen: listen.clone(),
+        listen,
         token: access.token.clone(),
         access,
         forward: forward.parse()?,
@@ -296,11 +302,10 @@ fn relay(cli: &Cli, forward: &str) -> Result<u8> {
             .context("--clock-sync")?,
     };
     let stop = live::stop_on_signals()?;
-    let relayed = relay::relay(&options, &stop, || {
-        let addresses: Vec<String> = listen.iter().map(ToString::to_string).collect();
+    let relayed = relay::relay(&options, &stop, |listening| {
         eprintln!(
             "rtrace-collect: listening on {}; relaying to {} (Ctrl-C to finish)",
-            addresses.join(", "),
+            joined(listening),
             options.forward
         );
     })?;

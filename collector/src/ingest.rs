@@ -325,6 +325,7 @@ pub struct Ingest {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     unix_paths: Vec<std::path::PathBuf>,
+    listening: Vec<Address>,
 }
 
 impl Ingest {
@@ -357,12 +358,14 @@ impl Ingest {
             }),
             threads: Vec::new(),
             unix_paths: Vec::new(),
+            listening: Vec::new(),
         };
         for address in addresses {
             let listener = bind(address)?;
             if let Address::Unix(path) = address {
                 ingest.unix_paths.push(path.clone());
             }
+            ingest.listening.push(listener.address(address));
             let shared = ingest.shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("accept {address}"))
@@ -371,6 +374,12 @@ impl Ingest {
             ingest.threads.push(thread);
         }
         Ok(ingest)
+    }
+
+    /// The addresses listened on, in the order given; a TCP port 0 (any
+    /// free port) as the port the system chose.
+    pub fn addresses(&self) -> &[Address] {
+        &self.listening
     }
 
     /// Connections currently open.
@@ -420,6 +429,17 @@ enum Listener {
 }
 
 impl Listener {
+    /// What to call `given` once bound: a TCP address with port 0 as the
+    /// address and port the system chose, so that it can be dialled.
+    fn address(&self, given: &Address) -> Address {
+        match (self, given) {
+            (Listener::Tcp(l), Address::Tcp(hostport)) if hostport.ends_with(":0") => l
+                .local_addr()
+                .map_or_else(|_| given.clone(), |a| Address::Tcp(a.to_string())),
+            _ => given.clone(),
+        }
+    }
+
     /// Waits until a connection waits, `stop` is raised, or `timeout`.
     fn wait(&self, stop: Option<&StopSignal>, timeout: Duration) {
         let fd = match self {

@@ -55,16 +55,17 @@ const QUEUED_ARRIVALS: usize = 64;
 const TICK: Duration = Duration::from_millis(10);
 
 /// Collects into `sink` until `stop` is set, then drains and finishes.
-/// `on_ready` runs once every address is listening.
+/// `on_ready` runs once every address is listening, with the addresses
+/// listened on (a TCP port 0 as the port the system chose).
 pub fn collect<S: TimelineSink>(
     options: &LiveOptions,
     sink: S,
     stop: &AtomicBool,
-    on_ready: impl FnOnce(),
+    on_ready: impl FnOnce(&[Address]),
 ) -> Result<Collected> {
     let (tx, rx) = crossbeam_channel::bounded(QUEUED_ARRIVALS);
     let mut ingest = Ingest::start(&options.listen, options.access.clone(), tx)?;
-    on_ready();
+    on_ready(ingest.addresses());
     // This thread is the merge thread.
     if options.nice != 0 {
         if let Err(e) = priority::raise_merge_thread(options.nice) {

@@ -123,7 +123,7 @@ impl Handler for Relay {
 pub fn relay(
     options: &RelayOptions,
     stop: &AtomicBool,
-    on_ready: impl FnOnce(),
+    on_ready: impl FnOnce(&[Address]),
 ) -> Result<Relayed> {
     let handler = Arc::new(Relay {
         options: options.clone(),
@@ -132,7 +132,7 @@ pub fn relay(
         throttle: Throttle::new(),
     });
     let mut ingest = Ingest::start_with(&options.listen, options.access.clone(), handler.clone())?;
-    on_ready();
+    on_ready(ingest.addresses());
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }

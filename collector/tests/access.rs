@@ -11,13 +11,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use rtrace::{Address, Config, EventReader, Token};
-use support::{ask, free_port, record, slices, stream_start, Collector};
+use support::{ask, record, slices, stream_start, Collector};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 #[test]
 fn tcp_needs_a_token_unless_insecure_on_loopback() {
-    let port = free_port().to_string();
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_rtrace-collect"))
             .args(args)
@@ -29,27 +28,35 @@ fn tcp_needs_a_token_unless_insecure_on_loopback() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let open = format!("tcp://0.0.0.0:{port}");
-    let (ok, err) = run(&["--listen", &open, "-o", "/dev/null"]);
+    // Refused before anything is bound.
+    let open = "tcp://0.0.0.0:0";
+    let (ok, err) = run(&["--listen", open, "-o", "/dev/null"]);
     assert!(
         !ok && err.contains("needs a token") && err.contains("RTRACE_TOKEN"),
         "{err}"
     );
-    let (ok, err) = run(&["--listen", &open, "-o", "/dev/null", "--insecure-no-auth"]);
+    let (ok, err) = run(&["--listen", open, "-o", "/dev/null", "--insecure-no-auth"]);
     assert!(!ok && err.contains("loopback addresses only"), "{err}");
-    let (ok, err) = run(&["--listen", &open, "-o", "/dev/null", "--token", ""]);
+    let (ok, err) = run(&["--listen", open, "-o", "/dev/null", "--token", ""]);
     assert!(!ok && err.contains("empty"), "{err}");
 }
 
 #[test]
 fn only_the_right_token_streams_over_tcp_and_others_are_told_why() {
     let dir = tempfile::tempdir().unwrap();
-    let address = format!("tcp://127.0.0.1:{}", free_port());
     let mut collector = Collector::start(
         dir.path(),
-        &["--listen", &address, "-o", "out.json", "--drain", "0.5"],
+        &[
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "-o",
+            "out.json",
+            "--drain",
+            "0.5",
+        ],
         &[("RTRACE_TOKEN", "s3cret-token")],
     );
+    let address = collector.tcp_address();
     let hostport = address.trim_start_matches("tcp://").to_owned();
 
     let none = ask(
@@ -119,12 +126,18 @@ fn a_token_on_a_unix_socket_is_not_needed_and_the_socket_is_owner_only() {
 #[test]
 fn insecure_no_auth_on_loopback_takes_streams_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let address = format!("tcp://127.0.0.1:{}", free_port());
-    let collector = Collector::start(
+    let mut collector = Collector::start(
         dir.path(),
-        &["--listen", &address, "-o", "out.json", "--insecure-no-auth"],
+        &[
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "-o",
+            "out.json",
+            "--insecure-no-auth",
+        ],
         &[],
     );
+    let address = collector.tcp_address();
     let hostport = address.trim_start_matches("tcp://");
     let reply = ask(
         TcpStream::connect(hostport).unwrap(),

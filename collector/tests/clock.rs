@@ -182,7 +182,7 @@ fn collect_live(client: impl FnOnce(&str)) -> (Vec<u8>, Vec<StreamStats>) {
         let (stop, out) = (stop.clone(), out.clone());
         std::thread::spawn(move || {
             let sink = rtrace_collect::output::create(&out).unwrap();
-            live::collect(&options, sink, &stop, move || {
+            live::collect(&options, sink, &stop, move |_| {
                 let _ = ready_tx.send(());
             })
         })

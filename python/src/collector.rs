@@ -73,6 +73,8 @@ pub struct Collector {
     output: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<anyhow::Result<Collected>>>,
+    /// The addresses listened on while running (TCP port 0 resolved).
+    listening: Vec<String>,
 }
 
 #[pymethods]
@@ -117,6 +119,7 @@ impl Collector {
             output,
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
+            listening: Vec::new(),
         })
     }
 
@@ -127,21 +130,21 @@ impl Collector {
         }
         let sink =
             output::create(&self.output).map_err(|e| PyRuntimeError::new_err(format!("{e:#}")))?;
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(1);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Vec<String>>(1);
         let options = self.options.clone();
         let stop = self.stop.clone();
         let thread = std::thread::Builder::new()
             .name("rtrace-collector".into())
             .spawn(move || {
-                live::collect(&options, sink, &stop, move || {
-                    let _ = ready_tx.send(());
+                live::collect(&options, sink, &stop, move |listening| {
+                    let _ = ready_tx.send(listening.iter().map(ToString::to_string).collect());
                 })
             })
             .map_err(|e| {
                 PyRuntimeError::new_err(format!("cannot start the collector thread: {e}"))
             })?;
         let ready = py.allow_threads(|| ready_rx.recv_timeout(Duration::from_secs(10)));
-        if ready.is_err() {
+        let Ok(listening) = ready else {
             let reason = match py.allow_threads(|| thread.join()) {
                 Ok(Err(e)) => format!("{e:#}"),
                 _ => "it did not start listening within 10 s".into(),
@@ -149,7 +152,8 @@ impl Collector {
             return Err(PyRuntimeError::new_err(format!(
                 "the collector failed: {reason}"
             )));
-        }
+        };
+        self.listening = listening;
         self.thread = Some(thread);
         Ok(())
     }
@@ -168,6 +172,13 @@ impl Collector {
             ))),
             Err(_) => Err(PyRuntimeError::new_err("the collector thread panicked")),
         }
+    }
+
+    /// The addresses it listens on, once started (a TCP port 0 as the
+    /// port the system chose); empty before.
+    #[getter]
+    fn addresses(&self) -> Vec<String> {
+        self.listening.clone()
     }
 
     /// The output file.

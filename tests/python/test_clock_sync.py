@@ -95,6 +95,7 @@ PING_PONG = """
 
 
 def free_port() -> int:
+    """A port nobody listens on (at the moment of asking)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -106,9 +107,9 @@ def play(tmp_path: Path, shift: int, relay: bool, rounds: int = ROUNDS):
     script = tmp_path / "pingpong.py"
     script.write_text(textwrap.dedent(PING_PONG))
     out = tmp_path / "pp.pftrace"
-    address = f"tcp://127.0.0.1:{free_port()}"
-    collector = _native.Collector([address], str(out), drain=5.0, token=TOKEN)
+    collector = _native.Collector(["tcp://127.0.0.1:0"], str(out), drain=5.0, token=TOKEN)
     collector.start()
+    address = collector.addresses[0]
     env = dict(os.environ, RTRACE_COLLECTOR=address, RTRACE_TOKEN=TOKEN, ROUNDS=str(rounds),
                COLLECT=COLLECT)
     args = [sys.executable, str(script), "ping", f"{shift:+d}"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,12 +30,6 @@ with rtrace.record(session=sys.argv[2]) as rec:
     for t in threads: t.join()
 print(rec.events, rec.lost, rec.collector, flush=True)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_workers(tmp_path: Path, address: str, sessions: list[str], calls: int,
@@ -68,14 +61,16 @@ def chrome_events(path: Path) -> list[dict]:
 
 def test_ten_processes_over_unix_and_tcp_merge_into_one_ordered_timeline(tmp_path):
     sock = tmp_path / "c.sock"
-    port = free_port()
     out = tmp_path / "merged.json"
-    collector = _native.Collector([f"unix://{sock}", f"tcp://127.0.0.1:{port}"], str(out),
+    collector = _native.Collector([f"unix://{sock}", "tcp://127.0.0.1:0"], str(out),
                                   token="t-0123456789")
     collector.start()
+    unix, tcp = collector.addresses
+    assert unix == f"unix://{sock}" and tcp.startswith("tcp://127.0.0.1:"), collector.addresses
+    assert not tcp.endswith(":0"), tcp
     calls = 3000
     procs = start_workers(tmp_path, f"unix://{sock}", [f"unix-{i}" for i in range(5)], calls)
-    procs += start_workers(tmp_path, f"tcp://127.0.0.1:{port}", [f"tcp-{i}" for i in range(5)],
+    procs += start_workers(tmp_path, tcp, [f"tcp-{i}" for i in range(5)],
                            calls, token="t-0123456789")
     reported = {}
     for p in procs:

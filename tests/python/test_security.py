@@ -6,7 +6,6 @@ names that come from input reach no file path and no terminal unescaped."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,13 +25,9 @@ print("EVENTS", rec.events, rec.path, flush=True)
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_collector(tmp_path: Path, address: str, *args: str, env: dict | None = None):
+    """Starts rtrace-collect on ``address``; returns it and the address it
+    announced (for ``tcp://127.0.0.1:0``, the port the system chose)."""
     full_env = {k: v for k, v in os.environ.items() if k != "RTRACE_TOKEN"}
     full_env.update(env or {})
     proc = subprocess.Popen([str(BIN / "rtrace-collect"), "--listen", address, "-o", "out.json",
@@ -40,7 +35,10 @@ def start_collector(tmp_path: Path, address: str, *args: str, env: dict | None =
                             stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     assert "listening on" in line, line
-    return proc
+    announced = line.split("listening on ", 1)[1].split(";", 1)[0]
+    if address.endswith(":0"):
+        assert not announced.endswith(":0"), line
+    return proc, announced
 
 
 def run_program(tmp_path: Path, address: str, session: str, options: str = "{}",
@@ -66,8 +64,8 @@ def finish(collector: subprocess.Popen) -> str:
 
 
 def test_the_right_token_streams_and_a_wrong_or_missing_one_spills_with_one_warning(tmp_path):
-    address = f"tcp://127.0.0.1:{free_port()}"
-    collector = start_collector(tmp_path, address, env={"RTRACE_TOKEN": TOKEN})
+    collector, address = start_collector(tmp_path, "tcp://127.0.0.1:0",
+                                         env={"RTRACE_TOKEN": TOKEN})
 
     good_events, _, good_err = run_program(tmp_path, address, "good", token=TOKEN)
     assert "rtrace:" not in good_err, good_err
@@ -96,17 +94,16 @@ def test_the_right_token_streams_and_a_wrong_or_missing_one_spills_with_one_warn
 
 def test_tcp_without_a_token_is_refused_at_start_unless_insecure_on_loopback(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RTRACE_TOKEN"}
-    port = free_port()
-    plain = subprocess.run([str(BIN / "rtrace-collect"), "--listen", f"tcp://0.0.0.0:{port}",
+    # Both refused before anything is bound.
+    plain = subprocess.run([str(BIN / "rtrace-collect"), "--listen", "tcp://0.0.0.0:0",
                             "-o", "o.json"], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=60)
     assert plain.returncode != 0 and "needs a token" in plain.stderr, plain.stderr
-    wide = subprocess.run([str(BIN / "rtrace-collect"), "--listen", f"tcp://0.0.0.0:{port}",
+    wide = subprocess.run([str(BIN / "rtrace-collect"), "--listen", "tcp://0.0.0.0:0",
                            "-o", "o.json", "--insecure-no-auth"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert wide.returncode != 0 and "loopback addresses only" in wide.stderr, wide.stderr
-    address = f"tcp://127.0.0.1:{port}"
-    collector = start_collector(tmp_path, address, "--insecure-no-auth")
+    collector, address = start_collector(tmp_path, "tcp://127.0.0.1:0", "--insecure-no-auth")
     events, _, err = run_program(tmp_path, address, "loopback")
     assert "rtrace:" not in err, err
     report = finish(collector)
@@ -117,7 +114,7 @@ def test_session_names_reach_no_path_and_no_terminal_unescaped(tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     sock = f"unix://{tmp_path}/c.sock"
-    collector = start_collector(tmp_path, sock)
+    collector, _ = start_collector(tmp_path, sock)
     # The spill/stream file name comes from the session: it stays in its
     # directory, whatever the session says.
     script = tmp_path / "p.py"

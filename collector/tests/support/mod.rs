@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -89,6 +88,16 @@ impl Collector {
         text
     }
 
+    /// The `tcp://host:port` it announced on stderr: started with port 0,
+    /// the port the system chose (no race with other tests for a port).
+    pub fn tcp_address(&mut self) -> String {
+        let line = self.wait_for("listening on", Duration::from_secs(30));
+        line.split(['\n', ' ', ','])
+            .find(|word| word.starts_with("tcp://"))
+            .map(|word| word.trim_end_matches(';').to_owned())
+            .unwrap_or_else(|| panic!("no tcp:// address in {line:?}"))
+    }
+
     /// Resident memory in KiB.
     pub fn rss_kb(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -105,15 +114,6 @@ impl Drop for Collector {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A TCP port free at the moment of asking.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Records `calls` calls into `config` (one thread); returns the stats.
