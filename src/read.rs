@@ -23,7 +23,11 @@ pub struct FrameReader<R> {
     offset: u64,
     truncated: bool,
     done: bool,
+    /// The current frame is `buf[..frame_len]`. The rest was zeroed once
+    /// and is reused: refilling the buffer for each frame without zeroing
+    /// it again saves a `memset` of every frame's bytes.
     buf: Vec<u8>,
+    frame_len: usize,
     max_frame_bytes: u64,
 }
 
@@ -65,6 +69,7 @@ impl<R: Read> FrameReader<R> {
             truncated: false,
             done: false,
             buf: Vec::new(),
+            frame_len: 0,
             max_frame_bytes: wire::MAX_FRAME_BYTES,
         })
     }
@@ -101,7 +106,7 @@ impl<R: Read> FrameReader<R> {
     /// Decodes the frame in `buf`; `None` for a frame of a type this
     /// version does not know (a newer writer's), to be skipped.
     fn decode(&mut self, start: u64) -> Result<Option<Body>> {
-        match wire::decode_frame(&self.buf) {
+        match wire::decode_frame(self.frame()) {
             Ok(body) => Ok(body),
             Err(reason) => {
                 self.done = true;
@@ -132,14 +137,20 @@ impl<R: Read> FrameReader<R> {
         }
         // Grown as bytes arrive, not to the announced length: a peer that
         // announces a large frame and sends little costs little.
-        self.buf.clear();
+        self.frame_len = 0;
         let got = read_up_to(&mut self.inner, &mut self.buf, len).map_err(|e| self.io_error(e))?;
-        self.offset += got;
-        if got < len {
+        self.frame_len = got;
+        self.offset += got as u64;
+        if (got as u64) < len {
             self.end_truncated();
             return Ok(None);
         }
         Ok(Some(start))
+    }
+
+    /// The bytes of the frame last read.
+    fn frame(&self) -> &[u8] {
+        &self.buf[..self.frame_len]
     }
 
     /// Reads a varint length; `None` at a clean end or a torn prefix.
@@ -227,23 +238,26 @@ fn check_protocol(what: &str, hello: &pb::Hello) -> Result<()> {
     }
 }
 
-/// Appends up to `len` bytes to `buf`, growing it with what arrives;
-/// returns the bytes read (fewer at the end of the input).
-fn read_up_to(input: &mut impl Read, buf: &mut Vec<u8>, len: u64) -> io::Result<u64> {
-    const STEP: u64 = 64 << 10;
-    let mut total = 0;
-    while total < len {
-        let want = (len - total).min(STEP.max(total));
-        let start = buf.len();
-        buf.resize(start + want as usize, 0);
-        let got = read_full(input, &mut buf[start..])?;
-        buf.truncate(start + got);
-        total += got as u64;
-        if (got as u64) < want {
+/// Reads up to `len` bytes into the start of `buf`, growing it (never
+/// shrinking it) as bytes arrive; returns the bytes read (fewer at the end
+/// of the input). `len` is at most `MAX_FRAME_BYTES`, so it fits a `usize`.
+fn read_up_to(input: &mut impl Read, buf: &mut Vec<u8>, len: u64) -> io::Result<usize> {
+    const STEP: usize = 64 << 10;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    let mut filled = 0;
+    while filled < len {
+        let want = (len - filled).min(STEP.max(filled));
+        let end = filled + want;
+        if buf.len() < end {
+            buf.resize(end, 0);
+        }
+        let got = read_full(input, &mut buf[filled..end])?;
+        filled += got;
+        if got < want {
             break;
         }
     }
-    Ok(total)
+    Ok(filled)
 }
 
 /// One event read back.
@@ -628,7 +642,7 @@ impl<R: Read> EventReader<R> {
         let Some(start) = self.frames.read_frame()? else {
             return Ok(false);
         };
-        match wire::batch::parse_frame(&self.frames.buf) {
+        match wire::batch::parse_frame(self.frames.frame()) {
             Some(view) => {
                 let batch = Batch {
                     tid: view.tid,
@@ -1020,6 +1034,32 @@ mod tests {
             assert!(!events.is_empty());
             assert_eq!(plain.into_events(9), events);
         }
+    }
+
+    /// Frames read one after another into the reused buffer come out
+    /// exactly: a small frame after a large one holds none of its bytes,
+    /// and a frame that ends early is torn, not padded.
+    #[test]
+    fn each_frame_reads_as_its_own_bytes() {
+        let frames: Vec<Vec<u8>> = [200_000usize, 3, 0, 70_000, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (0..len).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let mut bytes = wire::file_header().to_vec();
+        for frame in &frames {
+            prost::encoding::encode_varint(frame.len() as u64, &mut bytes);
+            bytes.extend_from_slice(frame);
+        }
+        prost::encoding::encode_varint(100, &mut bytes);
+        bytes.extend_from_slice(&[7; 40]);
+        let mut reader = FrameReader::with_header(&bytes[..], "t".into()).unwrap();
+        for frame in &frames {
+            assert!(reader.read_frame().unwrap().is_some());
+            assert_eq!(reader.frame(), &frame[..]);
+        }
+        assert_eq!(reader.read_frame().unwrap(), None);
+        assert!(reader.truncated());
     }
 
     /// A stream's usual batches come out as `Chunk::Plain`, and read one
