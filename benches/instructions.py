@@ -13,6 +13,12 @@ regression of one instruction per event shows.
     python benches/instructions.py --python .venv-3.12/bin/python
     python benches/instructions.py --python .venv-3.11/bin/python --modes plain,nothing
 
+With ``--part writer`` it counts the writer thread's encoding of the same
+events into stream frames instead (``wire::batch::encode_plain_frame``),
+per event:
+
+    python benches/instructions.py --python .venv-3.12/bin/python --part writer --modes plain
+
 Modes: plain (no filter), excluding-nothing (exclude=['no_such.*']: every
 event through the filtered path), nothing (include=['no_such.*']: every
 function excluded), min-duration (min_duration=0.001: fib's calls are all
@@ -70,9 +76,11 @@ TOGGLES = {
     "sys.monitoring": "*_native*monitoring*",
     "legacy": "_native::legacy::profile",
 }
+# The writer thread's frame encoder (the same for either hook).
+WRITER = "*encode_plain_frame*"
 
 
-def count(python: str, hook: str, mode: str, n: int, out: str) -> int:
+def count(python: str, hook: str, mode: str, n: int, out: str, part: str = "hook") -> int:
     options, fib, _ = MODES[mode]
     env = dict(os.environ, PYTHONHASHSEED="0")
     env.pop("RTRACE_HOOK", None)
@@ -80,7 +88,7 @@ def count(python: str, hook: str, mode: str, n: int, out: str) -> int:
         env["RTRACE_HOOK"] = "legacy"
     cmd = [
         "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-        f"--toggle-collect={TOGGLES[hook]}",
+        f"--toggle-collect={WRITER if part == 'writer' else TOGGLES[hook]}",
         python, "-c", CHILD.format(options=options, fib=fib), str(n), out,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -94,6 +102,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ",".join(MODES))
+    parser.add_argument("--part", choices=("hook", "writer"), default="hook",
+                        help="count the hook's callbacks (default) or the writer's frame encoder")
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         print("benches/instructions.py needs valgrind (apt-get install valgrind)", file=sys.stderr)
@@ -101,15 +111,18 @@ def main() -> int:
     version = subprocess.run([args.python, "-c", "import sys; print(sys.version_info >= (3, 12))"],
                              capture_output=True, text=True, check=True).stdout.strip()
     hooks = ["sys.monitoring", "legacy"] if version == "True" else ["legacy"]
+    if args.part == "writer":
+        hooks = hooks[:1]
     calls = fib_calls(LARGE) - fib_calls(SMALL)
-    print(f"python: {args.python}; instructions per event inside rtrace's callbacks "
+    inside = "the writer's frame encoder" if args.part == "writer" else "rtrace's callbacks"
+    print(f"python: {args.python}; instructions per event inside {inside} "
           f"(fib({LARGE}) - fib({SMALL}): {calls} calls)")
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
             for hook in hooks:
                 out = os.path.join(tmp, "o.rtrace")
-                small = count(args.python, hook, mode, SMALL, out)
-                large = count(args.python, hook, mode, LARGE, out)
+                small = count(args.python, hook, mode, SMALL, out, args.part)
+                large = count(args.python, hook, mode, LARGE, out, args.part)
                 events = calls * MODES[mode][2]
                 print(f"  {mode:<18} {hook:<15} {(large - small) / events:7.1f}")
     return 0

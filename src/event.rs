@@ -37,7 +37,7 @@ pub enum Kind {
 impl Kind {
     /// Number of low bits of an event code that hold the kind.
     pub const BITS: u32 = 4;
-    const MASK: u64 = (1 << Self::BITS) - 1;
+    pub(crate) const MASK: u64 = (1 << Self::BITS) - 1;
 
     /// The kind's name as the Python API shows it.
     pub fn as_str(self) -> &'static str {

@@ -276,14 +276,27 @@ pub fn encode_plain_frame(
 ) -> bool {
     use crate::event::Kind;
     use prost::encoding::encoded_len_varint as varint_len;
+    // The raw kinds (the code's low bits) that are not a plain call or
+    // return: a line, or a user event (`Kind::is_mark`). One test per
+    // event instead of decoding its kind.
+    const LINE: u64 = Kind::Line as u64;
+    const NOT_PLAIN: u64 = (1 << LINE)
+        | (1 << Kind::SpanBegin as u64)
+        | (1 << Kind::SpanEnd as u64)
+        | (1 << Kind::Instant as u64)
+        | (1 << Kind::Counter as u64)
+        | (1 << Kind::FlowOut as u64)
+        | (1 << Kind::FlowIn as u64);
     let base_ticks = events.first().map_or(0, |e| e.ticks);
     let (mut deltas_len, mut codes_len, mut lines_len) = (0, 0, 0);
     let mut previous = base_ticks;
     for event in events {
-        match event.kind() {
-            Some(Kind::Line) => lines_len += varint_len(u64::from(event.line)),
-            Some(kind) if kind.is_mark() => return false,
-            _ => {}
+        let kind = u64::from(event.code) & Kind::MASK;
+        if NOT_PLAIN & (1 << kind) != 0 {
+            if kind != LINE {
+                return false;
+            }
+            lines_len += varint_len(u64::from(event.line));
         }
         deltas_len += varint_len(zigzag(event.ticks.wrapping_sub(previous) as i64));
         previous = event.ticks;
@@ -322,21 +335,35 @@ pub fn encode_plain_frame(
             put.varint(value);
         }
     }
-    if deltas_len > 0 {
+    // Every event has a delta and a code of at least one byte each, so
+    // both fields are there or neither. They are written in one pass: the
+    // codes' key and length first, then each event's delta and code into
+    // the two fields' places.
+    if !events.is_empty() {
         put.byte(TICK_DELTAS);
         put.varint(deltas_len as u64);
-        let mut previous = base_ticks;
-        for event in events {
-            put.varint(zigzag(event.ticks.wrapping_sub(previous) as i64));
-            previous = event.ticks;
-        }
-    }
-    if codes_len > 0 {
+        let deltas_at = put.pos;
+        put.pos += deltas_len;
         put.byte(CODES);
         put.varint(codes_len as u64);
+        let (head, tail) = put.bytes.split_at_mut(put.pos);
+        let mut deltas = Put {
+            bytes: &mut head[..deltas_at + deltas_len],
+            pos: deltas_at,
+        };
+        let mut codes = Put {
+            bytes: &mut tail[..codes_len],
+            pos: 0,
+        };
+        let mut previous = base_ticks;
         for event in events {
-            put.varint(u64::from(event.code));
+            deltas.varint(zigzag(event.ticks.wrapping_sub(previous) as i64));
+            previous = event.ticks;
+            codes.varint(u64::from(event.code));
         }
+        debug_assert_eq!(deltas.pos, deltas_at + deltas_len);
+        debug_assert_eq!(codes.pos, codes_len);
+        put.pos += codes_len;
     }
     if lines_len > 0 {
         put.byte(LINES);
@@ -366,6 +393,26 @@ impl PutBytes for Put<'_> {
     fn byte(&mut self, byte: u8) {
         self.bytes[self.pos] = byte;
         self.pos += 1;
+    }
+
+    /// Most tick deltas and codes take one or two bytes: those are stored
+    /// with one bounds check, not one per byte.
+    #[inline(always)]
+    fn varint(&mut self, value: u64) {
+        if value < 1 << 7 {
+            self.byte(value as u8);
+        } else if value < 1 << 14 {
+            let two = [value as u8 | 0x80, (value >> 7) as u8];
+            self.bytes[self.pos..self.pos + 2].copy_from_slice(&two);
+            self.pos += 2;
+        } else {
+            let mut value = value;
+            while value >= 0x80 {
+                self.byte(value as u8 | 0x80);
+                value >>= 7;
+            }
+            self.byte(value as u8);
+        }
     }
 }
 
@@ -468,11 +515,24 @@ mod tests {
 
     #[test]
     fn a_batch_with_a_user_event_is_left_to_prost() {
-        let mut events = plain_events(10, 3);
-        events.push(RawEvent::new(5, FunctionId(1), Kind::Instant, 0));
-        let mut out = vec![1, 2];
-        assert!(!encode_plain_frame(1, &events, 0, &mut out));
-        assert_eq!(out, [1, 2]);
+        let marks = [
+            Kind::SpanBegin,
+            Kind::SpanEnd,
+            Kind::Instant,
+            Kind::Counter,
+            Kind::FlowOut,
+            Kind::FlowIn,
+        ];
+        for kind in marks {
+            assert!(kind.is_mark());
+            for at in [0, 5, 10] {
+                let mut events = plain_events(10, 3);
+                events.insert(at, RawEvent::new(5, FunctionId(1), kind, 0));
+                let mut out = vec![1, 2];
+                assert!(!encode_plain_frame(1, &events, 0, &mut out), "{kind:?}");
+                assert_eq!(out, [1, 2]);
+            }
+        }
     }
 
     #[test]
