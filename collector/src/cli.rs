@@ -263,13 +263,13 @@ fn listen(cli: Cli) -> Result<u8> {
     Ok(0)
 }
 
-/// The counts of connections refused, and closed before their hello.
 /// `a, b`: the addresses a collector or relay listens on.
 fn joined(addresses: &[Address]) -> String {
     let names: Vec<String> = addresses.iter().map(ToString::to_string).collect();
     names.join(", ")
 }
 
+/// The counts of connections refused, and closed before their hello.
 fn report_refusals(refused: u64, broken: u64) {
     if refused > 0 {
         eprintln!(

@@ -433,9 +433,14 @@ impl Listener {
     /// address and port the system chose, so that it can be dialled.
     fn address(&self, given: &Address) -> Address {
         match (self, given) {
-            (Listener::Tcp(l), Address::Tcp(hostport)) if hostport.ends_with(":0") => l
-                .local_addr()
-                .map_or_else(|_| given.clone(), |a| Address::Tcp(a.to_string())),
+            (Listener::Tcp(l), Address::Tcp(hostport))
+                if hostport
+                    .rsplit_once(':')
+                    .is_some_and(|(_, port)| port.parse::<u16>() == Ok(0)) =>
+            {
+                l.local_addr()
+                    .map_or_else(|_| given.clone(), |a| Address::Tcp(a.to_string()))
+            }
             _ => given.clone(),
         }
     }
