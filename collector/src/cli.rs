@@ -204,11 +204,23 @@ fn run(cli: Cli) -> Result<u8> {
             output,
             merge,
         }) => {
-            let sink = output::create(&output)?;
-            let (stats, bytes) = offline::merge_files(&inputs, sink, merge_config(&merge)?)?;
-            eprint!("{}", report::table(&stats, &bytes));
+            let create = || output::create(&output);
+            let merged = offline::merge_files(&inputs, create, merge_config(&merge)?)?;
+            for (path, why) in &merged.skipped {
+                eprintln!("rtrace-collect: skipped {}: {why}", path.display());
+            }
+            eprint!("{}", report::table(&merged.stats, &merged.bytes));
             eprintln!("rtrace-collect: wrote {}", output.display());
-            Ok(0)
+            if merged.skipped.is_empty() {
+                Ok(0)
+            } else {
+                eprintln!(
+                    "rtrace-collect: {} of {} inputs could not be read and are not in it (see above)",
+                    merged.skipped.len(),
+                    inputs.len()
+                );
+                Ok(1)
+            }
         }
         Some(Command::Stats { files, functions }) if functions.functions => {
             let profiles = profile::profile_files(&files)?;

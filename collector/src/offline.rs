@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use rtrace::merge::{MergeConfig, Merger, StreamStats, ThreadOrder};
 use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd, TimelineSink};
 use rtrace::{Chunk, EventReader, StreamItem};
@@ -16,28 +16,49 @@ use rtrace::{Chunk, EventReader, StreamItem};
 /// the order of its threads, kept before encoding.
 type Encoder = (Option<Box<dyn StreamEncoder>>, ThreadOrder);
 
-/// Merges `inputs` into `sink`. A file that cannot be read at all is
-/// reported and skipped; one that breaks mid-way keeps what came before.
+/// What an offline merge did: per stream, its stats and file size; and
+/// the inputs left out because they could not be read at all, with why.
+pub struct Merged {
+    pub stats: Vec<StreamStats>,
+    pub bytes: Vec<u64>,
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Merges `inputs` into the sink `create` makes. A file that cannot be
+/// read at all is skipped (and named in `Merged::skipped`); one that
+/// breaks mid-way keeps what came before. Every input is opened before
+/// `create` runs: when none can be read, the merge fails and no output is
+/// made (nor an existing one truncated).
 pub fn merge_files<S: TimelineSink>(
     inputs: &[PathBuf],
-    sink: S,
+    create: impl FnOnce() -> Result<S>,
     config: MergeConfig,
-) -> Result<(Vec<StreamStats>, Vec<u64>)> {
-    let mut merger = Merger::new(sink, config);
-    let mut readers: Vec<Option<(EventReader<BufReader<File>>, Encoder)>> = Vec::new();
-    let mut bytes = Vec::new();
+) -> Result<Merged> {
+    let mut opened = Vec::new();
+    let mut skipped = Vec::new();
     for path in inputs {
         match EventReader::open(path) {
-            Ok(reader) => {
-                let process = reader.hello().map(ProcessInfo::from).unwrap_or_default();
-                let process = rtrace::sanitize::process(process);
-                let id = merger.add_stream(process)?;
-                let encoder = (merger.stream_encoder(id), ThreadOrder::default());
-                readers.push(Some((reader, encoder)));
-                bytes.push(std::fs::metadata(path).map_or(0, |m| m.len()));
-            }
-            Err(e) => eprintln!("rtrace-collect: skipping {}: {e}", path.display()),
+            Ok(reader) => opened.push((reader, std::fs::metadata(path).map_or(0, |m| m.len()))),
+            Err(e) => skipped.push((path.clone(), e.to_string())),
         }
+    }
+    if opened.is_empty() {
+        let why: Vec<String> = skipped.iter().map(|(_, e)| e.clone()).collect();
+        bail!(
+            "no input could be read, so nothing was written: {}",
+            why.join("; ")
+        );
+    }
+    let mut merger = Merger::new(create()?, config);
+    let mut readers: Vec<Option<(EventReader<BufReader<File>>, Encoder)>> = Vec::new();
+    let mut bytes = Vec::new();
+    for (reader, size) in opened {
+        let process = reader.hello().map(ProcessInfo::from).unwrap_or_default();
+        let process = rtrace::sanitize::process(process);
+        let id = merger.add_stream(process)?;
+        let encoder = (merger.stream_encoder(id), ThreadOrder::default());
+        readers.push(Some((reader, encoder)));
+        bytes.push(size);
     }
     while let Some(stream) = merger.lagging_stream() {
         let slot = &mut readers[stream.0 as usize];
@@ -69,7 +90,11 @@ pub fn merge_files<S: TimelineSink>(
         }
     }
     let (_, stats) = merger.finish()?;
-    Ok((stats, bytes))
+    Ok(Merged {
+        stats,
+        bytes,
+        skipped,
+    })
 }
 
 fn end_of<R: std::io::Read>(reader: &EventReader<R>, broken: bool) -> StreamEnd {

@@ -149,8 +149,9 @@ fn merge_into_vec(path: &std::path::Path) -> (Vec<u8>, Vec<StreamStats>) {
     }
     let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = PerfettoWriter::new(Shared(bytes.clone()));
-    let (stats, _) =
-        offline::merge_files(&[path.to_owned()], sink, MergeConfig::default()).unwrap();
+    let stats = offline::merge_files(&[path.to_owned()], || Ok(sink), MergeConfig::default())
+        .unwrap()
+        .stats;
     let out = bytes.lock().unwrap().clone();
     (out, stats)
 }
@@ -338,7 +339,9 @@ fn chrome_json_shows_the_clock_jump_too() {
     std::fs::write(&path, [crafted.hello(false), crafted.body()].concat()).unwrap();
     let out = dir.path().join("jumpy.json");
     let sink = rtrace_collect::output::create(&out).unwrap();
-    let (stats, _) = offline::merge_files(&[path], sink, MergeConfig::default()).unwrap();
+    let stats = offline::merge_files(&[path], || Ok(sink), MergeConfig::default())
+        .unwrap()
+        .stats;
     assert_eq!(stats[0].clock_jumps, 1);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let jumps: Vec<_> = json

@@ -288,9 +288,17 @@ def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                      f"{'.json' if wanted == 'chrome' else '.pftrace'}, not {args.output!r}")
     if len(args.inputs) == 1 and read(args.inputs[0]).merged:
         _native.convert(args.inputs[0], args.output)
+        skipped = []
     else:
-        _print_table(_native.merge(args.inputs, args.output))
+        stats, skipped = _native.merge(args.inputs, args.output)
+        for path, why in skipped:
+            print(f"rtrace: skipped {path}: {why}", file=sys.stderr)
+        _print_table(stats)
     print(f"rtrace: wrote {args.output}", file=sys.stderr)
+    if skipped:
+        print(f"rtrace: {len(skipped)} of {len(args.inputs)} inputs could not be read and are "
+              "not in it (see above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -188,8 +188,14 @@ impl Collector {
     }
 }
 
+/// An offline merge's per-stream stats, and the inputs it left out (path,
+/// why).
+type MergeResult<'py> = (Vec<Bound<'py, PyDict>>, Vec<(PathBuf, String)>);
+
 /// Merges stream files into one timeline (`.pftrace`, or `.json` for
-/// Chrome JSON); returns per-stream stats.
+/// Chrome JSON); returns per-stream stats and the inputs that could not be
+/// read at all (path, why), which are left out. Raises, writing nothing,
+/// when no input can be read.
 #[pyfunction]
 #[pyo3(signature = (inputs, output, *, window = 1.0))]
 pub fn merge<'py>(
@@ -197,14 +203,15 @@ pub fn merge<'py>(
     inputs: Vec<PathBuf>,
     output: PathBuf,
     window: f64,
-) -> PyResult<Vec<Bound<'py, PyDict>>> {
+) -> PyResult<MergeResult<'py>> {
     let config = merge_config(window)?;
-    let result = py.allow_threads(|| {
-        let sink = output::create(&output)?;
-        offline::merge_files(&inputs, sink, config)
-    });
+    let result =
+        py.allow_threads(|| offline::merge_files(&inputs, || output::create(&output), config));
     match result {
-        Ok((stats, bytes)) => stats_dicts(py, &stats, &bytes),
+        Ok(merged) => Ok((
+            stats_dicts(py, &merged.stats, &merged.bytes)?,
+            merged.skipped,
+        )),
         Err(e) => Err(PyRuntimeError::new_err(format!("{e:#}"))),
     }
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,7 +110,8 @@ def test_offline_merge_joins_stream_files(tmp_path):
                        capture_output=True)
     inputs = sorted(str(p) for p in tmp_path.glob("rtrace-*.rtrace"))
     assert len(inputs) == 2
-    stats = _native.merge(inputs, str(tmp_path / "m.json"))
+    stats, skipped = _native.merge(inputs, str(tmp_path / "m.json"))
+    assert skipped == []
     assert [s["events"] for s in stats] == [sum(1 for _ in rtrace.read(i)) for i in inputs]
     events = chrome_events(tmp_path / "m.json")
     per_thread = defaultdict(list)
@@ -229,3 +231,33 @@ def test_a_running_process_events_are_written_at_once_not_a_window_later(tmp_pat
     stats = collector.stop()
     assert [(s["events"], s["lost"], s["late"]) for s in stats] == [(events, lost, 0)]
     assert events >= 2 * calls and lost == 0, (events, lost)
+
+
+def test_an_offline_merge_names_inputs_it_cannot_read_and_writes_nothing_from_none(tmp_path):
+    script = tmp_path / "w.py"
+    script.write_text(WORKER)
+    env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
+    env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
+    subprocess.run([sys.executable, str(script), "200", "good"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    (good,) = [p.name for p in tmp_path.glob("rtrace-*.rtrace")]
+    (tmp_path / "foreign.rtrace").write_text("not a stream")
+    collect = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
+    rtrace_bin = str(Path(sys.executable).parent / "rtrace")
+    for command in ([collect, "merge"], [rtrace_bin, "export"]):
+        # One good input among bad ones: the timeline holds it, each bad one
+        # is named with why, and the exit status says something was left out.
+        proc = subprocess.run([*command, good, "missing.rtrace", "foreign.rtrace", "-o", "m.json"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1, proc.stderr
+        assert "skipped missing.rtrace: cannot open" in proc.stderr, proc.stderr
+        assert "skipped foreign.rtrace:" in proc.stderr and "magic" in proc.stderr, proc.stderr
+        assert "2 of 3 inputs could not be read" in proc.stderr, proc.stderr
+        assert any(e.get("name") == "leaf" for e in chrome_events(tmp_path / "m.json"))
+        # No input readable: an error, and an existing output left as it was.
+        (tmp_path / "keep.json").write_text("earlier")
+        proc = subprocess.run([*command, "missing.rtrace", "foreign.rtrace", "-o", "keep.json"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0, proc.stderr
+        assert "no input could be read, so nothing was written" in proc.stderr, proc.stderr
+        assert (tmp_path / "keep.json").read_text() == "earlier"
