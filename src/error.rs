@@ -7,14 +7,16 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A file could not be opened or created.
-    #[error("cannot open {path}: {source}")]
-    Open { path: PathBuf, source: io::Error },
+    /// A file could not be opened or created. (Here and in `Io`, the I/O
+    /// error is in the message, not a `source()`: printed with its chain,
+    /// as anyhow's `{:#}` does, it would otherwise be said twice.)
+    #[error("cannot open {path}: {error}")]
+    Open { path: PathBuf, error: io::Error },
     /// Reading or writing a stream failed.
-    #[error("I/O error while {action}: {source}")]
+    #[error("I/O error while {action}: {error}")]
     Io {
         action: &'static str,
-        source: io::Error,
+        error: io::Error,
     },
     /// The input does not start with the rtrace magic.
     #[error("{what} is not an rtrace stream: it does not start with the \"RTRACE\" magic")]

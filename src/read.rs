@@ -36,7 +36,7 @@ impl FrameReader<BufReader<File>> {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|source| Error::Open {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         FrameReader::with_header(BufReader::new(file), path.display().to_string())
     }
@@ -49,7 +49,7 @@ impl<R: Read> FrameReader<R> {
         let mut header = [0u8; wire::HEADER_LEN];
         let got = read_full(&mut inner, &mut header).map_err(|source| Error::Io {
             action: "reading the stream header",
-            source,
+            error: source,
         })?;
         if got < wire::HEADER_LEN || &header[..6] != wire::MAGIC {
             return Err(Error::BadMagic { what });
@@ -183,7 +183,7 @@ impl<R: Read> FrameReader<R> {
     fn io_error(&self, source: io::Error) -> Error {
         Error::Io {
             action: "reading a stream",
-            source,
+            error: source,
         }
     }
 

@@ -438,7 +438,7 @@ fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit)>> {
         .spawn(move || writer.run())
         .map_err(|source| Error::Io {
             action: "starting the writer thread",
-            source,
+            error: source,
         })
 }
 

@@ -93,7 +93,7 @@ impl FileSink {
     pub fn create(path: &Path) -> Result<FileSink> {
         let out = FrameFile::create(path, &wire::file_header()).map_err(|source| Error::Open {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         Ok(FileSink {
             out,

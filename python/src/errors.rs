@@ -30,8 +30,8 @@ impl From<Error> for PyErr {
     fn from(Error(e): Error) -> PyErr {
         let message = e.to_string();
         match e {
-            rtrace::Error::Open { source, .. } | rtrace::Error::Io { source, .. } => {
-                PyOSError::new_err((source.raw_os_error().unwrap_or(0), message))
+            rtrace::Error::Open { error, .. } | rtrace::Error::Io { error, .. } => {
+                PyOSError::new_err((error.raw_os_error().unwrap_or(0), message))
             }
             rtrace::Error::Config(_) => PyValueError::new_err(message),
             _ => StreamError::new_err(message),

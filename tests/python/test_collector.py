@@ -261,3 +261,14 @@ def test_an_offline_merge_names_inputs_it_cannot_read_and_writes_nothing_from_no
         assert proc.returncode != 0, proc.stderr
         assert "no input could be read, so nothing was written" in proc.stderr, proc.stderr
         assert (tmp_path / "keep.json").read_text() == "earlier"
+
+
+def test_a_file_that_cannot_be_opened_is_reported_with_its_reason_once(tmp_path):
+    collect = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
+    for args in (["stats", "--functions", "missing.rtrace"], ["stats", "missing.rtrace"],
+                 ["merge", "missing.rtrace", "-o", "m.pftrace"]):
+        proc = subprocess.run([collect, *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode != 0, proc.stderr
+        assert "cannot open missing.rtrace" in proc.stderr, proc.stderr
+        assert proc.stderr.count("No such file or directory") == 1, proc.stderr

@@ -65,7 +65,7 @@ impl MergedReader<BufReader<File>> {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|source| Error::Open {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         Ok(MergedReader::new(
             BufReader::new(file),
@@ -395,7 +395,7 @@ pub fn replay<R: Read, S: TimelineSink + ?Sized>(
 ) -> Result<()> {
     let io = |source| Error::Io {
         action: "writing the replayed timeline",
-        source,
+        error: source,
     };
     while let Some(item) = reader.next_item()? {
         match item {

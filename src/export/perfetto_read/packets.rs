@@ -104,7 +104,7 @@ impl<R: Read> PacketReader<R> {
                 Err(source) => {
                     return Err(Error::Io {
                         action: "reading a merged trace",
-                        source,
+                        error: source,
                     })
                 }
             }
