@@ -30,11 +30,30 @@ impl From<Error> for PyErr {
     fn from(Error(e): Error) -> PyErr {
         let message = e.to_string();
         match e {
-            rtrace::Error::Open { error, .. } | rtrace::Error::Io { error, .. } => {
+            // Python's own form, `[Errno 2] No such file or directory:
+            // 'x.rtrace'`, with `.errno` and `.filename` set (and the
+            // subclass, e.g. FileNotFoundError, that the errno gives).
+            rtrace::Error::Open { path, error } => match error.raw_os_error() {
+                Some(errno) => {
+                    PyOSError::new_err((errno, strerror(&error, errno), path.into_os_string()))
+                }
+                None => PyOSError::new_err(message),
+            },
+            rtrace::Error::Io { error, .. } => {
                 PyOSError::new_err((error.raw_os_error().unwrap_or(0), message))
             }
             rtrace::Error::Config(_) => PyValueError::new_err(message),
             _ => StreamError::new_err(message),
         }
+    }
+}
+
+/// The system's text for `errno` ("No such file or directory"), without
+/// the " (os error 2)" that Rust appends.
+fn strerror(error: &std::io::Error, errno: i32) -> String {
+    let text = error.to_string();
+    match text.strip_suffix(&format!(" (os error {errno})")) {
+        Some(plain) => plain.to_owned(),
+        None => text,
     }
 }

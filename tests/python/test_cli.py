@@ -51,7 +51,7 @@ def test_wrong_usage_says_what_to_do(tmp_path):
     proc = rtrace_cli("run", "--", "missing.py", cwd=tmp_path)
     assert proc.returncode == 2 and "no such script" in proc.stderr
     proc = rtrace_cli("dump", "missing.rtrace", cwd=tmp_path)
-    assert proc.returncode == 1 and "cannot open" in proc.stderr
+    assert proc.returncode == 1 and "No such file or directory: 'missing.rtrace'" in proc.stderr
 
 
 def test_export_converts_a_timeline_and_merges_streams_to_chrome_json(tmp_path):

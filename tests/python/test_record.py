@@ -266,8 +266,12 @@ def test_bad_options_are_explained():
         rtrace.record(on_full="wait")
     with pytest.raises(ValueError, match="buffer_events"):
         rtrace.record(buffer_events=3)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as missing:
         rtrace.read("/nonexistent/file.rtrace")
+    # Python's own form, as open() gives it.
+    assert str(missing.value) == "[Errno 2] No such file or directory: '/nonexistent/file.rtrace'"
+    assert missing.value.filename == "/nonexistent/file.rtrace"
+    assert missing.value.errno == 2
 
 
 def test_reading_garbage_raises_stream_error(tmp_path):
