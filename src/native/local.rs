@@ -7,9 +7,9 @@
 //! name in the thread's own cache, the slot's lock (uncontended: only
 //! `shutdown` and the writer's flush tick take it from another thread), a
 //! counter read and a 16-byte store. The counter is read holding the lock:
-//! that is what lets the tick promise completeness (`Session::sweep`). The global lock is taken only when a thread binds to a
-//! recording, and the recorder's name table only on a name's first use in
-//! a thread.
+//! that is what lets the tick promise completeness (`Session::sweep`).
+//! The global lock is taken only when a thread binds to a recording, and
+//! the recorder's name table only on a name's first use in a thread.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
