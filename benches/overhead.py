@@ -43,8 +43,13 @@ finished; cProfile: after dump_stats; viztracer: after save). Medians are
 quoted, and ratios of medians against the untraced run.
 
 Noise: the parent reads /proc/stat around every measurement and reports how
-many CPUs other processes kept busy meanwhile ("contended" runs);
-``--retry-busy N`` takes such a measurement again, up to N times.
+many CPUs other processes kept busy meanwhile ("contended" runs). It also
+times a fixed loop of its own just before and after each measurement (the
+speed probe): a probe 1.25 times slower than the median probe marks a run
+on a CPU that ran slow, as a virtual machine's does while its host lends
+the core elsewhere, which /proc/stat does not show ("slow" runs; together
+"disturbed"). ``--retry-busy N`` takes such a measurement again, up to N
+times.
 
 Usage (from the repository root)::
 
@@ -255,7 +260,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=0,
         metavar="N",
         help="take a measurement again, up to N times, while other processes "
-        "kept more than 0.3 CPUs busy during it (default 0)",
+        "kept more than 0.3 CPUs busy during it, or when the speed probe around "
+        "it was 1.25x slower than the median probe (default 0)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the mode order shuffle")
     parser.add_argument("--json", metavar="PATH", help="also write every raw measurement here")

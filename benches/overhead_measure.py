@@ -16,6 +16,7 @@ import random
 import resource
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 from overhead_child import RESULT_MARK
-from overhead_report import BUSY_CPUS, Cell
+from overhead_report import MIN_PROBES, Cell, disturbed
 
 CHILD = Path(__file__).resolve().with_name("overhead_child.py")
 CHILD_TIMEOUT_S = 600
@@ -233,9 +234,29 @@ def with_collection(result: dict, collected: dict) -> dict:
     return result
 
 
+# Iterations of the speed probe: ~10 ms of this machine's CPython.
+PROBE_ITERATIONS = 150_000
+
+
+def speed_probe() -> float:
+    """Seconds this process takes for a fixed loop of arithmetic. Run just
+    before and just after each measurement (outside it): a slow probe marks
+    a run during which the CPU itself ran slow, which /proc/stat cannot
+    show (a virtual machine whose host lends its core elsewhere: here
+    untraced fib ran 1.9x slower for seconds at a time, with nothing else
+    running in the machine)."""
+    t = time.perf_counter()
+    x = 0
+    for i in range(PROBE_ITERATIONS):
+        x += i * i
+    return time.perf_counter() - t
+
+
 def run_child(python: str, spec: dict, collect: list[str] | None) -> tuple[dict | None, str]:
     """Runs one measurement; the result also says how many CPUs other
-    processes kept busy meanwhile ("foreign_cpus")."""
+    processes kept busy meanwhile ("foreign_cpus"), and the slower of the
+    speed probes around it ("probe_s")."""
+    probe_before = speed_probe()
     busy0, own0, t0 = busy_cpu_s(), children_cpu_s(), time.perf_counter()
     if spec["mode"] == "rtrace-collector":
         assert collect is not None
@@ -246,6 +267,8 @@ def run_child(python: str, spec: dict, collect: list[str] | None) -> tuple[dict 
     if result is not None and busy0 is not None and busy1 is not None:
         foreign = (busy1 - busy0) - (own1 - own0)
         result["foreign_cpus"] = max(0.0, foreign / (t1 - t0))
+    if result is not None:
+        result["probe_s"] = max(probe_before, speed_probe())
     return result, stderr
 
 
@@ -256,19 +279,32 @@ def clean(directory: str) -> None:
             os.unlink(entry.path)
 
 
-def measure_once(python: str, spec: dict, cell: Cell, retry_busy: int, collect) -> None:
+def measure_once(
+    python: str, spec: dict, cell: Cell, retry_busy: int, collect, probes: list[float]
+) -> None:
     """One measurement into ``cell``; with ``retry_busy``, a run during which
-    other processes kept more than BUSY_CPUS busy is taken again (that often)."""
+    other processes kept more than BUSY_CPUS busy, or whose speed probe was
+    SLOW_PROBE times the median of ``probes`` (every probe of this run so
+    far), is taken again (that often)."""
     for attempt in range(retry_busy + 1):
         result, stderr = run_child(python, spec, collect)
         clean(spec["cwd"])
         if result is None:
             cell.failures.append(stderr)
             return
-        contended = result.get("foreign_cpus", 0.0) > BUSY_CPUS
-        if not contended or attempt == retry_busy:
+        result["probe_ratio"] = probe_ratio(result["probe_s"], probes)
+        probes.append(result["probe_s"])
+        if not disturbed(result) or attempt == retry_busy:
             cell.runs.append({**result, "stderr": stderr, "retries": attempt})
             return
+
+
+def probe_ratio(probe_s: float, probes: list[float]) -> float | None:
+    """``probe_s`` over the median of the earlier probes (None before there
+    are enough of them to judge by)."""
+    if len(probes) < MIN_PROBES:
+        return None
+    return probe_s / statistics.median(probes)
 
 
 # ---------------------------------------------------------------------------
@@ -290,12 +326,13 @@ def base_spec(workload, size: int, mode: str, tmp: str, setup: dict) -> dict:
     }
 
 
-def calibrate(python: str, workloads, setup: dict, tmp: str) -> None:
+def calibrate(python: str, workloads, setup: dict, tmp: str, probes: list[float]) -> None:
     """Counts the events of each workload once, with the stamp floor (or
     rtrace when there is no floor): sizes VizTracer's buffer, and is the
-    events column of the report."""
+    events column of the report. Also takes the first speed probes."""
     mode = "floor-stamp" if setup.get("floor_dir") else "rtrace"
     key = "floor_events" if mode == "floor-stamp" else "events"
+    probes.extend(speed_probe() for _ in range(MIN_PROBES))
     for workload, size in workloads:
         spec = base_spec(workload, size, mode, tmp, setup)
         result, stderr = run_plain(python, spec)
@@ -310,15 +347,18 @@ def calibrate(python: str, workloads, setup: dict, tmp: str) -> None:
 def measure_all(python: str, modes: list[str], workloads, args, setup: dict) -> dict:
     cells = {(w.name, m): Cell() for w, _ in workloads for m in modes}
     order = random.Random(args.seed)
+    probes: list[float] = []
     with tempfile.TemporaryDirectory(prefix="rtrace-bench-") as tmp:
-        calibrate(python, workloads, setup, tmp)
+        calibrate(python, workloads, setup, tmp, probes)
         for round_no in range(1, args.repeat + 1):
             started = time.perf_counter()
             for workload, size in workloads:
                 for mode in order.sample(modes, len(modes)):
                     spec = base_spec(workload, size, mode, tmp, setup)
                     cell = cells[(workload.name, mode)]
-                    measure_once(python, spec, cell, args.retry_busy, setup.get("collect"))
+                    measure_once(
+                        python, spec, cell, args.retry_busy, setup.get("collect"), probes
+                    )
             print(
                 f"  round {round_no}/{args.repeat} done in {time.perf_counter() - started:.1f} s",
                 file=sys.stderr,

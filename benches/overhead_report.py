@@ -22,6 +22,24 @@ from overhead_workloads import WORKLOADS
 # A measurement during which other processes kept more CPUs than this busy
 # is "contended": counted in the report, and taken again with --retry-busy.
 BUSY_CPUS = 0.3
+# A measurement whose speed probe (benches/overhead_measure.py) took this
+# many times the median probe ran on a slowed CPU: "slow", counted and taken
+# again like a contended one. Judged once MIN_PROBES probes were taken.
+SLOW_PROBE = 1.25
+MIN_PROBES = 5
+
+
+def contended(run: dict) -> bool:
+    return run.get("foreign_cpus", 0.0) > BUSY_CPUS
+
+
+def slow(run: dict) -> bool:
+    return (run.get("probe_ratio") or 0.0) > SLOW_PROBE
+
+
+def disturbed(run: dict) -> bool:
+    """Contended, or on a slowed CPU: what --retry-busy takes again."""
+    return contended(run) or slow(run)
 
 # Modes that write an output, and so have an end-to-end time of their own.
 OUTPUT_MODES = (
@@ -212,14 +230,14 @@ def detail_row(mode: str, cell: Cell, base: Cell, events: int | None) -> list[st
         if key == "in_run_s":
             times += [spread(cell, key), added_ns(cell, base.median(key), events)]
     runs = f"{len(cell.runs)}/{len(cell.runs) + len(cell.failures)}"
-    contended = sum(1 for f in cell.values("foreign_cpus") if f > BUSY_CPUS)
+    disturbed_runs = sum(1 for r in cell.runs if disturbed(r))
     rss = fmt_mb(cell.median("peak_rss_kib"))
-    return [mode, *times, *recorded(mode, cell), rss, runs, str(contended)]
+    return [mode, *times, *recorded(mode, cell), rss, runs, str(disturbed_runs)]
 
 
 DETAIL_HEADERS = [
     "mode", "in-run s", "ratio", "spread", "ns/event", "e2e s", "e2e ratio", "cpu s",
-    "cpu ratio", "recorded (median)", "size", "RSS MB", "runs ok", "contended",
+    "cpu ratio", "recorded (median)", "size", "RSS MB", "runs ok", "disturbed",
 ]  # fmt: skip
 
 
@@ -235,12 +253,20 @@ def contention_line(cells) -> str:
     foreign = [r["foreign_cpus"] for r in runs if "foreign_cpus" in r]
     if not foreign:
         return "contention: not measured (no /proc/stat)"
-    contended = sum(1 for f in foreign if f > BUSY_CPUS)
+    busy = sum(1 for r in runs if contended(r))
+    slowed = sum(1 for r in runs if slow(r))
+    ratios = [r["probe_ratio"] for r in runs if r.get("probe_ratio") is not None]
+    probes = (
+        f"; speed probes {min(ratios):.2f}-{max(ratios):.2f}x their median, "
+        f"{slowed} kept runs on a slowed CPU (> {SLOW_PROBE}x)"
+        if ratios
+        else ""
+    )
     retries = sum(r.get("retries", 0) for r in runs)
     return (
         f"contention: other processes kept a median {statistics.median(foreign):.2f} "
         f"(max {max(foreign):.2f}) CPUs busy during the measurements; "
-        f"{contended}/{len(foreign)} kept runs were contended (> {BUSY_CPUS} CPUs); "
+        f"{busy}/{len(foreign)} kept runs were contended (> {BUSY_CPUS} CPUs){probes}; "
         f"{retries} runs were taken again"
     )
 

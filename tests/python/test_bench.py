@@ -8,6 +8,7 @@ harness does not rot between the runs that measure.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -106,6 +107,23 @@ def test_bench_rtrace_table_reports_rate_bytes_and_memory(quick_run):
             assert int(cells["collector RSS MB"]) > 0
             assert float(cells["finish s"]) >= 0
     assert "anomalies:" in proc.stdout
+
+
+def test_bench_times_a_speed_probe_around_every_run(quick_run):
+    """The probe that tells a slowed CPU (which /proc/stat does not show)
+    ran around every measurement, and the report says what it found."""
+    proc, json_path = quick_run
+    cells = json.loads(json_path.read_text())["cells"]
+    runs = [r for c in cells for r in c["runs"]]
+    assert runs
+    for r in runs:
+        assert r["probe_s"] > 0 and r["probe_ratio"] > 0, r
+    found = re.search(r"speed probes (\d+\.\d\d)-(\d+\.\d\d)x their median, (\d+) kept runs "
+                      r"on a slowed CPU", proc.stdout)  # fmt: skip
+    assert found, proc.stdout[-2000:]
+    ratios = [r["probe_ratio"] for r in runs]
+    assert (float(found[1]), float(found[2])) == (round(min(ratios), 2), round(max(ratios), 2))
+    assert int(found[3]) == sum(1 for x in ratios if x > 1.25)
 
 
 def test_bench_combined_table_across_runs(quick_run):
