@@ -165,12 +165,32 @@ def test_bench_rejects_wrong_usage_clearly():
     proc = run(str(BENCHES / "overhead.py"), "--modes=rtrace,fast")
     assert proc.returncode == 2
     assert "unknown modes ['fast']" in proc.stderr
-    for script in ("overhead.py", "overhead_report.py", "floor.py", "merge.py"):
+    proc = run(str(BENCHES / "steadiness.py"), "--runs=2")
+    assert proc.returncode == 2
+    assert "--runs must be at least 3, not 2" in proc.stderr
+    for script in ("overhead.py", "overhead_report.py", "floor.py", "merge.py", "steadiness.py"):
         assert run(str(BENCHES / script), "--help").returncode == 0, script
     helped = subprocess.run(
         [str(BENCHES / "run"), "--help"], capture_output=True, text=True, timeout=60
     )
     assert helped.returncode == 0 and "RTRACE_BENCH_PYTHONS" in helped.stdout
+
+
+def test_steadiness_reports_the_spread_of_runs_and_probes():
+    """benches/steadiness.py: the spread of untraced runs, of the speed
+    probes around them, and how the two go together."""
+    proc = run(str(BENCHES / "steadiness.py"), "--python", sys.executable, "--runs", "5",
+               "--size", "18")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("5 runs of untraced fib(18)")
+    for label in ("runs", "speed probes"):
+        found = re.search(rf"^{label}: fastest ([\d.]+) ms, median ([\d.]+) ms, slowest ([\d.]+) ms "
+                          r"\((\d+\.\d\d)x the fastest\)$", proc.stdout, re.M)  # fmt: skip
+        assert found, proc.stdout
+        fastest, median, slowest, ratio = (float(v) for v in found.groups())
+        assert 0 < fastest <= median <= slowest and ratio >= 1.0
+    rho = float(re.search(r"rank correlation \(Spearman\): (-?\d\.\d\d)", proc.stdout)[1])
+    assert -1.0 <= rho <= 1.0
 
 
 def test_merge_bench_times_two_builds_over_the_same_recording():
