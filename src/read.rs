@@ -103,6 +103,12 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    /// Bytes of the input read so far, the header included: how far an
+    /// offline merge has come through a file.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// Decodes the frame in `buf`; `None` for a frame of a type this
     /// version does not know (a newer writer's), to be skipped.
     fn decode(&mut self, start: u64) -> Result<Option<Body>> {
@@ -527,6 +533,11 @@ impl<R: Read> EventReader<R> {
     /// was decoded already and not taken is dropped.
     pub fn into_frames(self) -> FrameReader<R> {
         self.frames
+    }
+
+    /// Bytes of the input read so far (see `FrameReader::offset`).
+    pub fn bytes_read(&self) -> u64 {
+        self.frames.offset()
     }
 
     /// The stream's hello (`None` only for a stream torn before it).

@@ -205,7 +205,11 @@ fn run(cli: Cli) -> Result<u8> {
             merge,
         }) => {
             let create = || output::create(&output);
-            let merged = offline::merge_files(&inputs, create, merge_config(&merge)?)?;
+            let mut progress = offline::ProgressLine::stderr(true);
+            let merged = offline::merge_files(&inputs, create, merge_config(&merge)?, |p| {
+                progress.update(p)
+            })?;
+            drop(progress);
             for (path, why) in &merged.skipped {
                 eprintln!("rtrace-collect: skipped {}: {why}", path.display());
             }

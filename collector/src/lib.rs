@@ -2,8 +2,8 @@
 //! processes (`live`), or reads stream files (`offline`), merges them by
 //! timestamp (`rtrace::merge`) and writes one timeline (`output`).
 //! `summary` and `profile` report on recorded files (`stats`). `priority`
-//! raises the merge thread's. `cli` is the command line; `main.rs` only
-//! calls it.
+//! raises the merge thread's. `status` is the line that shows progress on a
+//! terminal. `cli` is the command line; `main.rs` only calls it.
 
 pub mod access;
 pub mod cli;
@@ -17,6 +17,7 @@ pub mod priority;
 pub mod profile;
 pub mod relay;
 pub mod report;
+pub mod status;
 pub mod summary;
 
 pub use summary::{summarize, table, StreamSummary};

@@ -2,7 +2,6 @@
 //! the timeline incrementally, and on shutdown drains and finishes it.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use rtrace::Address;
 use crate::access::Access;
 use crate::ingest::{Arrival, ConnId, Ingest};
 use crate::priority;
+use crate::status::StatusLine;
 
 /// How to collect.
 #[derive(Debug, Clone)]
@@ -199,42 +199,43 @@ impl<S: TimelineSink> State<S> {
     }
 }
 
-/// A one-line status on a terminal, refreshed once a second.
+/// The live status line: streams, events/s, lost, refreshed once a second.
 struct Status {
-    enabled: bool,
+    line: StatusLine,
     last: Instant,
     last_events: u64,
 }
 
 impl Status {
     fn new(wanted: bool) -> Status {
+        let second = Duration::from_secs(1);
         Status {
-            enabled: wanted && std::io::stderr().is_terminal(),
+            line: StatusLine::stderr(wanted, second, second),
             last: Instant::now(),
             last_events: 0,
         }
     }
 
     fn tick<S: TimelineSink>(&mut self, state: &State<S>, connected: usize) {
-        let elapsed = self.last.elapsed();
-        if !self.enabled || elapsed < Duration::from_secs(1) {
+        let now = Instant::now();
+        if !self.line.due(now) {
             return;
         }
-        let rate = (state.events - self.last_events) as f64 / elapsed.as_secs_f64();
-        eprint!(
-            "\r\x1b[2Kstreams: {connected} connected, {} seen | {rate:.0} events/s | {} events, {} lost",
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        let rate = (state.events - self.last_events) as f64 / elapsed.max(1e-9);
+        let text = format!(
+            "streams: {connected} connected, {} seen | {rate:.0} events/s | {} events, {} lost",
             state.streams.len(),
             state.events,
             state.lost()
         );
-        self.last = Instant::now();
+        self.line.show(now, &text);
+        self.last = now;
         self.last_events = state.events;
     }
 
-    fn clear(&self) {
-        if self.enabled {
-            eprint!("\r\x1b[2K");
-        }
+    fn clear(&mut self) {
+        self.line.clear();
     }
 }
 

@@ -149,9 +149,14 @@ fn merge_into_vec(path: &std::path::Path) -> (Vec<u8>, Vec<StreamStats>) {
     }
     let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = PerfettoWriter::new(Shared(bytes.clone()));
-    let stats = offline::merge_files(&[path.to_owned()], || Ok(sink), MergeConfig::default())
-        .unwrap()
-        .stats;
+    let stats = offline::merge_files(
+        &[path.to_owned()],
+        || Ok(sink),
+        MergeConfig::default(),
+        |_| {},
+    )
+    .unwrap()
+    .stats;
     let out = bytes.lock().unwrap().clone();
     (out, stats)
 }
@@ -339,7 +344,7 @@ fn chrome_json_shows_the_clock_jump_too() {
     std::fs::write(&path, [crafted.hello(false), crafted.body()].concat()).unwrap();
     let out = dir.path().join("jumpy.json");
     let sink = rtrace_collect::output::create(&out).unwrap();
-    let stats = offline::merge_files(&[path], || Ok(sink), MergeConfig::default())
+    let stats = offline::merge_files(&[path], || Ok(sink), MergeConfig::default(), |_| {})
         .unwrap()
         .stats;
     assert_eq!(stats[0].clock_jumps, 1);

@@ -290,7 +290,7 @@ def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _native.convert(args.inputs[0], args.output)
         skipped = []
     else:
-        stats, skipped = _native.merge(args.inputs, args.output)
+        stats, skipped = _native.merge(args.inputs, args.output, progress=True)
         for path, why in skipped:
             print(f"rtrace: skipped {path}: {why}", file=sys.stderr)
         _print_table(stats)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -261,6 +262,79 @@ def test_an_offline_merge_names_inputs_it_cannot_read_and_writes_nothing_from_no
         assert proc.returncode != 0, proc.stderr
         assert "no input could be read, so nothing was written" in proc.stderr, proc.stderr
         assert (tmp_path / "keep.json").read_text() == "earlier"
+
+
+def _merge_from_a_slow_pipe(tmp_path: Path, command: list[str], terminal: bool) -> tuple[int, bytes]:
+    """Runs an offline merge of a recorded stream and of the same stream
+    fed through a named pipe in two halves 1.5 s apart, so that the merge
+    takes longer than a second; stderr is a pseudo-terminal or a pipe.
+    Returns the exit status and what came out on stderr."""
+    import pty
+    import threading
+
+    (stream,) = tmp_path.glob("rtrace-*.rtrace")
+    data = stream.read_bytes()
+    fifo = tmp_path / "slow.fifo"
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+
+    def feed():
+        with open(fifo, "wb") as f:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            time.sleep(1.5)
+            f.write(data[len(data) // 2 :])
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    if terminal:
+        controller, terminal_fd = pty.openpty()
+        err = terminal_fd
+    else:
+        err = subprocess.PIPE
+    proc = subprocess.Popen([*command, stream.name, fifo.name, "-o", "m.pftrace"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=err)
+    if terminal:
+        os.close(terminal_fd)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the merge closed its end
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(controller)
+    else:
+        out = proc.communicate(timeout=60)[1]
+    feeder.join()
+    return proc.wait(timeout=60), out
+
+
+def test_an_offline_merge_shows_its_progress_on_a_terminal_only(tmp_path):
+    script = tmp_path / "w.py"
+    script.write_text(WORKER)
+    env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
+    env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
+    subprocess.run([sys.executable, str(script), "20000", "slow"], cwd=tmp_path, env=env,
+                   check=True, capture_output=True)
+    collect = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
+    rtrace_bin = str(Path(sys.executable).parent / "rtrace")
+    for command in ([collect, "merge"], [rtrace_bin, "export"]):
+        status, out = _merge_from_a_slow_pipe(tmp_path, command, terminal=True)
+        text = out.decode(errors="replace")
+        assert status == 0, text
+        # Shown in place once the merge took a second (a pipe's size is not
+        # known ahead: bytes read, no percentage), then erased before the
+        # table.
+        assert re.search(r"\r\x1b\[2Kmerging: [\d.]+ [kMG]?B read, \d+ s", text), repr(text)
+        assert "%" not in text.split("session")[0], repr(text)
+        progress_end = text.rindex("merging: ")
+        assert text.index("\r\x1b[2K", progress_end) < text.index("session"), repr(text)
+        # Not on a pipe (logs, CI): the same merge prints no progress.
+        status, out = _merge_from_a_slow_pipe(tmp_path, command, terminal=False)
+        assert status == 0 and b"merging" not in out and b"\x1b" not in out, out
 
 
 def test_a_file_that_cannot_be_opened_is_reported_with_its_reason_once(tmp_path):
