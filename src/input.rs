@@ -5,15 +5,20 @@
 //! through here.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use crate::event::FunctionId;
 use crate::export::MergedReader;
-use crate::read::{Event, EventReader};
+use crate::read::{Event, EventReader, FrameReader};
 use crate::timeline::{ProcessInfo, StreamId};
 use crate::writer::FunctionInfo;
-use crate::{wire, Result};
+use crate::{Error, Result};
+
+const _: () = assert!(
+    crate::wire::MAGIC[0] != 0x0a,
+    "a stream's first byte tells it from a timeline"
+);
 
 /// An open rtrace file.
 pub enum Input {
@@ -25,18 +30,34 @@ pub enum Input {
 
 impl Input {
     /// Opens `path`, a stream file or a merged timeline. Anything else is
-    /// read as a stream, whose reader says what is wrong with it.
+    /// read as a stream, whose reader says what is wrong with it. The file
+    /// is opened and read once, so a pipe works too
+    /// (`rtrace stats <(zcat t.rtrace.gz)`).
     pub fn open(path: &Path) -> Result<Input> {
-        let mut magic = [0u8; 6];
-        let got = File::open(path)
-            .and_then(|mut f| f.read(&mut magic))
-            .unwrap_or(0);
-        // A Perfetto trace starts with field 1 (a TracePacket): byte 0x0a.
-        Ok(match (&magic[..got], magic[0]) {
-            (m, _) if m == wire::MAGIC => Input::Stream(Box::new(EventReader::open(path)?)),
-            (m, 0x0a) if !m.is_empty() => Input::Merged(Box::new(MergedReader::open(path)?)),
-            _ => Input::Stream(Box::new(EventReader::open(path)?)),
+        let file = File::open(path).map_err(|error| Error::Open {
+            path: path.to_owned(),
+            error,
+        })?;
+        let mut input = BufReader::new(file);
+        // A Perfetto trace starts with field 1 (a TracePacket): byte 0x0a; a
+        // stream with `wire::MAGIC`. A read error here comes again, and is
+        // reported, as the stream reader reads its header.
+        let first = input.fill_buf().ok().and_then(|b| b.first().copied());
+        let what = path.display().to_string();
+        Ok(if first == Some(0x0a) {
+            Input::Merged(Box::new(MergedReader::new(input, what)))
+        } else {
+            let frames = FrameReader::with_header(input, what)?;
+            Input::Stream(Box::new(EventReader::new(frames)?))
         })
+    }
+
+    /// Bytes of the file read so far.
+    pub fn bytes_read(&self) -> u64 {
+        match self {
+            Input::Stream(r) => r.bytes_read(),
+            Input::Merged(r) => r.bytes_read(),
+        }
     }
 
     /// True for a merged timeline.

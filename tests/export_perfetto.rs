@@ -9,7 +9,7 @@ use export_support::{generate, play, Call, Recorded, Spec};
 use prost::Message;
 use rtrace::event::{FunctionId, Kind};
 use rtrace::export::perfetto_format::{pb, SEQ_INCREMENTAL_STATE_CLEARED};
-use rtrace::export::{replay, MergedReader, PerfettoWriter};
+use rtrace::export::{replay, replay_with_progress, MergedReader, PerfettoWriter};
 use rtrace::timeline::{StreamEncoder, StreamEnd, StreamId, TimelineSink};
 use rtrace::Mark;
 use rtrace::{Encoded, Event};
@@ -39,6 +39,24 @@ fn events(calls: &[Call]) -> Vec<(StreamId, Event)> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn a_replay_reports_the_bytes_it_has_read_up_to_the_whole_file() {
+    let bytes = write(&generate(&small_spec()));
+    let mut reader = MergedReader::new(bytes.as_slice(), "test".into());
+    let mut seen = Vec::new();
+    replay_with_progress(&mut reader, &mut Recorded::default(), |read| {
+        seen.push(read)
+    })
+    .unwrap();
+    assert!(
+        seen.len() > 1,
+        "every few thousand items, and at the end: {seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(seen[0] > 0 && seen[0] < bytes.len() as u64, "{seen:?}");
+    assert_eq!(seen.last(), Some(&(bytes.len() as u64)));
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::access::{self, Access};
 use crate::profile::{self, SortBy};
+use crate::status::{Progress, ProgressLine};
 use crate::{live, offline, output, priority, relay, report};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -205,7 +206,7 @@ fn run(cli: Cli) -> Result<u8> {
             merge,
         }) => {
             let create = || output::create(&output);
-            let mut progress = offline::ProgressLine::stderr(true);
+            let mut progress = ProgressLine::stderr(true, "merging");
             let merged = offline::merge_files(&inputs, create, merge_config(&merge)?, |p| {
                 progress.update(p)
             })?;
@@ -227,7 +228,9 @@ fn run(cli: Cli) -> Result<u8> {
             }
         }
         Some(Command::Stats { files, functions }) if functions.functions => {
-            let profiles = profile::profile_files(&files)?;
+            let mut progress = ProgressLine::stderr(true, "reading");
+            let profiles = profile::profile_files_with_progress(&files, |p| progress.update(p))?;
+            drop(progress);
             let FunctionArgs { top, sort, .. } = functions;
             if functions.json {
                 print!("{}", profile::profile_json(&profiles, sort, top));
@@ -333,15 +336,29 @@ fn relay(cli: &Cli, forward: &str) -> Result<u8> {
 fn stats(files: &[PathBuf]) -> Result<u8> {
     let mut summaries = Vec::new();
     let mut failed = false;
+    let total = Progress::total_of(files.iter().map(PathBuf::as_path));
+    let mut progress = ProgressLine::stderr(true, "reading");
+    let mut done = 0;
     for file in files {
-        match crate::summarize(file) {
-            Ok(s) => summaries.push(s),
+        let summary = crate::summary::summarize_with_progress(file, |read| {
+            progress.update(Progress {
+                read: done + read,
+                total,
+            })
+        });
+        match summary {
+            Ok(s) => {
+                done += s.bytes;
+                summaries.push(s);
+            }
             Err(e) => {
+                progress.clear();
                 eprintln!("rtrace-collect: {}: {e:#}", file.display());
                 failed = true;
             }
         }
     }
+    drop(progress);
     print!("{}", crate::table(&summaries));
     Ok(if failed { 1 } else { 0 })
 }

@@ -6,14 +6,13 @@
 use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use rtrace::merge::{MergeConfig, Merger, StreamStats, ThreadOrder};
 use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd, TimelineSink};
 use rtrace::{Chunk, EventReader, StreamItem};
 
-use crate::status::{self, StatusLine};
+use crate::status::Progress;
 
 /// A stream's encoder, if the output has one (see `StreamEncoder`), and
 /// the order of its threads, kept before encoding.
@@ -27,53 +26,12 @@ pub struct Merged {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
-/// How far an offline merge has come.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
-    /// Bytes read of the readable inputs.
-    pub read: u64,
-    /// Their total size; `None` when one of them is not a regular file (a
-    /// pipe), whose size is not known ahead.
-    pub total: Option<u64>,
-}
-
-impl Progress {
-    /// The status line: "merging: 1.2 GB of 4.1 GB read (29 %), 12 s,
-    /// about 29 s left" after `elapsed`.
-    pub fn describe(&self, elapsed: Duration) -> String {
-        let took = status::duration(elapsed);
-        match self.total {
-            Some(total) if total > 0 => {
-                let done = self.read.min(total) as f64 / total as f64;
-                let left = if done > 0.0 && done < 1.0 {
-                    // Rounded up: "about 0 s left" would say it is done.
-                    let left = (elapsed.as_secs_f64() * (1.0 - done) / done).ceil();
-                    format!(
-                        ", about {} left",
-                        status::duration(Duration::from_secs_f64(left))
-                    )
-                } else {
-                    String::new()
-                };
-                format!(
-                    "merging: {} of {} read ({:.0} %), {took}{left}",
-                    status::bytes(self.read),
-                    status::bytes(total),
-                    done * 100.0
-                )
-            }
-            _ => format!("merging: {} read, {took}", status::bytes(self.read)),
-        }
-    }
-}
-
 /// Merges `inputs` into the sink `create` makes. A file that cannot be
 /// read at all is skipped (and named in `Merged::skipped`); one that
 /// breaks mid-way keeps what came before. Every input is opened before
 /// `create` runs: when none can be read, the merge fails and no output is
 /// made (nor an existing one truncated). `on_progress` is called before
-/// each chunk is read and once all are (see `ProgressLine` for a status
-/// line).
+/// each chunk is read and once all are (see `status::ProgressLine`).
 pub fn merge_files<S: TimelineSink>(
     inputs: &[PathBuf],
     create: impl FnOnce() -> Result<S>,
@@ -136,11 +94,14 @@ pub fn merge_files<S: TimelineSink>(
             }
             Ok(None) => {
                 let end = end_of(reader, false);
+                // What was read: a pipe has no size ahead.
+                bytes[stream.0 as usize] = reader.bytes_read();
                 merger.end_stream(stream, end, None)?;
                 *slot = None;
             }
             Err(e) => {
                 let end = end_of(reader, true);
+                bytes[stream.0 as usize] = reader.bytes_read();
                 merger.end_stream(stream, end, Some(e.to_string()))?;
                 *slot = None;
             }
@@ -153,30 +114,6 @@ pub fn merge_files<S: TimelineSink>(
         bytes,
         skipped,
     })
-}
-
-/// A merge's progress on a status line (see `status`): shown on a
-/// terminal once the merge has taken a second, updated four times a
-/// second, and erased when the line is dropped.
-pub struct ProgressLine {
-    line: StatusLine,
-}
-
-impl ProgressLine {
-    /// On stderr if `wanted` and it is a terminal.
-    pub fn stderr(wanted: bool) -> ProgressLine {
-        ProgressLine {
-            line: StatusLine::stderr(wanted, Duration::from_secs(1), Duration::from_millis(250)),
-        }
-    }
-
-    pub fn update(&mut self, progress: Progress) {
-        let now = Instant::now();
-        if self.line.due(now) {
-            let text = progress.describe(self.line.elapsed(now));
-            self.line.show(now, &text);
-        }
-    }
 }
 
 fn end_of<R: std::io::Read>(reader: &EventReader<R>, broken: bool) -> StreamEnd {

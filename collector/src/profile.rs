@@ -20,6 +20,8 @@ use rtrace::input::Input;
 use rtrace::timeline::{ProcessInfo, StreamId};
 use rtrace::{Event, FunctionId};
 
+use crate::status::Progress;
+
 /// One function of one process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FunctionStats {
@@ -138,9 +140,25 @@ pub struct Profiler {
 impl Profiler {
     /// Reads a whole file (stream or merged timeline) into the profiles.
     pub fn add_file(&mut self, path: &Path) -> Result<()> {
+        self.add_file_with_progress(path, |_| {})
+    }
+
+    /// `add_file`, calling `on_progress` with the bytes of the file read so
+    /// far every few thousand events and once at its end.
+    pub fn add_file_with_progress(
+        &mut self,
+        path: &Path,
+        mut on_progress: impl FnMut(u64),
+    ) -> Result<()> {
         let mut input = Input::open(path).with_context(|| format!("opening {}", path.display()))?;
         let mut ids: HashMap<(StreamId, FunctionId), (usize, usize)> = HashMap::new();
+        let mut until_progress = PROGRESS_EVENTS;
         while let Some((stream, event)) = input.next_event()? {
+            until_progress -= 1;
+            if until_progress == 0 {
+                on_progress(input.bytes_read());
+                until_progress = PROGRESS_EVENTS;
+            }
             let key = (stream, event.function);
             let (process, function) = match ids.get(&key) {
                 Some(&found) => found,
@@ -152,6 +170,7 @@ impl Profiler {
             };
             self.event(process, function, &event);
         }
+        on_progress(input.bytes_read());
         self.finish_threads();
         Ok(())
     }
@@ -258,9 +277,31 @@ fn close(thread: &mut ThreadState, profile: &mut ProcessProfile, end_ns: u64) {
 
 /// Profiles of every process in `paths`.
 pub fn profile_files(paths: &[PathBuf]) -> Result<Vec<ProcessProfile>> {
+    profile_files_with_progress(paths, |_| {})
+}
+
+/// Events between calls of the progress callbacks.
+const PROGRESS_EVENTS: u32 = 16_384;
+
+/// `profile_files`, calling `on_progress` every few thousand events with
+/// the bytes read of all the files.
+pub fn profile_files_with_progress(
+    paths: &[PathBuf],
+    mut on_progress: impl FnMut(Progress),
+) -> Result<Vec<ProcessProfile>> {
+    let total = Progress::total_of(paths.iter().map(PathBuf::as_path));
     let mut profiler = Profiler::default();
+    let mut done = 0;
     for path in paths {
-        profiler.add_file(path)?;
+        let mut last = 0;
+        profiler.add_file_with_progress(path, |read| {
+            last = read;
+            on_progress(Progress {
+                read: done + read,
+                total,
+            })
+        })?;
+        done += last;
     }
     Ok(profiler.finish())
 }

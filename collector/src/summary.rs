@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rtrace::{EventReader, Kind};
 
 /// What one stream holds.
@@ -37,6 +37,18 @@ impl StreamSummary {
 
 /// Reads a whole stream file and summarises it.
 pub fn summarize(path: &Path) -> Result<StreamSummary> {
+    summarize_with_progress(path, |_| {})
+}
+
+/// Events between calls of `summarize_with_progress`'s callback.
+const PROGRESS_EVENTS: u64 = 16_384;
+
+/// `summarize`, calling `on_progress` with the bytes of the file read so
+/// far every few thousand events.
+pub fn summarize_with_progress(
+    path: &Path,
+    mut on_progress: impl FnMut(u64),
+) -> Result<StreamSummary> {
     let mut reader = EventReader::open(path)?;
     let mut summary = StreamSummary {
         path: path.to_owned(),
@@ -49,9 +61,7 @@ pub fn summarize(path: &Path) -> Result<StreamSummary> {
         lost: 0,
         threads: 0,
         functions: 0,
-        bytes: std::fs::metadata(path)
-            .with_context(|| format!("reading the size of {}", path.display()))?
-            .len(),
+        bytes: 0,
         first_ns: None,
         last_ns: None,
         truncated: false,
@@ -60,6 +70,9 @@ pub fn summarize(path: &Path) -> Result<StreamSummary> {
     let mut functions = std::collections::HashSet::new();
     while let Some(ev) = reader.next_event()? {
         summary.events += 1;
+        if summary.events % PROGRESS_EVENTS == 0 {
+            on_progress(reader.bytes_read());
+        }
         summary.calls += u64::from(matches!(ev.kind, Kind::Call | Kind::CCall));
         summary.first_ns = Some(summary.first_ns.map_or(ev.ts_ns, |f| f.min(ev.ts_ns)));
         summary.last_ns = Some(summary.last_ns.map_or(ev.ts_ns, |l| l.max(ev.ts_ns)));
@@ -72,6 +85,8 @@ pub fn summarize(path: &Path) -> Result<StreamSummary> {
         summary.host = hello.host.clone();
         summary.recorder = hello.recorder.clone();
     }
+    // What was read, not the file's size: a pipe has none.
+    summary.bytes = reader.bytes_read();
     summary.lost = reader.lost();
     summary.truncated = reader.truncated();
     summary.threads = threads.len();

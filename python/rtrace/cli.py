@@ -287,7 +287,7 @@ def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"export: --format {wanted} needs an output ending in "
                      f"{'.json' if wanted == 'chrome' else '.pftrace'}, not {args.output!r}")
     if len(args.inputs) == 1 and read(args.inputs[0]).merged:
-        _native.convert(args.inputs[0], args.output)
+        _native.convert(args.inputs[0], args.output, progress=True)
         skipped = []
     else:
         stats, skipped = _native.merge(args.inputs, args.output, progress=True)
@@ -350,7 +350,8 @@ def _dump(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.top < 0:
         parser.error(f"stats: --top takes a count (0: all), not {args.top}")
-    report = _native.profile_report(args.files, top=args.top, sort=args.sort, json=args.json)
+    report = _native.profile_report(args.files, top=args.top, sort=args.sort, json=args.json,
+                                    progress=True)
     sys.stdout.write(report)
     return 0
 

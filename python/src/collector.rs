@@ -15,6 +15,7 @@ use rtrace::merge::{MergeConfig, StreamStats};
 use rtrace::Address;
 use rtrace_collect::access::{self, Access};
 use rtrace_collect::live::{self, Collected, LiveOptions};
+use rtrace_collect::status::{Progress, ProgressLine};
 use rtrace_collect::{offline, output};
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
@@ -208,7 +209,7 @@ pub fn merge<'py>(
 ) -> PyResult<MergeResult<'py>> {
     let config = merge_config(window)?;
     let result = py.allow_threads(|| {
-        let mut line = offline::ProgressLine::stderr(progress);
+        let mut line = ProgressLine::stderr(progress, "merging");
         offline::merge_files(
             &inputs,
             || output::create(&output),
@@ -233,13 +234,20 @@ pub fn collect_main(py: Python<'_>, argv: Vec<String>) -> u8 {
 }
 
 /// Rewrites a merged timeline (an rtrace `.pftrace`) in the format the
-/// output's name asks for (`.json`: Chrome trace JSON).
+/// output's name asks for (`.json`: Chrome trace JSON). With `progress`, a
+/// conversion that takes more than a second shows its progress on stderr
+/// if that is a terminal.
 #[pyfunction]
-pub fn convert(py: Python<'_>, input: PathBuf, output: PathBuf) -> PyResult<()> {
+#[pyo3(signature = (input, output, *, progress = false))]
+pub fn convert(py: Python<'_>, input: PathBuf, output: PathBuf, progress: bool) -> PyResult<()> {
     py.allow_threads(|| -> anyhow::Result<()> {
         let mut reader = rtrace::export::MergedReader::open(&input)?;
         let mut sink = output::create(&output)?;
-        rtrace::export::replay(&mut reader, &mut sink)?;
+        let total = Progress::total_of([input.as_path()]);
+        let mut line = ProgressLine::stderr(progress, "converting");
+        rtrace::export::replay_with_progress(&mut reader, &mut sink, |read| {
+            line.update(Progress { read, total })
+        })?;
         Ok(())
     })
     .map_err(|e| PyRuntimeError::new_err(format!("{e:#}")))

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use rtrace_collect::profile::{self, SortBy};
+use rtrace_collect::status::ProgressLine;
 
 use crate::errors::Error;
 
@@ -19,19 +20,25 @@ fn to_py(error: anyhow::Error) -> PyErr {
 
 /// The report on `paths` (stream files and merged timelines): aligned
 /// tables, or JSON lines with `json`; the `top` first functions of each
-/// process (0: all) by `sort` ("self", "total", "calls" or "mean").
+/// process (0: all) by `sort` ("self", "total", "calls" or "mean"). With
+/// `progress`, reading that takes more than a second shows its progress
+/// on stderr if that is a terminal.
 #[pyfunction]
-#[pyo3(signature = (paths, *, top = 20, sort = "self", json = false))]
+#[pyo3(signature = (paths, *, top = 20, sort = "self", json = false, progress = false))]
 pub fn profile_report(
     py: Python<'_>,
     paths: Vec<PathBuf>,
     top: usize,
     sort: &str,
     json: bool,
+    progress: bool,
 ) -> PyResult<String> {
     let sort: SortBy = sort.parse().map_err(PyValueError::new_err)?;
     let profiles = py
-        .allow_threads(|| profile::profile_files(&paths))
+        .allow_threads(|| {
+            let mut line = ProgressLine::stderr(progress, "reading");
+            profile::profile_files_with_progress(&paths, |p| line.update(p))
+        })
         .map_err(to_py)?;
     Ok(if json {
         profile::profile_json(&profiles, sort, top)

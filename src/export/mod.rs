@@ -12,4 +12,4 @@ pub mod perfetto_read;
 
 pub use chrome::ChromeJsonWriter;
 pub use perfetto::PerfettoWriter;
-pub use perfetto_read::{replay, MergedEvent, MergedItem, MergedReader};
+pub use perfetto_read::{replay, replay_with_progress, MergedEvent, MergedItem, MergedReader};

@@ -264,9 +264,9 @@ def test_an_offline_merge_names_inputs_it_cannot_read_and_writes_nothing_from_no
         assert (tmp_path / "keep.json").read_text() == "earlier"
 
 
-def _merge_from_a_slow_pipe(tmp_path: Path, command: list[str], terminal: bool) -> tuple[int, bytes]:
-    """Runs an offline merge of a recorded stream and of the same stream
-    fed through a named pipe in two halves 1.5 s apart, so that the merge
+def _run_on_a_slow_pipe(tmp_path: Path, args: list[str], terminal: bool) -> tuple[int, bytes]:
+    """Runs `args` (where "FIFO" stands for a named pipe) while the pipe is
+    fed the recorded stream in two halves 1.5 s apart, so that the command
     takes longer than a second; stderr is a pseudo-terminal or a pipe.
     Returns the exit status and what came out on stderr."""
     import pty
@@ -292,15 +292,15 @@ def _merge_from_a_slow_pipe(tmp_path: Path, command: list[str], terminal: bool) 
         err = terminal_fd
     else:
         err = subprocess.PIPE
-    proc = subprocess.Popen([*command, stream.name, fifo.name, "-o", "m.pftrace"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=err)
+    argv = [fifo.name if a == "FIFO" else a for a in args]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
     if terminal:
         os.close(terminal_fd)
         out = b""
         while True:
             try:
                 chunk = os.read(controller, 4096)
-            except OSError:  # EIO: the merge closed its end
+            except OSError:  # EIO: the command closed its end
                 break
             if not chunk:
                 break
@@ -312,29 +312,38 @@ def _merge_from_a_slow_pipe(tmp_path: Path, command: list[str], terminal: bool) 
     return proc.wait(timeout=60), out
 
 
-def test_an_offline_merge_shows_its_progress_on_a_terminal_only(tmp_path):
+def test_long_work_on_files_shows_its_progress_on_a_terminal_only(tmp_path):
     script = tmp_path / "w.py"
     script.write_text(WORKER)
     env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
     env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
     subprocess.run([sys.executable, str(script), "20000", "slow"], cwd=tmp_path, env=env,
                    check=True, capture_output=True)
+    (stream,) = tmp_path.glob("rtrace-*.rtrace")
     collect = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
     rtrace_bin = str(Path(sys.executable).parent / "rtrace")
-    for command in ([collect, "merge"], [rtrace_bin, "export"]):
-        status, out = _merge_from_a_slow_pipe(tmp_path, command, terminal=True)
-        text = out.decode(errors="replace")
-        assert status == 0, text
-        # Shown in place once the merge took a second (a pipe's size is not
-        # known ahead: bytes read, no percentage), then erased before the
-        # table.
-        assert re.search(r"\r\x1b\[2Kmerging: [\d.]+ [kMG]?B read, \d+ s", text), repr(text)
-        assert "%" not in text.split("session")[0], repr(text)
-        progress_end = text.rindex("merging: ")
-        assert text.index("\r\x1b[2K", progress_end) < text.index("session"), repr(text)
-        # Not on a pipe (logs, CI): the same merge prints no progress.
-        status, out = _merge_from_a_slow_pipe(tmp_path, command, terminal=False)
-        assert status == 0 and b"merging" not in out and b"\x1b" not in out, out
+    commands = {
+        "merging": ([collect, "merge", stream.name, "FIFO", "-o", "m.pftrace"],
+                    [rtrace_bin, "export", stream.name, "FIFO", "-o", "m.pftrace"]),
+        # Reading a pipe (`rtrace stats <(zcat t.rtrace.gz)`) works too.
+        "reading": ([collect, "stats", "FIFO"], [collect, "stats", "--functions", "FIFO"],
+                    [rtrace_bin, "stats", "FIFO"]),
+    }
+    for doing, argvs in commands.items():
+        for argv in argvs:
+            status, out = _run_on_a_slow_pipe(tmp_path, argv, terminal=True)
+            text = out.decode(errors="replace")
+            assert status == 0, (argv, text)
+            # Shown in place once the work took a second (a pipe's size is
+            # not known ahead: bytes read, no percentage), then erased.
+            shown = re.search(rf"\r\x1b\[2K{doing}: [\d.]+ [kMG]?B read, \d+ s", text)
+            assert shown, (argv, repr(text))
+            last = text.rindex(f"{doing}: ")
+            assert "\r\x1b[2K" in text[last:], (argv, repr(text))
+            assert "%" not in text[: shown.end()], (argv, repr(text))
+            # Not on a pipe (logs, CI): the same command prints no progress.
+            status, out = _run_on_a_slow_pipe(tmp_path, argv, terminal=False)
+            assert status == 0 and doing.encode() not in out and b"\x1b" not in out, (argv, out)
 
 
 def test_a_file_that_cannot_be_opened_is_reported_with_its_reason_once(tmp_path):

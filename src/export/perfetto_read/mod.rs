@@ -86,6 +86,11 @@ impl<R: Read> MergedReader<R> {
         }
     }
 
+    /// Bytes of the input read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.packets.offset()
+    }
+
     /// The processes seen so far.
     pub fn streams(&self) -> impl Iterator<Item = (StreamId, &ProcessInfo)> {
         self.streams.iter().map(|(&id, data)| (id, &data.info))
@@ -393,11 +398,30 @@ pub fn replay<R: Read, S: TimelineSink + ?Sized>(
     reader: &mut MergedReader<R>,
     sink: &mut S,
 ) -> Result<()> {
+    replay_with_progress(reader, sink, |_| {})
+}
+
+/// Items replayed between calls of `replay_with_progress`'s callback.
+const PROGRESS_ITEMS: u32 = 16_384;
+
+/// `replay`, calling `on_progress` with the bytes of the input read so far
+/// every few thousand items and once at the end.
+pub fn replay_with_progress<R: Read, S: TimelineSink + ?Sized>(
+    reader: &mut MergedReader<R>,
+    sink: &mut S,
+    mut on_progress: impl FnMut(u64),
+) -> Result<()> {
     let io = |source| Error::Io {
         action: "writing the replayed timeline",
         error: source,
     };
+    let mut until_progress = PROGRESS_ITEMS;
     while let Some(item) = reader.next_item()? {
+        until_progress -= 1;
+        if until_progress == 0 {
+            on_progress(reader.bytes_read());
+            until_progress = PROGRESS_ITEMS;
+        }
         match item {
             MergedItem::Process(s) => match reader.process(s) {
                 Some(info) => sink.process(s, info).map_err(io)?,
@@ -418,5 +442,6 @@ pub fn replay<R: Read, S: TimelineSink + ?Sized>(
             },
         }
     }
+    on_progress(reader.bytes_read());
     sink.finish().map_err(io)
 }

@@ -32,6 +32,11 @@ impl<R: Read> PacketReader<R> {
         }
     }
 
+    /// Bytes of the input read so far.
+    pub(super) fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// The next packet and its byte offset, or `None` at the end (or at a
     /// torn last packet).
     pub(super) fn next_packet(&mut self) -> Result<Option<(pb::TracePacket, u64)>> {
