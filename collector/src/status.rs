@@ -251,6 +251,25 @@ mod tests {
     }
 
     #[test]
+    fn the_progress_line_says_how_much_is_read_and_how_long_is_left() {
+        let cases = [
+            (
+                1_000_000_000,
+                Some(4_000_000_000),
+                10,
+                "1.0 GB of 4.0 GB read (25 %), 10 s, about 30 s left",
+            ),
+            (4_000, Some(4_000), 2, "4.0 kB of 4.0 kB read (100 %), 2 s"),
+            (0, Some(4_000), 1, "0 B of 4.0 kB read (0 %), 1 s"),
+            (2_500_000, None, 3, "2.5 MB read, 3 s"),
+        ];
+        for (read, total, secs, want) in cases {
+            let got = Progress { read, total }.describe("merging", Duration::from_secs(secs));
+            assert_eq!(got, format!("merging: {want}"));
+        }
+    }
+
+    #[test]
     fn sizes_and_durations_read_as_people_write_them() {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(12_345), "12.3 kB");

@@ -24,17 +24,23 @@ fn merge(inputs: &[PathBuf], out: &Path) -> (Vec<Progress>, offline::Merged) {
     (seen, merged)
 }
 
-#[test]
-fn progress_counts_the_bytes_read_up_to_the_inputs_total() {
-    let dir = tempfile::tempdir().unwrap();
+/// Two stream files of `calls` calls each in `dir`, and their total size.
+fn record_two(dir: &Path, calls: u64) -> (Vec<PathBuf>, u64) {
     let inputs: Vec<PathBuf> = (0..2)
         .map(|i| {
-            let path = dir.path().join(format!("p{i}.rtrace"));
-            record(Config::new(format!("p{i}"), &path), 100_000);
+            let path = dir.join(format!("p{i}.rtrace"));
+            record(Config::new(format!("p{i}"), &path), calls);
             path
         })
         .collect();
-    let total: u64 = inputs.iter().map(|p| p.metadata().unwrap().len()).sum();
+    let total = inputs.iter().map(|p| p.metadata().unwrap().len()).sum();
+    (inputs, total)
+}
+
+#[test]
+fn progress_counts_the_bytes_read_up_to_the_inputs_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inputs, total) = record_two(dir.path(), 100_000);
     let (seen, merged) = merge(&inputs, &dir.path().join("out.pftrace"));
     assert_eq!(merged.bytes.iter().sum::<u64>(), total);
     assert!(seen.len() > 4, "one report per chunk: {seen:?}");
@@ -51,14 +57,7 @@ fn progress_counts_the_bytes_read_up_to_the_inputs_total() {
 #[test]
 fn reading_for_stats_reports_progress_across_files_up_to_their_total() {
     let dir = tempfile::tempdir().unwrap();
-    let inputs: Vec<PathBuf> = (0..2)
-        .map(|i| {
-            let path = dir.path().join(format!("s{i}.rtrace"));
-            record(Config::new(format!("s{i}"), &path), 50_000);
-            path
-        })
-        .collect();
-    let total: u64 = inputs.iter().map(|p| p.metadata().unwrap().len()).sum();
+    let (inputs, total) = record_two(dir.path(), 50_000);
     let mut seen = Vec::new();
     let profiles =
         rtrace_collect::profile::profile_files_with_progress(&inputs, |p| seen.push(p)).unwrap();
@@ -99,33 +98,5 @@ fn a_pipe_has_no_total_and_its_bytes_still_count() {
     assert!(
         line.starts_with("merging: ") && line.ends_with(" read, 3 s"),
         "{line}"
-    );
-}
-
-#[test]
-fn the_progress_line_says_how_much_is_read_and_how_long_is_left() {
-    let quarter = Progress {
-        read: 1_000_000_000,
-        total: Some(4_000_000_000),
-    };
-    assert_eq!(
-        quarter.describe("merging", std::time::Duration::from_secs(10)),
-        "merging: 1.0 GB of 4.0 GB read (25 %), 10 s, about 30 s left"
-    );
-    let all = Progress {
-        read: 4_000,
-        total: Some(4_000),
-    };
-    assert_eq!(
-        all.describe("merging", std::time::Duration::from_secs(2)),
-        "merging: 4.0 kB of 4.0 kB read (100 %), 2 s"
-    );
-    let none = Progress {
-        read: 0,
-        total: Some(4_000),
-    };
-    assert_eq!(
-        none.describe("merging", std::time::Duration::from_secs(1)),
-        "merging: 0 B of 4.0 kB read (0 %), 1 s"
     );
 }
