@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use rtrace::merge::{MergeConfig, Merger, StreamStats, ThreadOrder};
@@ -26,6 +26,10 @@ pub struct Merged {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
+/// A stream opened for a merge, and its size if it is known ahead (a
+/// regular file's; not a pipe's).
+pub type Opened = (EventReader<BufReader<File>>, Option<u64>);
+
 /// Merges `inputs` into the sink `create` makes. A file that cannot be
 /// read at all is skipped (and named in `Merged::skipped`); one that
 /// breaks mid-way keeps what came before. Every input is opened before
@@ -36,22 +40,34 @@ pub fn merge_files<S: TimelineSink>(
     inputs: &[PathBuf],
     create: impl FnOnce() -> Result<S>,
     config: MergeConfig,
-    mut on_progress: impl FnMut(Progress),
+    on_progress: impl FnMut(Progress),
 ) -> Result<Merged> {
     let mut opened = Vec::new();
     let mut skipped = Vec::new();
-    let mut total = Some(0u64);
     for path in inputs {
         match EventReader::open(path) {
-            Ok(reader) => {
-                let meta = std::fs::metadata(path).ok();
-                let size = meta.as_ref().filter(|m| m.is_file()).map(|m| m.len());
-                total = total.zip(size).map(|(t, s)| t + s);
-                opened.push((reader, size.unwrap_or(0)));
-            }
+            Ok(reader) => opened.push((reader, regular_file_size(path))),
             Err(e) => skipped.push((path.clone(), e.to_string())),
         }
     }
+    merge_opened(opened, skipped, create, config, on_progress)
+}
+
+/// The size of `path` if it is a regular file.
+pub fn regular_file_size(path: &Path) -> Option<u64> {
+    let meta = std::fs::metadata(path).ok()?;
+    meta.is_file().then_some(meta.len())
+}
+
+/// `merge_files` of inputs already opened; `skipped` are those that could
+/// not be, with why.
+pub fn merge_opened<S: TimelineSink>(
+    opened: Vec<Opened>,
+    skipped: Vec<(PathBuf, String)>,
+    create: impl FnOnce() -> Result<S>,
+    config: MergeConfig,
+    mut on_progress: impl FnMut(Progress),
+) -> Result<Merged> {
     if opened.is_empty() {
         let why: Vec<String> = skipped.iter().map(|(_, e)| e.clone()).collect();
         bail!(
@@ -59,6 +75,9 @@ pub fn merge_files<S: TimelineSink>(
             why.join("; ")
         );
     }
+    let total = opened
+        .iter()
+        .try_fold(0u64, |sum, (_, size)| size.map(|s| sum + s));
     let mut merger = Merger::new(create()?, config);
     let mut readers: Vec<Option<(EventReader<BufReader<File>>, Encoder)>> = Vec::new();
     let mut bytes = Vec::new();
@@ -68,7 +87,7 @@ pub fn merge_files<S: TimelineSink>(
         let id = merger.add_stream(process)?;
         let encoder = (merger.stream_encoder(id), ThreadOrder::default());
         readers.push(Some((reader, encoder)));
-        bytes.push(size);
+        bytes.push(size.unwrap_or(0));
     }
     let mut read: u64 = readers.iter().flatten().map(|(r, _)| r.bytes_read()).sum();
     while let Some(stream) = merger.lagging_stream() {

@@ -286,11 +286,12 @@ def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if (wanted == "chrome") != args.output.endswith(".json"):
         parser.error(f"export: --format {wanted} needs an output ending in "
                      f"{'.json' if wanted == 'chrome' else '.pftrace'}, not {args.output!r}")
-    if len(args.inputs) == 1 and read(args.inputs[0]).merged:
-        _native.convert(args.inputs[0], args.output, progress=True)
-        skipped = []
-    else:
-        stats, skipped = _native.merge(args.inputs, args.output, progress=True)
+    # One merged timeline is rewritten; stream files are merged. Each input
+    # is opened once, in Rust, so that pipes work.
+    merged = _native.export(args.inputs, args.output, progress=True)
+    skipped = []
+    if merged is not None:
+        stats, skipped = merged
         for path, why in skipped:
             print(f"rtrace: skipped {path}: {why}", file=sys.stderr)
         _print_table(stats)

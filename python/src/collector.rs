@@ -2,7 +2,9 @@
 //! merges and writes the timeline on a background thread; and the offline
 //! merge of stream files.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,6 +13,8 @@ use std::time::Duration;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use rtrace::export::MergedReader;
+use rtrace::input::Input;
 use rtrace::merge::{MergeConfig, StreamStats};
 use rtrace::Address;
 use rtrace_collect::access::{self, Access};
@@ -233,22 +237,69 @@ pub fn collect_main(py: Python<'_>, argv: Vec<String>) -> u8 {
     py.allow_threads(|| rtrace_collect::cli::main_with_args(argv))
 }
 
-/// Rewrites a merged timeline (an rtrace `.pftrace`) in the format the
-/// output's name asks for (`.json`: Chrome trace JSON). With `progress`, a
-/// conversion that takes more than a second shows its progress on stderr
-/// if that is a terminal.
+/// `rtrace export`: one merged timeline (an rtrace `.pftrace`) is
+/// rewritten in the format `output`'s name asks for (`.json`: Chrome trace
+/// JSON); stream files are merged, as `merge` does. Each input is opened
+/// once, so a pipe works (`rtrace export <(zcat t.rtrace.gz) -o t.json`).
+/// Returns the merge's stats and skipped inputs, or None for a rewrite.
+/// With `progress`, work that takes more than a second shows its progress
+/// on stderr if that is a terminal.
 #[pyfunction]
-#[pyo3(signature = (input, output, *, progress = false))]
-pub fn convert(py: Python<'_>, input: PathBuf, output: PathBuf, progress: bool) -> PyResult<()> {
-    py.allow_threads(|| -> anyhow::Result<()> {
-        let mut reader = rtrace::export::MergedReader::open(&input)?;
-        let mut sink = output::create(&output)?;
-        let total = Progress::total_of([input.as_path()]);
-        let mut line = ProgressLine::stderr(progress, "converting");
-        rtrace::export::replay_with_progress(&mut reader, &mut sink, |read| {
-            line.update(Progress { read, total })
-        })?;
-        Ok(())
-    })
-    .map_err(|e| PyRuntimeError::new_err(format!("{e:#}")))
+#[pyo3(signature = (inputs, output, *, progress = false))]
+pub fn export<'py>(
+    py: Python<'py>,
+    inputs: Vec<PathBuf>,
+    output: PathBuf,
+    progress: bool,
+) -> PyResult<Option<MergeResult<'py>>> {
+    let config = merge_config(1.0)?;
+    let result = py.allow_threads(|| -> anyhow::Result<Option<offline::Merged>> {
+        let mut opened = Vec::new();
+        let mut skipped = Vec::new();
+        for path in &inputs {
+            match Input::open(path) {
+                Ok(Input::Merged(mut reader)) if inputs.len() == 1 => {
+                    rewrite(&mut reader, path, &output, progress)?;
+                    return Ok(None);
+                }
+                Ok(Input::Merged(_)) => skipped.push((
+                    path.clone(),
+                    "a merged timeline: merge stream files, or rewrite one timeline at a time"
+                        .to_owned(),
+                )),
+                Ok(Input::Stream(reader)) => {
+                    opened.push((*reader, offline::regular_file_size(path)))
+                }
+                Err(e) => skipped.push((path.clone(), e.to_string())),
+            }
+        }
+        let mut line = ProgressLine::stderr(progress, "merging");
+        let create = || output::create(&output);
+        offline::merge_opened(opened, skipped, create, config, |p| line.update(p)).map(Some)
+    });
+    match result {
+        Ok(Some(merged)) => Ok(Some((
+            stats_dicts(py, &merged.stats, &merged.bytes)?,
+            merged.skipped,
+        ))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(PyRuntimeError::new_err(format!("{e:#}"))),
+    }
+}
+
+/// Rewrites the merged timeline `reader` reads (from `input`) into
+/// `output`, in the format its name asks for.
+fn rewrite(
+    reader: &mut MergedReader<BufReader<File>>,
+    input: &Path,
+    output: &Path,
+    progress: bool,
+) -> anyhow::Result<()> {
+    let mut sink = output::create(output)?;
+    let total = Progress::total_of([input]);
+    let mut line = ProgressLine::stderr(progress, "converting");
+    rtrace::export::replay_with_progress(reader, &mut sink, |read| {
+        line.update(Progress { read, total })
+    })?;
+    Ok(())
 }

@@ -346,6 +346,32 @@ def test_long_work_on_files_shows_its_progress_on_a_terminal_only(tmp_path):
             assert status == 0 and doing.encode() not in out and b"\x1b" not in out, (argv, out)
 
 
+def test_rtrace_export_reads_pipes_and_tells_a_timeline_among_streams(tmp_path):
+    script = tmp_path / "w.py"
+    script.write_text(WORKER)
+    env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
+    env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
+    subprocess.run([sys.executable, str(script), "100", "piped"], cwd=tmp_path, env=env,
+                   check=True, capture_output=True)
+    (stream,) = tmp_path.glob("rtrace-*.rtrace")
+    rtrace_bin = str(Path(sys.executable).parent / "rtrace")
+    # A stream through a pipe is merged; a timeline through a pipe is
+    # rewritten (each is opened once: reading ahead to tell which it is
+    # would have eaten the pipe's first bytes).
+    proc = subprocess.run(["bash", "-c", f'"{rtrace_bin}" export <(cat {stream.name}) -o t.pftrace '
+                           f'&& "{rtrace_bin}" export <(cat t.pftrace) -o t.json'],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    leaves = [e for e in chrome_events(tmp_path / "t.json") if e.get("name") == "leaf"]
+    assert len(leaves) == 2 * 100, len(leaves)  # each of the 2 threads called leaf() 100 times
+    # A timeline among stream files is named for what it is.
+    proc = subprocess.run([rtrace_bin, "export", "t.pftrace", stream.name, "-o", "u.pftrace"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "skipped t.pftrace: a merged timeline: merge stream files, or rewrite one timeline " \
+           "at a time" in proc.stderr, proc.stderr
+
+
 def test_a_file_that_cannot_be_opened_is_reported_with_its_reason_once(tmp_path):
     collect = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
     for args in (["stats", "--functions", "missing.rtrace"], ["stats", "missing.rtrace"],
