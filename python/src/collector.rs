@@ -200,27 +200,18 @@ type MergeResult<'py> = (Vec<Bound<'py, PyDict>>, Vec<(PathBuf, String)>);
 /// Merges stream files into one timeline (`.pftrace`, or `.json` for
 /// Chrome JSON); returns per-stream stats and the inputs that could not be
 /// read at all (path, why), which are left out. Raises, writing nothing,
-/// when no input can be read. With `progress`, a merge that takes more
-/// than a second shows its progress on stderr if that is a terminal.
+/// when no input can be read.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, *, window = 1.0, progress = false))]
+#[pyo3(signature = (inputs, output, *, window = 1.0))]
 pub fn merge<'py>(
     py: Python<'py>,
     inputs: Vec<PathBuf>,
     output: PathBuf,
     window: f64,
-    progress: bool,
 ) -> PyResult<MergeResult<'py>> {
     let config = merge_config(window)?;
-    let result = py.allow_threads(|| {
-        let mut line = ProgressLine::stderr(progress, "merging");
-        offline::merge_files(
-            &inputs,
-            || output::create(&output),
-            config,
-            |p| line.update(p),
-        )
-    });
+    let create = || output::create(&output);
+    let result = py.allow_threads(|| offline::merge_files(&inputs, create, config, |_| {}));
     match result {
         Ok(merged) => Ok((
             stats_dicts(py, &merged.stats, &merged.bytes)?,
