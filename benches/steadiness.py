@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     print(spread("speed probes", probes))
     print(f"probe-run rank correlation (Spearman): {spearman(probes, runs):.2f}")
     if slow:
-        print(f"{len(slow)} runs had a probe over {SLOW_PROBE}x the median probe "
+        runs_had = "1 run had" if len(slow) == 1 else f"{len(slow)} runs had"
+        print(f"{runs_had} a probe over {SLOW_PROBE}x the median probe "
               f"(what --retry-busy takes again): median {statistics.median(slow) * 1e3:.1f} ms, "
               f"against {statistics.median(kept) * 1e3:.1f} ms for the others")  # fmt: skip
     else:

@@ -205,7 +205,7 @@ fn run(cli: Cli) -> Result<u8> {
             output,
             merge,
         }) => {
-            let create = || output::create(&output);
+            let create = || output::create_apart_from(&output, &inputs);
             let mut progress = ProgressLine::stderr(true, "merging");
             let merged = offline::merge_files(&inputs, create, merge_config(&merge)?, |p| {
                 progress.update(p)

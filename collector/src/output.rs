@@ -55,6 +55,29 @@ pub fn create(path: &Path) -> Result<OutputFile> {
     })
 }
 
+/// `create`, refused when `path` is one of `inputs` under any name (the
+/// same file): creating it would truncate what is being read.
+pub fn create_apart_from(path: &Path, inputs: &[PathBuf]) -> Result<OutputFile> {
+    if let Some(input) = same_file_among(path, inputs) {
+        anyhow::bail!(
+            "the output {} is the input {}: writing it would destroy what is being read; \
+             give -o another name",
+            path.display(),
+            input.display()
+        );
+    }
+    create(path)
+}
+
+/// The input that is the file at `path` (same device and inode), if any.
+fn same_file_among<'a>(path: &Path, inputs: &'a [PathBuf]) -> Option<&'a PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let out = std::fs::metadata(path).ok()?;
+    inputs.iter().find(|input| {
+        std::fs::metadata(input).is_ok_and(|m| m.dev() == out.dev() && m.ino() == out.ino())
+    })
+}
+
 /// The merged timeline's file: its writer, whose errors say which file
 /// failed.
 ///

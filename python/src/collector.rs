@@ -210,7 +210,7 @@ pub fn merge<'py>(
     window: f64,
 ) -> PyResult<MergeResult<'py>> {
     let config = merge_config(window)?;
-    let create = || output::create(&output);
+    let create = || output::create_apart_from(&output, &inputs);
     let result = py.allow_threads(|| offline::merge_files(&inputs, create, config, |_| {}));
     match result {
         Ok(merged) => Ok((
@@ -265,7 +265,7 @@ pub fn export<'py>(
             }
         }
         let mut line = ProgressLine::stderr(progress, "merging");
-        let create = || output::create(&output);
+        let create = || output::create_apart_from(&output, &inputs);
         offline::merge_opened(opened, skipped, create, config, |p| line.update(p)).map(Some)
     });
     match result {
@@ -286,7 +286,7 @@ fn rewrite(
     output: &Path,
     progress: bool,
 ) -> anyhow::Result<()> {
-    let mut sink = output::create(output)?;
+    let mut sink = output::create_apart_from(output, &[input.to_owned()])?;
     let total = Progress::total_of([input]);
     let mut line = ProgressLine::stderr(progress, "converting");
     rtrace::export::replay_with_progress(reader, &mut sink, |read| {

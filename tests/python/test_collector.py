@@ -372,6 +372,35 @@ def test_rtrace_export_reads_pipes_and_tells_a_timeline_among_streams(tmp_path):
            "at a time" in proc.stderr, proc.stderr
 
 
+def test_an_output_that_is_also_an_input_is_refused_and_the_input_kept(tmp_path):
+    script = tmp_path / "w.py"
+    script.write_text(WORKER)
+    env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
+    env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
+    subprocess.run([sys.executable, str(script), "100", "same"], cwd=tmp_path, env=env,
+                   check=True, capture_output=True)
+    (stream,) = tmp_path.glob("rtrace-*.rtrace")
+    collect = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
+    rtrace_bin = str(Path(sys.executable).parent / "rtrace")
+    subprocess.run([rtrace_bin, "export", stream.name, "-o", "t.pftrace"], cwd=tmp_path,
+                   check=True, capture_output=True)
+    os.link(tmp_path / "t.pftrace", tmp_path / "alias.pftrace")
+    cases = [
+        ([collect, "merge", stream.name, "-o", stream.name], stream.name, stream.name),
+        ([rtrace_bin, "export", stream.name, "-o", f"./{stream.name}"], f"./{stream.name}",
+         stream.name),
+        # A timeline rewritten onto itself, under another name (a hard link).
+        ([rtrace_bin, "export", "t.pftrace", "-o", "alias.pftrace"], "alias.pftrace", "t.pftrace"),
+    ]
+    for argv, output, input_name in cases:
+        before = (tmp_path / input_name).read_bytes()
+        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0, (argv, proc.stderr)
+        assert (f"the output {output} is the input {input_name}: writing it would destroy what "
+                "is being read; give -o another name") in proc.stderr, (argv, proc.stderr)
+        assert (tmp_path / input_name).read_bytes() == before, argv
+
+
 def test_a_file_that_cannot_be_opened_is_reported_with_its_reason_once(tmp_path):
     collect = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
     for args in (["stats", "--functions", "missing.rtrace"], ["stats", "missing.rtrace"],
