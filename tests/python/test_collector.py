@@ -34,6 +34,25 @@ print(rec.events, rec.lost, rec.collector, flush=True)
 """
 
 
+def record_streams(tmp_path: Path, calls: int, *sessions: str) -> list[Path]:
+    """Runs WORKER once per session with no collector: each writes a stream
+    file in tmp_path. Returns the stream files, sorted."""
+    script = tmp_path / "w.py"
+    script.write_text(WORKER)
+    env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
+    env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
+    for session in sessions:
+        subprocess.run([sys.executable, str(script), str(calls), session], cwd=tmp_path, env=env,
+                       check=True, capture_output=True)
+    return sorted(tmp_path.glob("rtrace-*.rtrace"))
+
+
+# The command lines beside this interpreter (rtrace-collect runs the
+# collector in-process, through rtrace's extension).
+COLLECT = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
+RTRACE_BIN = str(Path(sys.executable).parent / "rtrace")
+
+
 def start_workers(tmp_path: Path, address: str, sessions: list[str], calls: int,
                   token: str | None = None):
     script = tmp_path / "worker.py"
@@ -102,14 +121,7 @@ def test_ten_processes_over_unix_and_tcp_merge_into_one_ordered_timeline(tmp_pat
 
 
 def test_offline_merge_joins_stream_files(tmp_path):
-    script = tmp_path / "w.py"
-    script.write_text(WORKER)
-    env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
-    env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
-    for name in ("a", "b"):
-        subprocess.run([sys.executable, str(script), "500", name], cwd=tmp_path, env=env, check=True,
-                       capture_output=True)
-    inputs = sorted(str(p) for p in tmp_path.glob("rtrace-*.rtrace"))
+    inputs = [str(p) for p in record_streams(tmp_path, 500, "a", "b")]
     assert len(inputs) == 2
     stats, skipped = _native.merge(inputs, str(tmp_path / "m.json"))
     assert skipped == []
@@ -235,17 +247,9 @@ def test_a_running_process_events_are_written_at_once_not_a_window_later(tmp_pat
 
 
 def test_an_offline_merge_names_inputs_it_cannot_read_and_writes_nothing_from_none(tmp_path):
-    script = tmp_path / "w.py"
-    script.write_text(WORKER)
-    env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
-    env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
-    subprocess.run([sys.executable, str(script), "200", "good"], cwd=tmp_path, env=env, check=True,
-                   capture_output=True)
-    (good,) = [p.name for p in tmp_path.glob("rtrace-*.rtrace")]
+    (good,) = [p.name for p in record_streams(tmp_path, 200, "good")]
     (tmp_path / "foreign.rtrace").write_text("not a stream")
-    collect = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
-    rtrace_bin = str(Path(sys.executable).parent / "rtrace")
-    for command in ([collect, "merge"], [rtrace_bin, "export"]):
+    for command in ([COLLECT, "merge"], [RTRACE_BIN, "export"]):
         # One good input among bad ones: the timeline holds it, each bad one
         # is named with why, and the exit status says something was left out.
         proc = subprocess.run([*command, good, "missing.rtrace", "foreign.rtrace", "-o", "m.json"],
@@ -313,21 +317,13 @@ def _run_on_a_slow_pipe(tmp_path: Path, args: list[str], terminal: bool) -> tupl
 
 
 def test_long_work_on_files_shows_its_progress_on_a_terminal_only(tmp_path):
-    script = tmp_path / "w.py"
-    script.write_text(WORKER)
-    env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
-    env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
-    subprocess.run([sys.executable, str(script), "20000", "slow"], cwd=tmp_path, env=env,
-                   check=True, capture_output=True)
-    (stream,) = tmp_path.glob("rtrace-*.rtrace")
-    collect = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
-    rtrace_bin = str(Path(sys.executable).parent / "rtrace")
+    (stream,) = record_streams(tmp_path, 20000, "slow")
     commands = {
-        "merging": ([collect, "merge", stream.name, "FIFO", "-o", "m.pftrace"],
-                    [rtrace_bin, "export", stream.name, "FIFO", "-o", "m.pftrace"]),
+        "merging": ([COLLECT, "merge", stream.name, "FIFO", "-o", "m.pftrace"],
+                    [RTRACE_BIN, "export", stream.name, "FIFO", "-o", "m.pftrace"]),
         # Reading a pipe (`rtrace stats <(zcat t.rtrace.gz)`) works too.
-        "reading": ([collect, "stats", "FIFO"], [collect, "stats", "--functions", "FIFO"],
-                    [rtrace_bin, "stats", "FIFO"]),
+        "reading": ([COLLECT, "stats", "FIFO"], [COLLECT, "stats", "--functions", "FIFO"],
+                    [RTRACE_BIN, "stats", "FIFO"]),
     }
     for doing, argvs in commands.items():
         for argv in argvs:
@@ -347,25 +343,18 @@ def test_long_work_on_files_shows_its_progress_on_a_terminal_only(tmp_path):
 
 
 def test_rtrace_export_reads_pipes_and_tells_a_timeline_among_streams(tmp_path):
-    script = tmp_path / "w.py"
-    script.write_text(WORKER)
-    env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
-    env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
-    subprocess.run([sys.executable, str(script), "100", "piped"], cwd=tmp_path, env=env,
-                   check=True, capture_output=True)
-    (stream,) = tmp_path.glob("rtrace-*.rtrace")
-    rtrace_bin = str(Path(sys.executable).parent / "rtrace")
+    (stream,) = record_streams(tmp_path, 100, "piped")
     # A stream through a pipe is merged; a timeline through a pipe is
     # rewritten (each is opened once: reading ahead to tell which it is
     # would have eaten the pipe's first bytes).
-    proc = subprocess.run(["bash", "-c", f'"{rtrace_bin}" export <(cat {stream.name}) -o t.pftrace '
-                           f'&& "{rtrace_bin}" export <(cat t.pftrace) -o t.json'],
+    proc = subprocess.run(["bash", "-c", f'"{RTRACE_BIN}" export <(cat {stream.name}) -o t.pftrace '
+                           f'&& "{RTRACE_BIN}" export <(cat t.pftrace) -o t.json'],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     leaves = [e for e in chrome_events(tmp_path / "t.json") if e.get("name") == "leaf"]
     assert len(leaves) == 2 * 100, len(leaves)  # each of the 2 threads called leaf() 100 times
     # A timeline among stream files is named for what it is.
-    proc = subprocess.run([rtrace_bin, "export", "t.pftrace", stream.name, "-o", "u.pftrace"],
+    proc = subprocess.run([RTRACE_BIN, "export", "t.pftrace", stream.name, "-o", "u.pftrace"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
     assert "skipped t.pftrace: a merged timeline: merge stream files, or rewrite one timeline " \
@@ -373,24 +362,16 @@ def test_rtrace_export_reads_pipes_and_tells_a_timeline_among_streams(tmp_path):
 
 
 def test_an_output_that_is_also_an_input_is_refused_and_the_input_kept(tmp_path):
-    script = tmp_path / "w.py"
-    script.write_text(WORKER)
-    env = {k: v for k, v in os.environ.items() if k != "RTRACE_COLLECTOR"}
-    env["RTRACE_OUTPUT_DIR"] = str(tmp_path)
-    subprocess.run([sys.executable, str(script), "100", "same"], cwd=tmp_path, env=env,
-                   check=True, capture_output=True)
-    (stream,) = tmp_path.glob("rtrace-*.rtrace")
-    collect = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
-    rtrace_bin = str(Path(sys.executable).parent / "rtrace")
-    subprocess.run([rtrace_bin, "export", stream.name, "-o", "t.pftrace"], cwd=tmp_path,
+    (stream,) = record_streams(tmp_path, 100, "same")
+    subprocess.run([RTRACE_BIN, "export", stream.name, "-o", "t.pftrace"], cwd=tmp_path,
                    check=True, capture_output=True)
     os.link(tmp_path / "t.pftrace", tmp_path / "alias.pftrace")
     cases = [
-        ([collect, "merge", stream.name, "-o", stream.name], stream.name, stream.name),
-        ([rtrace_bin, "export", stream.name, "-o", f"./{stream.name}"], f"./{stream.name}",
+        ([COLLECT, "merge", stream.name, "-o", stream.name], stream.name, stream.name),
+        ([RTRACE_BIN, "export", stream.name, "-o", f"./{stream.name}"], f"./{stream.name}",
          stream.name),
         # A timeline rewritten onto itself, under another name (a hard link).
-        ([rtrace_bin, "export", "t.pftrace", "-o", "alias.pftrace"], "alias.pftrace", "t.pftrace"),
+        ([RTRACE_BIN, "export", "t.pftrace", "-o", "alias.pftrace"], "alias.pftrace", "t.pftrace"),
     ]
     for argv, output, input_name in cases:
         before = (tmp_path / input_name).read_bytes()
@@ -402,10 +383,9 @@ def test_an_output_that_is_also_an_input_is_refused_and_the_input_kept(tmp_path)
 
 
 def test_a_file_that_cannot_be_opened_is_reported_with_its_reason_once(tmp_path):
-    collect = shutil.which("rtrace-collect", path=str(Path(sys.executable).parent))
     for args in (["stats", "--functions", "missing.rtrace"], ["stats", "missing.rtrace"],
                  ["merge", "missing.rtrace", "-o", "m.pftrace"]):
-        proc = subprocess.run([collect, *args], cwd=tmp_path, capture_output=True, text=True,
+        proc = subprocess.run([COLLECT, *args], cwd=tmp_path, capture_output=True, text=True,
                               timeout=60)
         assert proc.returncode != 0, proc.stderr
         assert "cannot open missing.rtrace" in proc.stderr, proc.stderr
