@@ -1,9 +1,9 @@
 //! A one-line status on a terminal, rewritten in place: the live
 //! collector's streams and rates, the progress of long work on files
-//! (merging, converting, reading for `stats`). Shown only
-//! when stderr is a terminal (logs and pipes get none), and cleared before
-//! anything else is printed, at the latest when the line is dropped (an
-//! error on its way out).
+//! (merging, converting, reading for `stats`). Shown only when stderr is a
+//! terminal (logs and pipes get none), and cleared before anything else is
+//! printed, at the latest when the line is dropped (an error on its way
+//! out).
 
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
