@@ -242,9 +242,8 @@ def speed_probe() -> float:
     """Seconds this process takes for a fixed loop of arithmetic. Run just
     before and just after each measurement (outside it): a slow probe marks
     a run during which the CPU itself ran slow, which /proc/stat cannot
-    show (a virtual machine whose host lends its core elsewhere: here
-    untraced fib ran 1.9x slower for seconds at a time, with nothing else
-    running in the machine)."""
+    show (a virtual machine whose host lends its core elsewhere; how much
+    it matters on a machine: benches/steadiness.py)."""
     t = time.perf_counter()
     x = 0
     for i in range(PROBE_ITERATIONS):

@@ -15,9 +15,10 @@ just before and after each run, and prints:
     python benches/steadiness.py --python .venv-3.12/bin/python
     python benches/steadiness.py --python .venv-3.12/bin/python --runs 80 --size 28
 
-On a quiet physical machine the runs spread by a few percent. A virtual
-machine whose host lends its cores elsewhere at times shows runs that take
-up to twice as long, in spells too short for a probe to catch every one.
+Where the runs spread by more than a few percent, so will the rows of
+benches/overhead.py. On the project's 2-core VM the slowest run took 1.9-2.7
+times the fastest, and the probe caught only some of the slow ones (README,
+Performance).
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ impl Kind {
     /// Number of low bits of an event code that hold the kind.
     pub const BITS: u32 = 4;
     pub(crate) const MASK: u64 = (1 << Self::BITS) - 1;
+    /// The user events (`is_mark`) as a set of raw kinds, bit `kind` each:
+    /// SpanBegin to FlowIn, the last kind.
+    pub(crate) const MARKS: u64 = (1 << (Kind::FlowIn as u64 + 1)) - (1 << Kind::SpanBegin as u64);
 
     /// The kind's name as the Python API shows it.
     pub fn as_str(self) -> &'static str {
@@ -92,7 +95,7 @@ impl Kind {
     /// True for user events (`mark`), as opposed to the calls and lines
     /// the hook records.
     pub fn is_mark(self) -> bool {
-        self as u8 >= Kind::SpanBegin as u8
+        Kind::MARKS & (1 << self as u64) != 0
     }
 
     /// True for kinds that carry a `mark::Mark` (flow id, value, args);

@@ -5,14 +5,14 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use rtrace::merge::{MergeConfig, Merger, StreamStats, ThreadOrder};
 use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd, TimelineSink};
 use rtrace::{Chunk, EventReader, StreamItem};
 
-use crate::status::Progress;
+use crate::status::{regular_file_size, Progress};
 
 /// A stream's encoder, if the output has one (see `StreamEncoder`), and
 /// the order of its threads, kept before encoding.
@@ -53,12 +53,6 @@ pub fn merge_files<S: TimelineSink>(
     merge_opened(opened, skipped, create, config, on_progress)
 }
 
-/// The size of `path` if it is a regular file.
-pub fn regular_file_size(path: &Path) -> Option<u64> {
-    let meta = std::fs::metadata(path).ok()?;
-    meta.is_file().then_some(meta.len())
-}
-
 /// `merge_files` of inputs already opened; `skipped` are those that could
 /// not be, with why.
 pub fn merge_opened<S: TimelineSink>(
@@ -75,9 +69,7 @@ pub fn merge_opened<S: TimelineSink>(
             why.join("; ")
         );
     }
-    let total = opened
-        .iter()
-        .try_fold(0u64, |sum, (_, size)| size.map(|s| sum + s));
+    let total = opened.iter().map(|(_, size)| *size).sum();
     let mut merger = Merger::new(create()?, config);
     let mut readers: Vec<Option<(EventReader<BufReader<File>>, Encoder)>> = Vec::new();
     let mut bytes = Vec::new();

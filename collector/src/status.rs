@@ -96,15 +96,13 @@ pub struct Progress {
 
 impl Progress {
     /// The total size of `paths`; `None` if one is not a regular file (a
-    /// pipe). One that cannot be read counts as empty: it will be skipped.
+    /// pipe). One that does not exist counts as empty: it will be skipped.
     pub fn total_of<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Option<u64> {
         paths
             .into_iter()
-            .try_fold(0u64, |sum, path| match std::fs::metadata(path) {
-                Ok(meta) if meta.is_file() => Some(sum + meta.len()),
-                Ok(_) => None,
-                Err(_) => Some(sum),
-            })
+            .filter(|path| path.exists())
+            .map(regular_file_size)
+            .sum()
     }
 
     /// The status line of work `doing` ("merging"): "merging: 1.2 GB of
@@ -131,6 +129,13 @@ impl Progress {
             _ => format!("{doing}: {} read, {took}", bytes(self.read)),
         }
     }
+}
+
+/// The size of `path` if it is a regular file (known ahead, unlike a
+/// pipe's).
+pub fn regular_file_size(path: &Path) -> Option<u64> {
+    let meta = std::fs::metadata(path).ok()?;
+    meta.is_file().then_some(meta.len())
 }
 
 /// Long work's progress on a status line: shown on a terminal once the

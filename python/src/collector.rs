@@ -19,7 +19,7 @@ use rtrace::merge::{MergeConfig, StreamStats};
 use rtrace::Address;
 use rtrace_collect::access::{self, Access};
 use rtrace_collect::live::{self, Collected, LiveOptions};
-use rtrace_collect::status::{Progress, ProgressLine};
+use rtrace_collect::status::{regular_file_size, Progress, ProgressLine};
 use rtrace_collect::{offline, output};
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
@@ -258,9 +258,7 @@ pub fn export<'py>(
                     "a merged timeline: merge stream files, or rewrite one timeline at a time"
                         .to_owned(),
                 )),
-                Ok(Input::Stream(reader)) => {
-                    opened.push((*reader, offline::regular_file_size(path)))
-                }
+                Ok(Input::Stream(reader)) => opened.push((*reader, regular_file_size(path))),
                 Err(e) => skipped.push((path.clone(), e.to_string())),
             }
         }

@@ -277,16 +277,10 @@ pub fn encode_plain_frame(
     use crate::event::Kind;
     use prost::encoding::encoded_len_varint as varint_len;
     // The raw kinds (the code's low bits) that are not a plain call or
-    // return: a line, or a user event (`Kind::is_mark`). One test per
-    // event instead of decoding its kind.
+    // return: a line, or a user event (`Kind::MARKS`). One test per event
+    // instead of decoding its kind.
     const LINE: u64 = Kind::Line as u64;
-    const NOT_PLAIN: u64 = (1 << LINE)
-        | (1 << Kind::SpanBegin as u64)
-        | (1 << Kind::SpanEnd as u64)
-        | (1 << Kind::Instant as u64)
-        | (1 << Kind::Counter as u64)
-        | (1 << Kind::FlowOut as u64)
-        | (1 << Kind::FlowIn as u64);
+    const NOT_PLAIN: u64 = (1 << LINE) | Kind::MARKS;
     let base_ticks = events.first().map_or(0, |e| e.ticks);
     let (mut deltas_len, mut codes_len, mut lines_len) = (0, 0, 0);
     let mut previous = base_ticks;
