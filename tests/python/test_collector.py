@@ -390,3 +390,22 @@ def test_a_file_that_cannot_be_opened_is_reported_with_its_reason_once(tmp_path)
         assert proc.returncode != 0, proc.stderr
         assert "cannot open missing.rtrace" in proc.stderr, proc.stderr
         assert proc.stderr.count("No such file or directory") == 1, proc.stderr
+
+
+def test_ctrl_c_finishes_the_console_collector_with_status_0(tmp_path):
+    """The pip-installed rtrace-collect runs the collector inside Python:
+    Ctrl-C finishes the file and exits 0, with no KeyboardInterrupt
+    traceback once the collector returns (Python's own SIGINT handler used
+    to leave one pending)."""
+    sock = f"unix://{tmp_path}/c.sock"
+    collector = subprocess.Popen([COLLECT, "--listen", sock, "-o", "t.pftrace"], cwd=tmp_path,
+                                 stderr=subprocess.PIPE, text=True)
+    assert "listening on" in collector.stderr.readline()
+    [worker] = start_workers(tmp_path, sock, ["ctrl-c"], 100)
+    assert worker.wait(timeout=60) == 0, worker.stderr.read()
+    collector.send_signal(signal.SIGINT)
+    report = collector.stderr.read()
+    assert collector.wait(timeout=30) == 0, report
+    assert "Traceback" not in report and "KeyboardInterrupt" not in report, report
+    assert "wrote t.pftrace" in report, report
+    assert sum(1 for e in rtrace.read(tmp_path / "t.pftrace") if e.name == "leaf" and e.kind == "call") == 200
