@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 
 from overhead_workloads import PROCESSES, runner
@@ -213,20 +214,41 @@ def peak_rss_kib() -> int:
     return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
+def waited_for_cpu() -> tuple[int, int]:
+    """This thread's time spent runnable but not running (ns, from
+    /proc/self/task/TID/schedstat) and how often it was preempted
+    (involuntary context switches); (0, 0) where Linux does not say."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+            waited_ns = int(f.read().split()[1])
+        return waited_ns, resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0, 0
+
+
 def measure(tool: Tool, work, size: int) -> dict:
     tool.prepare()
+    # Read outside the recording: inside it, its calls would be recorded
+    # too, and take the first (shortest) function ids from the workload's.
+    w1, p1 = waited_for_cpu()
     t0_ns = time.monotonic_ns()
     tool.start()
     c1, t1 = time.process_time(), time.perf_counter()
     work(size)
     t2, c2 = time.perf_counter(), time.process_time()
     tool.stop()
+    w2, p2 = waited_for_cpu()
     tool.finish()
     t3_ns = time.monotonic_ns()
     return {
         "in_run_s": t2 - t1,
         "e2e_s": (t3_ns - t0_ns) / 1e9,
         "cpu_s": c2 - c1,
+        # The thread that runs the workload, from the tool's start to its
+        # stop: in the threads and multiprocessing workloads it only waits
+        # for the others.
+        "waited_s": (w2 - w1) / 1e9,
+        "preempted": p2 - p1,
         "t0_ns": t0_ns,
         "done_ns": t3_ns,
         **tool.stats(),

@@ -177,7 +177,21 @@ def rtrace_row(workload, size, mode: str, cell: Cell, untraced: Cell) -> list[st
         fmt_mb(cell.median("collector_rss_kib")),
         fmt_s(cell.median("collector_cpu_s")),
         fmt_s(cell.median("finish_s")),
+        waited_cell(workload, cell, untraced),
     ]
+
+
+def waited_cell(workload, cell: Cell, untraced: Cell) -> str:
+    """How long the thread running the workload waited for a CPU while it
+    could have run, and how often it was preempted (medians, ms and times;
+    untraced in parentheses). "-" for workloads whose main thread only
+    waits for its threads or processes."""
+    waited, preempted = cell.median("waited_s"), cell.median("preempted")
+    if workload.name in ("threads", "multiprocessing") or waited is None or preempted is None:
+        return "-"
+    base = untraced.median("waited_s")
+    base_ms = f"{base * 1e3:.1f}" if base is not None else "-"
+    return f"{waited * 1e3:.1f} ({base_ms}), {preempted:,.0f}x"
 
 
 def rtrace_table(cells, modes, workloads) -> str:
@@ -193,6 +207,7 @@ def rtrace_table(cells, modes, workloads) -> str:
         "collector RSS MB",
         "collector cpu s",
         "finish s",
+        "main thread waited for a CPU ms (untraced), preempted",
     ]
     rows = []
     for workload, size in workloads:

@@ -25,6 +25,7 @@ pub mod read;
 pub mod recorder;
 pub mod rxstamp;
 pub mod sanitize;
+pub mod sched;
 pub mod sink;
 pub mod terminate;
 pub mod timeline;

@@ -435,7 +435,12 @@ impl Recorder {
 fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit)>> {
     std::thread::Builder::new()
         .name("rtrace-writer".into())
-        .spawn(move || writer.run())
+        .spawn(move || {
+            // Without it the writer's wake-ups preempt the traced thread
+            // (see `sched`). A failure leaves the default policy: harmless.
+            let _ = crate::sched::batch_current_thread();
+            writer.run()
+        })
         .map_err(|source| Error::Io {
             action: "starting the writer thread",
             error: source,

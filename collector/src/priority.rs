@@ -12,6 +12,10 @@
 //! the readers at -10 too, the collector still using 0.6× the traced
 //! processes' CPU. So the collector asks for that priority for those
 //! threads (`--nice`), and says so when it may not have it.
+//!
+//! They also run under `SCHED_BATCH` (see `rtrace::sched`), as the
+//! recorders' writers do: their share stays what the nice value gives, but
+//! waking up no longer preempts a traced program running on the same CPU.
 
 use std::io;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -34,10 +38,18 @@ pub fn raise_merge_thread(nice: i32) -> io::Result<()> {
 /// if it was raised. A failure leaves the thread as it was: the merge
 /// thread's note already said why.
 pub fn follow_merge_thread() {
+    batch_current_thread();
     let nice = MERGE_THREAD_NICE.load(Ordering::Relaxed);
     if nice != 0 {
         let _ = set_current_thread_nice(nice);
     }
+}
+
+/// Puts the calling thread, one that carries events, under `SCHED_BATCH`.
+/// Where that fails (it needs no privilege on Linux) the thread keeps the
+/// default policy, which only costs the traced programs a little more.
+pub fn batch_current_thread() {
+    let _ = rtrace::sched::batch_current_thread();
 }
 
 /// Sets the calling thread's nice value (on Linux the nice value belongs

@@ -106,6 +106,13 @@ def test_bench_rtrace_table_reports_rate_bytes_and_memory(quick_run):
             assert 0 < float(cells["merged B/ev"]) < 64
             assert int(cells["collector RSS MB"]) > 0
             assert float(cells["finish s"]) >= 0
+        # The traced thread's wait for a CPU (schedstat) and preemptions:
+        # shown where the main thread runs the work, "-" where it waits.
+        waited = cells["main thread waited for a CPU ms (untraced), preempted"]
+        if cells["workload"] == WORKLOADS["multiprocessing"]:
+            assert waited == "-", row
+        else:
+            assert re.fullmatch(r"\d+\.\d \(\d+\.\d\), [\d,]+x", waited), row
     assert "anomalies:" in proc.stdout
 
 

@@ -392,6 +392,67 @@ def test_a_file_that_cannot_be_opened_is_reported_with_its_reason_once(tmp_path)
         assert proc.stderr.count("No such file or directory") == 1, proc.stderr
 
 
+SCHED_OTHER, SCHED_BATCH = 0, 3
+
+RECORDS_UNTIL_STDIN_CLOSES = """
+import sys, rtrace
+with rtrace.record(session="policy"):
+    print("RECORDING", flush=True)
+    sys.stdin.read()
+"""
+
+
+def thread_policies(pid: int) -> dict[int, tuple[str, int]]:
+    """Each thread of ``pid``: its name and scheduling policy (field 41 of
+    /proc/PID/task/TID/stat)."""
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        threads[int(task.name)] = (name, int(fields[38]))
+    return threads
+
+
+def test_threads_that_carry_events_give_way_to_the_traced_program(tmp_path):
+    """The recorder's writer and the collector's merge, stream and output
+    threads run under SCHED_BATCH, so that their wake-ups do not preempt
+    the traced thread (without it, sched_switch tracing showed the writer
+    preempting it ~100 times in half a second); the program's own threads
+    keep the policy they had."""
+    sock = f"unix://{tmp_path}/c.sock"
+    collector = subprocess.Popen([COLLECT, "--listen", sock, "-o", "t.pftrace", "--drain", "0.5"],
+                                 cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    assert "listening on" in collector.stderr.readline()
+    program = subprocess.Popen([sys.executable, "-c", RECORDS_UNTIL_STDIN_CLOSES], cwd=tmp_path,
+                               env=dict(os.environ, RTRACE_COLLECTOR=sock),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert program.stdout.readline().strip() == "RECORDING"
+        deadline = time.monotonic() + 10
+        while True:
+            collecting = thread_policies(collector.pid)
+            names = {name for name, _ in collecting.values()}
+            if "stream #0" in names or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        traced = thread_policies(program.pid)
+    finally:
+        program.stdin.close()
+        program.wait(timeout=30)
+        collector.send_signal(signal.SIGINT)
+        collector.wait(timeout=30)
+    assert program.returncode == 0 and collector.returncode == 0
+    assert traced[program.pid][1] == SCHED_OTHER, traced
+    assert [policy for name, policy in traced.values() if name == "rtrace-writer"] == [SCHED_BATCH]
+    by_name = {name: policy for name, policy in collecting.values()}
+    assert collecting[collector.pid][1] == SCHED_BATCH, collecting  # the merge thread
+    assert by_name.get("stream #0") == SCHED_BATCH, collecting
+    assert by_name.get("output") == SCHED_BATCH, collecting
+
+
 def test_ctrl_c_finishes_the_console_collector_with_status_0(tmp_path):
     """The pip-installed rtrace-collect runs the collector inside Python:
     Ctrl-C finishes the file and exits 0, with no KeyboardInterrupt
