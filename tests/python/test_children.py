@@ -5,6 +5,7 @@ parent, into the same timeline."""
 from __future__ import annotations
 
 import collections
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import check_nesting, read_events, rtrace_cli
+import rtrace
+from conftest import RTRACE, check_nesting, read_events, rtrace_cli
 
 FAMILY = textwrap.dedent(
     """
@@ -165,3 +167,31 @@ def test_rtrace_run_no_children_records_only_the_program(tmp_path):
     names, processes = calls_per_process(tmp_path / "q.pftrace")
     assert len(processes) == 2, processes
     assert sum(n["hello"] for n in names.values()) == 1
+
+
+def test_rtrace_run_leaves_its_start_up_out_and_runs_the_programs_sitecustomize(tmp_path):
+    """`rtrace run` starts each Python process through a sitecustomize of its
+    own. Its own work (finding the sitecustomize it shadows) is not in the
+    timeline, and the program's sitecustomize still runs, recorded like
+    the program, in the main process and in a child."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("def site_hello():\n    pass\nsite_hello()\n")
+    (tmp_path / "app.py").write_text(
+        "import subprocess, sys\n"
+        "def main():\n"
+        "    subprocess.run([sys.executable, '-c', 'pass'], check=True)\n"
+        "main()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(site))
+    proc = subprocess.run([RTRACE, "run", "-o", "t.pftrace", "--", "app.py"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    names, processes = calls_per_process(tmp_path / "t.pftrace")
+    assert len(processes) == 2, processes
+    assert sorted(n["site_hello"] for n in names.values()) == [1, 1], names
+    assert sum(n["main"] for n in names.values()) == 1
+    events, _ = read_events(tmp_path / "t.pftrace")
+    package = str(Path(rtrace.__file__).parent)
+    ours = sorted({(ev.name, ev.file) for ev in events if ev.file and ev.file.startswith(package)})
+    assert ours == [], ours

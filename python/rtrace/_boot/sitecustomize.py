@@ -7,17 +7,17 @@ import os
 import sys
 
 
-def _chain_to_shadowed_sitecustomize() -> None:
+def _shadowed_sitecustomize():
+    """The ``sitecustomize.py`` this one shadows: the next one on
+    ``sys.path``, or None."""
     here = os.path.dirname(os.path.abspath(__file__))
     for entry in sys.path:
         if not entry or os.path.abspath(entry) == here:
             continue
         candidate = os.path.join(entry, "sitecustomize.py")
         if os.path.isfile(candidate):
-            spec = importlib.util.spec_from_file_location("_rtrace_shadowed_sitecustomize", candidate)
-            if spec and spec.loader:
-                spec.loader.exec_module(importlib.util.module_from_spec(spec))
-            return
+            return candidate
+    return None
 
 
 def _import_rtrace():
@@ -56,7 +56,15 @@ def _import_rtrace():
         return None
 
 
+# Searched before recording starts: the search is rtrace's work, and would
+# otherwise open every process's timeline (~350 events of path functions).
+_shadowed = _shadowed_sitecustomize()
 _autostart = _import_rtrace()
 if _autostart is not None:
     _autostart.start_from_environment()
-_chain_to_shadowed_sitecustomize()
+if _shadowed is not None:
+    # Run at module level, in no function of ours: from here on it is the
+    # program's own start-up, recorded like the rest of it.
+    _spec = importlib.util.spec_from_file_location("_rtrace_shadowed_sitecustomize", _shadowed)
+    if _spec and _spec.loader:
+        _spec.loader.exec_module(importlib.util.module_from_spec(_spec))
