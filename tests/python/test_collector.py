@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 import rtrace
-from faults import Collector, reap_leftovers  # noqa: F401  (the fixture)
 from rtrace import _native
 
 WORKER = """
@@ -420,11 +419,13 @@ def thread_policies(pid: int) -> dict[int, tuple[str, int]]:
 def test_threads_that_carry_events_give_way_to_the_traced_program(tmp_path):
     """The recorder's writer and the collector's merge, stream and output
     threads run under SCHED_BATCH, so that their wake-ups do not preempt
-    the traced thread (without it, the writer's wake-ups were most of the
-    traced thread's ~250 preemptions per fib(30) run); the program's own threads
+    the traced thread (without it, sched_switch tracing showed the writer
+    preempting it ~100 times in half a second); the program's own threads
     keep the policy they had."""
     sock = f"unix://{tmp_path}/c.sock"
-    collector = Collector(tmp_path, sock, "t.pftrace")
+    collector = subprocess.Popen([COLLECT, "--listen", sock, "-o", "t.pftrace", "--drain", "0.5"],
+                                 cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    assert "listening on" in collector.stderr.readline()
     program = subprocess.Popen([sys.executable, "-c", RECORDS_UNTIL_STDIN_CLOSES], cwd=tmp_path,
                                env=dict(os.environ, RTRACE_COLLECTOR=sock),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -441,8 +442,9 @@ def test_threads_that_carry_events_give_way_to_the_traced_program(tmp_path):
     finally:
         program.stdin.close()
         program.wait(timeout=30)
-        collector.finish()
-    assert program.returncode == 0
+        collector.send_signal(signal.SIGINT)
+        collector.wait(timeout=30)
+    assert program.returncode == 0 and collector.returncode == 0
     assert traced[program.pid][1] == SCHED_OTHER, traced
     assert [policy for name, policy in traced.values() if name == "rtrace-writer"] == [SCHED_BATCH]
     by_name = {name: policy for name, policy in collecting.values()}
@@ -457,10 +459,14 @@ def test_ctrl_c_finishes_the_console_collector_with_status_0(tmp_path):
     traceback once the collector returns (Python's own SIGINT handler used
     to leave one pending)."""
     sock = f"unix://{tmp_path}/c.sock"
-    collector = Collector(tmp_path, sock, "t.pftrace")
+    collector = subprocess.Popen([COLLECT, "--listen", sock, "-o", "t.pftrace"], cwd=tmp_path,
+                                 stderr=subprocess.PIPE, text=True)
+    assert "listening on" in collector.stderr.readline()
     [worker] = start_workers(tmp_path, sock, ["ctrl-c"], 100)
     assert worker.wait(timeout=60) == 0, worker.stderr.read()
-    report = collector.finish(sig=signal.SIGINT)  # exit status 0, or it fails here
+    collector.send_signal(signal.SIGINT)
+    report = collector.stderr.read()
+    assert collector.wait(timeout=30) == 0, report
     assert "Traceback" not in report and "KeyboardInterrupt" not in report, report
     assert "wrote t.pftrace" in report, report
     assert sum(1 for e in rtrace.read(tmp_path / "t.pftrace") if e.name == "leaf" and e.kind == "call") == 200
