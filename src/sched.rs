@@ -4,13 +4,13 @@
 //! traces flat out (each hand-over of a full buffer wakes it). Under the
 //! default policy a woken thread may preempt the one running on its CPU,
 //! and the scheduler tends to wake it on the CPU of the thread that woke
-//! it: the traced thread. Measured with `sched_switch` tracing on the
-//! 2-core development machine (fib(30), 3.12, streaming to a collector on
-//! the same host): the traced thread was preempted ~110 times in 0.5 s,
-//! ~100 of them by its own writer. `SCHED_BATCH` keeps the thread's share
-//! of the CPU (its nice value and weight are unchanged) but gives up
-//! preemption on wake-up: the woken writer runs on an idle CPU at once, or
-//! when the running thread's slice ends. Its writes come a few
+//! it: the traced thread. `sched_switch` tracing on the 2-core development
+//! machine (fib(30), 3.12, streaming to a collector on the same host)
+//! showed nearly all of the traced thread's preemptions by its own
+//! writer; README ("Giving way") has the counts. `SCHED_BATCH` keeps the
+//! thread's share of the CPU (its nice value and weight are unchanged)
+//! but gives up preemption on wake-up: the woken writer runs on an idle
+//! CPU at once, or when the running thread's slice ends. Its writes come a few
 //! milliseconds later on a busy machine, which nothing depends on: the
 //! clock exchange stamps what it receives in the kernel (`rxstamp`).
 
@@ -34,25 +34,18 @@ pub fn batch_current_thread() -> io::Result<()> {
     Ok(())
 }
 
-/// Whether the calling thread is under `SCHED_BATCH`.
-pub fn current_thread_is_batch() -> bool {
-    #[cfg(target_os = "linux")]
-    {
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn current_thread_is_batch() -> bool {
         // SAFETY: sched_getscheduler takes a pid and touches no memory.
         #[allow(unsafe_code)]
         let policy = unsafe { libc::sched_getscheduler(0) };
         policy == libc::SCHED_BATCH
     }
-    #[cfg(not(target_os = "linux"))]
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
-    #[cfg(target_os = "linux")]
     fn batch_applies_to_the_calling_thread_only_and_keeps_its_nice_value() {
         // SAFETY: getpriority/setpriority take plain integers.
         #[allow(unsafe_code)]

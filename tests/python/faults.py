@@ -212,9 +212,10 @@ class Collector:
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
 
-    def finish(self, timeout: float = 120) -> str:
-        """Stops it with SIGTERM; returns its report (the rest of stderr)."""
-        self.signal(signal.SIGTERM)
+    def finish(self, timeout: float = 120, sig: int | None = None) -> str:
+        """Stops it with ``sig`` (default SIGTERM; SIGINT is what Ctrl-C
+        sends); returns its report (the rest of stderr)."""
+        self.signal(signal.SIGTERM if sig is None else sig)
         _, stderr = self.proc.communicate(timeout=timeout)
         assert self.proc.returncode == 0, stderr
         return stderr
