@@ -665,6 +665,7 @@ impl<R: Read> EventReader<R> {
                     plain: view.lines.is_empty() && view.marks.is_empty(),
                     lines: view.lines.iter().map(|line| line as u32),
                     marks: view.marks.into_iter(),
+                    palette: view.palette.iter().collect(),
                     texts: Vec::new(),
                 };
                 let decoded = decode_batch(batch, &self.clock, &mut self.lost, &mut self.ready);
@@ -733,6 +734,7 @@ impl<R: Read> EventReader<R> {
                     codes: batch.codes.into_iter(),
                     lines: batch.lines.into_iter(),
                     marks: batch.marks.into_iter(),
+                    palette: batch.palette,
                     texts,
                 };
                 let decoded = decode_batch(batch, &self.clock, &mut self.lost, &mut self.ready);
@@ -837,6 +839,22 @@ fn not_plain(kind: u64) -> String {
     }
 }
 
+/// The event code that a batch's `code` stands for: the code itself without
+/// a palette, the palette's entry with one.
+#[inline]
+fn from_palette(palette: &[u64], code: u64) -> std::result::Result<u64, String> {
+    if palette.is_empty() {
+        return Ok(code);
+    }
+    match usize::try_from(code).ok().and_then(|i| palette.get(i)) {
+        Some(&code) => Ok(code),
+        None => Err(format!(
+            "an event refers to entry {code} of a palette of {}",
+            palette.len()
+        )),
+    }
+}
+
 /// A batch's fields, from the hand-parsed view or from prost's struct.
 struct Batch<D, C, L, M> {
     tid: u64,
@@ -850,6 +868,9 @@ struct Batch<D, C, L, M> {
     codes: C,
     lines: L,
     marks: M,
+    /// The codes that `codes` index (`EventBatch.palette`); empty: `codes`
+    /// are the codes themselves.
+    palette: Vec<u64>,
     /// `log_args` texts: (event index, text), by ascending index. A frame
     /// with texts always takes the prost path (`wire::batch`).
     texts: Vec<(u32, String)>,
@@ -902,12 +923,13 @@ where
     ) -> std::result::Result<(), String> {
         let mut converter = clock.converter();
         let mut ticks = self.base_ticks;
+        let palette = self.palette;
         for (delta, code) in self.deltas.zip(self.codes) {
             ticks = ticks.wrapping_add(delta as u64);
             if delta < 0 && backwards.is_none() {
                 *backwards = Some((ticks, delta));
             }
-            let (function, kind) = decode_code(code);
+            let (function, kind) = decode_code(from_palette(&palette, code)?);
             let Some(kind) = PLAIN_KINDS[kind as usize] else {
                 return Err(not_plain(kind));
             };
@@ -934,6 +956,7 @@ where
         let text_at =
             |next: &Option<(u32, String)>| next.as_ref().map_or(usize::MAX, |t| t.0 as usize);
         let mut next_text_at = text_at(&next_text);
+        let palette = self.palette;
         let pairs = self.deltas.zip(self.codes);
         // The slot being filled, and in the end how many were (counted, not
         // assumed: a slot left blank is never handed out).
@@ -943,6 +966,10 @@ where
             if delta < 0 && backwards.is_none() {
                 *backwards = Some((ticks, delta));
             }
+            let code = match from_palette(&palette, code) {
+                Ok(code) => code,
+                Err(reason) => return (filled, Err(reason)),
+            };
             let (function, kind) = decode_code(code);
             let Some(kind) = Kind::from_wire(kind) else {
                 return (filled, Err(format!("unknown event kind {kind}")));
@@ -996,6 +1023,7 @@ mod tests {
             codes: codes.iter().copied(),
             lines: std::iter::empty(),
             marks: std::iter::empty(),
+            palette: Vec::new(),
             texts: Vec::new(),
         }
     }
@@ -1122,5 +1150,78 @@ mod tests {
         assert_eq!(one_by_one, plain.into_events(4));
         assert_eq!(one_by_one[3].kind, Kind::Return);
         assert_eq!(one_by_one[3].function, FunctionId(1));
+    }
+
+    /// A stream holding `batch` after a hello and a clock snapshot.
+    fn stream_with(batch: pb::EventBatch) -> Vec<u8> {
+        let mut bytes = wire::file_header().to_vec();
+        let hello = pb::Hello {
+            protocol_version: u32::from(wire::FORMAT_VERSION),
+            clock: Some(pb::ClockInfo {
+                source: 2,
+                ticks_per_second: 1e9,
+            }),
+            ..Default::default()
+        };
+        wire::encode_frame(Body::Hello(hello), &mut bytes);
+        let snapshot = pb::ClockSnapshot {
+            ticks: 0,
+            monotonic_ns: 0,
+            unix_ns: 0,
+            complete_ticks: 0,
+        };
+        wire::encode_frame(Body::Clock(snapshot), &mut bytes);
+        wire::encode_frame(Body::Batch(batch), &mut bytes);
+        bytes
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<Event>> {
+        let mut reader = EventReader::new(FrameReader::with_header(bytes, "s".into())?)?;
+        let mut events = Vec::new();
+        while let Some(event) = reader.next_event()? {
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Codes given through a palette read as the same events as codes
+    /// given as such, on both paths (hand-parsed, and prost's for a batch
+    /// with a line); an index past the palette is an error that says so.
+    #[test]
+    fn a_palette_stands_for_the_codes_it_lists() {
+        let call = encode_code(FunctionId(900), Kind::Call);
+        let ret = encode_code(FunctionId(900), Kind::Return);
+        let line = encode_code(FunctionId(900), Kind::Line);
+        for codes in [vec![call, ret, call, ret], vec![call, line, ret, call]] {
+            let lines = if codes.contains(&line) {
+                vec![12]
+            } else {
+                vec![]
+            };
+            let plain = pb::EventBatch {
+                tid: 1,
+                tick_deltas: vec![0, 5, 5, 5],
+                codes: codes.clone(),
+                lines,
+                ..Default::default()
+            };
+            let mut palette = plain.clone();
+            palette.palette = vec![ret, call, line];
+            palette.codes = codes
+                .iter()
+                .map(|c| palette.palette.iter().position(|p| p == c).unwrap() as u64)
+                .collect();
+            let expected = read_all(&stream_with(plain)).unwrap();
+            assert_eq!(expected.len(), 4);
+            assert_eq!(read_all(&stream_with(palette.clone())).unwrap(), expected);
+
+            palette.codes[2] = 3;
+            let error = read_all(&stream_with(palette)).unwrap_err().to_string();
+            assert!(error.starts_with("s: malformed frame at byte "), "{error}");
+            assert!(
+                error.ends_with("an event refers to entry 3 of a palette of 3"),
+                "{error}"
+            );
+        }
     }
 }

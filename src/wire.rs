@@ -18,11 +18,14 @@ pub mod pb {
 pub use pb::frame::Body;
 
 pub mod batch;
+pub mod palette;
 
 /// Magic at the start of a stream file.
 pub const MAGIC: &[u8; 6] = b"RTRACE";
-/// Stream format version this rtrace writes and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// Stream format version this rtrace writes and the newest it reads. It
+/// reads every version from 1: version 2 added `EventBatch.palette`, which
+/// a version-1 reader would ignore, misreading the codes.
+pub const FORMAT_VERSION: u16 = 2;
 /// Length of the file header: magic plus little-endian version.
 pub const HEADER_LEN: usize = 8;
 /// Largest frame a reader accepts. Writers stay far below it (a batch of
@@ -74,7 +77,8 @@ pub fn clock_info(description: &clock::Description) -> pb::ClockInfo {
 
 /// Encodes one thread's events as a batch. `events` is a thread buffer's
 /// content: events, each mark followed by its payload slots; a call or
-/// return event with a `line` refers to `texts[line - 1]`.
+/// return event with a `line` refers to `texts[line - 1]`. The codes are
+/// ranked in a palette when that makes the batch smaller (`palette`).
 pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64, texts: Vec<String>) -> Body {
     let base_ticks = events.first().map_or(0, |e| e.ticks);
     let mut tick_deltas = Vec::with_capacity(events.len());
@@ -112,11 +116,13 @@ pub fn batch_body(tid: u64, events: &[RawEvent], lost_before: u64, texts: Vec<St
         }
         index += 1;
     }
+    let palette = palette::rank_codes(&mut codes);
     Body::Batch(pb::EventBatch {
         tid,
         base_ticks,
         tick_deltas,
         codes,
+        palette,
         lines,
         lost_before,
         marks,

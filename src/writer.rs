@@ -82,6 +82,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     flush_interval: Duration,
     scratch: Vec<u8>,
+    /// Ranks each batch's codes (`wire::palette`), kept between batches.
+    palette: wire::palette::Palette,
     last_snapshot_ticks: u64,
     last_snapshot_at: Instant,
     last_flush: Instant,
@@ -109,6 +111,7 @@ impl Writer {
             shared,
             flush_interval,
             scratch: Vec::with_capacity(1 << 16),
+            palette: wire::palette::Palette::new(),
             last_snapshot_ticks: 0,
             last_snapshot_at: Instant::now(),
             last_flush: Instant::now(),
@@ -325,7 +328,13 @@ impl Writer {
             self.scratch.clear();
             let (tid, lost) = (batch.tid, batch.lost_before);
             if batch.texts.is_empty()
-                && wire::batch::encode_plain_frame(tid, &batch.events, lost, &mut self.scratch)
+                && wire::batch::encode_plain_frame(
+                    tid,
+                    &batch.events,
+                    lost,
+                    &mut self.palette,
+                    &mut self.scratch,
+                )
             {
                 self.write_scratch(false);
             } else {

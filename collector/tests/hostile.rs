@@ -32,7 +32,10 @@ fn wrong_protocol_versions_are_refused_with_both_versions_named() {
     );
     assert!(!newer.accepted && !newer.retry, "{newer:?}");
     assert!(
-        newer.reason.contains("version 7") && newer.reason.contains("up to 1"),
+        newer.reason.contains("version 7")
+            && newer
+                .reason
+                .contains(&format!("up to {}", rtrace::wire::FORMAT_VERSION)),
         "{newer:?}"
     );
     collector.wait_for("(session \"future\", pid 4242): ", WAIT);

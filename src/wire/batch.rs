@@ -13,6 +13,7 @@
 
 use prost::Message;
 
+use super::palette::Palette;
 use super::pb;
 use crate::varint::PutBytes;
 
@@ -26,6 +27,7 @@ const CODES: u8 = 0x22;
 const LINES: u8 = 0x2a;
 const LOST_BEFORE: u8 = 0x30;
 const MARKS: u8 = 0x3a;
+const PALETTE: u8 = 0x42;
 
 /// An `EventBatch` as views of the frame's bytes.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +43,8 @@ pub struct BatchView<'a> {
     pub lines: Varints<'a>,
     /// The marks, decoded (user events are rare).
     pub marks: Vec<pb::Mark>,
+    /// Packed `uint64` codes that `codes` index, when not empty.
+    pub palette: Varints<'a>,
 }
 
 /// The batch in `frame` (a frame's bytes without the length prefix), or
@@ -61,7 +65,7 @@ pub fn parse_frame(frame: &[u8]) -> Option<BatchView<'_>> {
 
 fn parse_batch(mut bytes: &[u8]) -> Option<BatchView<'_>> {
     let mut view = BatchView::default();
-    let mut seen = 0u8;
+    let mut seen = 0u16;
     while let Some((&key, rest)) = bytes.split_first() {
         let (value, used) = varint(rest)?;
         bytes = &rest[used..];
@@ -69,12 +73,12 @@ fn parse_batch(mut bytes: &[u8]) -> Option<BatchView<'_>> {
             TID => view.tid = value,
             BASE_TICKS => view.base_ticks = value,
             LOST_BEFORE => view.lost_before = value,
-            TICK_DELTAS | CODES | LINES | MARKS => {
+            TICK_DELTAS | CODES | LINES | MARKS | PALETTE => {
                 let len = usize::try_from(value).ok()?;
                 let field = bytes.get(..len)?;
                 bytes = &bytes[len..];
-                // The field's bit in `seen`: (key >> 3) is 3, 4, 5 or 7.
-                let bit = 1u8 << (key >> 3);
+                // The field's bit in `seen`: (key >> 3) is 3, 4, 5, 7 or 8.
+                let bit = 1u16 << (key >> 3);
                 if key != MARKS {
                     if seen & bit != 0 {
                         return None;
@@ -85,6 +89,7 @@ fn parse_batch(mut bytes: &[u8]) -> Option<BatchView<'_>> {
                     TICK_DELTAS => view.tick_deltas = Varints::new(field)?,
                     CODES => view.codes = Varints::new(field)?,
                     LINES => view.lines = Varints::new(field)?,
+                    PALETTE => view.palette = Varints::new(field)?,
                     _ => view.marks.push(pb::Mark::decode(field).ok()?),
                 }
             }
@@ -267,11 +272,14 @@ fn zigzag(value: i64) -> u64 {
 /// tests compare). Building prost's struct (a vector per field) and
 /// encoding it took ~14 % of a flat-out traced process's CPU, on its
 /// writer thread. Returns false, appending nothing, when a batch holds
-/// anything else: encode it with prost then.
+/// anything else: encode it with prost then. `palette` is scratch space,
+/// kept from batch to batch: the codes are ranked in it, and written as
+/// ranks when that makes the batch smaller (`wire::palette`).
 pub fn encode_plain_frame(
     tid: u64,
     events: &[crate::event::RawEvent],
     lost_before: u64,
+    palette: &mut Palette,
     out: &mut Vec<u8>,
 ) -> bool {
     use crate::event::Kind;
@@ -296,6 +304,20 @@ pub fn encode_plain_frame(
         previous = event.ticks;
         codes_len += varint_len(u64::from(event.code));
     }
+    // A batch whose codes all take one byte (fib's: its functions were met
+    // first) gains nothing from a palette: no numbering then.
+    let ranked = (codes_len > events.len()).then(|| {
+        palette.clear(events.len());
+        for event in events {
+            palette.add(event.code);
+        }
+        palette.rank_if_smaller(codes_len)
+    });
+    let ranked = ranked.flatten();
+    let palette_len = ranked.map_or(0, |r| r.palette_len);
+    if let Some(ranked) = ranked {
+        codes_len = ranked.ranks_len;
+    }
     let packed = |len: usize| {
         if len > 0 {
             1 + varint_len(len as u64) + len
@@ -309,7 +331,8 @@ pub fn encode_plain_frame(
         + packed(deltas_len)
         + packed(codes_len)
         + packed(lines_len)
-        + scalar(lost_before);
+        + scalar(lost_before)
+        + packed(palette_len);
     let frame_len = 1 + varint_len(batch_len as u64) + batch_len;
     // Written into bytes sized exactly ahead (zeroed, ~3 bytes per event),
     // not pushed: prost's `encode_varint` checks a `Vec`'s room per byte
@@ -350,10 +373,18 @@ pub fn encode_plain_frame(
             pos: 0,
         };
         let mut previous = base_ticks;
-        for event in events {
-            deltas.varint(zigzag(event.ticks.wrapping_sub(previous) as i64));
-            previous = event.ticks;
-            codes.varint(u64::from(event.code));
+        if ranked.is_some() {
+            for (event, rank) in events.iter().zip(palette.ranks()) {
+                deltas.varint(zigzag(event.ticks.wrapping_sub(previous) as i64));
+                previous = event.ticks;
+                codes.varint(u64::from(rank));
+            }
+        } else {
+            for event in events {
+                deltas.varint(zigzag(event.ticks.wrapping_sub(previous) as i64));
+                previous = event.ticks;
+                codes.varint(u64::from(event.code));
+            }
         }
         debug_assert_eq!(deltas.pos, deltas_at + deltas_len);
         debug_assert_eq!(codes.pos, codes_len);
@@ -371,6 +402,13 @@ pub fn encode_plain_frame(
     if lost_before > 0 {
         put.byte(LOST_BEFORE);
         put.varint(lost_before);
+    }
+    if palette_len > 0 {
+        put.byte(PALETTE);
+        put.varint(palette_len as u64);
+        for code in palette.codes() {
+            put.varint(u64::from(code));
+        }
     }
     debug_assert_eq!(start + put.pos, out.len());
     true
@@ -429,6 +467,7 @@ mod tests {
                 value: 1.5,
                 args: vec![],
             }],
+            palette: vec![0x51, 0x3f4, 1 << 40],
             texts: Vec::new(),
             text_events: Vec::new(),
         }
@@ -444,6 +483,7 @@ mod tests {
             lines: view.lines.iter().map(|l| l as u32).collect(),
             lost_before: view.lost_before,
             marks: view.marks.clone(),
+            palette: view.palette.iter().collect(),
             texts: Vec::new(),
             text_events: Vec::new(),
         }
@@ -490,9 +530,18 @@ mod tests {
 
     #[test]
     fn the_hand_written_batch_is_byte_for_byte_prosts() {
+        // One palette for every batch, as the writer keeps one.
+        let mut palette = Palette::new();
+        let mut with_palette = 0;
         for seed in 0..200u64 {
             for n in [0, 1, 2, 7, 100, 3000] {
-                let events = plain_events(n, seed * 7919 + n as u64);
+                let seed = seed * 7919 + n as u64;
+                // Half of them skewed, so that a palette is used.
+                let events = if seed % 2 == 0 {
+                    plain_events(n, seed)
+                } else {
+                    skewed_events(n, seed)
+                };
                 let (tid, lost) =
                     [(0, 0), (1, 0), (12345, 7), (u64::MAX, u64::MAX)][seed as usize % 4];
                 let mut expected = Vec::new();
@@ -501,10 +550,65 @@ mod tests {
                     &mut expected,
                 );
                 let mut got = vec![0xAA];
-                assert!(encode_plain_frame(tid, &events, lost, &mut got));
+                assert!(encode_plain_frame(
+                    tid,
+                    &events,
+                    lost,
+                    &mut palette,
+                    &mut got
+                ));
                 assert_eq!(&got[1..], &expected[..], "seed {seed}, {n} events");
+                let (_, used) = varint(&expected).unwrap();
+                with_palette +=
+                    usize::from(!parse_frame(&expected[used..]).unwrap().palette.is_empty());
             }
         }
+        assert!(with_palette > 100, "{with_palette} batches used a palette");
+    }
+
+    /// `plain_events` with the functions of a real program's batch: a few
+    /// of them, met late (ids of two bytes and more once shifted).
+    fn skewed_events(n: usize, seed: u64) -> Vec<RawEvent> {
+        plain_events(n, seed)
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let hot = [300, 301, 9000, 5, 77_777][(e.ticks as usize ^ i) % 5];
+                let function = if i % 17 == 0 { e.function().0 } else { hot };
+                RawEvent::new(e.ticks, FunctionId(function), e.kind().unwrap(), e.line)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_palette_makes_a_real_batch_smaller_and_reads_back() {
+        let events = skewed_events(16 * 1024, 11);
+        let mut palette = Palette::new();
+        let mut framed = Vec::new();
+        assert!(encode_plain_frame(3, &events, 0, &mut palette, &mut framed));
+        let (len, used) = varint(&framed).unwrap();
+        let view = parse_frame(&framed[used..]).expect("prost's layout");
+        assert_eq!(len as usize + used, framed.len());
+        let palette: Vec<u64> = view.palette.iter().collect();
+        assert!(
+            !palette.is_empty() && palette.len() < 1000,
+            "{}",
+            palette.len()
+        );
+        let codes: Vec<u64> = view.codes.iter().map(|i| palette[i as usize]).collect();
+        let expected: Vec<u64> = events.iter().map(|e| u64::from(e.code)).collect();
+        assert_eq!(codes, expected);
+        // The codes take 2-3 bytes; the ranks of the hot ones (16 events
+        // in 17), one, and the palette a few bytes per distinct code.
+        let len = |values: &mut dyn Iterator<Item = u64>| -> usize {
+            values.map(prost::encoding::encoded_len_varint).sum()
+        };
+        let raw = len(&mut expected.iter().copied());
+        let ranked = len(&mut view.codes.iter()) + len(&mut palette.iter().copied());
+        assert!(
+            ranked * 10 < raw * 6,
+            "{ranked} bytes with the palette, {raw} without"
+        );
     }
 
     #[test]
@@ -523,7 +627,11 @@ mod tests {
                 let mut events = plain_events(10, 3);
                 events.insert(at, RawEvent::new(5, FunctionId(1), kind, 0));
                 let mut out = vec![1, 2];
-                assert!(!encode_plain_frame(1, &events, 0, &mut out), "{kind:?}");
+                let mut palette = Palette::new();
+                assert!(
+                    !encode_plain_frame(1, &events, 0, &mut palette, &mut out),
+                    "{kind:?}"
+                );
                 assert_eq!(out, [1, 2]);
             }
         }
@@ -598,6 +706,7 @@ mod tests {
             codes in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..20),
             lines in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..4),
             marks in 0usize..3,
+            palette in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..5),
             edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), 0u8..4), 0..4),
         ) {
             let batch = pb::EventBatch {
@@ -608,6 +717,7 @@ mod tests {
                 lines,
                 lost_before: tid % 3,
                 marks: vec![pb::Mark { flow_id: tid, value: 0.5, args: vec![] }; marks],
+                palette,
                 texts: Vec::new(),
                 text_events: Vec::new(),
             };
