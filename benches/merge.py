@@ -35,21 +35,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# fib(22), its calls spread over FUNCTIONS copies of fib (copy k calls copy
+# k + 1): with more than 8, most calls are of functions met after the
+# first 8, whose event codes take two bytes, as in real programs.
 WORKLOAD = """
 import sys, rtrace
-def fib(n):
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
+FUNCTIONS = {functions}
+fibs = []
+for k in range(FUNCTIONS):
+    exec(f"def fib{{k}}(n):\\n"
+         f"    f = fibs[{{(k + 1) % FUNCTIONS}}]\\n"
+         f"    return n if n < 2 else f(n - 1) + f(n - 2)")
+    fibs.append(globals()[f"fib{{k}}"])
 target = int(sys.argv[1])
 with rtrace.record(session=sys.argv[2], output=sys.argv[3], on_full="block") as rec:
     while rec.events < target:
-        fib(22)
+        fibs[0](22)
 print(rec.events, rec.lost)
 """
 
 
-def record(python: str, directory: Path, processes: int, total: int) -> list[Path]:
+def record(python: str, directory: Path, processes: int, total: int,
+           functions: int = 1) -> list[Path]:
     script = directory / "workload.py"
-    script.write_text(WORKLOAD)
+    script.write_text(WORKLOAD.format(functions=functions))
     per_process = int(total / processes) + 1
     outputs = [directory / f"p{i}.rtrace" for i in range(processes)]
     procs = [subprocess.Popen([python, str(script), str(per_process), f"p{i}", str(out)],
@@ -112,6 +121,10 @@ def main() -> None:
     parser.add_argument("--events", type=float, default=50e6, help="events in total (default 50e6)")
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--functions", type=int, default=1,
+                        help="spread the workload's calls over this many functions (default 1: "
+                             "one-byte event codes; more than 8: codes of two bytes, as in real "
+                             "programs, which a palette per batch brings back to one)")
     parser.add_argument("--instructions", action="store_true",
                         help="also count each merge's instructions per event with callgrind")
     args = parser.parse_args()
@@ -123,7 +136,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rtrace-merge-bench-") as tmp:
         directory = Path(tmp)
         print(f"recording {args.events:.3g} events in {args.processes} processes ...", flush=True)
-        inputs = record(args.python, directory, args.processes, int(args.events))
+        inputs = record(args.python, directory, args.processes, int(args.events), args.functions)
         events = count_events(args.python, inputs)
         in_bytes = sum(p.stat().st_size for p in inputs)
         output = directory / "merged.pftrace"

@@ -1101,13 +1101,12 @@ mod tests {
         assert!(reader.truncated());
     }
 
-    /// A stream's usual batches come out as `Chunk::Plain`, and read one
-    /// event at a time as the same events.
-    #[test]
-    fn a_stream_of_calls_and_returns_reads_as_plain_chunks() {
+    /// A stream's header, hello (a nanosecond counter) and one clock
+    /// snapshot: counter `ticks` at `monotonic_ns`.
+    fn stream_head(ticks: u64, monotonic_ns: u64) -> Vec<u8> {
         let mut bytes = wire::file_header().to_vec();
         let hello = pb::Hello {
-            protocol_version: 1,
+            protocol_version: u32::from(wire::FORMAT_VERSION),
             clock: Some(pb::ClockInfo {
                 source: 2,
                 ticks_per_second: 1e9,
@@ -1116,12 +1115,20 @@ mod tests {
         };
         wire::encode_frame(Body::Hello(hello), &mut bytes);
         let snapshot = pb::ClockSnapshot {
-            ticks: 100,
-            monotonic_ns: 5_000,
+            ticks,
+            monotonic_ns,
             unix_ns: 0,
             complete_ticks: 0,
         };
         wire::encode_frame(Body::Clock(snapshot), &mut bytes);
+        bytes
+    }
+
+    /// A stream's usual batches come out as `Chunk::Plain`, and read one
+    /// event at a time as the same events.
+    #[test]
+    fn a_stream_of_calls_and_returns_reads_as_plain_chunks() {
+        let mut bytes = stream_head(100, 5_000);
         let events: Vec<crate::RawEvent> = (0..6)
             .map(|i| {
                 let kind = if i % 2 == 0 { Kind::Call } else { Kind::Return };
@@ -1154,23 +1161,7 @@ mod tests {
 
     /// A stream holding `batch` after a hello and a clock snapshot.
     fn stream_with(batch: pb::EventBatch) -> Vec<u8> {
-        let mut bytes = wire::file_header().to_vec();
-        let hello = pb::Hello {
-            protocol_version: u32::from(wire::FORMAT_VERSION),
-            clock: Some(pb::ClockInfo {
-                source: 2,
-                ticks_per_second: 1e9,
-            }),
-            ..Default::default()
-        };
-        wire::encode_frame(Body::Hello(hello), &mut bytes);
-        let snapshot = pb::ClockSnapshot {
-            ticks: 0,
-            monotonic_ns: 0,
-            unix_ns: 0,
-            complete_ticks: 0,
-        };
-        wire::encode_frame(Body::Clock(snapshot), &mut bytes);
+        let mut bytes = stream_head(0, 0);
         wire::encode_frame(Body::Batch(batch), &mut bytes);
         bytes
     }
@@ -1185,24 +1176,37 @@ mod tests {
     }
 
     /// Codes given through a palette read as the same events as codes
-    /// given as such, on both paths (hand-parsed, and prost's for a batch
-    /// with a line); an index past the palette is an error that says so.
+    /// given as such, on every path (hand-parsed plain, hand-parsed with a
+    /// line, prost's for a batch with a text); an index past the palette
+    /// is an error that says so.
     #[test]
     fn a_palette_stands_for_the_codes_it_lists() {
         let call = encode_code(FunctionId(900), Kind::Call);
         let ret = encode_code(FunctionId(900), Kind::Return);
         let line = encode_code(FunctionId(900), Kind::Line);
-        for codes in [vec![call, ret, call, ret], vec![call, line, ret, call]] {
+        let with_text = vec![ret, call, ret, call];
+        for codes in [
+            vec![call, ret, call, ret],
+            vec![call, line, ret, call],
+            with_text.clone(),
+        ] {
             let lines = if codes.contains(&line) {
                 vec![12]
             } else {
                 vec![]
+            };
+            let (texts, text_events) = if codes == with_text {
+                (vec!["x=1".to_string()], vec![1])
+            } else {
+                (vec![], vec![])
             };
             let plain = pb::EventBatch {
                 tid: 1,
                 tick_deltas: vec![0, 5, 5, 5],
                 codes: codes.clone(),
                 lines,
+                texts,
+                text_events,
                 ..Default::default()
             };
             let mut palette = plain.clone();
@@ -1213,6 +1217,8 @@ mod tests {
                 .collect();
             let expected = read_all(&stream_with(plain)).unwrap();
             assert_eq!(expected.len(), 4);
+            let texts = expected.iter().filter(|e| e.text.is_some()).count();
+            assert_eq!(texts, usize::from(codes == with_text));
             assert_eq!(read_all(&stream_with(palette.clone())).unwrap(), expected);
 
             palette.codes[2] = 3;

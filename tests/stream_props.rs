@@ -485,13 +485,21 @@ fn write_fuzz_seeds() {
     std::fs::create_dir_all(&merge).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut streams = Vec::new();
-    for (name, calls, threads, lines) in [("small", 3u64, 1u64, false), ("threads", 40, 3, true)] {
+    // "palette": a function met late (id 20), whose two-byte codes the
+    // batches list in a palette.
+    let kinds = [
+        ("small", 3u64, 1u64, false, 0),
+        ("threads", 40, 3, true, 0),
+        ("palette", 40, 2, false, 20),
+    ];
+    for (name, calls, threads, lines, function) in kinds {
         let path = dir.path().join(name);
         let mut config = rtrace::Config::new(name, &path);
         config.buffer_events = 128;
         let recorder = rtrace::Recorder::start(config).unwrap();
+        let function = FunctionId(function);
         recorder.intern_function(FunctionInfo {
-            id: FunctionId(0),
+            id: function,
             name: "main".into(),
             module: "m".into(),
             file: "m.py".into(),
@@ -507,17 +515,12 @@ fn write_fuzz_seeds() {
                 } else {
                     Kind::Call
                 };
-                if buf.push(RawEvent::new(
-                    rtrace::clock::ticks(),
-                    FunctionId(0),
-                    kind,
-                    5,
-                )) {
+                if buf.push(RawEvent::new(rtrace::clock::ticks(), function, kind, 5)) {
                     recorder.hand_over(&mut buf);
                 }
                 if buf.push(RawEvent::new(
                     rtrace::clock::ticks(),
-                    FunctionId(0),
+                    function,
                     Kind::Return,
                     0,
                 )) {

@@ -306,14 +306,15 @@ pub fn encode_plain_frame(
     }
     // A batch whose codes all take one byte (fib's: its functions were met
     // first) gains nothing from a palette: no numbering then.
-    let ranked = (codes_len > events.len()).then(|| {
+    let ranked = if codes_len > events.len() {
         palette.clear(events.len());
         for event in events {
             palette.add(event.code);
         }
         palette.rank_if_smaller(codes_len)
-    });
-    let ranked = ranked.flatten();
+    } else {
+        None
+    };
     let palette_len = ranked.map_or(0, |r| r.palette_len);
     if let Some(ranked) = ranked {
         codes_len = ranked.ranks_len;

@@ -268,16 +268,22 @@ impl Iterator for Numbers<'_> {
 }
 
 /// Replaces `codes` by their ranks when a palette makes the batch smaller,
-/// and returns that palette (empty otherwise, `codes` untouched): the rare
-/// batches that prost encodes (`wire::batch_body`) get the same palette as
-/// those written by hand (`batch::encode_plain_frame`).
+/// and returns that palette (empty otherwise, `codes` untouched): the
+/// batches that prost encodes (`wire::batch_body`: those with user events
+/// or `log_args` texts) get the palette that `batch::encode_plain_frame`
+/// gives the others.
 pub fn rank_codes(codes: &mut [u64]) -> Vec<u64> {
+    let raw_len: usize = codes.iter().map(|&c| varint_len(c)).sum();
+    if raw_len <= codes.len() {
+        // Every code takes one byte already.
+        return Vec::new();
+    }
     let mut palette = Palette::new();
+    palette.clear(codes.len());
     // Codes come from `RawEvent::code`, a u32.
     for &code in codes.iter() {
         palette.add(code as u32);
     }
-    let raw_len: usize = codes.iter().map(|&c| varint_len(c)).sum();
     if palette.rank_if_smaller(raw_len).is_none() {
         return Vec::new();
     }
