@@ -36,11 +36,12 @@ pub struct Palette {
     shift: u32,
     /// The current batch's stamp (never 0, the stamp of an unused slot).
     stamp: u32,
-    /// By number (order first met): each distinct code, and its slot.
+    /// By number (order first met): each distinct code.
     codes: Vec<u32>,
-    slot_of: Vec<u32>,
     /// Each added event's code's number.
     seen: Vec<u32>,
+    /// `rank`'s counts by number, in four sets (see there).
+    counts: Vec<[u32; 4]>,
     /// After `rank`, for more than 128 codes: the numbers by rank, and the
     /// rank by number (both empty: a code's rank is its number).
     by_rank: Vec<u32>,
@@ -80,8 +81,8 @@ impl Palette {
             shift: 32 - Self::FIRST_SLOTS.trailing_zeros(),
             stamp: 1,
             codes: Vec::new(),
-            slot_of: Vec::new(),
             seen: Vec::new(),
+            counts: Vec::new(),
             by_rank: Vec::new(),
             rank_of: Vec::new(),
         }
@@ -90,7 +91,6 @@ impl Palette {
     /// Forgets the previous batch's codes, ready for `events` more.
     pub fn clear(&mut self, events: usize) {
         self.codes.clear();
-        self.slot_of.clear();
         self.seen.clear();
         self.seen.reserve(events);
         self.by_rank.clear();
@@ -125,7 +125,9 @@ impl Palette {
         }
         // Four sets of counters, so that a run of one code does not make
         // each increment wait for the one before.
-        let mut counts = vec![[0u32; 4]; codes.len()];
+        let counts = &mut self.counts;
+        counts.clear();
+        counts.resize(codes.len(), [0; 4]);
         for (i, &n) in self.seen.iter().enumerate() {
             counts[n as usize][i & 3] += 1;
         }
@@ -223,29 +225,28 @@ impl Palette {
             number,
         };
         self.codes.push(code);
-        self.slot_of.push(i as u32);
         if self.codes.len() * 2 > self.slots.len() {
             self.grow();
         }
         number
     }
 
-    /// Doubles the table and moves the batch's codes over.
+    /// Doubles the table and enters the batch's codes again.
     #[cold]
     fn grow(&mut self) {
-        let doubled = vec![Slot::default(); self.slots.len() * 2];
-        let old = std::mem::replace(&mut self.slots, doubled);
+        self.slots = vec![Slot::default(); self.slots.len() * 2];
         self.shift -= 1;
         let mask = self.slots.len() - 1;
-        for (number, at) in self.slot_of.iter_mut().enumerate() {
-            let slot = old[*at as usize];
-            debug_assert_eq!(slot.number, number as u32);
-            let mut i = (slot.code.wrapping_mul(0x9E37_79B9) >> self.shift) as usize;
+        for (number, &code) in self.codes.iter().enumerate() {
+            let mut i = self.home(code);
             while self.slots[i].stamp == self.stamp {
                 i = (i + 1) & mask;
             }
-            self.slots[i] = slot;
-            *at = i as u32;
+            self.slots[i] = Slot {
+                code,
+                stamp: self.stamp,
+                number: number as u32,
+            };
         }
     }
 }
