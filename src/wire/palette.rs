@@ -42,8 +42,8 @@ pub struct Palette {
     seen: Vec<u32>,
     /// `rank`'s counts by number, in four sets (see there).
     counts: Vec<[u32; 4]>,
-    /// After `rank`, for more than 128 codes: the numbers by rank, and the
-    /// rank by number (both empty: a code's rank is its number).
+    /// Set by `rank`, for more than 128 codes: the numbers by rank, and
+    /// the rank by number (both empty: a code's rank is its number).
     by_rank: Vec<u32>,
     rank_of: Vec<u32>,
 }
@@ -93,8 +93,6 @@ impl Palette {
         self.codes.clear();
         self.seen.clear();
         self.seen.reserve(events);
-        self.by_rank.clear();
-        self.rank_of.clear();
         self.stamp = self.stamp.wrapping_add(1);
         if self.stamp == 0 {
             // Once in 2^32 batches: no stale slot may look in use.
@@ -115,6 +113,8 @@ impl Palette {
     /// byte); beyond, from the most to the least frequent (then the smaller
     /// code first).
     pub fn rank(&mut self) -> Ranked {
+        self.by_rank.clear();
+        self.rank_of.clear();
         let codes = &self.codes;
         let palette_len = codes.iter().map(|&c| varint_len(u64::from(c))).sum();
         if codes.len() <= ONE_BYTE {
@@ -132,11 +132,9 @@ impl Palette {
             counts[n as usize][i & 3] += 1;
         }
         let count = |n: u32| counts[n as usize].iter().sum::<u32>();
-        self.by_rank.clear();
         self.by_rank.extend(0..codes.len() as u32);
         self.by_rank
             .sort_unstable_by_key(|&n| (std::cmp::Reverse(count(n)), codes[n as usize]));
-        self.rank_of.clear();
         self.rank_of.resize(codes.len(), 0);
         let mut ranks_len = 0;
         for (rank, &n) in self.by_rank.iter().enumerate() {
@@ -173,12 +171,14 @@ impl Palette {
 
     /// The distinct codes, by rank (after `rank`).
     pub fn codes(&self) -> impl Iterator<Item = u32> + '_ {
-        let numbers = if self.by_rank.is_empty() {
-            Numbers::First(0..self.codes.len() as u32)
-        } else {
-            Numbers::Ranked(self.by_rank.iter())
-        };
-        numbers.map(|n| self.codes[n as usize])
+        let by_number = self.by_rank.is_empty();
+        (0..self.codes.len()).map(move |rank| {
+            if by_number {
+                self.codes[rank]
+            } else {
+                self.codes[self.by_rank[rank] as usize]
+            }
+        })
     }
 
     /// Number of distinct codes added.
@@ -247,23 +247,6 @@ impl Palette {
                 stamp: self.stamp,
                 number: number as u32,
             };
-        }
-    }
-}
-
-/// The numbers `Palette::codes` walks: in the order first met, or by rank.
-enum Numbers<'a> {
-    First(std::ops::Range<u32>),
-    Ranked(std::slice::Iter<'a, u32>),
-}
-
-impl Iterator for Numbers<'_> {
-    type Item = u32;
-
-    fn next(&mut self) -> Option<u32> {
-        match self {
-            Numbers::First(range) => range.next(),
-            Numbers::Ranked(iter) => iter.next().copied(),
         }
     }
 }
