@@ -14,7 +14,7 @@ regression of one instruction per event shows.
     python benches/instructions.py --python .venv-3.11/bin/python --modes plain,nothing
 
 With ``--part writer`` it counts the writer thread's encoding of the same
-events into stream frames instead (``wire::batch::encode_plain_frame``),
+events into stream frames instead (``wire::batch::PlainFrames::encode``),
 per event:
 
     python benches/instructions.py --python .venv-3.12/bin/python --part writer --modes plain
@@ -26,7 +26,9 @@ shorter): c_calls=False, so that each event is one Python call or return.
 c-calls: c_calls=True (the default), and each fib call calls the builtin
 abs() once: per fib call a Python call and return and a C call and return
 (and, with sys.monitoring, a CALL event for fib itself, which records
-nothing: it is counted, spread over the four).
+nothing: it is counted, spread over the four). functions-40: as plain,
+fib's calls spread over 40 copies of it, so that most event codes take two
+bytes (``--part writer``: the writer's palette at work).
 Needs valgrind.
 """
 
@@ -43,6 +45,17 @@ import tempfile
 PLAIN_FIB = "def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)"
 # One C call per fib call.
 ABS_FIB = "def fib(n): return n if abs(n) < 2 else fib(n - 1) + fib(n - 2)"
+# The same calls spread over 40 functions (copy k calls copy k + 1), as in
+# benches/merge.py: most are of functions met after the first 8, whose
+# event codes take two bytes and go through the writer's palette.
+SPREAD_FIB = """
+fibs = []
+for k in range(40):
+    exec(f"def fib{k}(n):\\n    f = fibs[{(k + 1) % 40}]\\n"
+         f"    return n if n < 2 else f(n - 1) + f(n - 2)")
+    fibs.append(globals()[f"fib{k}"])
+fib = fibs[0]
+"""
 
 # mode: (recording options, fib, events per fib call)
 MODES = {
@@ -51,6 +64,7 @@ MODES = {
     "nothing": ("{'c_calls': False, 'include': ['no_such.*']}", PLAIN_FIB, 2),
     "min-duration": ("{'c_calls': False, 'min_duration': 0.001}", PLAIN_FIB, 2),
     "c-calls": ("{'c_calls': True}", ABS_FIB, 4),
+    "functions-40": ("{'c_calls': False}", SPREAD_FIB, 2),
 }
 SMALL, LARGE = 16, 20
 
@@ -77,7 +91,7 @@ TOGGLES = {
     "legacy": "_native::legacy::profile",
 }
 # The writer thread's frame encoder (the same for either hook).
-WRITER = "*encode_plain_frame*"
+WRITER = "*PlainFrames*encode*"
 
 
 def count(python: str, hook: str, mode: str, n: int, out: str, part: str = "hook") -> int:

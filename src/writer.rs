@@ -82,8 +82,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     flush_interval: Duration,
     scratch: Vec<u8>,
-    /// Ranks each batch's codes (`wire::palette`), kept between batches.
-    palette: wire::palette::Palette,
+    /// Encodes plain batches, with its scratch space kept between batches.
+    plain_frames: wire::batch::PlainFrames,
     last_snapshot_ticks: u64,
     last_snapshot_at: Instant,
     last_flush: Instant,
@@ -111,7 +111,7 @@ impl Writer {
             shared,
             flush_interval,
             scratch: Vec::with_capacity(1 << 16),
-            palette: wire::palette::Palette::new(),
+            plain_frames: wire::batch::PlainFrames::new(),
             last_snapshot_ticks: 0,
             last_snapshot_at: Instant::now(),
             last_flush: Instant::now(),
@@ -328,13 +328,9 @@ impl Writer {
             self.scratch.clear();
             let (tid, lost) = (batch.tid, batch.lost_before);
             if batch.texts.is_empty()
-                && wire::batch::encode_plain_frame(
-                    tid,
-                    &batch.events,
-                    lost,
-                    &mut self.palette,
-                    &mut self.scratch,
-                )
+                && self
+                    .plain_frames
+                    .encode(tid, &batch.events, lost, &mut self.scratch)
             {
                 self.write_scratch(false);
             } else {

@@ -265,154 +265,253 @@ fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
 
-/// The writing side of the hot path: appends to `out` the length-delimited
-/// frame of a batch of plain events — calls, returns, C calls and lines,
-/// no user events and no `log_args` texts — written by hand, exactly the
-/// bytes that prost writes for `wire::batch_body`'s `EventBatch` (the unit
-/// tests compare). Building prost's struct (a vector per field) and
-/// encoding it took ~14 % of a flat-out traced process's CPU, on its
-/// writer thread. Returns false, appending nothing, when a batch holds
-/// anything else: encode it with prost then. `palette` is scratch space,
-/// kept from batch to batch: the codes are ranked in it, and written as
-/// ranks when that makes the batch smaller (`wire::palette`).
-pub fn encode_plain_frame(
-    tid: u64,
-    events: &[crate::event::RawEvent],
-    lost_before: u64,
-    palette: &mut Palette,
-    out: &mut Vec<u8>,
-) -> bool {
-    use crate::event::Kind;
-    use prost::encoding::encoded_len_varint as varint_len;
-    // The raw kinds (the code's low bits) that are not a plain call or
-    // return: a line, or a user event (`Kind::MARKS`). One test per event
-    // instead of decoding its kind.
-    const LINE: u64 = Kind::Line as u64;
-    const NOT_PLAIN: u64 = (1 << LINE) | Kind::MARKS;
-    let base_ticks = events.first().map_or(0, |e| e.ticks);
-    let (mut deltas_len, mut codes_len, mut lines_len) = (0, 0, 0);
-    let mut previous = base_ticks;
-    for event in events {
-        let kind = u64::from(event.code) & Kind::MASK;
-        if NOT_PLAIN & (1 << kind) != 0 {
-            if kind != LINE {
-                return false;
-            }
-            lines_len += varint_len(u64::from(event.line));
-        }
-        deltas_len += varint_len(zigzag(event.ticks.wrapping_sub(previous) as i64));
-        previous = event.ticks;
-        codes_len += varint_len(u64::from(event.code));
+/// The writing side of the hot path: the frames of batches of plain events
+/// — calls, returns, C calls and lines, no user events and no `log_args`
+/// texts — written by hand, exactly the bytes that prost writes for
+/// `wire::batch_body`'s `EventBatch` (the unit tests compare). Building
+/// prost's struct (a vector per field) and encoding it took ~14 % of a
+/// flat-out traced process's CPU, on its writer thread.
+///
+/// The writer keeps one, with its scratch space, from batch to batch.
+/// A batch's packed fields are written in one pass over its events into
+/// that space, then copied after the frame's head, whose lengths are known
+/// only then (a pass measuring every varint first, then one writing them,
+/// cost a fifth more).
+#[derive(Debug, Default)]
+pub struct PlainFrames {
+    /// Ranks each batch's codes; they are written as ranks when that makes
+    /// the batch smaller (`wire::palette`).
+    palette: Palette,
+    /// The packed fields of the batch being encoded. Never shortened: as
+    /// long as the longest batch's fields could be, so that the pass
+    /// checks no capacity, and zeroed only when they grow.
+    deltas: Vec<u8>,
+    codes: Vec<u8>,
+    lines: Vec<u8>,
+    /// The previous batch's codes took more than a byte each: number this
+    /// batch's codes in the palette during the pass (a program's batches
+    /// are alike from one to the next), instead of in a pass of their own.
+    number_in_pass: bool,
+}
+
+/// Longest varints of the packed fields' values.
+const DELTA_MAX: usize = 10;
+const CODE_MAX: usize = 5;
+
+impl PlainFrames {
+    pub fn new() -> Self {
+        Self::default()
     }
-    // A batch whose codes all take one byte (fib's: its functions were met
-    // first) gains nothing from a palette: no numbering then.
-    let ranked = if codes_len > events.len() {
-        palette.clear(events.len());
-        for event in events {
-            palette.add(event.code);
+
+    /// Appends to `out` the length-delimited frame of `events` (one
+    /// thread's, `tid`), after `lost_before` events lost. Returns false,
+    /// appending nothing, when a batch holds anything but plain events:
+    /// encode it with prost then.
+    pub fn encode(
+        &mut self,
+        tid: u64,
+        events: &[crate::event::RawEvent],
+        lost_before: u64,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        use prost::encoding::encoded_len_varint as varint_len;
+        let n = events.len();
+        grow_zeroed(&mut self.deltas, n * DELTA_MAX);
+        grow_zeroed(&mut self.codes, n * CODE_MAX);
+        let base_ticks = events.first().map_or(0, |e| e.ticks);
+        let number = self.number_in_pass;
+        if number {
+            self.palette.clear(n);
         }
-        palette.rank_if_smaller(codes_len)
-    } else {
-        None
-    };
-    let palette_len = ranked.map_or(0, |r| r.palette_len);
-    if let Some(ranked) = ranked {
-        codes_len = ranked.ranks_len;
-    }
-    let packed = |len: usize| {
-        if len > 0 {
-            1 + varint_len(len as u64) + len
+        // Two copies of the pass, so that neither tests `number` per event.
+        let pass = if number {
+            self.pass::<true>(events, base_ticks)
         } else {
-            0
-        }
-    };
-    let scalar = |value: u64| if value > 0 { 1 + varint_len(value) } else { 0 };
-    let batch_len = scalar(tid)
-        + scalar(base_ticks)
-        + packed(deltas_len)
-        + packed(codes_len)
-        + packed(lines_len)
-        + scalar(lost_before)
-        + packed(palette_len);
-    let frame_len = 1 + varint_len(batch_len as u64) + batch_len;
-    // Written into bytes sized exactly ahead (zeroed, ~3 bytes per event),
-    // not pushed: prost's `encode_varint` checks a `Vec`'s room per byte
-    // and is not inlined, ~40 instructions per varint.
-    let start = out.len();
-    out.resize(start + varint_len(frame_len as u64) + frame_len, 0);
-    let mut put = Put {
-        bytes: &mut out[start..],
-        pos: 0,
-    };
-    put.varint(frame_len as u64);
-    put.byte(FRAME_BATCH);
-    put.varint(batch_len as u64);
-    for (key, value) in [(TID, tid), (BASE_TICKS, base_ticks)] {
-        if value > 0 {
-            put.byte(key);
-            put.varint(value);
-        }
-    }
-    // Every event has a delta and a code of at least one byte each, so
-    // both fields are there or neither. They are written in one pass: the
-    // codes' key and length first, then each event's delta and code into
-    // the two fields' places.
-    if !events.is_empty() {
-        put.byte(TICK_DELTAS);
-        put.varint(deltas_len as u64);
-        let deltas_at = put.pos;
-        put.pos += deltas_len;
-        put.byte(CODES);
-        put.varint(codes_len as u64);
-        let (head, tail) = put.bytes.split_at_mut(put.pos);
-        let mut deltas = Put {
-            bytes: &mut head[..deltas_at + deltas_len],
-            pos: deltas_at,
+            self.pass::<false>(events, base_ticks)
         };
-        let mut codes = Put {
-            bytes: &mut tail[..codes_len],
-            pos: 0,
+        let Some(Pass {
+            deltas_len,
+            mut codes_len,
+            lines_len,
+        }) = pass
+        else {
+            return false;
         };
-        let mut previous = base_ticks;
-        if ranked.is_some() {
-            for (event, rank) in events.iter().zip(palette.ranks()) {
-                deltas.varint(zigzag(event.ticks.wrapping_sub(previous) as i64));
-                previous = event.ticks;
+        // A batch whose codes all take one byte (fib's: its functions were
+        // met first) gains nothing from a palette: no numbering then.
+        self.number_in_pass = codes_len > n;
+        let ranked = if codes_len > n {
+            if !number {
+                self.palette.clear(n);
+                for event in events {
+                    self.palette.add(event.code);
+                }
+            }
+            self.palette.rank_if_smaller(codes_len)
+        } else {
+            None
+        };
+        if let Some(ranked) = ranked {
+            codes_len = ranked.ranks_len;
+            let mut codes = Put {
+                bytes: &mut self.codes,
+                pos: 0,
+            };
+            for rank in self.palette.ranks() {
                 codes.varint(u64::from(rank));
             }
-        } else {
+            debug_assert_eq!(codes.pos, codes_len);
+        } else if number {
+            // Numbered for a palette that does not pay: the codes as they are.
+            let mut codes = Put {
+                bytes: &mut self.codes,
+                pos: 0,
+            };
             for event in events {
-                deltas.varint(zigzag(event.ticks.wrapping_sub(previous) as i64));
-                previous = event.ticks;
+                codes.varint(u64::from(event.code));
+            }
+            debug_assert_eq!(codes.pos, codes_len);
+        }
+        let palette_len = ranked.map_or(0, |r| r.palette_len);
+        let packed = |len: usize| {
+            if len > 0 {
+                1 + varint_len(len as u64) + len
+            } else {
+                0
+            }
+        };
+        let scalar = |value: u64| if value > 0 { 1 + varint_len(value) } else { 0 };
+        let batch_len = scalar(tid)
+            + scalar(base_ticks)
+            + packed(deltas_len)
+            + packed(codes_len)
+            + packed(lines_len)
+            + scalar(lost_before)
+            + packed(palette_len);
+        let frame_len = 1 + varint_len(batch_len as u64) + batch_len;
+        let mut head = [0u8; 64];
+        let mut put = Put {
+            bytes: &mut head,
+            pos: 0,
+        };
+        put.varint(frame_len as u64);
+        put.byte(FRAME_BATCH);
+        put.varint(batch_len as u64);
+        for (key, value) in [(TID, tid), (BASE_TICKS, base_ticks)] {
+            if value > 0 {
+                put.byte(key);
+                put.varint(value);
+            }
+        }
+        let head_len = put.pos;
+        let start = out.len();
+        out.reserve(varint_len(frame_len as u64) + frame_len);
+        out.extend_from_slice(&head[..head_len]);
+        // Every event has a delta and a code of at least one byte each, so
+        // both fields are there or neither.
+        let fields = [
+            (TICK_DELTAS, &self.deltas[..deltas_len]),
+            (CODES, &self.codes[..codes_len]),
+            (LINES, &self.lines[..lines_len]),
+        ];
+        for (key, field) in fields {
+            if !field.is_empty() {
+                field_head(out, key, field.len());
+                out.extend_from_slice(field);
+            }
+        }
+        if lost_before > 0 {
+            out.push(LOST_BEFORE);
+            prost::encoding::encode_varint(lost_before, out);
+        }
+        if palette_len > 0 {
+            field_head(out, PALETTE, palette_len);
+            for code in self.palette.codes() {
+                prost::encoding::encode_varint(u64::from(code), out);
+            }
+        }
+        debug_assert_eq!(out.len() - start, varint_len(frame_len as u64) + frame_len);
+        true
+    }
+
+    /// Writes each event's tick delta and code (numbering the codes in the
+    /// palette if `NUMBER`, and then only measuring them) and each line
+    /// event's line; `None` at an event that is not plain.
+    #[inline(always)]
+    fn pass<const NUMBER: bool>(
+        &mut self,
+        events: &[crate::event::RawEvent],
+        base_ticks: u64,
+    ) -> Option<Pass> {
+        use crate::event::Kind;
+        use prost::encoding::encoded_len_varint as varint_len;
+        // The raw kinds (the code's low bits) that are not a plain call or
+        // return: a line, or a user event (`Kind::MARKS`). One test per
+        // event instead of decoding its kind.
+        const LINE: u64 = Kind::Line as u64;
+        const NOT_PLAIN: u64 = (1 << LINE) | Kind::MARKS;
+        let mut deltas = Put {
+            bytes: &mut self.deltas,
+            pos: 0,
+        };
+        let mut codes = Put {
+            bytes: &mut self.codes,
+            pos: 0,
+        };
+        let mut codes_len = 0;
+        let mut lines_len = 0;
+        let mut previous = base_ticks;
+        for event in events {
+            let kind = u64::from(event.code) & Kind::MASK;
+            if NOT_PLAIN & (1 << kind) != 0 {
+                if kind != LINE {
+                    return None;
+                }
+                // Lines are rare (`lines=True` only): room as they come.
+                grow_zeroed(&mut self.lines, lines_len + CODE_MAX);
+                let mut lines = Put {
+                    bytes: &mut self.lines,
+                    pos: lines_len,
+                };
+                lines.varint(u64::from(event.line));
+                lines_len = lines.pos;
+            }
+            deltas.varint(zigzag(event.ticks.wrapping_sub(previous) as i64));
+            previous = event.ticks;
+            if NUMBER {
+                codes_len += varint_len(u64::from(event.code));
+                self.palette.add(event.code);
+            } else {
                 codes.varint(u64::from(event.code));
             }
         }
-        debug_assert_eq!(deltas.pos, deltas_at + deltas_len);
-        debug_assert_eq!(codes.pos, codes_len);
-        put.pos += codes_len;
+        Some(Pass {
+            deltas_len: deltas.pos,
+            codes_len: if NUMBER { codes_len } else { codes.pos },
+            lines_len,
+        })
     }
-    if lines_len > 0 {
-        put.byte(LINES);
-        put.varint(lines_len as u64);
-        for event in events {
-            if event.kind() == Some(Kind::Line) {
-                put.varint(u64::from(event.line));
-            }
-        }
+}
+
+/// The lengths of the packed fields a pass wrote (or measured).
+struct Pass {
+    deltas_len: usize,
+    codes_len: usize,
+    lines_len: usize,
+}
+
+/// Makes `bytes` at least `len` long (zeroed where it grows).
+#[inline]
+fn grow_zeroed(bytes: &mut Vec<u8>, len: usize) {
+    if bytes.len() < len {
+        bytes.resize(len, 0);
     }
-    if lost_before > 0 {
-        put.byte(LOST_BEFORE);
-        put.varint(lost_before);
-    }
-    if palette_len > 0 {
-        put.byte(PALETTE);
-        put.varint(palette_len as u64);
-        for code in palette.codes() {
-            put.varint(u64::from(code));
-        }
-    }
-    debug_assert_eq!(start + put.pos, out.len());
-    true
+}
+
+/// Appends a length-delimited field's key and length.
+fn field_head(out: &mut Vec<u8>, key: u8, len: usize) {
+    out.push(key);
+    prost::encoding::encode_varint(len as u64, out);
 }
 
 /// Writes a frame forward into bytes sized for it.
@@ -531,8 +630,8 @@ mod tests {
 
     #[test]
     fn the_hand_written_batch_is_byte_for_byte_prosts() {
-        // One palette for every batch, as the writer keeps one.
-        let mut palette = Palette::new();
+        // One encoder for every batch, as the writer keeps one.
+        let mut frames = PlainFrames::new();
         let mut with_palette = 0;
         for seed in 0..200u64 {
             for n in [0, 1, 2, 7, 100, 3000] {
@@ -551,13 +650,7 @@ mod tests {
                     &mut expected,
                 );
                 let mut got = vec![0xAA];
-                assert!(encode_plain_frame(
-                    tid,
-                    &events,
-                    lost,
-                    &mut palette,
-                    &mut got
-                ));
+                assert!(frames.encode(tid, &events, lost, &mut got));
                 assert_eq!(&got[1..], &expected[..], "seed {seed}, {n} events");
                 let (_, used) = varint(&expected).unwrap();
                 with_palette +=
@@ -584,9 +677,8 @@ mod tests {
     #[test]
     fn a_palette_makes_a_real_batch_smaller_and_reads_back() {
         let events = skewed_events(16 * 1024, 11);
-        let mut palette = Palette::new();
         let mut framed = Vec::new();
-        assert!(encode_plain_frame(3, &events, 0, &mut palette, &mut framed));
+        assert!(PlainFrames::new().encode(3, &events, 0, &mut framed));
         let (len, used) = varint(&framed).unwrap();
         let view = parse_frame(&framed[used..]).expect("prost's layout");
         assert_eq!(len as usize + used, framed.len());
@@ -612,6 +704,47 @@ mod tests {
         );
     }
 
+    /// After a batch whose codes took more than a byte, the next batch's
+    /// codes are numbered in the same pass as its deltas: every way that
+    /// can go (the palette pays, it does not, the codes take one byte
+    /// after all) writes prost's bytes, and the first batch of a kind
+    /// turns the numbering on or off for the next.
+    #[test]
+    fn codes_numbered_in_the_pass_write_the_same_bytes() {
+        let one_byte = |n: usize| -> Vec<RawEvent> {
+            (0..n as u64)
+                .map(|i| RawEvent::new(100 + i * 30, FunctionId(1 + i as u32 % 3), Kind::Call, 0))
+                .collect()
+        };
+        // Every code distinct and long: a palette would only add to them.
+        let all_distinct = |n: usize| -> Vec<RawEvent> {
+            (0..n as u64)
+                .map(|i| RawEvent::new(100 + i, FunctionId(100_000 + i as u32), Kind::Call, 0))
+                .collect()
+        };
+        let batches = [
+            (skewed_events(500, 1), true),
+            (skewed_events(500, 2), true),
+            (all_distinct(300), true),
+            (one_byte(400), false),
+            (skewed_events(500, 3), true),
+            (one_byte(400), false),
+            (one_byte(400), false),
+        ];
+        let mut frames = PlainFrames::new();
+        for (i, (events, long_codes)) in batches.iter().enumerate() {
+            let mut expected = Vec::new();
+            encode_frame(
+                crate::wire::batch_body(5, events, 0, Vec::new()),
+                &mut expected,
+            );
+            let mut got = Vec::new();
+            assert!(frames.encode(5, events, 0, &mut got));
+            assert_eq!(got, expected, "batch {i}");
+            assert_eq!(frames.number_in_pass, *long_codes, "after batch {i}");
+        }
+    }
+
     #[test]
     fn a_batch_with_a_user_event_is_left_to_prost() {
         let marks = [
@@ -628,9 +761,8 @@ mod tests {
                 let mut events = plain_events(10, 3);
                 events.insert(at, RawEvent::new(5, FunctionId(1), kind, 0));
                 let mut out = vec![1, 2];
-                let mut palette = Palette::new();
                 assert!(
-                    !encode_plain_frame(1, &events, 0, &mut palette, &mut out),
+                    !PlainFrames::new().encode(1, &events, 0, &mut out),
                     "{kind:?}"
                 );
                 assert_eq!(out, [1, 2]);

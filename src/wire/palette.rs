@@ -254,7 +254,7 @@ impl Palette {
 /// Replaces `codes` by their ranks when a palette makes the batch smaller,
 /// and returns that palette (empty otherwise, `codes` untouched): the
 /// batches that prost encodes (`wire::batch_body`: those with user events
-/// or `log_args` texts) get the palette that `batch::encode_plain_frame`
+/// or `log_args` texts) get the palette that `batch::PlainFrames`
 /// gives the others.
 pub fn rank_codes(codes: &mut [u64]) -> Vec<u64> {
     let raw_len: usize = codes.iter().map(|&c| varint_len(c)).sum();
