@@ -288,10 +288,42 @@ pub struct PlainFrames {
     deltas: Vec<u8>,
     codes: Vec<u8>,
     lines: Vec<u8>,
-    /// The previous batch's codes took more than a byte each: number this
-    /// batch's codes in the palette during the pass (a program's batches
-    /// are alike from one to the next), instead of in a pass of their own.
-    number_in_pass: bool,
+    /// What the pass does with each event's code, as the previous batch
+    /// needed (a program's batches are alike from one to the next).
+    numbering: Numbering,
+}
+
+/// What `PlainFrames`' pass does with each event's code.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Numbering {
+    /// Writes it as it is (the codes took a byte each).
+    #[default]
+    Off,
+    /// Numbers it in the palette (in the order first met) and writes the
+    /// number as one byte: its rank, when a batch has at most 128 codes.
+    Numbers,
+    /// The same, and the palette keeps each event's number, from which
+    /// `Palette::rank` counts the codes of a batch with more than 128.
+    Events,
+}
+
+impl Numbering {
+    /// As the `MODE` of `PlainFrames::pass`.
+    const fn mode(self) -> u8 {
+        self as u8
+    }
+}
+
+/// What the codes field of `PlainFrames`' scratch space holds after the
+/// pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CodesField {
+    /// The codes as they are.
+    Codes,
+    /// Each code's number in the palette, as one byte.
+    Numbers,
+    /// Nothing yet (`Numbering::Events`: written from the ranks).
+    Empty,
 }
 
 /// Longest varints of the packed fields' values.
@@ -319,15 +351,15 @@ impl PlainFrames {
         grow_zeroed(&mut self.deltas, n * DELTA_MAX);
         grow_zeroed(&mut self.codes, n * CODE_MAX);
         let base_ticks = events.first().map_or(0, |e| e.ticks);
-        let number = self.number_in_pass;
-        if number {
+        let numbering = self.numbering;
+        if numbering != Numbering::Off {
             self.palette.clear(n);
         }
-        // Two copies of the pass, so that neither tests `number` per event.
-        let pass = if number {
-            self.pass::<true>(events, base_ticks)
-        } else {
-            self.pass::<false>(events, base_ticks)
+        // A copy of the pass per way, so that none tests it per event.
+        let pass = match numbering {
+            Numbering::Off => self.pass::<{ Numbering::Off.mode() }>(events, base_ticks),
+            Numbering::Numbers => self.pass::<{ Numbering::Numbers.mode() }>(events, base_ticks),
+            Numbering::Events => self.pass::<{ Numbering::Events.mode() }>(events, base_ticks),
         };
         let Some(Pass {
             deltas_len,
@@ -337,11 +369,26 @@ impl PlainFrames {
         else {
             return false;
         };
-        // A batch whose codes all take one byte (fib's: its functions were
-        // met first) gains nothing from a palette: no numbering then.
-        self.number_in_pass = codes_len > n;
+        let mut field = match numbering {
+            Numbering::Off => CodesField::Codes,
+            Numbering::Numbers => CodesField::Numbers,
+            Numbering::Events => CodesField::Empty,
+        };
         let ranked = if codes_len > n {
-            if !number {
+            if field == CodesField::Codes {
+                self.palette.clear(n);
+                let mut codes = Put {
+                    bytes: &mut self.codes,
+                    pos: 0,
+                };
+                for event in events {
+                    codes.byte(self.palette.number(event.code) as u8);
+                }
+                field = CodesField::Numbers;
+            }
+            if !self.palette.ranks_are_numbers() && numbering != Numbering::Events {
+                // Ranked by frequency: counted over every event's number,
+                // numbered again in the same order.
                 self.palette.clear(n);
                 for event in events {
                     self.palette.add(event.code);
@@ -351,26 +398,43 @@ impl PlainFrames {
         } else {
             None
         };
-        if let Some(ranked) = ranked {
-            codes_len = ranked.ranks_len;
-            let mut codes = Put {
-                bytes: &mut self.codes,
-                pos: 0,
-            };
-            for rank in self.palette.ranks() {
-                codes.varint(u64::from(rank));
+        // A batch whose codes all take one byte (fib's: its functions were
+        // met first) gains nothing from a palette: no numbering then.
+        self.numbering = if codes_len <= n {
+            Numbering::Off
+        } else if self.palette.ranks_are_numbers() {
+            Numbering::Numbers
+        } else {
+            Numbering::Events
+        };
+        match ranked {
+            // The numbers written are the ranks.
+            Some(ranked) if field == CodesField::Numbers && self.palette.ranks_are_numbers() => {
+                codes_len = ranked.ranks_len
             }
-            debug_assert_eq!(codes.pos, codes_len);
-        } else if number {
-            // Numbered for a palette that does not pay: the codes as they are.
-            let mut codes = Put {
-                bytes: &mut self.codes,
-                pos: 0,
-            };
-            for event in events {
-                codes.varint(u64::from(event.code));
+            Some(ranked) => {
+                codes_len = ranked.ranks_len;
+                let mut codes = Put {
+                    bytes: &mut self.codes,
+                    pos: 0,
+                };
+                for rank in self.palette.ranks() {
+                    codes.varint(u64::from(rank));
+                }
+                debug_assert_eq!(codes.pos, codes_len);
             }
-            debug_assert_eq!(codes.pos, codes_len);
+            // No palette after all: the codes as they are.
+            None if field != CodesField::Codes => {
+                let mut codes = Put {
+                    bytes: &mut self.codes,
+                    pos: 0,
+                };
+                for event in events {
+                    codes.varint(u64::from(event.code));
+                }
+                debug_assert_eq!(codes.pos, codes_len);
+            }
+            None => {}
         }
         let palette_len = ranked.map_or(0, |r| r.palette_len);
         let packed = |len: usize| {
@@ -434,11 +498,12 @@ impl PlainFrames {
         true
     }
 
-    /// Writes each event's tick delta and code (numbering the codes in the
-    /// palette if `NUMBER`, and then only measuring them) and each line
-    /// event's line; `None` at an event that is not plain.
+    /// Writes each event's tick delta and code (numbered in the palette,
+    /// unless `MODE` is `Numbering::Off`: then the number, as one byte, and
+    /// the code's length only measured) and each line event's line; `None`
+    /// at an event that is not plain.
     #[inline(always)]
-    fn pass<const NUMBER: bool>(
+    fn pass<const MODE: u8>(
         &mut self,
         events: &[crate::event::RawEvent],
         base_ticks: u64,
@@ -478,16 +543,27 @@ impl PlainFrames {
             }
             deltas.varint(zigzag(event.ticks.wrapping_sub(previous) as i64));
             previous = event.ticks;
-            if NUMBER {
+            if MODE != Numbering::Off.mode() {
+                // The number is the code's rank if the batch has at most
+                // 128 codes; `encode` writes the field again otherwise.
                 codes_len += varint_len(u64::from(event.code));
-                self.palette.add(event.code);
+                if MODE == Numbering::Events.mode() {
+                    // Written from the ranks after (`encode`).
+                    self.palette.add(event.code);
+                } else {
+                    codes.byte(self.palette.number(event.code) as u8);
+                }
             } else {
                 codes.varint(u64::from(event.code));
             }
         }
         Some(Pass {
             deltas_len: deltas.pos,
-            codes_len: if NUMBER { codes_len } else { codes.pos },
+            codes_len: if MODE != Numbering::Off.mode() {
+                codes_len
+            } else {
+                codes.pos
+            },
             lines_len,
         })
     }
@@ -705,34 +781,43 @@ mod tests {
     }
 
     /// After a batch whose codes took more than a byte, the next batch's
-    /// codes are numbered in the same pass as its deltas: every way that
+    /// codes are numbered in the same pass as its deltas (and each event's
+    /// number kept after a batch of more than 128 codes): every way that
     /// can go (the palette pays, it does not, the codes take one byte
-    /// after all) writes prost's bytes, and the first batch of a kind
-    /// turns the numbering on or off for the next.
+    /// after all, more or fewer than 128 codes) writes prost's bytes, and
+    /// each batch sets the numbering of the next.
     #[test]
     fn codes_numbered_in_the_pass_write_the_same_bytes() {
-        let one_byte = |n: usize| -> Vec<RawEvent> {
+        let calls = |n: usize, functions: u64, first: u32| -> Vec<RawEvent> {
             (0..n as u64)
-                .map(|i| RawEvent::new(100 + i * 30, FunctionId(1 + i as u32 % 3), Kind::Call, 0))
+                .map(|i| {
+                    let function = FunctionId(first + (i % functions) as u32);
+                    RawEvent::new(100 + i * 30, function, Kind::Call, 0)
+                })
                 .collect()
         };
+        let one_byte = calls(400, 3, 1);
         // Every code distinct and long: a palette would only add to them.
-        let all_distinct = |n: usize| -> Vec<RawEvent> {
-            (0..n as u64)
-                .map(|i| RawEvent::new(100 + i, FunctionId(100_000 + i as u32), Kind::Call, 0))
-                .collect()
-        };
+        let all_distinct = calls(300, 300, 100_000);
+        // 200 codes of three bytes, each met 25 times: ranked by frequency.
+        let many = calls(5_000, 200, 100_000);
+        use Numbering::{Events, Numbers, Off};
         let batches = [
-            (skewed_events(500, 1), true),
-            (skewed_events(500, 2), true),
-            (all_distinct(300), true),
-            (one_byte(400), false),
-            (skewed_events(500, 3), true),
-            (one_byte(400), false),
-            (one_byte(400), false),
+            (skewed_events(500, 1), Numbers),
+            (skewed_events(500, 2), Numbers),
+            (all_distinct.clone(), Events),
+            (many.clone(), Events),
+            (many, Events),
+            (one_byte.clone(), Off),
+            (skewed_events(500, 3), Numbers),
+            (all_distinct, Events),
+            (skewed_events(500, 4), Numbers),
+            (one_byte.clone(), Off),
+            (one_byte, Off),
         ];
         let mut frames = PlainFrames::new();
-        for (i, (events, long_codes)) in batches.iter().enumerate() {
+        let mut with_palette = 0;
+        for (i, (events, next)) in batches.iter().enumerate() {
             let mut expected = Vec::new();
             encode_frame(
                 crate::wire::batch_body(5, events, 0, Vec::new()),
@@ -741,8 +826,12 @@ mod tests {
             let mut got = Vec::new();
             assert!(frames.encode(5, events, 0, &mut got));
             assert_eq!(got, expected, "batch {i}");
-            assert_eq!(frames.number_in_pass, *long_codes, "after batch {i}");
+            assert_eq!(frames.numbering, *next, "after batch {i}");
+            let (_, used) = varint(&got).unwrap();
+            with_palette += usize::from(!parse_frame(&got[used..]).unwrap().palette.is_empty());
         }
+        // The skewed batches and those of 200 codes.
+        assert_eq!(with_palette, 6);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct Palette {
     codes: Vec<u32>,
     /// Each added event's code's number.
     seen: Vec<u32>,
+    /// Events added or numbered since `clear`.
+    events: usize,
     /// `rank`'s counts by number, in four sets (see there).
     counts: Vec<[u32; 4]>,
     /// Set by `rank`, for more than 128 codes: the numbers by rank, and
@@ -82,6 +84,7 @@ impl Palette {
             stamp: 1,
             codes: Vec::new(),
             seen: Vec::new(),
+            events: 0,
             counts: Vec::new(),
             by_rank: Vec::new(),
             rank_of: Vec::new(),
@@ -93,6 +96,7 @@ impl Palette {
         self.codes.clear();
         self.seen.clear();
         self.seen.reserve(events);
+        self.events = 0;
         self.stamp = self.stamp.wrapping_add(1);
         if self.stamp == 0 {
             // Once in 2^32 batches: no stale slot may look in use.
@@ -101,17 +105,34 @@ impl Palette {
         }
     }
 
-    /// Adds one event's code.
+    /// Adds one event's code; returns its number (see `number`).
     #[inline]
-    pub fn add(&mut self, code: u32) {
-        let number = self.number_of(code);
+    pub fn add(&mut self, code: u32) -> u32 {
+        let number = self.number(code);
         self.seen.push(number);
+        number
+    }
+
+    /// Numbers one event's code (in the order first met) and returns its
+    /// number, without keeping which event had it: where a batch has at
+    /// most 128 codes (`ranks_are_numbers`), the numbers are the ranks, and
+    /// `ranks` is not needed.
+    #[inline]
+    pub fn number(&mut self, code: u32) -> u32 {
+        self.events += 1;
+        self.number_of(code)
+    }
+
+    /// True when each code's rank is its number: at most 128 codes.
+    pub fn ranks_are_numbers(&self) -> bool {
+        self.codes.len() <= ONE_BYTE
     }
 
     /// Ranks the added codes and returns the sizes of the palette and of
     /// the ranks. Up to 128 codes, in the order first met (each takes one
     /// byte); beyond, from the most to the least frequent (then the smaller
-    /// code first).
+    /// code first), counted over the events, which must all have come
+    /// through `add` then.
     pub fn rank(&mut self) -> Ranked {
         self.by_rank.clear();
         self.rank_of.clear();
@@ -120,9 +141,10 @@ impl Palette {
         if codes.len() <= ONE_BYTE {
             return Ranked {
                 palette_len,
-                ranks_len: self.seen.len(),
+                ranks_len: self.events,
             };
         }
+        debug_assert_eq!(self.seen.len(), self.events, "events numbered, not added");
         // Four sets of counters, so that a run of one code does not make
         // each increment wait for the one before.
         let counts = &mut self.counts;
