@@ -276,7 +276,7 @@ fn zigzag(value: i64) -> u64 {
 /// A batch's packed fields are written in one pass over its events into
 /// that space, then copied after the frame's head, whose lengths are known
 /// only then (a pass measuring every varint first, then one writing them,
-/// cost a fifth more).
+/// took up to twice the CPU: README, "The recorder's writer thread").
 #[derive(Debug, Default)]
 pub struct PlainFrames {
     /// Ranks each batch's codes; they are written as ranks when that makes
@@ -346,7 +346,6 @@ impl PlainFrames {
         lost_before: u64,
         out: &mut Vec<u8>,
     ) -> bool {
-        use prost::encoding::encoded_len_varint as varint_len;
         let n = events.len();
         grow_zeroed(&mut self.deltas, n * DELTA_MAX);
         grow_zeroed(&mut self.codes, n * CODE_MAX);
@@ -361,26 +360,36 @@ impl PlainFrames {
             Numbering::Numbers => self.pass::<{ Numbering::Numbers.mode() }>(events, base_ticks),
             Numbering::Events => self.pass::<{ Numbering::Events.mode() }>(events, base_ticks),
         };
-        let Some(Pass {
-            deltas_len,
-            mut codes_len,
-            lines_len,
-        }) = pass
-        else {
+        let Some(mut lens) = pass else {
             return false;
         };
+        let palette_len = self.settle_codes(events, numbering, &mut lens.codes);
+        self.write_frame(tid, base_ticks, lost_before, &lens, palette_len, out);
+        true
+    }
+
+    /// Leaves the codes field as the frame carries it — the codes, or
+    /// their ranks when a palette makes the batch smaller — with `codes_len`
+    /// its length (the codes' on entry), and decides how the next batch's
+    /// pass numbers its codes. Returns the palette's length (0: none).
+    fn settle_codes(
+        &mut self,
+        events: &[crate::event::RawEvent],
+        numbering: Numbering,
+        codes_len: &mut usize,
+    ) -> usize {
+        let n = events.len();
         let mut field = match numbering {
             Numbering::Off => CodesField::Codes,
             Numbering::Numbers => CodesField::Numbers,
             Numbering::Events => CodesField::Empty,
         };
-        let ranked = if codes_len > n {
+        // A batch whose codes all take one byte (fib's: its functions were
+        // met first) gains nothing from a palette: no numbering then.
+        let ranked = if *codes_len > n {
             if field == CodesField::Codes {
                 self.palette.clear(n);
-                let mut codes = Put {
-                    bytes: &mut self.codes,
-                    pos: 0,
-                };
+                let mut codes = Put::new(&mut self.codes);
                 for event in events {
                     codes.byte(self.palette.number(event.code) as u8);
                 }
@@ -394,49 +403,53 @@ impl PlainFrames {
                     self.palette.add(event.code);
                 }
             }
-            self.palette.rank_if_smaller(codes_len)
+            self.palette.rank_if_smaller(*codes_len)
         } else {
             None
         };
-        // A batch whose codes all take one byte (fib's: its functions were
-        // met first) gains nothing from a palette: no numbering then.
-        self.numbering = if codes_len <= n {
+        self.numbering = if *codes_len <= n {
             Numbering::Off
         } else if self.palette.ranks_are_numbers() {
             Numbering::Numbers
         } else {
             Numbering::Events
         };
+        let mut codes = Put::new(&mut self.codes);
         match ranked {
             // The numbers written are the ranks.
-            Some(ranked) if field == CodesField::Numbers && self.palette.ranks_are_numbers() => {
-                codes_len = ranked.ranks_len
-            }
-            Some(ranked) => {
-                codes_len = ranked.ranks_len;
-                let mut codes = Put {
-                    bytes: &mut self.codes,
-                    pos: 0,
-                };
+            Some(_) if field == CodesField::Numbers && self.palette.ranks_are_numbers() => {}
+            Some(_) => {
                 for rank in self.palette.ranks() {
                     codes.varint(u64::from(rank));
                 }
-                debug_assert_eq!(codes.pos, codes_len);
             }
             // No palette after all: the codes as they are.
             None if field != CodesField::Codes => {
-                let mut codes = Put {
-                    bytes: &mut self.codes,
-                    pos: 0,
-                };
                 for event in events {
                     codes.varint(u64::from(event.code));
                 }
-                debug_assert_eq!(codes.pos, codes_len);
             }
             None => {}
         }
-        let palette_len = ranked.map_or(0, |r| r.palette_len);
+        if let Some(ranked) = ranked {
+            *codes_len = ranked.ranks_len;
+        }
+        debug_assert!(codes.pos == 0 || codes.pos == *codes_len);
+        ranked.map_or(0, |r| r.palette_len)
+    }
+
+    /// Appends the frame: its head, then the fields from the scratch space
+    /// (`lens` long) and the palette.
+    fn write_frame(
+        &self,
+        tid: u64,
+        base_ticks: u64,
+        lost_before: u64,
+        lens: &Pass,
+        palette_len: usize,
+        out: &mut Vec<u8>,
+    ) {
+        use prost::encoding::encoded_len_varint as varint_len;
         let packed = |len: usize| {
             if len > 0 {
                 1 + varint_len(len as u64) + len
@@ -447,36 +460,29 @@ impl PlainFrames {
         let scalar = |value: u64| if value > 0 { 1 + varint_len(value) } else { 0 };
         let batch_len = scalar(tid)
             + scalar(base_ticks)
-            + packed(deltas_len)
-            + packed(codes_len)
-            + packed(lines_len)
+            + packed(lens.deltas)
+            + packed(lens.codes)
+            + packed(lens.lines)
             + scalar(lost_before)
             + packed(palette_len);
         let frame_len = 1 + varint_len(batch_len as u64) + batch_len;
-        let mut head = [0u8; 64];
-        let mut put = Put {
-            bytes: &mut head,
-            pos: 0,
-        };
-        put.varint(frame_len as u64);
-        put.byte(FRAME_BATCH);
-        put.varint(batch_len as u64);
-        for (key, value) in [(TID, tid), (BASE_TICKS, base_ticks)] {
-            if value > 0 {
-                put.byte(key);
-                put.varint(value);
-            }
-        }
-        let head_len = put.pos;
         let start = out.len();
         out.reserve(varint_len(frame_len as u64) + frame_len);
-        out.extend_from_slice(&head[..head_len]);
+        prost::encoding::encode_varint(frame_len as u64, out);
+        out.push(FRAME_BATCH);
+        prost::encoding::encode_varint(batch_len as u64, out);
+        for (key, value) in [(TID, tid), (BASE_TICKS, base_ticks)] {
+            if value > 0 {
+                out.push(key);
+                prost::encoding::encode_varint(value, out);
+            }
+        }
         // Every event has a delta and a code of at least one byte each, so
         // both fields are there or neither.
         let fields = [
-            (TICK_DELTAS, &self.deltas[..deltas_len]),
-            (CODES, &self.codes[..codes_len]),
-            (LINES, &self.lines[..lines_len]),
+            (TICK_DELTAS, &self.deltas[..lens.deltas]),
+            (CODES, &self.codes[..lens.codes]),
+            (LINES, &self.lines[..lens.lines]),
         ];
         for (key, field) in fields {
             if !field.is_empty() {
@@ -495,13 +501,14 @@ impl PlainFrames {
             }
         }
         debug_assert_eq!(out.len() - start, varint_len(frame_len as u64) + frame_len);
-        true
     }
 
-    /// Writes each event's tick delta and code (numbered in the palette,
-    /// unless `MODE` is `Numbering::Off`: then the number, as one byte, and
-    /// the code's length only measured) and each line event's line; `None`
-    /// at an event that is not plain.
+    /// Writes each event's tick delta and code, and each line event's
+    /// line, into the scratch space; `None` at an event that is not plain.
+    /// With `Numbering::Off` as `MODE` the codes are written as they are;
+    /// otherwise each is numbered in the palette and only its length
+    /// measured, and its number written as one byte (`Numbers`) or kept by
+    /// the palette (`Events`).
     #[inline(always)]
     fn pass<const MODE: u8>(
         &mut self,
@@ -515,14 +522,8 @@ impl PlainFrames {
         // event instead of decoding its kind.
         const LINE: u64 = Kind::Line as u64;
         const NOT_PLAIN: u64 = (1 << LINE) | Kind::MARKS;
-        let mut deltas = Put {
-            bytes: &mut self.deltas,
-            pos: 0,
-        };
-        let mut codes = Put {
-            bytes: &mut self.codes,
-            pos: 0,
-        };
+        let mut deltas = Put::new(&mut self.deltas);
+        let mut codes = Put::new(&mut self.codes);
         let mut codes_len = 0;
         let mut lines_len = 0;
         let mut previous = base_ticks;
@@ -558,22 +559,23 @@ impl PlainFrames {
             }
         }
         Some(Pass {
-            deltas_len: deltas.pos,
-            codes_len: if MODE != Numbering::Off.mode() {
+            deltas: deltas.pos,
+            codes: if MODE != Numbering::Off.mode() {
                 codes_len
             } else {
                 codes.pos
             },
-            lines_len,
+            lines: lines_len,
         })
     }
 }
 
-/// The lengths of the packed fields a pass wrote (or measured).
+/// The lengths of the packed fields a pass wrote (the codes': measured,
+/// when numbered).
 struct Pass {
-    deltas_len: usize,
-    codes_len: usize,
-    lines_len: usize,
+    deltas: usize,
+    codes: usize,
+    lines: usize,
 }
 
 /// Makes `bytes` at least `len` long (zeroed where it grows).
@@ -590,10 +592,16 @@ fn field_head(out: &mut Vec<u8>, key: u8, len: usize) {
     prost::encoding::encode_varint(len as u64, out);
 }
 
-/// Writes a frame forward into bytes sized for it.
+/// Writes a packed field forward into bytes sized for it.
 struct Put<'a> {
     bytes: &'a mut [u8],
     pos: usize,
+}
+
+impl<'a> Put<'a> {
+    fn new(bytes: &'a mut [u8]) -> Self {
+        Put { bytes, pos: 0 }
+    }
 }
 
 impl PutBytes for Put<'_> {
