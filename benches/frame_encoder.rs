@@ -12,29 +12,17 @@
 //! frequency). Tick deltas of 20-80, as a flat-out program's TSC gives.
 //! Median of rounds, after a warm-up.
 
+mod common;
+
 use std::hint::black_box;
 
+use common::thread_cpu_ns;
 use rtrace::wire::batch::PlainFrames;
 use rtrace::{FunctionId, Kind, RawEvent};
 
 const EVENTS: usize = 16 * 1024;
 const BATCHES: usize = 200;
 const ROUNDS: usize = 9;
-
-/// CPU time of the calling thread, in ns: unlike wall time, not inflated
-/// when other processes share the cores.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// A batch of calls and returns of `functions` (xorshift-chosen, nested
 /// up to 30 deep).

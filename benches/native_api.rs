@@ -9,29 +9,17 @@
 //! (and counted) at hand-over; the bench prints how many, and the writer's
 //! rate.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
+use common::thread_cpu_ns;
 use rtrace::native::{self, Options};
 use rtrace::ArgRef;
 
 const CALLS: u64 = 1_000_000;
 const ROUNDS: usize = 7;
-
-/// CPU time of the calling thread, in ns: unlike wall time, not inflated
-/// when other processes (or the writer thread) share the cores.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Median over rounds of (wall ns, thread CPU ns) per call.
 fn median_ns_per_call(mut f: impl FnMut(u64)) -> (f64, f64) {
