@@ -372,8 +372,8 @@ impl Frame {
     /// The slice an event of `kind` of `function` opens or closes.
     #[inline]
     fn of(kind: Kind, function: u32) -> Frame {
-        // A load, where a `match` on the kind took a dozen instructions an
-        // event on the hot path.
+        // A load, where a `match` on the kind took about ten instructions
+        // an event on the hot path.
         let category = CATEGORY_OF_KIND[kind as usize & (CATEGORY_OF_KIND.len() - 1)];
         Frame { function, category }
     }
