@@ -120,7 +120,8 @@ pub struct Stats {
 }
 
 enum WriterSlot {
-    Running(JoinHandle<(Writer, Exit)>, Sender<Control>),
+    /// The thread returns its kernel thread id too (see `wait_until_gone`).
+    Running(JoinHandle<(Writer, Exit, u32)>, Sender<Control>),
     Parked(Box<Writer>, Sender<Control>),
     Gone,
 }
@@ -374,7 +375,10 @@ impl Recorder {
             return false;
         };
         match handle.join() {
-            Ok((writer, Exit::Parked)) => {
+            Ok((writer, Exit::Parked, tid)) => {
+                // Parking is for fork(): the process must count one thread
+                // less by then (CPython 3.12+ warns at a multi-threaded fork).
+                wait_until_gone(tid, timeout);
                 *slot = WriterSlot::Parked(Box::new(writer), control);
                 self.parked.store(true, Ordering::Release);
                 true
@@ -432,19 +436,44 @@ impl Recorder {
     }
 }
 
-fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit)>> {
+fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit, u32)>> {
     std::thread::Builder::new()
         .name("rtrace-writer".into())
         .spawn(move || {
             // Without it the writer's wake-ups preempt the traced thread
             // (see `sched`). A failure leaves the default policy: harmless.
             let _ = crate::sched::batch_current_thread();
-            writer.run()
+            let tid = current_os_tid();
+            let (writer, exit) = writer.run();
+            (writer, exit, tid)
         })
         .map_err(|source| Error::Io {
             action: "starting the writer thread",
             error: source,
         })
+}
+
+/// The calling thread's kernel thread id (0 where `/proc` does not say).
+fn current_os_tid() -> u32 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|path| path.file_name()?.to_str()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits, at most `timeout`, until the kernel has let go of this process's
+/// thread `tid`. A joined thread is still counted among the process's
+/// threads (`/proc/self/task`, `/proc/self/stat`) for a moment after
+/// `join` returns, while it finishes exiting.
+fn wait_until_gone(tid: u32, timeout: Duration) {
+    if tid == 0 {
+        return;
+    }
+    let task = PathBuf::from(format!("/proc/self/task/{tid}"));
+    let deadline = std::time::Instant::now() + timeout;
+    while task.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(20));
+    }
 }
 
 fn hello(config: &Config, description: &clock::Description) -> pb::Hello {
