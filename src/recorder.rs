@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -470,8 +470,8 @@ fn wait_until_gone(tid: u32, timeout: Duration) {
         return;
     }
     let task = PathBuf::from(format!("/proc/self/task/{tid}"));
-    let deadline = std::time::Instant::now() + timeout;
-    while task.exists() && std::time::Instant::now() < deadline {
+    let deadline = Instant::now() + timeout;
+    while task.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(20));
     }
 }

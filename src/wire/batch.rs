@@ -546,10 +546,10 @@ impl PlainFrames {
             previous = event.ticks;
             if MODE != Numbering::Off.mode() {
                 // The number is the code's rank if the batch has at most
-                // 128 codes; `encode` writes the field again otherwise.
+                // 128 codes; `settle_codes` writes the field again otherwise.
                 codes_len += varint_len(u64::from(event.code));
                 if MODE == Numbering::Events.mode() {
-                    // Written from the ranks after (`encode`).
+                    // Written from the ranks after (`settle_codes`).
                     self.palette.add(event.code);
                 } else {
                     codes.byte(self.palette.number(event.code) as u8);

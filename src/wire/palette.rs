@@ -18,8 +18,8 @@ use prost::encoding::encoded_len_varint as varint_len;
 const ONE_BYTE: usize = 1 << 7;
 
 /// Numbers the codes of one batch and ranks them. Reused from batch to
-/// batch (the writer keeps one), so that a batch allocates nothing once its
-/// vectors have grown to a batch's size.
+/// batch (the writer's `batch::PlainFrames` keeps one), so that a batch
+/// allocates nothing once its vectors have grown to a batch's size.
 ///
 /// Each distinct code gets a number in the order first met: the table maps
 /// a code to it once per event (`add`), and `ranks` reads each event's rank
