@@ -67,7 +67,6 @@ pub fn collect<S: TimelineSink>(
     let mut ingest = Ingest::start(&options.listen, options.access.clone(), tx)?;
     on_ready(ingest.addresses());
     // This thread is the merge thread.
-    priority::batch_current_thread();
     if options.nice != 0 {
         if let Err(e) = priority::raise_merge_thread(options.nice) {
             eprintln!("{}", priority::not_raised_note(options.nice, &e));

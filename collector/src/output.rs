@@ -190,10 +190,7 @@ impl BackgroundFile {
         let failed = error.clone();
         let thread = std::thread::Builder::new()
             .name("output".into())
-            .spawn(move || {
-                crate::priority::batch_current_thread();
-                write_jobs(file, &queue, &give_back, &failed)
-            })
+            .spawn(move || write_jobs(file, &queue, &give_back, &failed))
             .context("starting the output thread")?;
         Ok(BackgroundFile {
             buf: Vec::with_capacity(CHUNK_BYTES),

@@ -13,9 +13,18 @@
 //! processes' CPU. So the collector asks for that priority for those
 //! threads (`--nice`), and says so when it may not have it.
 //!
-//! They also run under `SCHED_BATCH` (see `rtrace::sched`), as the
-//! recorders' writers do: their share stays what the nice value gives, but
-//! waking up no longer preempts a traced program running on the same CPU.
+//! Unlike the recorders' writers, they keep the default policy, not
+//! `SCHED_BATCH` (see `rtrace::sched`): a `SCHED_BATCH` thread that wakes
+//! waits until the thread running on its CPU ends its slice, and while two
+//! traced processes kept both cores busy, the merge and the readers waited
+//! long enough, wake-up after wake-up, for a recorder's queue to fill.
+//! Measured with two processes tracing fib(28) flat out, 20 times
+//! `benches/overhead.py --workloads multiprocessing --modes
+//! untraced,rtrace-collector --repeat 10` on 3.13: 18 of 200 runs lost
+//! events with the collector's threads under `SCHED_BATCH`, none of 200
+//! without it. A single traced process was
+//! preempted a little more often (fib(30): 33–47 times a run against 18–31)
+//! but waited no longer for a CPU (7–11 ms a run either way).
 
 use std::io;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -38,18 +47,10 @@ pub fn raise_merge_thread(nice: i32) -> io::Result<()> {
 /// if it was raised. A failure leaves the thread as it was: the merge
 /// thread's note already said why.
 pub fn follow_merge_thread() {
-    batch_current_thread();
     let nice = MERGE_THREAD_NICE.load(Ordering::Relaxed);
     if nice != 0 {
         let _ = set_current_thread_nice(nice);
     }
-}
-
-/// Puts the calling thread, one that carries events, under `SCHED_BATCH`.
-/// Where that fails (it needs no privilege on Linux) the thread keeps the
-/// default policy, which only costs the traced programs a little more.
-pub fn batch_current_thread() {
-    let _ = rtrace::sched::batch_current_thread();
 }
 
 /// Sets the calling thread's nice value (on Linux the nice value belongs

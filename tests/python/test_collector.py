@@ -417,21 +417,23 @@ def thread_policies(pid: int) -> dict[int, tuple[str, int]]:
     return threads
 
 
-def carriers_are_batch(collector_pid: int, collecting: dict, traced: dict) -> bool:
-    """True when the collector's merge (its main thread), ``stream #0`` and
-    output threads and the recorder's writer all run under SCHED_BATCH."""
-    batch = {name for name, policy in collecting.values() if policy == SCHED_BATCH}
+def policies_in_place(collector_pid: int, collecting: dict, traced: dict) -> bool:
+    """True once the recorder's writer runs under SCHED_BATCH and the
+    collector's ``stream #0`` and ``output`` threads have started."""
     writers = [policy for name, policy in traced.values() if name == "rtrace-writer"]
-    return (collecting.get(collector_pid, ("", None))[1] == SCHED_BATCH
-            and {"stream #0", "output"} <= batch and writers == [SCHED_BATCH])
+    names = {name for name, _ in collecting.values()}
+    return writers == [SCHED_BATCH] and {"stream #0", "output"} <= names
 
 
-def test_threads_that_carry_events_give_way_to_the_traced_program(tmp_path):
-    """The recorder's writer and the collector's merge, stream and output
-    threads run under SCHED_BATCH, so that their wake-ups do not preempt
-    the traced thread (without it, the writer's wake-ups were most of the
-    traced thread's ~250 preemptions per fib(30) run); the program's own threads
-    keep the policy they had."""
+def test_the_writer_gives_way_and_the_collector_keeps_its_policy(tmp_path):
+    """The recorder's writer runs under SCHED_BATCH, so that its wake-ups do
+    not preempt the traced thread (without it, they were most of the traced
+    thread's ~250 preemptions per fib(30) run); the program's own threads
+    keep the policy they had. The collector's merge, stream and output
+    threads keep the default policy: under SCHED_BATCH each of their
+    wake-ups waited for the running thread's slice to end, and with two
+    traced processes filling both cores, 18 of 200 runs lost events (none
+    of 200 without it)."""
     sock = f"unix://{tmp_path}/c.sock"
     collector = Collector(tmp_path, sock, "t.pftrace")
     program = subprocess.Popen([sys.executable, "-c", RECORDS_UNTIL_STDIN_CLOSES], cwd=tmp_path,
@@ -447,7 +449,8 @@ def test_threads_that_carry_events_give_way_to_the_traced_program(tmp_path):
         while True:
             collecting = thread_policies(collector.pid)
             traced = thread_policies(program.pid)
-            if carriers_are_batch(collector.pid, collecting, traced) or time.monotonic() > deadline:
+            if (policies_in_place(collector.pid, collecting, traced)
+                    or time.monotonic() > deadline):
                 break
             time.sleep(0.05)
     finally:
@@ -459,9 +462,9 @@ def test_threads_that_carry_events_give_way_to_the_traced_program(tmp_path):
     writers = [policy for name, policy in traced.values() if name == "rtrace-writer"]
     assert writers == [SCHED_BATCH], traced
     by_name = {name: policy for name, policy in collecting.values()}
-    assert collecting[collector.pid][1] == SCHED_BATCH, collecting  # the merge thread
-    assert by_name.get("stream #0") == SCHED_BATCH, collecting
-    assert by_name.get("output") == SCHED_BATCH, collecting
+    assert collecting[collector.pid][1] == SCHED_OTHER, collecting  # the merge thread
+    assert by_name.get("stream #0") == SCHED_OTHER, collecting
+    assert by_name.get("output") == SCHED_OTHER, collecting
 
 
 def test_ctrl_c_finishes_the_console_collector_with_status_0(tmp_path):
