@@ -22,9 +22,9 @@
 //! `benches/overhead.py --workloads multiprocessing --modes
 //! untraced,rtrace-collector --repeat 10` on 3.13: 18 of 200 runs lost
 //! events with the collector's threads under `SCHED_BATCH`, none of 200
-//! without it. A single traced process was
-//! preempted a little more often (fib(30): 33–47 times a run against 18–31)
-//! but waited no longer for a CPU (7–11 ms a run either way).
+//! without it. A single traced process (fib(30) on 3.12) was preempted a
+//! little more often, 33–47 times a run against 18–31, but waited no
+//! longer for a CPU: 7–11 ms a run either way.
 
 use std::io;
 use std::sync::atomic::{AtomicI32, Ordering};

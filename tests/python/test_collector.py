@@ -417,7 +417,7 @@ def thread_policies(pid: int) -> dict[int, tuple[str, int]]:
     return threads
 
 
-def policies_in_place(collector_pid: int, collecting: dict, traced: dict) -> bool:
+def policies_in_place(collecting: dict, traced: dict) -> bool:
     """True once the recorder's writer runs under SCHED_BATCH and the
     collector's ``stream #0`` and ``output`` threads have started."""
     writers = [policy for name, policy in traced.values() if name == "rtrace-writer"]
@@ -449,8 +449,7 @@ def test_the_writer_gives_way_and_the_collector_keeps_its_policy(tmp_path):
         while True:
             collecting = thread_policies(collector.pid)
             traced = thread_policies(program.pid)
-            if (policies_in_place(collector.pid, collecting, traced)
-                    or time.monotonic() > deadline):
+            if policies_in_place(collecting, traced) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
     finally:
