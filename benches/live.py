@@ -159,6 +159,9 @@ def main() -> None:
               f"{r['collector_rss_mb']:.0f} MB, complete {r['complete_after_s']:.2f} s after")
         if r["merged_events"] and r["merged_events"] != r["events"]:
             print(f"note: the collector merged {r['merged_events']:,} of {r['events']:,} events")
+    # The goal is no loss in any run: a median hides the one run that lost.
+    lossy = sum(1 for r in runs if r["lost"])
+    print(f"runs that lost events: {lossy} of {len(runs)}")
 
 
 if __name__ == "__main__":
