@@ -121,7 +121,7 @@ pub struct Stats {
 
 enum WriterSlot {
     /// The thread returns its kernel thread id too (see `wait_until_gone`).
-    Running(JoinHandle<(Writer, Exit, u32)>, Sender<Control>),
+    Running(JoinHandle<(Writer, Exit, u64)>, Sender<Control>),
     Parked(Box<Writer>, Sender<Control>),
     Gone,
 }
@@ -366,8 +366,9 @@ impl Recorder {
         let WriterSlot::Running(_, control) = &*slot else {
             return matches!(*slot, WriterSlot::Parked(..));
         };
+        let deadline = Instant::now() + timeout;
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
-        if control.send(Control::Park(ack_tx)).is_err() || ack_rx.recv_timeout(timeout).is_err() {
+        if control.send(Control::Park(ack_tx)).is_err() || ack_rx.recv_deadline(deadline).is_err() {
             return false;
         }
         let WriterSlot::Running(handle, control) = std::mem::replace(&mut *slot, WriterSlot::Gone)
@@ -378,7 +379,7 @@ impl Recorder {
             Ok((writer, Exit::Parked, tid)) => {
                 // Parking is for fork(): the process must count one thread
                 // less by then (CPython 3.12+ warns at a multi-threaded fork).
-                wait_until_gone(tid, timeout);
+                wait_until_gone(tid, deadline);
                 *slot = WriterSlot::Parked(Box::new(writer), control);
                 self.parked.store(true, Ordering::Release);
                 true
@@ -436,14 +437,14 @@ impl Recorder {
     }
 }
 
-fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit, u32)>> {
+fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit, u64)>> {
     std::thread::Builder::new()
         .name("rtrace-writer".into())
         .spawn(move || {
             // Without it the writer's wake-ups preempt the traced thread
             // (see `sched`). A failure leaves the default policy: harmless.
             let _ = crate::sched::batch_current_thread();
-            let tid = current_os_tid();
+            let tid = crate::native::local::os_thread_id();
             let (writer, exit) = writer.run();
             (writer, exit, tid)
         })
@@ -453,24 +454,12 @@ fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit, u32)>> {
         })
 }
 
-/// The calling thread's kernel thread id (0 where `/proc` does not say).
-fn current_os_tid() -> u32 {
-    std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|path| path.file_name()?.to_str()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Waits, at most `timeout`, until the kernel has let go of this process's
-/// thread `tid`. A joined thread is still counted among the process's
-/// threads (`/proc/self/task`, `/proc/self/stat`) for a moment after
-/// `join` returns, while it finishes exiting.
-fn wait_until_gone(tid: u32, timeout: Duration) {
-    if tid == 0 {
-        return;
-    }
+/// Waits, until `deadline` at most, until the kernel has let go of this
+/// process's thread `tid`. A joined thread is still counted among the
+/// process's threads (`/proc/self/task`, `/proc/self/stat`) for a moment
+/// after `join` returns, while it finishes exiting.
+fn wait_until_gone(tid: u64, deadline: Instant) {
     let task = PathBuf::from(format!("/proc/self/task/{tid}"));
-    let deadline = Instant::now() + timeout;
     while task.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(20));
     }

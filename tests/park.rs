@@ -3,7 +3,7 @@
 //! more than one thread, and counts them the kernel's way: a joined thread
 //! is still counted for a moment while it finishes exiting).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rtrace::{Config, Recorder};
 
@@ -26,12 +26,9 @@ fn a_parked_writer_is_no_longer_one_of_the_processes_threads() {
     let recorder = Recorder::start(Config::new("park", dir.join("park.rtrace"))).unwrap();
     for cycle in 0..200 {
         // A new thread names itself once it runs.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while !thread_names().iter().any(|n| n == "rtrace-writer") {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "cycle {cycle}: no writer"
-            );
+            assert!(Instant::now() < deadline, "cycle {cycle}: no writer");
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(recorder.park(Duration::from_secs(2)), "cycle {cycle}");

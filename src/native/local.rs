@@ -268,7 +268,7 @@ fn thread_name_now() -> Option<String> {
 }
 
 /// The OS thread id (what Python's `threading.get_native_id()` returns).
-fn os_thread_id() -> u64 {
+pub(crate) fn os_thread_id() -> u64 {
     // SAFETY: gettid has no preconditions and cannot fail.
     #[allow(unsafe_code)]
     let tid = unsafe { libc::gettid() };

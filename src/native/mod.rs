@@ -22,7 +22,7 @@
 
 mod args;
 mod error;
-mod local;
+pub(crate) mod local;
 mod session;
 
 pub use error::{Error, Result};
