@@ -10,9 +10,12 @@ import sys
 from . import _children, _filters, _native
 from ._hooks import INTERNAL_FILES, Hook
 
-# What only recording needs (pathlib, re, functools, threading) is imported
-# where it is used: a program that imports rtrace and never records should
-# pay for rtrace's own modules alone (tests/python/test_import_cost.py).
+# What only recording needs (threading) is imported where it is used: a
+# program that imports rtrace and never records should pay for rtrace's own
+# modules alone, and starting a recording for threading alone: paths are
+# strings here, and `Recording.path` makes its pathlib.Path only when asked
+# (pathlib and what it imports took ~13 ms of a fresh interpreter's first
+# record(); tests/python/test_import_cost.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,27 +41,39 @@ def _default_session() -> str:
     from_env = os.environ.get("RTRACE_SESSION")
     if from_env:
         return from_env
-    from pathlib import Path
-
-    program = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else ""
+    script = os.path.basename(sys.argv[0].rstrip(os.sep)) if sys.argv else ""
+    program = os.path.splitext(script)[0]
     return program or "python"
 
 
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
 def _safe_name(session: str) -> str:
-    import re
+    """``session`` for a file name: each run of other characters than
+    letters, digits, ``.``, ``_`` and ``-`` as one ``_`` (without ``re``,
+    which recording does not otherwise import)."""
+    out: list[str] = []
+    for c in session:
+        if c in _SAFE:
+            out.append(c)
+        elif not out or out[-1] != "\0":
+            out.append("\0")
+    return "".join(out).replace("\0", "_").strip("._") or "session"
 
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", session).strip("._") or "session"
 
-
-def _default_output(session: str, suffix: str) -> Path:
-    from pathlib import Path
-
-    directory = Path(os.environ.get("RTRACE_OUTPUT_DIR") or ".")
+def _default_output(session: str, suffix: str) -> str:
+    directory = os.environ.get("RTRACE_OUTPUT_DIR") or "."
     base = f"rtrace-{_safe_name(session)}-{os.getpid()}"
-    path = directory / f"{base}{suffix}"
+
+    def named(name: str) -> str:
+        # As pathlib would say it: "rtrace-s-1.rtrace", not "./rtrace-s-1.rtrace".
+        return name if directory == "." else os.path.join(directory, name)
+
+    path = named(f"{base}{suffix}")
     n = 2
-    while path.exists():
-        path = directory / f"{base}-{n}{suffix}"
+    while os.path.exists(path):
+        path = named(f"{base}-{n}{suffix}")
         n += 1
     return path
 
@@ -126,9 +141,7 @@ class Recording:
         )
         self._filters = _filters.build(**self._filter_options, lines=lines)
         self.session = session or _default_session()
-        from pathlib import Path
-
-        self._output = Path(output) if output is not None else None
+        self._output = os.fsdecode(output) if output is not None else None
         self.collector = collector
         self._token = token if token is not None else os.environ.get("RTRACE_TOKEN") or None
         self.threads = threads
@@ -138,7 +151,7 @@ class Recording:
         self.buffer_events = buffer_events
         self.flush_interval = float(flush_interval)
         self.follow_children = bool(follow_children)
-        self.path: Path | None = self._output
+        self._path: str | None = self._output
         self.hook: str | None = None
         self._hook: Hook | None = None
         self._pid: int | None = None
@@ -151,6 +164,17 @@ class Recording:
         self._continued_by: Recording | None = None
 
     # -- state ---------------------------------------------------------------
+
+    @property
+    def path(self) -> Path | None:
+        """The stream file: the ``output`` given, or the one chosen at
+        ``start()`` (with a collector, the spill file, written only if the
+        collector cannot be reached)."""
+        if self._path is None:
+            return None
+        from pathlib import Path
+
+        return Path(self._path)
 
     @property
     def active(self) -> bool:
@@ -187,7 +211,7 @@ class Recording:
     def __repr__(self) -> str:
         state = "active" if self.active else "stopped" if self._final else "new"
         return (
-            f"<rtrace.Recording session={self.session!r} path={str(self.path)!r} "
+            f"<rtrace.Recording session={self.session!r} path={self._path!r} "
             f"{state} events={self.events} lost={self.lost}>"
         )
 
@@ -204,7 +228,7 @@ class Recording:
             if _active is not None:
                 raise RecordingError(
                     f"rtrace is already recording session {_active.session!r} to "
-                    f"{str(_active.path)!r}; stop it first (rtrace.stop()) — recordings "
+                    f"{_active._path!r}; stop it first (rtrace.stop()) — recordings "
                     "cannot be nested or run concurrently in one process"
                 )
             path = self._output or _default_output(
@@ -214,7 +238,7 @@ class Recording:
             hook.choose()
             _native.start(
                 session=self.session,
-                output=str(path),
+                output=path,
                 collector=self.collector,
                 token=self._token,
                 on_full=self.on_full,
@@ -229,7 +253,7 @@ class Recording:
                 parent_pid=self._parent_pid,
                 filters=self._filters,
             )
-            self.path = path
+            self._path = path
             self.hook = hook.describe()
             self._hook = hook
             self._pid = os.getpid()
@@ -248,7 +272,7 @@ class Recording:
                 raise
         return self
 
-    def _children_environment(self, path: Path) -> dict[str, str | None]:
+    def _children_environment(self, path: str) -> dict[str, str | None]:
         """What ``os.environ`` must say for exec'd children to follow (or,
         with ``follow_children=False``, not to)."""
         if not self.follow_children:
@@ -257,7 +281,7 @@ class Recording:
             _children.child_environment(
                 session=self.session,
                 collector=self.collector,
-                output_dir=str(path.resolve().parent),
+                output_dir=os.path.dirname(os.path.realpath(path)),
                 lines=self.lines,
                 c_calls=self.c_calls,
                 on_full=self.on_full,
@@ -343,8 +367,9 @@ class Recording:
         of its own."""
         output = None
         if self._output is not None:
-            stem, suffix = self._output.stem, self._output.suffix
-            output = self._output.with_name(f"{stem}-{os.getpid()}{suffix}")
+            directory, name = os.path.split(self._output)
+            stem, suffix = os.path.splitext(name)
+            output = os.path.join(directory, f"{stem}-{os.getpid()}{suffix}")
         child = Recording(
             self.session,
             output=output,

@@ -1,7 +1,8 @@
 """What `import rtrace` costs a program that never records: rtrace's own
-modules, not the standard library modules only recording needs (pathlib,
-typing, re, functools, threading, warnings: ~30 ms of imports together on
-the development machine, paid again by every spawned child)."""
+modules, not the standard library modules only recording needs (threading;
+before, pathlib, typing, re, functools and warnings too: ~30 ms of imports
+together on the development machine, paid again by every spawned child);
+and what starting a recording imports: threading alone."""
 
 from __future__ import annotations
 
@@ -63,3 +64,45 @@ def test_recording_after_a_bare_import_still_follows_new_threads(run_py, hook):
         env={"RTRACE_HOOK": hook},
     )
     assert run.result == {"work": True, "tids": 1, "lost": 0}
+
+
+
+# Starts and stops a recording in a bare interpreter (the default session
+# name and file, then a given file), and prints the modules that added
+# beyond what `import threading` adds (recording needs threading to name and
+# follow threads); then where the default file went.
+STARTED_MODULES = (
+    "import os, sys\n"
+    "before = set(sys.modules)\n"
+    "import threading\n"
+    "by_threading = set(sys.modules) - before\n"
+    "import rtrace\n"
+    "after_import = set(sys.modules)\n"
+    "rec = rtrace.record().start()\n"
+    "rec.stop()\n"
+    "rtrace.record(session='s', output='given.rtrace').start().stop()\n"
+    "print(' '.join(sorted(set(sys.modules) - after_import - by_threading)))\n"
+    "print(rec.path, os.getpid())\n"
+)
+
+
+@pytest.mark.parametrize("hook", ["", "legacy"])
+def test_starting_a_recording_imports_only_threading(tmp_path, hook):
+    # pathlib (with fnmatch, re, enum, urllib.parse and ipaddress) was ~13 ms
+    # of a fresh interpreter's first record(): part of every short program's
+    # run, and of every followed child's.
+    modules, default = subprocess.run(
+        [sys.executable, "-c", STARTED_MODULES],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "RTRACE_HOOK": hook},
+        timeout=60,
+    ).stdout.splitlines()
+    assert set(modules.split()) <= ALLOWED, modules
+    # The default file is named as it was with pathlib: in the working
+    # directory, after the program ("-c") and the pid.
+    path, pid = default.split()
+    assert path == f"rtrace--c-{pid}.rtrace"
+    assert (tmp_path / path).is_file() and (tmp_path / "given.rtrace").is_file()

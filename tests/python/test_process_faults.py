@@ -104,9 +104,11 @@ def test_recording_started_and_stopped_1000_times_leaks_nothing(run_py, tmp_path
         from pathlib import Path
         os.mkdir("s")
         # Made first: CPython 3.12's pathlib interns every path component
-        # for good, which would show as growth of ~120 bytes per new name.
+        # for good, which would show as growth of ~120 bytes per new name;
+        # and each path's text, which a Path keeps once asked for it (as
+        # record() does, through os.fspath): ~64 bytes per path.
         paths = [Path(f"s/{i}.rtrace") for i in range(3000)]
-        assert all(p.parts for p in paths)
+        assert all(p.parts and str(p) for p in paths)
         marks = {}
         for i, path in enumerate(paths):
             if i == 2000:
