@@ -140,6 +140,9 @@ def main() -> None:
         return statistics.median(r[key] for r in runs)
 
     events, collector_cpu = median("events"), median("collector_cpu_s")
+    # The merge thread's CPU is sampled every 20 ms: a short run may show none.
+    merge_cpu = median("merge_cpu_s")
+    merge_rate = f"{events / merge_cpu / 1e6:.1f}M" if merge_cpu > 0 else "-"
     print(f"command: python {' '.join(shlex.quote(a) for a in sys.argv)}")
     print(f"{args.processes} processes x {rounds} x fib(22), medians of {args.repeat}:")
     print(f"{'events':>12} {'lost (max)':>11} {'late (max)':>11} {'traced CPU s':>13} {'collector CPU s':>16} "
@@ -149,14 +152,14 @@ def main() -> None:
           f"{median('traced_cpu_s'):>13.2f} "
           f"{collector_cpu:>16.2f} {collector_cpu / events * 1e9:>19.1f} "
           f"{collector_cpu / median('traced_cpu_s'):>17.2f} {max(r['collector_rss_mb'] for r in runs):>17.0f} "
-          f"{median('complete_after_s'):>17.2f} {median('merge_cpu_s'):>12.2f} "
-          f"{events / median('merge_cpu_s') / 1e6:>18.1f}M")  # fmt: skip
+          f"{median('complete_after_s'):>17.3f} {merge_cpu:>12.2f} "
+          f"{merge_rate:>19}")  # fmt: skip
     for i, r in enumerate(runs):
         print(f"run {i + 1}: {r['events']:,} events, {r['lost']:,} lost, {r['late']:,} late, "
               f"collector {r['collector_cpu_s']:.2f} s CPU (merge thread {r['merge_cpu_s']:.2f} s, "
               f"{r['merge_wait_s']:.2f} s waiting for a CPU) / "
               f"traced {r['traced_cpu_s']:.2f} s, "
-              f"{r['collector_rss_mb']:.0f} MB, complete {r['complete_after_s']:.2f} s after")
+              f"{r['collector_rss_mb']:.0f} MB, complete {r['complete_after_s']:.3f} s after")
         if r["merged_events"] and r["merged_events"] != r["events"]:
             print(f"note: the collector merged {r['merged_events']:,} of {r['events']:,} events")
     # The goal is no loss in any run: a median hides the one run that lost.

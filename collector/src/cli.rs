@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::access::{self, Access};
 use crate::profile::{self, SortBy};
 use crate::status::{Progress, ProgressLine};
+use crate::stop::Stop;
 use crate::{live, offline, output, priority, relay, report};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -267,7 +268,7 @@ fn listen(cli: Cli) -> Result<u8> {
         status: true,
         nice: cli.nice,
     };
-    let stop = live::stop_on_signals()?;
+    let stop = Stop::on_signals()?;
     let sink = output::create(&output)?;
     let collected = live::collect(&options, sink, &stop, |listening| {
         eprintln!(
@@ -320,7 +321,7 @@ fn relay(cli: &Cli, forward: &str) -> Result<u8> {
             .with_interval(&cli.relay.clock_sync)
             .context("--clock-sync")?,
     };
-    let stop = live::stop_on_signals()?;
+    let stop = Stop::on_signals()?;
     let relayed = relay::relay(&options, &stop, |listening| {
         eprintln!(
             "rtrace-collect: listening on {}; relaying to {} (Ctrl-C to finish)",

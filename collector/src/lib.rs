@@ -3,7 +3,7 @@
 //! timestamp (`rtrace::merge`) and writes one timeline (`output`).
 //! `summary` and `profile` report on recorded files (`stats`). `priority`
 //! raises the merge thread's. `status` is the line that shows progress on a
-//! terminal. `cli` is the command line; `main.rs` only calls it.
+//! terminal. `stop` is Ctrl-C, which wakes the loop waiting for it. `cli` is the command line; `main.rs` only calls it.
 
 pub mod access;
 pub mod cli;
@@ -18,6 +18,7 @@ pub mod profile;
 pub mod relay;
 pub mod report;
 pub mod status;
+pub mod stop;
 pub mod summary;
 
 pub use summary::{summarize, table, StreamSummary};

@@ -2,12 +2,9 @@
 //! the timeline incrementally, and on shutdown drains and finishes it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use crossbeam_channel::RecvTimeoutError;
 use rtrace::merge::{MergeConfig, Merger, StreamStats};
 use rtrace::timeline::{StreamId, TimelineSink};
 use rtrace::Address;
@@ -16,6 +13,7 @@ use crate::access::Access;
 use crate::ingest::{Arrival, ConnId, Ingest};
 use crate::priority;
 use crate::status::StatusLine;
+use crate::stop::Stop;
 
 /// How to collect.
 #[derive(Debug, Clone)]
@@ -50,8 +48,8 @@ pub struct Collected {
 /// their sockets until it catches up: the backlog stays in the recorders,
 /// whose policy drops (and counts) or blocks, not in the collector's memory.
 const QUEUED_ARRIVALS: usize = 64;
-/// How often the loop looks at the stop flag and the clock while nothing
-/// arrives: the merged file is complete this soon after a stop request.
+/// How often the loop looks at the clock (the live horizon, the status
+/// line) while nothing arrives. A stop request wakes it at once.
 const TICK: Duration = Duration::from_millis(10);
 
 /// Collects into `sink` until `stop` is set, then drains and finishes.
@@ -60,7 +58,7 @@ const TICK: Duration = Duration::from_millis(10);
 pub fn collect<S: TimelineSink>(
     options: &LiveOptions,
     sink: S,
-    stop: &AtomicBool,
+    stop: &Stop,
     on_ready: impl FnOnce(&[Address]),
 ) -> Result<Collected> {
     let (tx, rx) = crossbeam_channel::bounded(QUEUED_ARRIVALS);
@@ -74,11 +72,14 @@ pub fn collect<S: TimelineSink>(
     }
     let mut state = State::new(Merger::new(sink, options.merge));
     let mut status = Status::new(options.status);
-    while !stop.load(Ordering::Relaxed) {
-        match rx.recv_timeout(TICK) {
-            Ok(arrival) => state.apply(arrival)?,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+    while !stop.requested() {
+        crossbeam_channel::select! {
+            recv(rx) -> arrival => match arrival {
+                Ok(arrival) => state.apply(arrival)?,
+                Err(_) => break,
+            },
+            recv(stop.woken()) -> _ => {}
+            default(TICK) => {}
         }
         state.merger.advance(rtrace::clock::monotonic_ns())?;
         status.tick(&state, ingest.open_connections());
@@ -237,13 +238,4 @@ impl Status {
     fn clear(&mut self) {
         self.line.clear();
     }
-}
-
-/// Sets `flag` on SIGINT or SIGTERM.
-pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, flag.clone())?;
-    }
-    Ok(flag)
 }

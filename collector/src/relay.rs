@@ -33,7 +33,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,7 @@ use rtrace::{Address, Token};
 use crate::access::Access;
 use crate::clocksync::{Estimator, Fit};
 use crate::ingest::{Accepted, ConnId, Handler, Ingest, Throttle};
+use crate::stop::Stop;
 
 /// How to relay.
 #[derive(Debug, Clone)]
@@ -122,7 +123,7 @@ impl Handler for Relay {
 /// Relays until `stop` is set, then drains; returns what each stream saw.
 pub fn relay(
     options: &RelayOptions,
-    stop: &AtomicBool,
+    stop: &Stop,
     on_ready: impl FnOnce(&[Address]),
 ) -> Result<Relayed> {
     let handler = Arc::new(Relay {
@@ -133,9 +134,7 @@ pub fn relay(
     });
     let mut ingest = Ingest::start_with(&options.listen, options.access.clone(), handler.clone())?;
     on_ready(ingest.addresses());
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    while !stop.wait(Duration::from_secs(1)) {}
     ingest.stop_accepting();
     let deadline = Instant::now() + options.drain;
     while ingest.open_connections() > 0 && Instant::now() < deadline {

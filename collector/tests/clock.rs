@@ -7,7 +7,6 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use rtrace::wire::{self, pb, Body};
 use rtrace::{clock, Address, Config, Recorder};
 use rtrace_collect::access::Access;
 use rtrace_collect::live::{self, LiveOptions};
+use rtrace_collect::stop::Stop;
 use rtrace_collect::{offline, report};
 
 const EVENTS_PER_BATCH: u64 = 100;
@@ -182,7 +182,7 @@ fn collect_live(client: impl FnOnce(&str)) -> (Vec<u8>, Vec<StreamStats>) {
         status: false,
         nice: 0, // `collect` runs on the test's own thread
     };
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Stop::new();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let collector = {
         let (stop, out) = (stop.clone(), out.clone());
@@ -195,7 +195,7 @@ fn collect_live(client: impl FnOnce(&str)) -> (Vec<u8>, Vec<StreamStats>) {
     };
     ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     client(&address);
-    stop.store(true, Ordering::Relaxed);
+    stop.request();
     let collected = collector.join().unwrap().unwrap();
     (std::fs::read(&out).unwrap(), collected.stats)
 }

@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,6 +19,7 @@ use rtrace::Address;
 use rtrace_collect::access::{self, Access};
 use rtrace_collect::live::{self, Collected, LiveOptions};
 use rtrace_collect::status::{regular_file_size, Progress, ProgressLine};
+use rtrace_collect::stop::Stop;
 use rtrace_collect::{offline, output};
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
@@ -76,7 +76,7 @@ fn stats_dicts<'py>(
 pub struct Collector {
     options: LiveOptions,
     output: PathBuf,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     thread: Option<JoinHandle<anyhow::Result<Collected>>>,
     /// The addresses listened on while running (TCP port 0 resolved).
     listening: Vec<String>,
@@ -122,7 +122,7 @@ impl Collector {
                 nice: 0,
             },
             output,
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Stop::new(),
             thread: None,
             listening: Vec::new(),
         })
@@ -169,7 +169,7 @@ impl Collector {
         let Some(thread) = self.thread.take() else {
             return Err(PyRuntimeError::new_err("this collector is not running"));
         };
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.request();
         match py.allow_threads(|| thread.join()) {
             Ok(Ok(collected)) => stats_dicts(py, &collected.stats, &collected.bytes),
             Ok(Err(e)) => Err(PyRuntimeError::new_err(format!(

@@ -225,3 +225,37 @@ def test_merge_bench_times_two_builds_over_the_same_recording():
         assert wall > 0 and cpu > 0 and per_cpu_s > 0
         assert 2.0 <= stream_bytes <= 3.5 and 8.0 <= merged_bytes <= 20.0, row
     assert rows[0][6] == rows[1][6]  # the same merged bytes per event
+
+
+def release_collector() -> Path:
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    collect = target / "release" / "rtrace-collect"
+    if not collect.is_file():
+        pytest.skip("no release rtrace-collect (scripts/dev-setup builds it)")
+    return collect
+
+
+def test_stop_latency_bench_times_ctrl_c_until_the_file_is_complete():
+    """benches/stop_latency.py: one line per build, the collector having
+    written a non-empty merged file each time (it exits with a message
+    otherwise)."""
+    collect = release_collector()
+    proc = run(str(BENCHES / "stop_latency.py"), "--python", sys.executable, "--repeat", "2",
+               "--collect", str(collect), "--collect", str(collect))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(rf"^  {re.escape(str(collect))}: median ([\d.]+), min ([\d.]+), max ([\d.]+)$",
+                      proc.stdout, re.M)  # fmt: skip
+    assert len(rows) == 2, proc.stdout
+    for median, low, high in rows:
+        assert 0 < float(low) <= float(median) <= float(high)
+
+
+def test_live_bench_short_run_prints_its_table():
+    """benches/live.py on a run too short for its merge-thread sampling
+    (every 20 ms) to see any CPU: a dash for the rate, not a crash."""
+    collect = release_collector()
+    proc = run(str(BENCHES / "live.py"), "--python", sys.executable, "--processes", "1",
+               "--events", "1e5", "--repeat", "1", "--collect", str(collect))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "runs that lost events: 0 of 1" in proc.stdout, proc.stdout
+    assert re.search(r"^run 1: [\d,]+ events, 0 lost", proc.stdout, re.M), proc.stdout
