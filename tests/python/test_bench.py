@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -259,3 +260,29 @@ def test_live_bench_short_run_prints_its_table():
     assert proc.returncode == 0, proc.stderr
     assert "runs that lost events: 0 of 1" in proc.stdout, proc.stdout
     assert re.search(r"^run 1: [\d,]+ events, 0 lost", proc.stdout, re.M), proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+def test_program_instructions_counts_rtrace_beside_the_floor():
+    """benches/program_instructions.py: a row per workload with the traced
+    thread's instructions per event untraced, under the floor and under
+    rtrace. A hook costs something (floor above untraced), and rtrace
+    stays near the floor: far less than the 2x an extra dispatch would be."""
+    proc = run(str(BENCHES / "program_instructions.py"), "--python", sys.executable,
+               "--workloads", "fib", "--sizes", "14,17", timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("fib(14->17)"))
+    cells = columns(row)
+    events = int(cells[1].replace(",", ""))
+    untraced, floor, rtrace = (float(v) for v in cells[2:5])
+    # fib(n) makes 2 F(n+1) - 1 calls (F(15) = 610, F(18) = 2584); a call and a return each.
+    assert events == 2 * ((2 * 2584 - 1) - (2 * 610 - 1)), row
+    assert 0 < untraced < floor < 2 * floor and 0.8 * floor < rtrace < 1.5 * floor, row
+    assert cells[-1] == f"{rtrace / floor:.3f}x", row
+
+
+def test_program_instructions_rejects_wrong_usage_clearly():
+    proc = run(str(BENCHES / "program_instructions.py"), "--workloads", "fib,nope")
+    assert proc.returncode == 2 and "unknown workload(s) nope" in proc.stderr, proc.stderr
+    proc = run(str(BENCHES / "program_instructions.py"), "--sizes", "18,16")
+    assert proc.returncode == 2 and "SMALL must be positive and below LARGE" in proc.stderr
