@@ -73,10 +73,14 @@ else:
     import rtrace
     # flush_interval=60: under valgrind a run is ~50x slower, and handing
     # over partly filled buffers on age would make the count depend on
-    # the run's speed.
-    with rtrace.record(output=sys.argv[6], flush_interval=60) as rec:
+    # the run's speed. buffer_events: valgrind runs one thread at a time,
+    # and a writer that falls behind must not make the hook drop events
+    # (a cheaper path): the queue holds every event of these runs.
+    with rtrace.record(output=sys.argv[6], flush_interval=60, buffer_events=1 << 22) as rec:
         run(size)
     events = rec.events
+    if rec.lost:
+        sys.exit(f"rtrace lost {rec.lost} events: the count would not be of recording them all")
 print(json.dumps({"events": events}))
 """
 
@@ -175,8 +179,9 @@ def main() -> int:
                 if mode == "floor":
                     events = e_large - e_small
                 elif mode == "rtrace" and e_large - e_small != events:
-                    print(f"note: {workload}: rtrace recorded {e_large - e_small} events, "
-                          f"the floor {events}")  # fmt: skip
+                    # Per event, both must count the same events.
+                    raise SystemExit(f"{workload}: rtrace recorded {e_large - e_small} events, "
+                                     f"the floor {events}")  # fmt: skip
                 per_event[mode] = (i_large - i_small) / events
             floor, rtrace = per_event["floor"], per_event["rtrace"]
             label = f"{workload}({small}->{large})"

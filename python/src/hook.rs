@@ -569,6 +569,19 @@ impl CCallable {
         None
     }
 
+    /// True for a Python function or bound method, by exact type.
+    #[inline(always)]
+    pub fn is_python_exact(callable: *mut ffi::PyObject) -> bool {
+        // SAFETY: `callable` is a live object from the interpreter; only
+        // the type objects' addresses are taken.
+        #[allow(unsafe_code)]
+        unsafe {
+            let tp = ffi::Py_TYPE(callable);
+            tp == ptr::addr_of_mut!(ffi::PyFunction_Type)
+                || tp == ptr::addr_of_mut!(crate::ffi::PyMethod_Type)
+        }
+    }
+
     #[inline]
     fn method_def(self) -> *mut ffi::PyMethodDef {
         // SAFETY: `classify` checked the object's type, so the cast layout
@@ -1184,6 +1197,12 @@ fn on_return_filtered(
 /// A callable is about to be called; recorded if it is implemented in C.
 #[inline]
 pub fn on_c_call(callable: *mut ffi::PyObject, self_arg: *mut ffi::PyObject) {
+    // Most CALL events (3.12+) call a Python function or method, which
+    // its PY_START records: known by its exact type alone, such a call
+    // costs no lookup of the session or the thread.
+    if CCallable::is_python_exact(callable) {
+        return;
+    }
     if !on_cached_thread(|session, state| c_call_fast(session, state, callable, self_arg)) {
         on_c_call_general(callable, self_arg);
     }
