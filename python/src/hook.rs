@@ -1197,12 +1197,6 @@ fn on_return_filtered(
 /// A callable is about to be called; recorded if it is implemented in C.
 #[inline]
 pub fn on_c_call(callable: *mut ffi::PyObject, self_arg: *mut ffi::PyObject) {
-    // Most CALL events (3.12+) call a Python function or method, which
-    // its PY_START records: known by its exact type alone, such a call
-    // costs no lookup of the session or the thread.
-    if CCallable::is_python_exact(callable) {
-        return;
-    }
     if !on_cached_thread(|session, state| c_call_fast(session, state, callable, self_arg)) {
         on_c_call_general(callable, self_arg);
     }

@@ -10,7 +10,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 use rtrace::Kind;
 
-use crate::hook;
+use crate::hook::{self, CCallable};
 
 type Fast = unsafe extern "C" fn(
     *mut ffi::PyObject,
@@ -93,7 +93,11 @@ callback!(py_unwind, |_args, _nargs| hook::on_return(
 callback!(call, |args, nargs| {
     // SAFETY: vectorcall arguments from the interpreter.
     let (callable, arg0) = unsafe { (arg(args, nargs, 2), arg(args, nargs, 3)) };
-    if !callable.is_null() {
+    // Most CALL events call a Python function or method, which its
+    // PY_START records: known by its exact type alone, such a call costs
+    // no lookup of the session or the thread. (The legacy hook's C_CALL
+    // events are of C functions only: it has no such check to pay.)
+    if !callable.is_null() && !CCallable::is_python_exact(callable) {
         hook::on_c_call(callable, arg0)
     }
 });
