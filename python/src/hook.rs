@@ -560,13 +560,8 @@ impl CCallable {
                 let bound = !self_arg.is_null() && self_arg != missing;
                 return Some(bound.then_some(CCallable::Descriptor(callable.cast())));
             }
-            if tp == ptr::addr_of_mut!(ffi::PyFunction_Type)
-                || tp == ptr::addr_of_mut!(crate::ffi::PyMethod_Type)
-            {
-                return Some(None);
-            }
         }
-        None
+        CCallable::is_python_exact(callable).then_some(None)
     }
 
     /// True for a Python function or bound method, by exact type.
