@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overhead_measure import CollectorError, LiveCollector  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,36 +37,21 @@ with rtrace.record(session="stop", collector=sys.argv[1]):
 
 def once(collect: str, python: str, directory: str) -> float:
     """Milliseconds from SIGINT to the collector's exit."""
-    sock = os.path.join(directory, "collector.sock")
-    out = os.path.join(directory, "merged.pftrace")
-    collector = subprocess.Popen(
-        [collect, "--listen", f"unix://{sock}", "-o", out],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     try:
-        assert collector.stderr is not None
-        for line in collector.stderr:
-            if "listening on" in line:
-                break
-        else:
-            sys.exit(f"{collect} did not start listening")
-        subprocess.run([python, "-c", PROGRAM, f"unix://{sock}"], check=True)
-        time.sleep(0.05)
-        start = time.monotonic()
-        collector.send_signal(signal.SIGINT)
-        collector.wait(timeout=60)
-        elapsed = time.monotonic() - start
-    finally:
-        if collector.poll() is None:
-            collector.kill()
-            collector.wait()
-    if collector.returncode != 0:
-        sys.exit(f"{collect} exited with status {collector.returncode}")
-    if not os.path.getsize(out):
-        sys.exit(f"{collect} wrote an empty {out}")
-    os.unlink(out)
-    return elapsed * 1e3
+        collector = LiveCollector([collect], directory)
+    except (OSError, CollectorError) as exc:
+        sys.exit(f"the collector failed to start: {exc}")
+    subprocess.run([python, "-c", PROGRAM, collector.address], check=True)
+    time.sleep(0.05)  # nothing in flight: the time is the collector's own
+    start_ns = time.monotonic_ns()
+    try:
+        collected = collector.finish()  # SIGINT, then waits for the exit
+    except CollectorError as exc:
+        sys.exit(str(exc))
+    if not collected["merged_bytes"]:
+        sys.exit(f"{collect} wrote an empty {collector.output}")
+    os.unlink(collector.output)
+    return (collected["merged_ns"] - start_ns) / 1e6
 
 
 def main() -> None:

@@ -54,12 +54,14 @@ def _safe_name(session: str) -> str:
     letters, digits, ``.``, ``_`` and ``-`` as one ``_`` (without ``re``,
     which recording does not otherwise import)."""
     out: list[str] = []
+    in_run = False
     for c in session:
         if c in _SAFE:
             out.append(c)
-        elif not out or out[-1] != "\0":
-            out.append("\0")
-    return "".join(out).replace("\0", "_").strip("._") or "session"
+        elif not in_run:
+            out.append("_")
+        in_run = c not in _SAFE
+    return "".join(out).strip("._") or "session"
 
 
 def _default_output(session: str, suffix: str) -> str:
