@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from overhead_anomalies import anomalies, imported_check
+from overhead_goals import Row, goals_text, judge
 from overhead_workloads import WORKLOADS
 
 # A measurement during which other processes kept more CPUs than this busy
@@ -408,6 +409,27 @@ def combined_tables(paths: list[str], markdown: bool = False) -> tuple[str, str]
     return make(wall_headers, wall), make(cpu_headers, cpu)
 
 
+def goal_rows(paths: list[str]) -> list[Row]:
+    """The rows issue 8's goals are judged on (see overhead_goals.py)."""
+    rows = []
+    for path in paths:
+        cells, modes, workloads, info, setup = load_json(path)
+        python = ".".join(info["version"].split(".")[:2])
+        for workload, size in workloads:
+
+            def values(mode: str, key: str, name=workload.name, cells=cells, modes=modes):
+                cell = cells.get((name, mode))
+                return cell.values(key) if cell and mode in modes else []
+
+            runs = [r for m in RTRACE_MODES for r in cells.get((workload.name, m), Cell()).runs]
+            rows.append(Row(
+                python=python, workload=workload.name, label=workload.label(size),
+                values=values, events=setup["events"].get(workload.name),
+                lost_runs=sum(1 for r in runs if r.get("lost")), rtrace_runs=len(runs),
+            ))  # fmt: skip
+    return rows
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description="One table across the runs that `overhead.py --json` wrote."
@@ -425,6 +447,9 @@ def main(argv: list[str]) -> int:
     print()
     print("Slowdown by CPU time: the traced process (all its threads) during in-run, every Python")
     print(cpu)
+    print()
+    print("Issue 8's goals on these runs (medians, as above; see benches/overhead_goals.py)")
+    print(goals_text(judge(goal_rows(args.runs)), markdown=args.markdown))
     return 0
 
 
