@@ -89,6 +89,16 @@ class Ratio:
         low, high = samples[int(0.025 * BOOTSTRAP)], samples[int(0.975 * BOOTSTRAP) - 1]
         return Ratio(median(numerator) / median(denominator), low, high)
 
+    @staticmethod
+    def of_pairs(ratios: list[float]) -> Ratio:
+        """The median of paired ratios (each measured against its own
+        baseline, as benches/paired.py does), with its 95 % interval."""
+        median = statistics.median
+        rng = random.Random(0)
+        samples = sorted(median(rng.choices(ratios, k=len(ratios))) for _ in range(BOOTSTRAP))
+        low, high = samples[int(0.025 * BOOTSTRAP)], samples[int(0.975 * BOOTSTRAP) - 1]
+        return Ratio(median(ratios), low, high)
+
 
 @dataclass
 class Verdict:

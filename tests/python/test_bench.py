@@ -251,6 +251,51 @@ def test_goals_judge_rows_by_medians_and_intervals_and_leave_out_what_the_floor_
     assert (lossless.met, lossless.missed) == (["3.12 fib 0/5 runs"], ["3.12 nbody 1/5 runs"])
 
 
+def test_paired_bench_prints_ratios_with_intervals_and_judges_the_in_run_goals():
+    """benches/paired.py, in its smallest form: each mode's paired ratio
+    with its interval, rtrace over the floor, and the goal's verdict that
+    follows from that interval. Not a timed test: any verdict is accepted,
+    as long as it is the one the printed interval gives."""
+    proc = run(str(BENCHES / "paired.py"), "--workloads=fib", "--modes=floor-stamp,rtrace",
+               "--rounds=6", "--processes=2", timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "6 rounds per workload in 2 fresh interpreters" in proc.stdout
+    header, rows = table_after(proc.stdout, "In-run slowdown, paired chunks")
+    assert header == ["workload", "events/chunk", "untraced ms", "floor-stamp", "rtrace",
+                      "rtrace / floor"]  # fmt: skip
+    (row,) = rows
+    assert row[0] == "fib(24)"
+    # fib(24)'s 150,049 calls and their returns, and the few calls of the
+    # chunk's own timing that the floor sees.
+    assert 300_098 <= int(row[1].replace(",", "")) < 300_098 + 50
+    interval = re.compile(r"^(\d+\.\d\d)x \[(\d+\.\d\d)-(\d+\.\d\d)\]$")
+    for cell in row[3:]:
+        value, low, high = map(float, interval.match(cell).groups())
+        assert 0 < low <= value <= high, cell
+    value, low, high = map(float, interval.match(row[5]).groups())
+    line = rf"^  fib\(24\): rtrace within 10% of the floor: (\w+) \({re.escape(row[5])}\)$"
+    verdict = re.search(line, proc.stdout, re.MULTILINE)
+    assert verdict, proc.stdout
+    # The verdict follows from the interval (printed rounded: at 1.10 either side may hold).
+    expected = {"met" if high <= 1.10 else "missed" if low > 1.10 else "undecided"}
+    if 1.10 in (low, high):
+        expected |= {"met", "undecided"} if high == 1.10 else {"missed", "undecided"}
+    assert verdict[1] in expected, (row, verdict[0])
+    assert "rtrace lost" not in proc.stdout
+
+
+def test_paired_bench_rejects_wrong_usage_clearly():
+    for args, message in (
+        (["--rounds=2"], "--rounds must be at least 5, not 2"),
+        (["--rounds=5", "--processes=6"], "--processes must be between 1 and --rounds, not 6"),
+        (["--workloads=fib,threads"], "unknown workloads ['threads']"),
+        (["--modes=rtrace,cProfile"], "unknown modes ['cProfile']"),
+    ):
+        proc = run(str(BENCHES / "paired.py"), *args)
+        assert proc.returncode == 2, (args, proc.stdout)
+        assert message in proc.stderr, (args, proc.stderr)
+
+
 def test_bench_rejects_wrong_usage_clearly():
     proc = run(str(BENCHES / "overhead.py"), "--workloads=fib,nosuch")
     assert proc.returncode == 2
@@ -261,7 +306,8 @@ def test_bench_rejects_wrong_usage_clearly():
     proc = run(str(BENCHES / "steadiness.py"), "--runs=2")
     assert proc.returncode == 2
     assert "--runs must be at least 3, not 2" in proc.stderr
-    for script in ("overhead.py", "overhead_report.py", "floor.py", "merge.py", "steadiness.py"):
+    for script in ("overhead.py", "overhead_report.py", "floor.py", "merge.py", "steadiness.py",
+                   "paired.py"):
         assert run(str(BENCHES / script), "--help").returncode == 0, script
     helped = subprocess.run(
         [str(BENCHES / "run"), "--help"], capture_output=True, text=True, timeout=60
