@@ -284,12 +284,41 @@ def test_paired_bench_prints_ratios_with_intervals_and_judges_the_in_run_goals()
     assert "rtrace lost" not in proc.stdout
 
 
+def test_paired_bench_times_streaming_to_a_collector_end_to_end():
+    """rtrace-collector: a fresh collector per chunk, its in-run ratio, and
+    end to end (until the collector exited with the merged file) over the
+    floor's in-run, judged against the 20 % goal by its interval."""
+    proc = run(str(BENCHES / "paired.py"), "--workloads=fib", "--sizes=fib=20",
+               "--modes=floor-stamp,rtrace-collector", "--rounds=5", "--processes=1",
+               timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    header, rows = table_after(proc.stdout, "In-run slowdown, paired chunks")
+    assert header == ["workload", "events/chunk", "untraced ms", "floor-stamp",
+                      "rtrace-collector", "collector e2e / floor"]  # fmt: skip
+    (row,) = rows
+    assert row[0] == "fib(20)"
+    interval = re.compile(r"^(\d+\.\d\d)x \[(\d+\.\d\d)-(\d+\.\d\d)\]$")
+    in_run = float(interval.match(row[4])[1]) / float(interval.match(row[3])[1])
+    e2e = float(interval.match(row[5])[1])
+    # End to end includes the in-run time, the start, the stop and the
+    # collector's exit: never less than the in-run ratio (medians of the
+    # same rounds, so allow the rounding of the printed ratios).
+    assert e2e >= 0.9 * in_run, row
+    assert re.search(r"^  fib\(20\): end to end with the collector within 20% of the floor: "
+                     r"(met|missed|undecided) \(", proc.stdout, re.MULTILINE), proc.stdout  # fmt: skip
+    assert "rtrace lost" not in proc.stdout
+
+
 def test_paired_bench_rejects_wrong_usage_clearly():
     for args, message in (
         (["--rounds=2"], "--rounds must be at least 5, not 2"),
         (["--rounds=5", "--processes=6"], "--processes must be between 1 and --rounds, not 6"),
         (["--workloads=fib,threads"], "unknown workloads ['threads']"),
         (["--modes=rtrace,cProfile"], "unknown modes ['cProfile']"),
+        (["--sizes=fib=0"], "'fib=0' is not WORKLOAD=N"),
+        (["--sizes=threads=3"], "'threads=3' is not WORKLOAD=N"),
+        (["--modes=rtrace-collector", "--collect=/nonexistent"],
+         "--collect '/nonexistent' is not an executable file"),
     ):
         proc = run(str(BENCHES / "paired.py"), *args)
         assert proc.returncode == 2, (args, proc.stdout)
