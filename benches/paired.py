@@ -65,7 +65,7 @@ from overhead_report import table  # noqa: E402
 from overhead_setup import find_collector  # noqa: E402
 from overhead_workloads import WORKLOADS, runner  # noqa: E402
 
-# Chunk sizes: 5-30 ms untraced on this machine, short enough that the
+# Chunk sizes: 5-60 ms untraced on this machine, short enough that the
 # machine's speed holds across a round, long enough for the timer.
 CHUNKS = {"fib": 24, "methods": 50_000, "richards": 1, "deltablue": 200, "nbody": 1_000,
           "raytrace": 16}  # fmt: skip
@@ -190,8 +190,8 @@ def measure_in_processes(workload: str, modes: list[str], args, tmp: str, floor_
     (each with its own memory layout, which moves a ratio by a few percent
     from one process to the next), their times pooled."""
     pooled: dict = {"times": {}, "lost": 0}
-    share = -(-args.rounds // args.processes)
     for index in range(args.processes):
+        share = args.rounds // args.processes + (index < args.rounds % args.processes)
         spec = {"workload": workload, "size": args.sizes[workload], "modes": modes,
                 "rounds": share, "tmp": tmp, "floor_dir": floor_dir, "seed": args.seed + index,
                 "collect": args.collect}  # fmt: skip
