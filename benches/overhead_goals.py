@@ -13,10 +13,10 @@ would miss it too (nbody makes 30 calls: every tool, the floor included,
 runs it at ~1.0x). Byte goals are per call/return event, so rows with too
 few events to be more than the stream's names are left out the same way.
 
-A ratio also gets a 95 % bootstrap interval (each mode's runs resampled),
-and each timed goal counts the rows whose whole interval meets or misses
-its bound. With the 3–5 runs a row has, the interval is coarse, but it
-says what the medians alone hide: on a machine whose runs spread by tens
+A ratio also gets a 95 % bootstrap interval (each mode's runs resampled;
+none with fewer than MIN_RUNS runs), and each timed goal counts the rows
+whose whole interval meets or misses its bound. With the 5 runs a row
+has, the interval is coarse, but it says what the medians alone hide: on a machine whose runs spread by tens
 of percent, a row at 1.12x of a 1.10x bound is not a miss, nor one at
 1.08x a pass. (The traced thread's cost against the floor, counted in
 instructions, does not depend on the machine's speed:
@@ -25,6 +25,7 @@ benches/program_instructions.py.)
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import textwrap
@@ -46,6 +47,13 @@ BYTES_MIN_EVENTS = 10_000
 # Resamples for the bootstrap intervals of ratios (fixed seed: the same
 # runs always give the same report).
 BOOTSTRAP = 2000
+# Fewer runs of a mode than this give no interval, and the row is
+# undecided: with 3 runs the interval of a ratio of medians is about
+# [min / max, max / min] of the runs, and three runs that all fell in one
+# slow stretch of this machine made it exclude the truth (two rows of a
+# 3-run report "surely" missed a goal that paired chunks, benches/paired.py,
+# showed them meeting).
+MIN_RUNS = 5
 
 
 @dataclass
@@ -77,9 +85,13 @@ class Ratio:
 
     @staticmethod
     def of(numerator: list[float], denominator: list[float]) -> Ratio | None:
+        """`None` without runs; an interval of (-inf, inf) with fewer than
+        MIN_RUNS of either."""
         if not numerator or not denominator or 0 in denominator:
             return None
         median = statistics.median
+        if min(len(numerator), len(denominator)) < MIN_RUNS:
+            return Ratio(median(numerator) / median(denominator), -math.inf, math.inf)
         rng = random.Random(0)
         samples = sorted(
             median(rng.choices(numerator, k=len(numerator)))
@@ -137,7 +149,10 @@ def _judge(verdict: Verdict, row: Row, value: float | Ratio | None, at_most: flo
     text = f"{name} {shown.format(point)}"
     if isinstance(value, Ratio):
         verdict.judged_by_interval = True
-        text += f" [{shown.format(value.low)}-{shown.format(value.high)}]"
+        if math.isinf(value.high):
+            text += f" [< {MIN_RUNS} runs]"
+        else:
+            text += f" [{shown.format(value.low)}-{shown.format(value.high)}]"
         verdict.surely_met += ok(value.low) and ok(value.high)
         verdict.surely_missed += not ok(value.low) and not ok(value.high)
     (verdict.met if ok(point) else verdict.missed).append(text)
