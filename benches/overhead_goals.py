@@ -16,11 +16,12 @@ few events to be more than the stream's names are left out the same way.
 A ratio also gets a 95 % bootstrap interval (each mode's runs resampled;
 none with fewer than MIN_RUNS runs), and each timed goal counts the rows
 whose whole interval meets or misses its bound. With the 5 runs a row
-has, the interval is coarse, but it says what the medians alone hide: on a machine whose runs spread by tens
-of percent, a row at 1.12x of a 1.10x bound is not a miss, nor one at
-1.08x a pass. (The traced thread's cost against the floor, counted in
-instructions, does not depend on the machine's speed:
-benches/program_instructions.py.)
+has by default, the interval is coarse, but it says what the medians
+alone hide: on a machine whose runs spread by tens of percent, a row at
+1.12x of a 1.10x bound is not a miss, nor one at 1.08x a pass. The
+in-run goals are decided by benches/paired.py instead, and the traced
+thread's cost against the floor, counted in instructions, does not
+depend on the machine's speed (benches/program_instructions.py).
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ MERGED_BYTES = 16.0  # per event in the merged Perfetto file
 # Rows with fewer events than this are left out of the byte goals: their
 # bytes are the stream's names and descriptors, not events.
 BYTES_MIN_EVENTS = 10_000
-
-
 # Resamples for the bootstrap intervals of ratios (fixed seed: the same
 # runs always give the same report).
 BOOTSTRAP = 2000
@@ -62,7 +61,6 @@ class Row:
 
     python: str  # "3.12"
     workload: str  # its name ("fib")
-    label: str  # its label ("fib(30)")
     values: Callable[[str, str], list[float]]  # (mode, key) -> every run's value ([]: none)
     events: int | None  # call+return events, as the stamp floor counted them
     lost_runs: int  # runs of an rtrace mode that lost events

@@ -415,7 +415,7 @@ def goal_rows(paths: list[str]) -> list[Row]:
     for path in paths:
         cells, modes, workloads, info, setup = load_json(path)
         python = ".".join(info["version"].split(".")[:2])
-        for workload, size in workloads:
+        for workload, _ in workloads:
 
             def values(mode: str, key: str, name=workload.name, cells=cells, modes=modes):
                 cell = cells.get((name, mode))
@@ -423,7 +423,7 @@ def goal_rows(paths: list[str]) -> list[Row]:
 
             runs = [r for m in RTRACE_MODES for r in cells.get((workload.name, m), Cell()).runs]
             rows.append(Row(
-                python=python, workload=workload.name, label=workload.label(size),
+                python=python, workload=workload.name,
                 values=values, events=setup["events"].get(workload.name),
                 lost_runs=sum(1 for r in runs if r.get("lost")), rtrace_runs=len(runs),
             ))  # fmt: skip

@@ -224,7 +224,7 @@ def test_goals_judge_rows_by_medians_and_intervals_and_leave_out_what_the_floor_
         },
     }
     rows = [
-        Row(python="3.12", workload=w, label=w,
+        Row(python="3.12", workload=w,
             values=lambda mode, key, w=w: runs[w].get((mode, key), []),
             events=5_000_000 if w == "fib" else 30,
             lost_runs=1 if w == "nbody" else 0, rtrace_runs=5)
