@@ -79,6 +79,9 @@ MODES = ("untraced", "untraced-again", "floor-stamp", "rtrace", "viztracer", "rt
 DEFAULT_MODES = MODES[1:5]
 E2E = "rtrace-collector e2e"
 WARMUP_ROUNDS = 2
+# An "untraced again" whose interval misses 1.00x, or is wider than this,
+# says the machine was not steady enough for the workload's verdicts.
+UNSTEADY_WIDTH = 0.10
 
 
 def parse_list(text: str, known, what: str) -> list[str]:
@@ -229,6 +232,12 @@ def verdict(ratio: Ratio, at_most: float | None = None, at_least: float | None =
     return "undecided"
 
 
+def unsteady(again: Ratio) -> bool:
+    """Whether "untraced again" over untraced (1.00x on a steady machine)
+    says the round's ratios cannot be trusted."""
+    return not again.low <= 1.0 <= again.high or again.high - again.low > UNSTEADY_WIDTH
+
+
 def shown(ratio: Ratio) -> str:
     return f"{ratio.value:.2f}x [{ratio.low:.2f}-{ratio.high:.2f}]"
 
@@ -338,6 +347,11 @@ def main(argv: list[str]) -> int:
                          f"{E2E_OVER_FLOOR - 1:.0%} of the floor: "
                          f"{verdict(e2e, at_most=E2E_OVER_FLOOR)} ({shown(e2e)})")  # fmt: skip
         rows.append(row)
+        if "untraced-again" in has:
+            again = paired(times["untraced-again"], base)
+            if unsteady(again):
+                goals.append(f"{label}: the machine was unsteady (untraced again {shown(again)}): "
+                             "take its verdicts again")  # fmt: skip
         if result["lost"]:
             goals.append(f"{label}: rtrace lost {result['lost']:,} events")
     print("In-run slowdown, paired chunks: median of the rounds' ratios [95 % interval]"

@@ -313,6 +313,18 @@ def test_paired_bench_times_streaming_to_a_collector_end_to_end():
     assert "rtrace lost" not in proc.stdout
 
 
+def test_paired_bench_calls_a_run_unsteady_when_untraced_against_untraced_is_not_even():
+    sys.path.insert(0, str(BENCHES))
+    try:
+        from overhead_goals import Ratio
+        from paired import unsteady
+    finally:
+        sys.path.remove(str(BENCHES))
+    assert not unsteady(Ratio.of_pairs([0.99, 1.0, 1.01, 1.0, 0.98, 1.02]))
+    assert unsteady(Ratio.of_pairs([0.88, 0.9, 0.91, 0.92, 0.87, 0.93]))  # misses 1.00x
+    assert unsteady(Ratio(1.0, 0.93, 1.06))  # too wide to judge 10 %
+
+
 def test_paired_bench_rejects_wrong_usage_clearly():
     for args, message in (
         (["--rounds=2"], "--rounds must be at least 5, not 2"),
