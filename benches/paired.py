@@ -9,10 +9,13 @@ tell 1.08x of the floor from 1.12x. Two runs of the same code a few
 milliseconds apart, though, agree to a few percent: whatever slows the
 machine slows both. So here every round runs a short chunk of the workload
 once per mode (untraced, untraced again, the stamp+store floor, rtrace,
-VizTracer), in a shuffled order, and each mode's ratio is its chunk's time over the round's
-untraced chunk. The median of those per-round ratios, with a 95 %
-bootstrap interval, decides the in-run goals of issue 8 that the
-fresh-process run leaves undecided.
+VizTracer), in a shuffled order, and each mode's ratio is its chunk's time
+over the round's untraced chunk. The median of those per-round ratios, with
+a 95 % bootstrap interval, decides issue 8's in-run goals for the phase the
+machine was in: its slow phases move the tools' costs apart too, so a run
+in another phase can decide otherwise. "Untraced again" (1.00x but for
+noise) checks the run; a workload where it misses 1.00x or spans more than
+10 % is flagged, to be taken again.
 
 The rounds are shared among a few fresh interpreters (--processes), whose
 times are pooled: a ratio also moves by a few percent from one process to
@@ -23,20 +26,24 @@ start and the stop, rtrace's writing of its file among them, are not
 timed: this is the in-run cost only). A chunk is short, so it is not the
 fresh-process run's measurement: every tool starts warm (caches, the
 interpreter's specializations), and a sys.monitoring tool re-instruments
-the code it meets at every start, rtrace and the floor alike. rtrace writes a stream file per
-chunk, which is removed; VizTracer's buffer is sized from the floor's
-event count and its trace is discarded. With the rtrace-collector mode, each chunk streams to a
-fresh rtrace-collect (started before the chunk), and the chunk's end-to-end
-time, from rtrace's start until the collector has exited with the merged
-file complete, is judged against the floor's in-run time (issue 8's 20 %);
-that wants longer chunks (--sizes), whose fixed costs (start, stop, the
-collector's exit: a few milliseconds) would otherwise weigh more than in
-a program's whole run. Run it with the interpreter to measure (VizTracer
-is measured if that interpreter can import it):
+the code it meets at every start, rtrace and the floor alike. rtrace
+writes a stream file per chunk, which is removed; VizTracer's buffer is
+sized from the floor's event count and its trace is discarded.
+
+With the rtrace-collector mode, each chunk streams to a fresh
+rtrace-collect (started before the chunk), and the chunk's end-to-end time,
+from rtrace's start until the collector has exited with the merged file
+complete, is judged against the floor's in-run time (issue 8's 20 %). That
+wants longer chunks (--sizes), whose fixed costs (start, stop, the
+collector's exit: a few milliseconds) would otherwise weigh more than in a
+program's whole run.
+
+Run it with the interpreter to measure (VizTracer is measured if that
+interpreter can import it):
 
     .venv-3.12/bin/python benches/paired.py
     .venv-3.12/bin/python benches/paired.py --workloads fib,richards --rounds 100
-    .venv-3.12/bin/python benches/paired.py --workloads fib --sizes fib=27 \
+    .venv-3.12/bin/python benches/paired.py --workloads fib --sizes fib=27 \\
         --modes untraced-again,floor-stamp,rtrace,rtrace-collector --rounds 120 --processes 4
 """
 
