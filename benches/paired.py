@@ -66,7 +66,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import floor  # noqa: E402
 from overhead_child import FloorHook, Rtrace, Tool, VizTracer  # noqa: E402
-from overhead_goals import E2E_OVER_FLOOR, IN_RUN_OVER_FLOOR, VIZ_IN_RUN_312, Ratio  # noqa: E402
+from overhead_goals import (  # noqa: E402
+    E2E_OVER_FLOOR,
+    IN_RUN_OVER_FLOOR,
+    VIZ_IN_RUN_312,
+    Ratio,
+    below,
+)
 from overhead_measure import LiveCollector  # noqa: E402
 from overhead_report import table  # noqa: E402
 from overhead_setup import find_collector  # noqa: E402
@@ -343,7 +349,8 @@ def main(argv: list[str]) -> int:
                 bounds.append((f"{VIZ_IN_RUN_312}x ahead of VizTracer", VIZ_IN_RUN_312))
             for goal, bound in bounds:
                 if room is not None and room.value < bound:
-                    goals.append(f"{label}: {goal}: left out, the floor is {shown(room)} ahead")
+                    goals.append(f"{label}: {goal}: left out, the floor is only "
+                                 f"{below(room.value)}x [{room.low:.2f}-{room.high:.2f}] ahead")
                 else:
                     goals.append(f"{label}: {goal}: {verdict(ahead, at_least=bound)} "
                                  f"({shown(ahead)})")  # fmt: skip

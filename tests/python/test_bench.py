@@ -201,7 +201,7 @@ def test_goals_judge_rows_by_medians_and_intervals_and_leave_out_what_the_floor_
     too. A row that misses says by how much."""
     sys.path.insert(0, str(BENCHES))
     try:
-        from overhead_goals import Row, judge
+        from overhead_goals import Row, below, judge
     finally:
         sys.path.remove(str(BENCHES))
     five = [1.0, 1.02, 1.05, 1.08, 1.1]  # median 1.05, every resample within 10 %
@@ -244,6 +244,8 @@ def test_goals_judge_rows_by_medians_and_intervals_and_leave_out_what_the_floor_
     faster = verdicts["in-run at least 1.3x faster than VizTracer on 3.12+"]
     assert faster.met == ["3.12 fib 1.90x [1.82x-2.00x]"]
     assert faster.left_out == {"the floor allows 1.10x": ["3.12 nbody"]}
+    # Cut, not rounded: a floor 1.2996x ahead is not shown as the 1.30x it lacks.
+    assert (below(1.2996), below(1.3), below(29.99, 1)) == ("1.29", "1.30", "29.9")
     json_e2e = verdicts[
         "end to end at least 30x faster than VizTracer saving its JSON, to rtrace's file"
     ]
