@@ -88,26 +88,41 @@ class Ratio:
         if not numerator or not denominator or 0 in denominator:
             return None
         median = statistics.median
+        value = median(numerator) / median(denominator)
         if min(len(numerator), len(denominator)) < MIN_RUNS:
-            return Ratio(median(numerator) / median(denominator), -math.inf, math.inf)
-        rng = random.Random(0)
-        samples = sorted(
-            median(rng.choices(numerator, k=len(numerator)))
-            / median(rng.choices(denominator, k=len(denominator)))
-            for _ in range(BOOTSTRAP)
-        )
-        low, high = samples[int(0.025 * BOOTSTRAP)], samples[int(0.975 * BOOTSTRAP) - 1]
-        return Ratio(median(numerator) / median(denominator), low, high)
+            return Ratio(value, -math.inf, math.inf)
+        return Ratio(value, *bootstrap(lambda rng: median(rng.choices(numerator, k=len(numerator)))
+                                       / median(rng.choices(denominator, k=len(denominator)))))  # fmt: skip
 
     @staticmethod
     def of_pairs(ratios: list[float]) -> Ratio:
         """The median of paired ratios (each measured against its own
         baseline, as benches/paired.py does), with its 95 % interval."""
         median = statistics.median
-        rng = random.Random(0)
-        samples = sorted(median(rng.choices(ratios, k=len(ratios))) for _ in range(BOOTSTRAP))
-        low, high = samples[int(0.025 * BOOTSTRAP)], samples[int(0.975 * BOOTSTRAP) - 1]
-        return Ratio(median(ratios), low, high)
+        return Ratio(median(ratios),
+                     *bootstrap(lambda rng: median(rng.choices(ratios, k=len(ratios)))))  # fmt: skip
+
+    def verdict(self, at_most: float | None = None, at_least: float | None = None) -> str:
+        """"met" or "missed" when the whole interval is, else "undecided"."""
+        low, high = meets(self.low, at_most, at_least), meets(self.high, at_most, at_least)
+        return "met" if low and high else "missed" if not (low or high) else "undecided"
+
+
+def bootstrap(resample: Callable[[random.Random], float]) -> tuple[float, float]:
+    """The 95 % interval of BOOTSTRAP resamples (fixed seed)."""
+    rng = random.Random(0)
+    samples = sorted(resample(rng) for _ in range(BOOTSTRAP))
+    return samples[int(0.025 * BOOTSTRAP)], samples[int(0.975 * BOOTSTRAP) - 1]
+
+
+def meets(value: float, at_most: float | None, at_least: float | None) -> bool:
+    return (at_most is None or value <= at_most) and (at_least is None or value >= at_least)
+
+
+def no_room(room: float | None, goal: float, digits: int = 2) -> str | None:
+    """Why a row is left out of a goal against VizTracer, where the floor
+    itself is `room` times ahead of it, less than `goal`; `None` if not."""
+    return None if room is None or room >= goal else f"the floor allows {below(room, digits)}x"
 
 
 @dataclass
@@ -147,9 +162,6 @@ def _judge(verdict: Verdict, row: Row, value: float | Ratio | None, at_most: flo
         verdict.left_out.setdefault(why_not, []).append(name)
         return
 
-    def ok(v: float) -> bool:
-        return (at_most is None or v <= at_most) and (at_least is None or v >= at_least)
-
     point = value.value if isinstance(value, Ratio) else value
     text = f"{name} {shown.format(point)}"
     if isinstance(value, Ratio):
@@ -158,9 +170,10 @@ def _judge(verdict: Verdict, row: Row, value: float | Ratio | None, at_most: flo
             text += f" [< {MIN_RUNS} runs]"
         else:
             text += f" [{shown.format(value.low)}-{shown.format(value.high)}]"
-        verdict.surely_met += ok(value.low) and ok(value.high)
-        verdict.surely_missed += not ok(value.low) and not ok(value.high)
-    (verdict.met if ok(point) else verdict.missed).append(text)
+        sure = value.verdict(at_most, at_least)
+        verdict.surely_met += sure == "met"
+        verdict.surely_missed += sure == "missed"
+    (verdict.met if meets(point, at_most, at_least) else verdict.missed).append(text)
 
 
 def judge(rows: list[Row]) -> list[Verdict]:
@@ -183,10 +196,6 @@ def judge(rows: list[Row]) -> list[Verdict]:
     wire = Verdict(f"at most {WIRE_BYTES:.0f} bytes per event on the wire")
     merged = Verdict(f"at most {MERGED_BYTES:.0f} bytes per event in the merged file")
     lossless = Verdict("no event lost (runs of rtrace's modes)")
-
-    def no_room(room: float | None, goal: float, digits: int = 2) -> str | None:
-        """Why a row is left out of a goal the floor itself would miss."""
-        return None if room is None or room >= goal else f"the floor allows {below(room, digits)}x"
 
     for row in rows:
         v, m = row.values, row.median

@@ -71,7 +71,7 @@ from overhead_goals import (  # noqa: E402
     IN_RUN_OVER_FLOOR,
     VIZ_IN_RUN_312,
     Ratio,
-    below,
+    no_room,
 )
 from overhead_measure import LiveCollector  # noqa: E402
 from overhead_report import table  # noqa: E402
@@ -234,17 +234,6 @@ def paired(numerator: list[float], denominator: list[float]) -> Ratio:
     return Ratio.of_pairs([a / b for a, b in zip(numerator, denominator, strict=True)])
 
 
-def verdict(ratio: Ratio, at_most: float | None = None, at_least: float | None = None) -> str:
-    def ok(v: float) -> bool:
-        return (at_most is None or v <= at_most) and (at_least is None or v >= at_least)
-
-    if ok(ratio.low) and ok(ratio.high):
-        return "met"
-    if not ok(ratio.low) and not ok(ratio.high):
-        return "missed"
-    return "undecided"
-
-
 def unsteady(again: Ratio) -> bool:
     """Whether "untraced again" over untraced (1.00x on a steady machine)
     says the round's ratios cannot be trusted."""
@@ -335,7 +324,7 @@ def main(argv: list[str]) -> int:
             over = paired(times["rtrace"], times["floor-stamp"])
             row.append(shown(over))
             goals.append(f"{label}: rtrace within {IN_RUN_OVER_FLOOR - 1:.0%} of the floor: "
-                         f"{verdict(over, at_most=IN_RUN_OVER_FLOOR)} ({shown(over)})")  # fmt: skip
+                         f"{over.verdict(at_most=IN_RUN_OVER_FLOOR)} ({shown(over)})")  # fmt: skip
         if {"rtrace", "viztracer"} <= has:
             ahead = paired(times["viztracer"], times["rtrace"])
             row.append(shown(ahead))
@@ -348,18 +337,18 @@ def main(argv: list[str]) -> int:
             if sys.version_info >= (3, 12):
                 bounds.append((f"{VIZ_IN_RUN_312}x ahead of VizTracer", VIZ_IN_RUN_312))
             for goal, bound in bounds:
-                if room is not None and room.value < bound:
-                    goals.append(f"{label}: {goal}: left out, the floor is only "
-                                 f"{below(room.value)}x [{room.low:.2f}-{room.high:.2f}] ahead")
+                why_not = no_room(room.value if room else None, bound)
+                if why_not is not None:
+                    goals.append(f"{label}: {goal}: left out, {why_not} ({shown(room)})")
                 else:
-                    goals.append(f"{label}: {goal}: {verdict(ahead, at_least=bound)} "
+                    goals.append(f"{label}: {goal}: {ahead.verdict(at_least=bound)} "
                                  f"({shown(ahead)})")  # fmt: skip
         if {"rtrace-collector", "floor-stamp"} <= has:
             e2e = paired(times[E2E], times["floor-stamp"])
             row.append(shown(e2e))
             goals.append(f"{label}: end to end with the collector within "
                          f"{E2E_OVER_FLOOR - 1:.0%} of the floor: "
-                         f"{verdict(e2e, at_most=E2E_OVER_FLOOR)} ({shown(e2e)})")  # fmt: skip
+                         f"{e2e.verdict(at_most=E2E_OVER_FLOOR)} ({shown(e2e)})")  # fmt: skip
         rows.append(row)
         if "untraced-again" in has:
             again = paired(times["untraced-again"], base)
