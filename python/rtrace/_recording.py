@@ -31,7 +31,7 @@ RecordingError = _native.RecordingError
 
 _ON_FULL = ("drop", "block")
 _DEFAULT_BUFFER_EVENTS = 1 << 20
-_DEFAULT_FLUSH_INTERVAL = 0.1
+_DEFAULT_FLUSH_INTERVAL = 0.02
 
 _state_lock = _thread.RLock()
 _active: Recording | None = None
@@ -430,7 +430,9 @@ def record(
     lines:          record line events too (slower).
     on_full:        "drop" (count lost events, never stall) or "block".
     buffer_events:  events that may wait in memory before ``on_full`` applies.
-    flush_interval: seconds an event may wait before it is written.
+    flush_interval: seconds an event may wait before it is written
+                    (default 0.02): also how often a collector learns that
+                    it may write what it holds of this stream.
     follow_children: child Python processes record too, into the same
                     collector (or, without one, into stream files beside
                     this one), each under this session name with its own pid

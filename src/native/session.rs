@@ -185,7 +185,8 @@ impl Options {
         self
     }
 
-    /// Longest time an event waits in memory before it is written.
+    /// Longest time an event waits in memory before it is written, and how
+    /// often a collector is promised what it has in full (default 20 ms).
     pub fn flush_interval(mut self, interval: Duration) -> Options {
         self.flush_interval = interval;
         self

@@ -261,6 +261,15 @@ def test_start_stop_decorator_and_defaults(run_py, tmp_path):
     assert run.result["same"] and "not recording" in run.result["err"]
 
 
+def test_the_flush_tick_defaults_to_20_ms_as_for_native_programs(tmp_path):
+    """A collector holds a stream's events until the promise made on each
+    flush tick: 20 ms bounds what it holds (README, Performance), for
+    Python as for native programs (tests/native_flush_tick.rs)."""
+    rec = rtrace.record(output=str(tmp_path / "unused.rtrace"))
+    assert rec.flush_interval == 0.02
+    assert not (tmp_path / "unused.rtrace").exists()  # not started
+
+
 def test_bad_options_are_explained():
     with pytest.raises(ValueError, match='"drop" or "block"'):
         rtrace.record(on_full="wait")
