@@ -43,8 +43,8 @@ struct Cli {
     /// Seconds open streams may keep sending after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     drain: f64,
-    /// Nice value for the threads that carry events (the merge and each
-    /// stream's reader), so that they keep up when busy programs saturate
+    /// Nice value for the threads that carry events (the merge, each
+    /// stream's reader and the Perfetto file's writer), so that they keep up when busy programs saturate
     /// the CPUs (needs CAP_SYS_NICE or `ulimit -e`; a note says when it is
     /// not allowed); 0 leaves priorities alone.
     #[arg(long, default_value_t = priority::DEFAULT_NICE, value_name = "N",
