@@ -64,8 +64,8 @@ pub struct Config {
 impl Config {
     /// Defaults: drop on overflow, 1 Mi queued events, 20 ms flushes (a
     /// collector holds a stream's events until the tick's promise: see
-    /// `Recorder::set_tick`; 100 ms held ~50 MB at 18 M events/s and made
-    /// the merged file a few ms later after the program stopped).
+    /// `Recorder::set_tick`; at 100 ms one process at 18 M events/s had it
+    /// hold ~50 MB, and finish the merged file a few ms later).
     pub fn new(session: impl Into<String>, output: impl Into<PathBuf>) -> Config {
         Config {
             session: session.into(),

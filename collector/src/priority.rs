@@ -17,7 +17,7 @@
 //! carries every event too: left at nice 0 on a machine whose traced
 //! processes ran 2.5× faster, it was starved, its queue of chunks filled,
 //! the merge waited on it, and 8 of 10 runs of the benchmark above lost
-//! events (0 of 16 with it raised as well). It takes the merge thread's
+//! events (none of 31 with it raised as well). It takes the merge thread's
 //! value with its first chunk, as it is started before the merge raises.
 //!
 //! Unlike the recorders' writers, they keep the default policy, not
