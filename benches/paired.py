@@ -277,6 +277,16 @@ def shown(ratio: Ratio) -> str:
     return f"{ratio.value:.2f}x [{ratio.low:.2f}-{ratio.high:.2f}]"
 
 
+def ahead_of_viztracer(ahead: Ratio, room: Ratio | None, bound: float, digits: int = 2) -> str:
+    """The verdict on being `bound` times ahead of VizTracer, or why the goal
+    is left out: VizTracer is less than `bound` times the floor (`room`),
+    so no recorder could be that far ahead of it (as in overhead_goals.py)."""
+    why_not = no_room(room.value if room else None, bound, digits)
+    if why_not is not None:
+        return f"left out, {why_not} ({shown(room)})"
+    return f"{ahead.verdict(at_least=bound)} ({shown(ahead)})"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", default=",".join(CHUNKS),
@@ -378,21 +388,13 @@ def main(argv: list[str]) -> int:
         if {"rtrace", "viztracer"} <= has:
             ahead = paired(times["viztracer"], times["rtrace"])
             row.append(shown(ahead))
-            # Where VizTracer is no slower than the floor, no recorder could
-            # be far enough ahead of it: the goal is left out, as in
-            # overhead_goals.py.
             room = paired(times["viztracer"], times["floor-stamp"]) if "floor-stamp" in has \
                 else None  # fmt: skip
             bounds = [("never slower than VizTracer", 1.0)]
             if sys.version_info >= (3, 12):
                 bounds.append((f"{VIZ_IN_RUN_312}x ahead of VizTracer", VIZ_IN_RUN_312))
             for goal, bound in bounds:
-                why_not = no_room(room.value if room else None, bound)
-                if why_not is not None:
-                    goals.append(f"{label}: {goal}: left out, {why_not} ({shown(room)})")
-                else:
-                    goals.append(f"{label}: {goal}: {ahead.verdict(at_least=bound)} "
-                                 f"({shown(ahead)})")  # fmt: skip
+                goals.append(f"{label}: {goal}: {ahead_of_viztracer(ahead, room, bound)}")
         if {"rtrace-collector", "floor-stamp"} <= has:
             e2e = paired(times["rtrace-collector e2e"], times["floor-stamp"])
             row.append(shown(e2e))
@@ -405,13 +407,8 @@ def main(argv: list[str]) -> int:
             for mode, _, output in json_over:
                 ahead = paired(viz_e2e, times[f"{mode} e2e"])
                 row.append(shown(ahead))
-                goal = f"{VIZ_E2E:.0f}x ahead of VizTracer's JSON end to end, {output}"
-                why_not = no_room(room.value if room else None, VIZ_E2E, 1)
-                if why_not is not None:
-                    goals.append(f"{label}: {goal}: left out, {why_not} ({shown(room)})")
-                else:
-                    goals.append(f"{label}: {goal}: {ahead.verdict(at_least=VIZ_E2E)} "
-                                 f"({shown(ahead)})")  # fmt: skip
+                goals.append(f"{label}: {VIZ_E2E:.0f}x ahead of VizTracer's JSON end to end, "
+                             f"{output}: {ahead_of_viztracer(ahead, room, VIZ_E2E, 1)}")  # fmt: skip
             if room is not None:
                 row.append(shown(room))
         rows.append(row)

@@ -15,7 +15,7 @@
 //!
 //! The thread that writes the Perfetto file (`output::BackgroundFile`)
 //! carries every event too: left at nice 0 on a machine whose traced
-//! processes ran 2.5× faster, it was starved, its queue of chunks filled,
+//! processes ran 2–3.5× faster, it was starved, its queue of chunks filled,
 //! the merge waited on it, and 8 of 10 runs of the benchmark above lost
 //! events (none of 31 with it raised as well). It takes the merge thread's
 //! value with its first chunk, as it is started before the merge raises.
