@@ -57,7 +57,11 @@ RTRACE_BIN = str(Path(sys.executable).parent / "rtrace")
 def start_workers(tmp_path: Path, address: str, sessions: list[str], calls: int,
                   token: str | None = None):
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    # Written once: rewriting it (truncate, then write) while workers started
+    # by an earlier call are still reading it can hand one an empty script,
+    # which runs nothing and exits 0.
+    if not script.exists():
+        script.write_text(WORKER)
     env = dict(os.environ, RTRACE_COLLECTOR=address)
     env.pop("RTRACE_TOKEN", None)
     if token is not None:
@@ -97,7 +101,7 @@ def test_ten_processes_over_unix_and_tcp_merge_into_one_ordered_timeline(tmp_pat
     reported = {}
     for p in procs:
         stdout, stderr = p.communicate(timeout=120)
-        assert p.returncode == 0, stderr
+        assert p.returncode == 0 and len(stdout.split()) == 3, (p.returncode, stdout, stderr)
         events, lost, _ = stdout.split()
         reported[p.pid] = (int(events), int(lost))
     stats = collector.stop()
