@@ -9,6 +9,7 @@ pub mod access;
 pub mod cli;
 pub mod clocksync;
 pub mod handshake;
+pub mod heap;
 pub mod ingest;
 pub mod live;
 pub mod offline;

@@ -192,6 +192,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     session = args.session or os.environ.get("RTRACE_SESSION") or name
     output = Path(args.output or Path(os.environ.get("RTRACE_OUTPUT_DIR") or ".")
                   / f"rtrace-{_safe_name(session)}.pftrace").resolve()
+    # This process hosts the collector (the program is a child): its malloc
+    # is tuned as rtrace-collect's is.
+    _native.tune_heap_for_collecting()
     with tempfile.TemporaryDirectory(prefix="rtrace-") as tmp:
         address = f"unix://{tmp}/collector.sock"
         collector = _native.Collector([address], str(output), drain=args.drain)
@@ -288,6 +291,7 @@ def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                      f"{'.json' if wanted == 'chrome' else '.pftrace'}, not {args.output!r}")
     # One merged timeline is rewritten; stream files are merged. Each input
     # is opened once, in Rust, so that pipes work.
+    _native.tune_heap_for_collecting()
     merged = _native.export(args.inputs, args.output, progress=True)
     skipped = []
     if merged is not None:

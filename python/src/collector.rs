@@ -222,10 +222,21 @@ pub fn merge<'py>(
 }
 
 /// Runs the `rtrace-collect` command line in this process (the console
-/// script); returns its exit status.
+/// script); returns its exit status. Tunes the process's malloc as the
+/// binary does (`tune_heap_for_collecting`).
 #[pyfunction]
 pub fn collect_main(py: Python<'_>, argv: Vec<String>) -> u8 {
+    rtrace_collect::heap::tune_for_collecting();
     py.allow_threads(|| rtrace_collect::cli::main_with_args(argv))
+}
+
+/// Tunes this process's malloc for collecting, as `rtrace-collect` does:
+/// freed batch buffers are kept for reuse, in one arena. For processes
+/// whose job is collecting (the `rtrace` command line before `run` and
+/// `export`), not for a program that embeds a `Collector`.
+#[pyfunction]
+pub fn tune_heap_for_collecting() {
+    rtrace_collect::heap::tune_for_collecting();
 }
 
 /// `rtrace export`: one merged timeline (an rtrace `.pftrace`) is

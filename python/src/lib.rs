@@ -39,6 +39,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<collector::Collector>()?;
     m.add_function(wrap_pyfunction!(collector::merge, m)?)?;
     m.add_function(wrap_pyfunction!(collector::collect_main, m)?)?;
+    m.add_function(wrap_pyfunction!(collector::tune_heap_for_collecting, m)?)?;
     m.add_function(wrap_pyfunction!(collector::export, m)?)?;
     m.add_function(wrap_pyfunction!(stats::profile_report, m)?)?;
     m.add_class::<reader::Event>()?;
