@@ -28,6 +28,7 @@ pub mod sanitize;
 pub mod sched;
 pub mod sink;
 pub mod terminate;
+mod ticker;
 pub mod timeline;
 #[cfg(feature = "tracing")]
 pub mod tracing_layer;

@@ -461,7 +461,7 @@ fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit, u64)>> {
 /// process's thread `tid`. A joined thread is still counted among the
 /// process's threads (`/proc/self/task`, `/proc/self/stat`) for a moment
 /// after `join` returns, while it finishes exiting.
-fn wait_until_gone(tid: u64, deadline: Instant) {
+pub(crate) fn wait_until_gone(tid: u64, deadline: Instant) {
     let task = PathBuf::from(format!("/proc/self/task/{tid}"));
     while task.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(20));

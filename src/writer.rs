@@ -13,6 +13,7 @@ use crate::clock;
 use crate::queue::{Batch, Queue, QueueReceiver};
 use crate::sink::Sink;
 use crate::terminate;
+use crate::ticker::Ticker;
 use crate::wire::{self, pb, Body};
 
 /// A function's description, sent once per stream before its first event.
@@ -88,6 +89,8 @@ pub(crate) struct Writer {
     last_snapshot_at: Instant,
     last_flush: Instant,
     failed: bool,
+    /// Runs the front-end's tick off this thread (see `ticker`).
+    ticker: Ticker,
 }
 
 /// How a writer thread ended.
@@ -116,6 +119,7 @@ impl Writer {
             last_snapshot_at: Instant::now(),
             last_flush: Instant::now(),
             failed: false,
+            ticker: Ticker::new(),
         }
     }
 
@@ -184,6 +188,9 @@ impl Writer {
                         let _ = ack.send(());
                     }
                     Ok(Control::Park(ack)) => {
+                        // Before the acknowledgement: fork() must find no
+                        // tick thread either.
+                        self.ticker.stop();
                         self.drain();
                         self.flush();
                         let _ = ack.send(());
@@ -191,6 +198,12 @@ impl Writer {
                     }
                     Ok(Control::Finish) | Err(_) => return self.finish(),
                 },
+                recv(self.ticker.answers()) -> answer => {
+                    self.ticker.asked = false;
+                    if let Ok(complete) = answer {
+                        self.promise(complete);
+                    }
+                }
                 default(wait) => {}
             }
             if terminate::requested() {
@@ -222,6 +235,7 @@ impl Writer {
     }
 
     fn finish(mut self) -> (Writer, Exit) {
+        self.ticker.stop();
         self.write_end();
         (self, Exit::Finished)
     }
@@ -242,9 +256,35 @@ impl Writer {
         self.sink.close();
     }
 
+    /// Every flush interval: the clock exchange, a tick asked of the front
+    /// end (its answer comes back to `promise`), a heartbeat snapshot when
+    /// one is due and not coming with that answer, and a flush. While an
+    /// earlier tick still waits (for the GIL, held by a long call into C),
+    /// heartbeats go on.
     fn tick(&mut self) {
-        let complete = self.run_tick();
         self.sink.sync_clock();
+        let asked = !self.ticker.asked && self.ask_for_tick();
+        if !asked && self.last_snapshot_at.elapsed() >= SNAPSHOT_EVERY {
+            self.write_snapshot();
+        }
+        self.flush();
+    }
+
+    /// Hands the front-end's tick, if it set one, to the tick thread; runs
+    /// it here if that thread cannot start. True if one was asked for.
+    fn ask_for_tick(&mut self) -> bool {
+        let Some(tick) = self.shared.tick.lock().ok().and_then(|t| t.clone()) else {
+            return false;
+        };
+        if let Err(tick) = self.ticker.ask(tick) {
+            let complete = tick();
+            self.promise(complete);
+        }
+        true
+    }
+
+    /// A tick's answer: what it promises, if anything (see `Tick`).
+    fn promise(&mut self, complete: Option<u64>) {
         if let Some(complete_ticks) = complete {
             // What the tick handed over is queued by now: write it, then
             // the promise, so that a collector can write those events out

@@ -353,3 +353,24 @@ def test_sys_monitoring_tool_ids_of_others_are_never_evicted(run_py, tmp_path):
     assert any("falling back" in w for w in run.result["warned"])
     events, _ = read_events(tmp_path / "m.rtrace")
     assert any(e.name == "f" for e in events)
+
+
+def test_the_writer_keeps_writing_while_the_flush_tick_waits_for_the_gil(run_py):
+    # The flush tick hands idle threads' events over, holding the GIL. With
+    # a switch interval of 0.2 s, a thread tracing flat out lets go of the
+    # GIL up to 0.2 s after the tick asks for it: more events than the
+    # queue holds (1 Mi). A writer that waited for the tick lost events at
+    # every tick; the tick thread waits instead, and the writer drains.
+    r = run_py("""
+        import sys, time, rtrace
+        sys.setswitchinterval(0.2)
+        def fib(n):
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+        with rtrace.record(session="busy", output="busy.rtrace") as rec:
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                fib(18)
+        emit({"events": rec.events, "lost": rec.lost})
+    """)
+    assert r.result["events"] > 3_000_000, r.result
+    assert r.result["lost"] == 0, r.result

@@ -1,0 +1,127 @@
+//! Runs the front-end's flush tick (`Recorder::set_tick`) on a thread of its
+//! own, so that the writer thread keeps draining the queue while a tick
+//! waits.
+//!
+//! Python's tick takes the GIL. While four threads tracing flat out passed
+//! the GIL among themselves, the writer waited for it for tens of
+//! milliseconds at a tick, the queue (1 Mi events, ~40 ms of such a
+//! process) filled, and a recording to a plain file lost up to a third of
+//! its events. Here the writer asks for a tick and goes on writing; the
+//! answer (the promise) comes back through a channel, and the writer then
+//! writes what is queued, then the promise, as before.
+//!
+//! The thread lives as long as the writer thread: it starts at the first
+//! tick and is stopped when the writer parks (before `fork()`, which must
+//! find no extra thread) or finishes. Stopping waits for a tick in flight
+//! for a bounded time only: a tick waiting for the GIL that the stopping
+//! caller holds would otherwise wait forever.
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, never, Receiver, RecvTimeoutError, Sender};
+
+use crate::writer::Tick;
+
+/// How long stopping waits for a tick in flight to return.
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// The writer's handle on the tick thread.
+pub(crate) struct Ticker {
+    /// To the thread: a tick to run (with the callback as it is now, so
+    /// that a recording that has ended runs none).
+    asks: Option<Sender<Tick>>,
+    /// From the thread: a tick's answer (see `Tick`). `never()` until the
+    /// thread runs.
+    answers: Receiver<Option<u64>>,
+    /// Disconnected when the thread leaves.
+    gone: Receiver<()>,
+    handle: Option<JoinHandle<u64>>,
+    /// A tick is in flight: its answer has not come back yet.
+    pub asked: bool,
+}
+
+impl Ticker {
+    /// No thread yet: it starts at the first `ask`.
+    pub fn new() -> Ticker {
+        Ticker {
+            asks: None,
+            answers: never(),
+            gone: never(),
+            handle: None,
+            asked: false,
+        }
+    }
+
+    /// Where the answers come (for the writer's `select!`).
+    pub fn answers(&self) -> &Receiver<Option<u64>> {
+        &self.answers
+    }
+
+    /// Asks the thread to run `tick`, starting it first if needed; gives the
+    /// tick back if the thread cannot start (the writer then runs it
+    /// itself). Call only when no tick is in flight.
+    pub fn ask(&mut self, tick: Tick) -> Result<(), Tick> {
+        debug_assert!(!self.asked);
+        if self.asks.is_none() && self.start().is_err() {
+            return Err(tick);
+        }
+        let Some(asks) = &self.asks else {
+            return Err(tick);
+        };
+        match asks.try_send(tick) {
+            Ok(()) => {
+                self.asked = true;
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
+        }
+    }
+
+    fn start(&mut self) -> std::io::Result<()> {
+        let (ask_tx, ask_rx) = bounded::<Tick>(1);
+        let (answer_tx, answer_rx) = bounded(1);
+        let (gone_tx, gone_rx) = bounded::<()>(0);
+        let handle = std::thread::Builder::new()
+            .name("rtrace-tick".into())
+            .spawn(move || {
+                // It mostly waits; when it runs, it is no more urgent than
+                // the writer (see `sched`).
+                let _ = crate::sched::batch_current_thread();
+                let _gone = gone_tx;
+                for tick in ask_rx {
+                    if answer_tx.send(tick()).is_err() {
+                        break;
+                    }
+                }
+                crate::native::local::os_thread_id()
+            })?;
+        self.asks = Some(ask_tx);
+        self.answers = answer_rx;
+        self.gone = gone_rx;
+        self.handle = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the thread: waits for a tick in flight to return (for
+    /// `STOP_WAIT` at most), then for the kernel to let go of the thread.
+    /// If the tick does not return in time, the thread is left to end by
+    /// itself once it does. Later asks start a new thread.
+    pub fn stop(&mut self) {
+        self.asks = None;
+        self.answers = never();
+        self.asked = false;
+        let gone = std::mem::replace(&mut self.gone, never());
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        let deadline = Instant::now() + STOP_WAIT;
+        // Disconnected once the thread has left its loop; a timeout leaves
+        // it to end by itself (dropping the handle detaches it).
+        if let Err(RecvTimeoutError::Disconnected) = gone.recv_deadline(deadline) {
+            if let Ok(tid) = handle.join() {
+                crate::recorder::wait_until_gone(tid, deadline);
+            }
+        }
+    }
+}
