@@ -242,10 +242,12 @@ impl Recorder {
         self.queue.offer(buf)
     }
 
-    /// Sets the function the writer thread calls on every flush tick, e.g.
-    /// to `offer` the events of threads that are blocked, so that they are
-    /// written within about one flush interval even if the process is
-    /// killed. It must not wait for anything that waits for the writer.
+    /// Sets the function called on every flush tick, e.g. to `offer` the
+    /// events of threads that are blocked, so that they are written within
+    /// about one flush interval even if the process is killed. It runs on
+    /// a thread of its own (see `ticker`), so it may wait (for the GIL,
+    /// for a thread's lock) while the writer goes on writing; one tick at
+    /// a time, the next asked for only after it returned.
     ///
     /// When it returns a counter value, the writer writes what is queued,
     /// then a clock snapshot that promises that no event stamped before

@@ -34,7 +34,7 @@ pub(crate) struct Pending {
     pub threads: Vec<(u64, String)>,
 }
 
-/// Called by the writer thread on every flush tick (see
+/// Called on every flush tick, on the tick thread (see
 /// `Recorder::set_tick`). Returns, when it can promise it, a counter value
 /// before which every event of the process has been handed to the queue.
 pub type Tick = Arc<dyn Fn() -> Option<u64> + Send + Sync>;

@@ -1,15 +1,18 @@
-//! A native recording with the default policy ("drop") sweeps its threads
-//! on every flush tick: an idle thread's events reach the stream without
-//! waiting for its next event, and the stream promises what it has sent in
-//! full, so that a collector writes them out at once (see
-//! `Recorder::set_tick`). Its own file: the recording is process-global.
+//! A native recording sweeps its threads on every flush tick, with either
+//! policy when the queue is full: an idle thread's events reach the stream
+//! without waiting for its next event, and the stream promises what it has
+//! sent in full, so that a collector writes them out at once (see
+//! `Recorder::set_tick`). With "block" too: the sweep runs on a thread of
+//! its own, so a thread waiting for room (holding its slot lock) cannot
+//! keep the writer from making that room. Its own file: the recording is
+//! process-global, so both policies run in one test, one after the other.
 
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rtrace::native::Options;
-use rtrace::{EventReader, StreamItem};
+use rtrace::{EventReader, OnFull, StreamItem};
 
 /// The time of the instant named `name`, and the newest promise, in what
 /// the (still growing) stream file holds so far.
@@ -36,11 +39,18 @@ fn seen(path: &Path, name: &str) -> (Option<u64>, Option<u64>) {
 
 #[test]
 fn an_idle_threads_events_are_swept_and_promised_on_the_flush_tick() {
+    for on_full in [OnFull::Drop, OnFull::Block] {
+        idle_thread_swept_and_promised(on_full);
+    }
+}
+
+fn idle_thread_swept_and_promised(on_full: OnFull) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("native.rtrace");
     Options::new()
         .session("native-promise")
         .output(&path)
+        .on_full(on_full)
         .start()
         .unwrap();
 
@@ -66,10 +76,12 @@ fn an_idle_threads_events_are_swept_and_promised_on_the_flush_tick() {
     worker.join().unwrap();
     rtrace::native::shutdown();
 
-    let instant = instant.expect("the idle thread's instant never reached the stream");
-    let promise = promise.expect("the stream made no promise");
+    let instant = instant.unwrap_or_else(|| {
+        panic!("{on_full:?}: the idle thread's instant never reached the stream")
+    });
+    let promise = promise.unwrap_or_else(|| panic!("{on_full:?}: the stream made no promise"));
     assert!(
         promise > instant,
-        "the newest promise ({promise} ns) is not past the idle thread's event ({instant} ns)"
+        "{on_full:?}: the newest promise ({promise} ns) is not past the idle thread's event ({instant} ns)"
     );
 }

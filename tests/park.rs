@@ -3,6 +3,7 @@
 //! more than one thread, and counts them the kernel's way: a joined thread
 //! is still counted for a moment while it finishes exiting).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtrace::{Config, Recorder};
@@ -16,25 +17,35 @@ fn thread_names() -> Vec<String> {
         .collect()
 }
 
-/// After `park` returns, the kernel no longer counts the writer thread,
-/// every time (200 park/unpark cycles): `park` waits for the thread to be
-/// gone, not only joined.
+/// After `park` returns, the kernel no longer counts the writer thread nor
+/// its tick thread, every time (200 park/unpark cycles): `park` waits for
+/// them to be gone, not only joined, and for a tick in flight to return
+/// (here each takes 3 ms, as a tick waiting for the GIL would).
 #[test]
 fn a_parked_writer_is_no_longer_one_of_the_processes_threads() {
     let dir = std::env::temp_dir().join(format!("rtrace-park-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let recorder = Recorder::start(Config::new("park", dir.join("park.rtrace"))).unwrap();
+    let mut config = Config::new("park", dir.join("park.rtrace"));
+    config.flush_interval = Duration::from_millis(1);
+    let recorder = Recorder::start(config).unwrap();
+    recorder.set_tick(Arc::new(|| {
+        std::thread::sleep(Duration::from_millis(3));
+        None
+    }));
     for cycle in 0..200 {
-        // A new thread names itself once it runs.
+        // A new thread names itself once it runs; the tick thread starts
+        // at the writer's first tick.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !thread_names().iter().any(|n| n == "rtrace-writer") {
-            assert!(Instant::now() < deadline, "cycle {cycle}: no writer");
-            std::thread::sleep(Duration::from_millis(1));
+        for thread in ["rtrace-writer", "rtrace-tick"] {
+            while !thread_names().iter().any(|n| n == thread) {
+                assert!(Instant::now() < deadline, "cycle {cycle}: no {thread}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         assert!(recorder.park(Duration::from_secs(2)), "cycle {cycle}");
         let names = thread_names();
         assert!(
-            !names.iter().any(|n| n == "rtrace-writer"),
+            !names.iter().any(|n| n.starts_with("rtrace-")),
             "cycle {cycle}: {names:?}"
         );
         recorder.unpark().unwrap();

@@ -117,15 +117,14 @@ pub fn start(
     )
     .with_filters(filters);
     let session = Arc::new(session);
-    if session.recorder.config().on_full == OnFull::Drop {
-        // With "block", a thread waiting for room holds the GIL the tick
-        // would wait for: idle threads then deliver at their next event.
-        let weak = Arc::downgrade(&session);
-        session.recorder.set_tick(Arc::new(move || {
-            let session = weak.upgrade()?;
-            Python::with_gil(|_| session.sweep_idle())
-        }));
-    }
+    // Also with "block": a thread waiting for room holds the GIL the tick
+    // waits for, but the tick waits on a thread of its own, and the writer
+    // goes on making that room (see `ticker`).
+    let weak = Arc::downgrade(&session);
+    session.recorder.set_tick(Arc::new(move || {
+        let session = weak.upgrade()?;
+        Python::with_gil(|_| session.sweep_idle())
+    }));
     hook::activate(session);
     Ok(())
 }

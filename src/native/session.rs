@@ -222,16 +222,13 @@ impl Options {
             pid: std::process::id(),
             slots: Mutex::new(Slots::default()),
         });
-        if session.recorder.config().on_full == OnFull::Drop {
-            // With "block", a thread waiting for room holds the slot lock
-            // the sweep would wait for, and the writer that makes room
-            // would be the one waiting: idle threads then deliver at their
-            // next event, and the stream makes no promise.
-            let weak = Arc::downgrade(&session);
-            session
-                .recorder
-                .set_tick(Arc::new(move || weak.upgrade()?.sweep()));
-        }
+        // Also with "block": a thread waiting for room holds the slot lock
+        // the sweep waits for, but the sweep runs on a thread of its own,
+        // and the writer goes on making that room (see `ticker`).
+        let weak = Arc::downgrade(&session);
+        session
+            .recorder
+            .set_tick(Arc::new(move || weak.upgrade()?.sweep()));
         *current = Some(session);
         ACTIVE.store(generation, Ordering::Release);
         AT_EXIT.call_once(register_at_exit);

@@ -207,7 +207,7 @@ def test_a_program_that_records_itself_works_under_rtrace_run(tmp_path):
 HOLDER = """
 import sys, rtrace
 def leaf(): pass
-with rtrace.record(session="holder") as rec:
+with rtrace.record(session="holder", on_full=sys.argv[2]) as rec:
     for _ in range(int(sys.argv[1])):
         leaf()
     print("recorded", flush=True)
@@ -216,11 +216,15 @@ print(rec.events, rec.lost, flush=True)
 """
 
 
-def test_a_running_process_events_are_written_at_once_not_a_window_later(tmp_path):
+@pytest.mark.parametrize("on_full", ["drop", "block"])
+def test_a_running_process_events_are_written_at_once_not_a_window_later(tmp_path, on_full):
     """On every flush tick a Python recorder promises that all its events
     before it were sent; the collector writes them at once. With a 60 s
     reorder window, which alone would hold them until the end, the merged
-    file grows while the process still runs, and nothing comes late."""
+    file grows while the process still runs, and nothing comes late. Also
+    with on_full="block": the tick waits for the GIL on a thread of its
+    own, so a thread waiting for room while holding the GIL delays it
+    but cannot keep the writer from making that room."""
     sock = tmp_path / "c.sock"
     out = tmp_path / "merged.pftrace"
     collector = _native.Collector([f"unix://{sock}"], str(out), window=60.0)
@@ -229,7 +233,8 @@ def test_a_running_process_events_are_written_at_once_not_a_window_later(tmp_pat
     script.write_text(HOLDER)
     env = dict(os.environ, RTRACE_COLLECTOR=f"unix://{sock}")
     calls = 200_000
-    proc = subprocess.Popen([sys.executable, str(script), str(calls)], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, str(script), str(calls), on_full], cwd=tmp_path,
+                            env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
