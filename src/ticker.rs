@@ -74,7 +74,12 @@ impl Ticker {
                 self.asked = true;
                 Ok(())
             }
-            Err(e) => Err(e.into_inner()),
+            // The thread is gone (a tick panicked): the next ask starts
+            // another.
+            Err(e) => {
+                self.stop();
+                Err(e.into_inner())
+            }
         }
     }
 
@@ -123,5 +128,81 @@ impl Ticker {
                 crate::recorder::wait_until_gone(tid, deadline);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    const ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_tick_runs_off_the_callers_thread_and_its_answer_comes_back() {
+        let mut ticker = Ticker::new();
+        let caller = std::thread::current().id();
+        let tick: Tick = Arc::new(move || (std::thread::current().id() != caller).then_some(7));
+        assert!(ticker.ask(tick).is_ok(), "no tick thread");
+        assert!(ticker.asked);
+        assert_eq!(ticker.answers().recv_timeout(ANSWER_WAIT), Ok(Some(7)));
+        ticker.stop();
+    }
+
+    #[test]
+    fn a_tick_that_panics_ends_its_thread_and_the_next_ask_starts_another() {
+        let mut ticker = Ticker::new();
+        let panics: Tick = Arc::new(|| panic!("a tick that fails (expected by this test)"));
+        assert!(ticker.ask(panics).is_ok(), "no tick thread");
+        // The thread is gone: its answers disconnect.
+        assert!(ticker.answers().recv_timeout(ANSWER_WAIT).is_err());
+        ticker.asked = false;
+        // The ask that finds it gone gives the tick back (the writer runs
+        // it itself); the next starts another thread.
+        let answers: Tick = Arc::new(|| Some(3));
+        assert!(ticker.ask(Arc::clone(&answers)).is_err());
+        assert!(ticker.ask(answers).is_ok(), "no new tick thread");
+        assert_eq!(ticker.answers().recv_timeout(ANSWER_WAIT), Ok(Some(3)));
+        ticker.stop();
+    }
+
+    #[test]
+    fn stop_waits_for_a_tick_in_flight_to_return() {
+        let mut ticker = Ticker::new();
+        let returned = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&returned);
+        let slow: Tick = Arc::new(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            flag.store(true, Ordering::SeqCst);
+            None
+        });
+        assert!(ticker.ask(slow).is_ok(), "no tick thread");
+        std::thread::sleep(Duration::from_millis(10));
+        ticker.stop();
+        assert!(returned.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn stop_leaves_a_tick_that_does_not_return_in_time() {
+        let mut ticker = Ticker::new();
+        let stuck: Tick = Arc::new(|| {
+            std::thread::sleep(STOP_WAIT * 3);
+            None
+        });
+        assert!(ticker.ask(stuck).is_ok(), "no tick thread");
+        let started = Instant::now();
+        ticker.stop();
+        let waited = started.elapsed();
+        assert!(
+            waited >= STOP_WAIT && waited < STOP_WAIT * 2,
+            "stop waited {waited:?}"
+        );
+        // A new thread answers meanwhile.
+        let answers: Tick = Arc::new(|| Some(1));
+        assert!(ticker.ask(answers).is_ok(), "no tick thread");
+        assert_eq!(ticker.answers().recv_timeout(ANSWER_WAIT), Ok(Some(1)));
+        ticker.stop();
     }
 }

@@ -198,12 +198,15 @@ impl Writer {
                     }
                     Ok(Control::Finish) | Err(_) => return self.finish(),
                 },
-                recv(self.ticker.answers()) -> answer => {
-                    self.ticker.asked = false;
-                    if let Ok(complete) = answer {
+                recv(self.ticker.answers()) -> answer => match answer {
+                    Ok(complete) => {
+                        self.ticker.asked = false;
                         self.promise(complete);
                     }
-                }
+                    // The tick thread is gone (a tick panicked): the next
+                    // tick starts another.
+                    Err(_) => self.ticker.stop(),
+                },
                 default(wait) => {}
             }
             if terminate::requested() {
