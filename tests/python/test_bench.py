@@ -403,10 +403,10 @@ def test_paired_bench_rejects_wrong_usage_clearly():
     for args, message in (
         (["--rounds=2"], "--rounds must be at least 5, not 2"),
         (["--rounds=5", "--processes=6"], "--processes must be between 1 and --rounds, not 6"),
-        (["--workloads=fib,threads"], "unknown workloads ['threads']"),
+        (["--workloads=fib,multiprocessing"], "unknown workloads ['multiprocessing']"),
         (["--modes=rtrace,cProfile"], "unknown modes ['cProfile']"),
         (["--sizes=fib=0"], "'fib=0' is not WORKLOAD=N"),
-        (["--sizes=threads=3"], "'threads=3' is not WORKLOAD=N"),
+        (["--sizes=multiprocessing=3"], "'multiprocessing=3' is not WORKLOAD=N"),
         (["--warmup=-1"], "--warmup must be 0 or more, not -1"),
         (["--modes=rtrace-collector", "--collect=/nonexistent"],
          "--collect '/nonexistent' is not an executable file"),
