@@ -222,7 +222,7 @@ impl Writer {
     /// the process die of the signal (see `terminate`).
     fn terminate(&mut self) {
         terminate::start_watchdog();
-        let _ = self.run_tick();
+        self.last_tick(terminate::GRACE / 2);
         self.write_end();
         loop {
             terminate::die_of_sigterm();
@@ -230,11 +230,25 @@ impl Writer {
         }
     }
 
-    /// Lets the front-end hand over the events of idle threads; returns
-    /// what it promises (see `Tick`).
-    fn run_tick(&self) -> Option<u64> {
-        let tick = self.shared.tick.lock().ok().and_then(|t| t.clone());
-        tick.and_then(|tick| tick())
+    /// The tick before the end at SIGTERM, which hands idle threads'
+    /// events over: waits for its answer for `wait` at most, writing what
+    /// comes meanwhile (the tick waits for the GIL, which a busy thread
+    /// may keep for a whole switch interval while it fills the queue).
+    fn last_tick(&mut self, wait: Duration) {
+        if !self.ticker.asked && !self.ask_for_tick() {
+            return;
+        }
+        let deadline = Instant::now() + wait;
+        while self.ticker.asked {
+            select! {
+                recv(self.queue.batches) -> batch => match batch {
+                    Ok(batch) => self.write_batch(batch),
+                    Err(_) => return,
+                },
+                recv(self.ticker.answers()) -> _ => return,
+                default(deadline.saturating_duration_since(Instant::now())) => return,
+            }
+        }
     }
 
     fn finish(mut self) -> (Writer, Exit) {

@@ -63,3 +63,32 @@ def test_a_programs_own_sigterm_handler_is_kept(tmp_path):
     assert proc.stdout.read() == "handled\n"
     events, reader = read_events(tmp_path / "t.rtrace")
     assert not reader.truncated
+
+
+BUSY = """
+import sys, rtrace
+sys.setswitchinterval(0.2)
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+rtrace.start(output="t.rtrace")
+print("ready", flush=True)
+while True:
+    fib(18)
+"""
+
+
+def test_sigterm_while_tracing_flat_out_loses_nothing_before_the_end(tmp_path):
+    # The last tick, which hands idle threads' events over, waits for the
+    # GIL: with a 0.2 s switch interval the busy thread keeps it that long,
+    # recording more than the queue holds. A writer that waited for the
+    # tick lost events just before the end; it now goes on writing.
+    (tmp_path / "busy.py").write_text(BUSY)
+    proc = subprocess.Popen([sys.executable, "busy.py"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == "ready\n", proc.stderr.read()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == -signal.SIGTERM
+    events, reader = read_events(tmp_path / "t.rtrace")
+    assert not reader.truncated
+    assert len(events) > 1_000_000 and reader.lost == 0, (len(events), reader.lost)
