@@ -19,7 +19,7 @@
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, never, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, never, Receiver, RecvError, RecvTimeoutError, Sender};
 
 use crate::writer::Tick;
 
@@ -28,45 +28,63 @@ const STOP_WAIT: Duration = Duration::from_secs(1);
 
 /// The writer's handle on the tick thread.
 pub(crate) struct Ticker {
-    /// To the thread: a tick to run (with the callback as it is now, so
-    /// that a recording that has ended runs none).
-    asks: Option<Sender<Tick>>,
-    /// From the thread: a tick's answer (see `Tick`). `never()` until the
-    /// thread runs.
+    /// The running thread: where it takes ticks to run (each with the
+    /// callback as it is now, so that a recording that has ended runs
+    /// none), and its handle.
+    thread: Option<(Sender<Tick>, JoinHandle<u64>)>,
+    /// From the thread: a tick's answer (see `Tick`); disconnected once the
+    /// thread has left. `never()` while no thread runs.
     answers: Receiver<Option<u64>>,
-    /// Disconnected when the thread leaves.
-    gone: Receiver<()>,
-    handle: Option<JoinHandle<u64>>,
     /// A tick is in flight: its answer has not come back yet.
-    pub asked: bool,
+    asked: bool,
 }
 
 impl Ticker {
     /// No thread yet: it starts at the first `ask`.
     pub fn new() -> Ticker {
         Ticker {
-            asks: None,
+            thread: None,
             answers: never(),
-            gone: never(),
-            handle: None,
             asked: false,
         }
     }
 
-    /// Where the answers come (for the writer's `select!`).
+    /// Where the answers come (for the writer's `select!`); hand what comes
+    /// to `answered`.
     pub fn answers(&self) -> &Receiver<Option<u64>> {
         &self.answers
     }
 
+    /// True while a tick is in flight.
+    pub fn asked(&self) -> bool {
+        self.asked
+    }
+
+    /// What came from `answers`: the tick's answer, or `None` if the thread
+    /// is gone (a tick panicked), which the next ask replaces.
+    pub fn answered(&mut self, got: Result<Option<u64>, RecvError>) -> Option<Option<u64>> {
+        match got {
+            Ok(answer) => {
+                self.asked = false;
+                Some(answer)
+            }
+            Err(RecvError) => {
+                self.stop();
+                None
+            }
+        }
+    }
+
     /// Asks the thread to run `tick`, starting it first if needed; gives the
-    /// tick back if the thread cannot start (the writer then runs it
-    /// itself). Call only when no tick is in flight.
+    /// tick back if the thread cannot start or is gone (the writer then
+    /// runs it itself; the next ask starts another). Call only when no tick
+    /// is in flight.
     pub fn ask(&mut self, tick: Tick) -> Result<(), Tick> {
         debug_assert!(!self.asked);
-        if self.asks.is_none() && self.start().is_err() {
+        if self.thread.is_none() && self.start().is_err() {
             return Err(tick);
         }
-        let Some(asks) = &self.asks else {
+        let Some((asks, _)) = &self.thread else {
             return Err(tick);
         };
         match asks.try_send(tick) {
@@ -74,8 +92,6 @@ impl Ticker {
                 self.asked = true;
                 Ok(())
             }
-            // The thread is gone (a tick panicked): the next ask starts
-            // another.
             Err(e) => {
                 self.stop();
                 Err(e.into_inner())
@@ -86,14 +102,12 @@ impl Ticker {
     fn start(&mut self) -> std::io::Result<()> {
         let (ask_tx, ask_rx) = bounded::<Tick>(1);
         let (answer_tx, answer_rx) = bounded(1);
-        let (gone_tx, gone_rx) = bounded::<()>(0);
         let handle = std::thread::Builder::new()
             .name("rtrace-tick".into())
             .spawn(move || {
                 // It mostly waits; when it runs, it is no more urgent than
                 // the writer (see `sched`).
                 let _ = crate::sched::batch_current_thread();
-                let _gone = gone_tx;
                 for tick in ask_rx {
                     if answer_tx.send(tick()).is_err() {
                         break;
@@ -101,10 +115,8 @@ impl Ticker {
                 }
                 crate::native::local::os_thread_id()
             })?;
-        self.asks = Some(ask_tx);
+        self.thread = Some((ask_tx, handle));
         self.answers = answer_rx;
-        self.gone = gone_rx;
-        self.handle = Some(handle);
         Ok(())
     }
 
@@ -113,19 +125,27 @@ impl Ticker {
     /// If the tick does not return in time, the thread is left to end by
     /// itself once it does. Later asks start a new thread.
     pub fn stop(&mut self) {
-        self.asks = None;
-        self.answers = never();
         self.asked = false;
-        let gone = std::mem::replace(&mut self.gone, never());
-        let Some(handle) = self.handle.take() else {
+        let answers = std::mem::replace(&mut self.answers, never());
+        // Dropping the sender ends the thread's loop once a tick in flight
+        // has returned.
+        let Some((_, handle)) = self.thread.take() else {
             return;
         };
         let deadline = Instant::now() + STOP_WAIT;
-        // Disconnected once the thread has left its loop; a timeout leaves
-        // it to end by itself (dropping the handle detaches it).
-        if let Err(RecvTimeoutError::Disconnected) = gone.recv_deadline(deadline) {
-            if let Ok(tid) = handle.join() {
-                crate::recorder::wait_until_gone(tid, deadline);
+        // The answer of a tick in flight (dropped), then the disconnection
+        // once the thread has left its loop; a timeout leaves the thread to
+        // end by itself (dropping the handle detaches it).
+        loop {
+            match answers.recv_deadline(deadline) {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if let Ok(tid) = handle.join() {
+                        crate::recorder::wait_until_gone(tid, deadline);
+                    }
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => return,
             }
         }
     }
@@ -146,7 +166,7 @@ mod tests {
         let caller = std::thread::current().id();
         let tick: Tick = Arc::new(move || (std::thread::current().id() != caller).then_some(7));
         assert!(ticker.ask(tick).is_ok(), "no tick thread");
-        assert!(ticker.asked);
+        assert!(ticker.asked());
         assert_eq!(ticker.answers().recv_timeout(ANSWER_WAIT), Ok(Some(7)));
         ticker.stop();
     }
@@ -156,13 +176,13 @@ mod tests {
         let mut ticker = Ticker::new();
         let panics: Tick = Arc::new(|| panic!("a tick that fails (expected by this test)"));
         assert!(ticker.ask(panics).is_ok(), "no tick thread");
-        // The thread is gone: its answers disconnect.
-        assert!(ticker.answers().recv_timeout(ANSWER_WAIT).is_err());
-        ticker.asked = false;
-        // The ask that finds it gone gives the tick back (the writer runs
-        // it itself); the next starts another thread.
+        // The thread is gone: its answers disconnect, and the next ask
+        // starts another thread.
+        let got = ticker.answers().recv_timeout(ANSWER_WAIT);
+        assert!(got.is_err(), "{got:?}");
+        assert_eq!(ticker.answered(Err(RecvError)), None);
+        assert!(!ticker.asked());
         let answers: Tick = Arc::new(|| Some(3));
-        assert!(ticker.ask(Arc::clone(&answers)).is_err());
         assert!(ticker.ask(answers).is_ok(), "no new tick thread");
         assert_eq!(ticker.answers().recv_timeout(ANSWER_WAIT), Ok(Some(3)));
         ticker.stop();

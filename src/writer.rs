@@ -198,15 +198,11 @@ impl Writer {
                     }
                     Ok(Control::Finish) | Err(_) => return self.finish(),
                 },
-                recv(self.ticker.answers()) -> answer => match answer {
-                    Ok(complete) => {
-                        self.ticker.asked = false;
+                recv(self.ticker.answers()) -> got => {
+                    if let Some(complete) = self.ticker.answered(got) {
                         self.promise(complete);
                     }
-                    // The tick thread is gone (a tick panicked): the next
-                    // tick starts another.
-                    Err(_) => self.ticker.stop(),
-                },
+                }
                 default(wait) => {}
             }
             if terminate::requested() {
@@ -235,11 +231,11 @@ impl Writer {
     /// comes meanwhile (the tick waits for the GIL, which a busy thread
     /// may keep for a whole switch interval while it fills the queue).
     fn last_tick(&mut self, wait: Duration) {
-        if !self.ticker.asked && !self.ask_for_tick() {
+        if !self.ticker.asked() && !self.ask_for_tick() {
             return;
         }
         let deadline = Instant::now() + wait;
-        while self.ticker.asked {
+        while self.ticker.asked() {
             select! {
                 recv(self.queue.batches) -> batch => match batch {
                     Ok(batch) => self.write_batch(batch),
@@ -280,7 +276,7 @@ impl Writer {
     /// heartbeats go on.
     fn tick(&mut self) {
         self.sink.sync_clock();
-        let asked = !self.ticker.asked && self.ask_for_tick();
+        let asked = !self.ticker.asked() && self.ask_for_tick();
         if !asked && self.last_snapshot_at.elapsed() >= SNAPSHOT_EVERY {
             self.write_snapshot();
         }
