@@ -537,3 +537,21 @@ def test_program_instructions_rejects_wrong_usage_clearly():
     assert proc.returncode == 2 and "unknown workload(s) nope" in proc.stderr, proc.stderr
     proc = run(str(BENCHES / "program_instructions.py"), "--sizes", "18,16")
     assert proc.returncode == 2 and "SMALL must be positive and below LARGE" in proc.stderr
+
+
+def test_flush_ticks_bench_prints_each_tick_against_the_floor_with_its_losses():
+    proc = run(str(BENCHES / "flush_ticks.py"), "--workload=threads", "--size=18",
+               "--ticks=0.02,1", "--rounds=3")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("threads(18), 3 rounds, Python ")
+    rows = {line.split("  ")[0].strip(): line for line in lines[2:]}
+    assert list(rows) == ["untraced", "floor", "tick 0.02 s", "tick 1 s"], lines
+    assert " 1.000x " in rows["floor"] and rows["floor"].endswith("-")
+    for tick in ("tick 0.02 s", "tick 1 s"):
+        assert re.search(r"\d+\.\d{3}x  \d+ of 3", rows[tick]), rows[tick]
+    for args, message in ((["--workload=multiprocessing"], "not a workload that runs in one"),
+                          (["--ticks=0"], "between 0.001 and 60"),
+                          (["--rounds=0"], "--rounds must be at least 1")):
+        proc = run(str(BENCHES / "flush_ticks.py"), *args)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
