@@ -10,6 +10,7 @@ use rtrace::timeline::{StreamId, TimelineSink};
 use rtrace::Address;
 
 use crate::access::Access;
+use crate::heap::IdleTrim;
 use crate::ingest::{Arrival, ConnId, Ingest};
 use crate::priority;
 use crate::status::StatusLine;
@@ -72,6 +73,7 @@ pub fn collect<S: TimelineSink>(
     }
     let mut state = State::new(Merger::new(sink, options.merge));
     let mut status = Status::new(options.status);
+    let mut idle_trim = IdleTrim::default();
     while !stop.requested() {
         crossbeam_channel::select! {
             recv(rx) -> arrival => match arrival {
@@ -82,7 +84,9 @@ pub fn collect<S: TimelineSink>(
             default(TICK) => {}
         }
         state.merger.advance(rtrace::clock::monotonic_ns())?;
-        status.tick(&state, ingest.open_connections());
+        let open = ingest.open_connections();
+        status.tick(&state, open);
+        idle_trim.tick(open == 0 && state.merger.buffered() == 0, Instant::now());
     }
     ingest.stop_accepting();
     let deadline = Instant::now() + options.drain;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import rtrace
-from faults import Collector, reap_leftovers  # noqa: F401  (the fixture)
+from faults import Collector, proc_status_kb, reap_leftovers  # noqa: F401  (the fixture)
 from rtrace import _native
 
 WORKER = """
@@ -488,3 +489,35 @@ def test_ctrl_c_finishes_the_console_collector_with_status_0(tmp_path):
     assert "Traceback" not in report and "KeyboardInterrupt" not in report, report
     assert "wrote t.pftrace" in report, report
     assert sum(1 for e in rtrace.read(tmp_path / "t.pftrace") if e.name == "leaf" and e.kind == "call") == 200
+
+
+@pytest.mark.skipif(sys.platform != "linux" or "glibc" not in " ".join(platform.libc_ver()),
+                    reason="glibc's malloc")
+def test_an_idle_collector_gives_its_memory_back(tmp_path):
+    """The collector's tuned malloc keeps freed memory for reuse (see
+    ``collector/src/heap.rs``), so without more a long-running
+    ``rtrace-collect --listen`` held the peak of its busiest moment for good.
+    Once no stream is open and nothing waits to be merged for a second,
+    it gives its free memory back to the kernel."""
+    sock = f"unix://{tmp_path}/c.sock"
+    collector = Collector(tmp_path, sock, "t.pftrace")
+    before_kb = proc_status_kb(collector.pid, "VmRSS")
+    [worker] = start_workers(tmp_path, sock, ["burst"], 1_000_000)
+    assert worker.wait(timeout=120) == 0, worker.stderr.read()
+    peak_kb = proc_status_kb(collector.pid, "VmHWM")
+    # Otherwise there would be nothing to give back, and nothing to check.
+    assert peak_kb - before_kb >= 12 * 1024, (before_kb, peak_kb)
+    given_back_at = before_kb + (peak_kb - before_kb) // 2
+    deadline = time.monotonic() + 10
+    while (rss_kb := proc_status_kb(collector.pid, "VmRSS")) > given_back_at:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    report = collector.finish()
+    assert rss_kb <= given_back_at, (f"{rss_kb} KiB resident 10 s after the stream ended; "
+                                     f"{before_kb} KiB before it, {peak_kb} KiB at its peak")
+    # The file is whole: every call of both threads is in it.
+    assert "wrote t.pftrace" in report, report
+    calls = sum(1 for e in rtrace.read(tmp_path / "t.pftrace") if e.name == "leaf" and e.kind == "call")
+    lost = int(worker.stdout.read().split()[1])
+    assert 2_000_000 - lost <= calls <= 2_000_000, (calls, lost)
