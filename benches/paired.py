@@ -15,7 +15,11 @@ a 95 % bootstrap interval, decides issue 8's in-run goals for the phase the
 machine was in: its slow phases move the tools' costs apart too, so a run
 in another phase can decide otherwise. "Untraced again" (1.00x but for
 noise) checks the run; a workload where it misses 1.00x or spans more than
-10 % is flagged, to be taken again.
+10 % is flagged, to be taken again. So is a workload whose thread waited
+for a CPU (other processes kept the machine busy) for more than 1 % of a
+chunk in more than 10 % of a mode's chunks (the threads workload aside,
+whose own threads wait for the cores): that load moves the modes apart,
+as rtrace's writer then takes its time from the traced thread's core.
 
 The rounds are shared among a few fresh interpreters (--processes), whose
 times are pooled: a ratio also moves by a few percent from one process to
@@ -81,7 +85,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import floor  # noqa: E402
-from overhead_child import FloorHook, Rtrace, Tool, VizTracer  # noqa: E402
+from overhead_child import FloorHook, Rtrace, Tool, VizTracer, waited_for_cpu  # noqa: E402
 from overhead_goals import (  # noqa: E402
     E2E_OVER_FLOOR,
     IN_RUN_OVER_FLOOR,
@@ -122,6 +126,21 @@ WARMUP_ROUNDS = 2
 # An "untraced again" whose interval misses 1.00x, or is wider than this,
 # says the machine was not steady enough for the workload's verdicts.
 UNSTEADY_WIDTH = 0.10
+# A chunk whose thread running the workload waited for a CPU longer than
+# this share of it ran on a machine busy with other processes. That moves the modes apart, not together: rtrace's writer
+# thread then takes its CPU time from the traced thread's core, which the
+# floor and VizTracer (no thread of their own) do not. With one core kept
+# busy by another process, rtrace/floor went from 1.03x to 1.15x on 3.13
+# richards while the traced thread waited 7 % of each rtrace chunk (0 %
+# on the quiet machine). rtrace-collector is not judged by it: there the
+# collector's own threads are what the traced thread waits for.
+BUSY_WAIT = 0.01
+# ... in more than this share of its chunks.
+BUSY_ROUNDS = 0.1
+WAIT_JUDGED = ("untraced", "untraced-again", "floor-stamp", "rtrace", "viztracer")
+# Workloads whose own threads wait for the cores (4 threads on this 2-core
+# machine): their waits say nothing of other processes.
+OWN_THREADS = ("threads",)
 
 
 def parse_list(text: str, known, what: str) -> list[str]:
@@ -168,6 +187,8 @@ class Chunked:
         self.tool.prepare()
         self.lost = 0
         self.e2e: list[float] = []
+        # Per chunk: the share of it the workload's thread waited for a CPU.
+        self.waits: list[float] = []
 
     def size_for(self, events: int) -> None:
         """Gives VizTracer room for a chunk's events (it drops nothing)."""
@@ -180,12 +201,15 @@ class Chunked:
             directory = tempfile.mkdtemp(dir=self.tmp)
             collector = LiveCollector(self.collect, directory)
             self.tool.spec["collector"] = collector.address
+        # Read outside the tool's recording, as overhead_child does.
+        waited_ns, _ = waited_for_cpu()
         started = time.perf_counter()
         self.tool.start()
         t0 = time.perf_counter()
         work(size)
         t1 = time.perf_counter()
         self.tool.stop()
+        self.waits.append((waited_for_cpu()[0] - waited_ns) / 1e9 / (t1 - t0))
         # Like overhead.py's e2e: from the tool's start until its output is
         # complete: rtrace's stream file (closed by its stop), the merged
         # file (the collector has exited), VizTracer's JSON (saved).
@@ -234,14 +258,15 @@ def measure(workload: str, size: int, modes: list[str], rounds: int, warmup: int
         if mode in tools:
             times[f"{mode} e2e"] = tools[mode].e2e[warmup:]
     lost = sum(tools[m].lost for m in ("rtrace", "rtrace-collector") if m in tools)
-    return {"times": times, "events": events, "size": size, "lost": lost}
+    waits = {mode: tool.waits[warmup:] for mode, tool in tools.items()}
+    return {"times": times, "events": events, "size": size, "lost": lost, "waits": waits}
 
 
 def measure_in_processes(workload: str, modes: list[str], args, tmp: str, floor_dir: str) -> dict:
     """The rounds of `workload`, shared among --processes fresh interpreters
     (each with its own memory layout, which moves a ratio by a few percent
     from one process to the next), their times pooled."""
-    pooled: dict = {"times": {}, "lost": 0}
+    pooled: dict = {"times": {}, "lost": 0, "waits": {}}
     for index in range(args.processes):
         share = args.rounds // args.processes + (index < args.rounds % args.processes)
         spec = {"workload": workload, "size": args.sizes[workload], "modes": modes,
@@ -255,6 +280,8 @@ def measure_in_processes(workload: str, modes: list[str], args, tmp: str, floor_
         result = json.loads(proc.stdout.splitlines()[-1])
         for mode, times in result["times"].items():
             pooled["times"].setdefault(mode, []).extend(times)
+        for mode, waits in result["waits"].items():
+            pooled["waits"].setdefault(mode, []).extend(waits)
         pooled["lost"] += result["lost"]
         pooled["events"], pooled["size"] = result["events"], result["size"]
     return pooled
@@ -274,6 +301,21 @@ def unsteady(again: Ratio) -> bool:
     """Whether "untraced again" over untraced (1.00x on a steady machine)
     says the round's ratios cannot be trusted."""
     return not again.low <= 1.0 <= again.high or again.high - again.low > UNSTEADY_WIDTH
+
+
+def busy_machine(waits: dict[str, list[float]]) -> str | None:
+    """Why a workload's verdicts were taken on a machine busy with other
+    processes (see BUSY_WAIT), or None."""
+    busy = {mode: sum(share > BUSY_WAIT for share in shares) for mode, shares in waits.items()
+            if mode in WAIT_JUDGED and shares}  # fmt: skip
+    busy = {mode: n for mode, n in busy.items() if n > BUSY_ROUNDS * len(waits[mode])}
+    if not busy:
+        return None
+    counts = ", ".join(f"{mode} in {n} of {len(waits[mode])}" for mode, n in busy.items())
+    return (f"the workload's thread waited for a CPU for more than {BUSY_WAIT:.0%} of a chunk "
+            f"({counts} chunks): other processes kept the machine busy, and rtrace's writer "
+            "then takes its time from the traced thread's core: take its verdicts again on a "
+            "quiet machine")
 
 
 def shown(ratio: Ratio) -> str:
@@ -420,6 +462,9 @@ def main(argv: list[str]) -> int:
             if unsteady(again):
                 goals.append(f"{label}: the machine was unsteady (untraced again {shown(again)}): "
                              "take its verdicts again")  # fmt: skip
+        busy = None if workload in OWN_THREADS else busy_machine(result["waits"])
+        if busy:
+            goals.append(f"{label}: {busy}")
         if result["lost"]:
             goals.append(f"{label}: rtrace lost {result['lost']:,} events")
     print("In-run slowdown, paired chunks: median of the rounds' ratios [95 % interval]"

@@ -399,6 +399,42 @@ def test_paired_bench_calls_a_run_unsteady_when_untraced_against_untraced_is_not
     assert unsteady(Ratio(1.0, 0.93, 1.06))  # too wide to judge 10 %
 
 
+def test_paired_bench_flags_chunks_taken_while_other_processes_kept_the_cpus_busy():
+    """Other processes' load moves the modes apart (rtrace's writer then
+    takes its time from the traced thread's core; the floor has no thread
+    to share): the report says so, from how long the workload's thread
+    waited for a CPU in each chunk. Two busy loops on this machine's
+    cores make every chunk wait."""
+    sys.path.insert(0, str(BENCHES))
+    try:
+        from paired import busy_machine
+    finally:
+        sys.path.remove(str(BENCHES))
+    quiet = [0.0, 0.002, 0.0, 0.0, 0.0, 0.004, 0.0, 0.0, 0.0, 0.0]
+    assert busy_machine({"untraced": quiet, "rtrace": quiet}) is None
+    # One busy chunk in ten is noise; two are not.
+    assert busy_machine({"rtrace": [0.07] + quiet[1:]}) is None
+    flagged = busy_machine({"untraced": quiet, "rtrace": [0.07, 0.05] + quiet[2:]})
+    assert flagged and "rtrace in 2 of 10" in flagged and "untraced" not in flagged, flagged
+    # The collector's own threads are rtrace-collector's cost, not other processes'.
+    assert busy_machine({"rtrace-collector": [0.05] * 10}) is None
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 2)]
+    try:
+        proc = run(str(BENCHES / "paired.py"), "--workloads=fib", "--modes=floor-stamp,rtrace",
+                   "--rounds=5", "--processes=1", timeout=300)  # fmt: skip
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert proc.returncode == 0, proc.stderr
+    line = re.search(r"^  fib\(24\): the workload's thread waited for a CPU for more than 1% of "
+                     r"a chunk \((.*) chunks\): other processes kept the machine busy",
+                     proc.stdout, re.MULTILINE)  # fmt: skip
+    assert line, proc.stdout
+    assert re.search(r"\brtrace in [1-5] of 5\b", line[1]), line[0]
+
+
 def test_paired_bench_rejects_wrong_usage_clearly():
     for args, message in (
         (["--rounds=2"], "--rounds must be at least 5, not 2"),
