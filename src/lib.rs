@@ -45,7 +45,7 @@ pub use native::{
     thread_name, Span,
 };
 pub use queue::OnFull;
-pub use read::{Chunk, Encoded, Event, EventReader, FrameReader, Plain, StreamItem};
+pub use read::{Chunk, Encoded, Event, EventReader, FrameReader, Plain, ReadAhead, StreamItem};
 pub use recorder::{Config, Recorder, Stats};
 pub use sink::{Address, Token};
 pub use writer::FunctionInfo;

@@ -16,6 +16,20 @@ use crate::wire::{self, pb, Body};
 use crate::writer::FunctionInfo;
 use crate::{Error, Result};
 
+/// An input that has read ahead of its reader and can show those bytes
+/// without blocking (`BufReader::buffer`): how a reader learns which
+/// frames have arrived already.
+pub trait ReadAhead {
+    /// The bytes read from the source and not taken yet.
+    fn read_ahead(&self) -> &[u8];
+}
+
+impl<R> ReadAhead for BufReader<R> {
+    fn read_ahead(&self) -> &[u8] {
+        self.buffer()
+    }
+}
+
 /// Reads the frames of one stream.
 pub struct FrameReader<R> {
     inner: R,
@@ -195,6 +209,26 @@ impl<R: Read> FrameReader<R> {
 
     fn malformed(&self, offset: u64, reason: String) -> Error {
         malformed(&self.what, offset, reason)
+    }
+}
+
+impl<R: ReadAhead> FrameReader<R> {
+    /// True when the whole next frame (its length and its bytes) has been
+    /// read ahead already: reading it will not wait for the source.
+    pub fn frame_read_ahead(&self) -> bool {
+        if self.done {
+            return false;
+        }
+        let ahead = self.inner.read_ahead();
+        let mut len = 0u64;
+        for (i, &byte) in ahead.iter().take(10).enumerate() {
+            len |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                // Beyond the limit: let `read_frame` report it.
+                return len <= self.max_frame_bytes && (i + 1) as u64 + len <= ahead.len() as u64;
+            }
+        }
+        false
     }
 }
 
@@ -485,6 +519,14 @@ impl EventReader<BufReader<File>> {
     /// Opens a stream file.
     pub fn open(path: &Path) -> Result<Self> {
         EventReader::new(FrameReader::open(path)?)
+    }
+}
+
+impl<R: Read + ReadAhead> EventReader<R> {
+    /// True when `next_chunk` has a chunk to give without waiting for the
+    /// input: one decoded already, or a whole frame read ahead.
+    pub fn chunk_ready(&self) -> bool {
+        !self.ready.is_empty() || self.pending.len() > 0 || self.frames.frame_read_ahead()
     }
 }
 
@@ -1157,6 +1199,47 @@ mod tests {
         assert_eq!(one_by_one, plain.into_events(4));
         assert_eq!(one_by_one[3].kind, Kind::Return);
         assert_eq!(one_by_one[3].function, FunctionId(1));
+    }
+
+    /// `chunk_ready` tells a frame that has been read ahead whole from one
+    /// that has not (a torn one, or one the buffer could not hold yet),
+    /// without reading.
+    #[test]
+    fn a_frame_read_ahead_whole_is_ready_and_a_part_of_one_is_not() {
+        let mut bytes = stream_head(100, 5_000);
+        let events: Vec<crate::RawEvent> = (0..200)
+            .map(|i| crate::RawEvent::new(200 + i * 10, FunctionId(1), Kind::Call, 0))
+            .collect();
+        for tid in [1, 2] {
+            wire::encode_frame(wire::batch_body(tid, &events, 0, Vec::new()), &mut bytes);
+        }
+        // Everything read ahead: each frame is ready until the last is read.
+        let input = BufReader::with_capacity(1 << 16, &bytes[..]);
+        let mut reader =
+            EventReader::new(FrameReader::with_header(input, "t".into()).unwrap()).unwrap();
+        let mut ready = Vec::new();
+        while let Some(chunk) = reader.next_chunk().unwrap() {
+            ready.push((matches!(chunk, Chunk::Plain { .. }), reader.chunk_ready()));
+        }
+        // The clock snapshot, then the two batches: ready after each but the last.
+        assert_eq!(ready, [(false, true), (true, true), (true, false)]);
+        // A buffer smaller than a batch's frame holds only part of it.
+        let input = BufReader::with_capacity(64, &bytes[..]);
+        let mut reader =
+            EventReader::new(FrameReader::with_header(input, "t".into()).unwrap()).unwrap();
+        let first = reader.next_chunk().unwrap();
+        assert!(
+            matches!(first, Some(Chunk::Item(StreamItem::Clock { .. }))),
+            "{first:?}"
+        );
+        assert!(
+            !reader.chunk_ready(),
+            "the next frame is not all in the buffer"
+        );
+        assert!(matches!(
+            reader.next_chunk().unwrap(),
+            Some(Chunk::Plain { .. })
+        ));
     }
 
     /// A stream holding `batch` after a hello and a clock snapshot.

@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use crossbeam_channel::Sender;
 use rtrace::merge::ThreadOrder;
 use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd};
-use rtrace::{sanitize, Address, Chunk, EventReader, StreamItem};
+use rtrace::{sanitize, Address, Chunk, EventReader, ReadAhead, StreamItem};
 
 use crate::access::Access;
 use crate::clocksync::{Responder, StreamClock};
@@ -706,6 +706,12 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+impl<R: ReadAhead> ReadAhead for Counting<R> {
+    fn read_ahead(&self) -> &[u8] {
+        self.inner.read_ahead()
+    }
+}
+
 /// A connection's input as handlers read it.
 pub type Input = Counting<BufReader<SocketRead>>;
 
@@ -821,7 +827,7 @@ fn broken() -> StreamEnd {
 /// printable (and encoded, if the output gave an encoder); answers the
 /// stream's clock pings as they come. Returns how it ended and, for a
 /// stream closed because of bad input, why.
-fn forward<R: Read>(
+fn forward<R: Read + ReadAhead>(
     conn: ConnId,
     mut reader: EventReader<R>,
     responder: &mut Responder,
@@ -839,19 +845,18 @@ fn forward<R: Read>(
     };
     let mut events = 0u64;
     let error = loop {
-        let chunk = match reader.next_chunk() {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break None,
-            Err(e) => break Some(e.to_string()),
-        };
-        let mut chunks = vec![chunk];
-        reader.take_ready_chunks(&mut chunks);
-        responder.answer_pings(&chunks);
+        let mut chunks = Vec::new();
+        let read = read_arrived(&mut reader, responder, &mut chunks);
         events += chunks.iter().map(chunk_events).sum::<usize>() as u64;
         let mut ready = Vec::with_capacity(chunks.len() + 1);
         clock.process(chunks, &mut ready);
         if !out.send(ready) {
             break None;
+        }
+        match read {
+            Ok(true) => {}
+            Ok(false) => break None,
+            Err(e) => break Some(e.to_string()),
         }
     };
     let mut ready = Vec::new();
@@ -864,6 +869,34 @@ fn forward<R: Read>(
         last_ts_ns: 0,
     };
     (end, error)
+}
+
+/// Frames read ahead are handed to the merge together up to this many
+/// chunks (a chunk is a batch of up to a buffer of events, or one item).
+const MAX_CHUNKS_AT_ONCE: usize = 256;
+
+/// Reads the next chunk (waiting for it), then every chunk whose frame has
+/// arrived already, into `chunks`, answering clock pings as they are read;
+/// false at the end of the stream. On an error, `chunks` holds the chunks
+/// read before it.
+fn read_arrived<R: Read + ReadAhead>(
+    reader: &mut EventReader<R>,
+    responder: &mut Responder,
+    chunks: &mut Vec<Chunk>,
+) -> rtrace::Result<bool> {
+    loop {
+        let from = chunks.len();
+        let Some(chunk) = reader.next_chunk()? else {
+            return Ok(false);
+        };
+        chunks.push(chunk);
+        reader.take_ready_chunks(chunks);
+        // Before reading on: a pong's delay is the round trip's error.
+        responder.answer_pings(&chunks[from..]);
+        if chunks.len() >= MAX_CHUNKS_AT_ONCE || !reader.chunk_ready() {
+            return Ok(true);
+        }
+    }
 }
 
 /// The last steps of a stream's chunks on their reader thread.
