@@ -591,3 +591,29 @@ def test_flush_ticks_bench_prints_each_tick_against_the_floor_with_its_losses():
                           (["--rounds=0"], "--rounds must be at least 1")):
         proc = run(str(BENCHES / "flush_ticks.py"), *args)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+
+
+def test_e2e_phases_bench_times_each_phase_to_the_file_and_to_the_collector():
+    proc = run(str(BENCHES / "e2e_phases.py"), "--workload=fib", "--size=15", "--rounds=2",
+               f"--collect={release_collector()}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("fib(15), 2 rounds, Python ")
+    cell = r"(\d+\.\d\d) \[(\d+\.\d\d)-(\d+\.\d\d)\]"
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert list(rows) == ["start", "in-run", "stop", "exit"], lines
+    for phase in ("start", "in-run", "stop"):
+        found = re.fullmatch(rf"{phase}\s+{cell}\s+{cell}\s+([+-]\d+\.\d\d)", rows[phase])
+        assert found, rows[phase]
+        median, low, high = map(float, found.groups()[:3])
+        assert 0 < low <= median <= high, rows[phase]
+        # "added" is the collector's median over the file's.
+        added = float(found[7]) - float(found[4]) + float(found[1])
+        assert abs(added) < 0.02, rows[phase]
+    # Only the collector has an exit to wait for.
+    assert re.fullmatch(rf"exit\s+-\s+{cell}\s+\+\d+\.\d\d", rows["exit"]), rows["exit"]
+    for args, message in ((["--workload=multiprocessing"], "not a workload that runs in one"),
+                          (["--rounds=0"], "--rounds must be at least 1"),
+                          (["--collect=/nonexistent"], "is not an executable file")):
+        proc = run(str(BENCHES / "e2e_phases.py"), *args)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
