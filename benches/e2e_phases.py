@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from overhead_measure import LiveCollector  # noqa: E402
 from overhead_setup import find_collector  # noqa: E402
-from overhead_workloads import WORKLOADS, runner  # noqa: E402
+from overhead_workloads import not_in_one_interpreter, runner  # noqa: E402
 
 PHASES = ("start", "in-run", "stop", "exit")
 
@@ -76,10 +76,8 @@ def main(argv: list[str]) -> int:
         parser.error(f"--rounds must be at least 1, not {args.rounds}")
     if args.size < 1:
         parser.error(f"--size must be at least 1, not {args.size}")
-    # multiprocessing's processes are started by overhead_child.py, not here.
-    if args.workload not in WORKLOADS or args.workload == "multiprocessing":
-        parser.error(f"{args.workload!r} is not a workload that runs in one interpreter; "
-                     f"choose from {', '.join(w for w in WORKLOADS if w != 'multiprocessing')}")
+    if (why := not_in_one_interpreter(args.workload)) is not None:
+        parser.error(why)
     try:
         collect = find_collector(sys.executable, args.collect)
     except SystemExit as exc:

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import floor  # noqa: E402
 from overhead_child import FloorHook, Rtrace, Tool  # noqa: E402
-from overhead_workloads import WORKLOADS, runner  # noqa: E402
+from overhead_workloads import not_in_one_interpreter, runner  # noqa: E402
 
 
 class Ticked(Rtrace):
@@ -65,10 +65,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, not {args.rounds}")
-    # multiprocessing's processes are started by overhead_child.py, not here.
-    if args.workload not in WORKLOADS or args.workload == "multiprocessing":
-        parser.error(f"{args.workload!r} is not a workload that runs in one interpreter; "
-                     f"choose from {', '.join(w for w in WORKLOADS if w != 'multiprocessing')}")
+    if (why := not_in_one_interpreter(args.workload)) is not None:
+        parser.error(why)
     work = runner(args.workload)
 
     tmp = tempfile.mkdtemp(prefix="rtrace-ticks-")

@@ -135,6 +135,20 @@ def raytrace(size: int) -> None:
 pyperformance_module_cache: dict = {}
 
 
+# The workloads a script can run in its own interpreter (multiprocessing's
+# processes are started by overhead_child.py).
+IN_ONE_INTERPRETER = tuple(w for w in WORKLOADS if w != "multiprocessing")
+
+
+def not_in_one_interpreter(name: str) -> str | None:
+    """Why `name` is no workload a script can run in its own interpreter,
+    for its usage error; None if it is one."""
+    if name in IN_ONE_INTERPRETER:
+        return None
+    return (f"{name!r} is not a workload that runs in one interpreter; "
+            f"choose from {', '.join(IN_ONE_INTERPRETER)}")
+
+
 def runner(name: str) -> Callable[[int], object]:
     """The function that runs workload ``name`` (multiprocessing is run by
     overhead_child.py, which starts and instruments the processes)."""
