@@ -127,9 +127,10 @@ WARMUP_ROUNDS = 2
 # says the machine was not steady enough for the workload's verdicts.
 UNSTEADY_WIDTH = 0.10
 # A chunk whose thread running the workload waited for a CPU longer than
-# this share of it ran on a machine busy with other processes. That moves the modes apart, not together: rtrace's writer
-# thread then takes its CPU time from the traced thread's core, which the
-# floor and VizTracer (no thread of their own) do not. With one core kept
+# this share of it ran on a machine busy with other processes. That moves
+# the modes apart, not together: rtrace's writer thread then takes its CPU
+# time from the traced thread's core, which the floor and VizTracer (no
+# thread of their own) do not. With one core kept
 # busy by another process, rtrace/floor went from 1.03x to 1.15x on 3.13
 # richards while the traced thread waited 7 % of each rtrace chunk (0 %
 # on the quiet machine). rtrace-collector is not judged by it: there the
@@ -242,6 +243,7 @@ def measure(workload: str, size: int, modes: list[str], rounds: int, warmup: int
     before = stamp.tool.floor.events
     stamp.run(work, size)
     events = stamp.tool.floor.events - before
+    stamp.waits.clear()  # an untimed chunk: not one of the rounds'
     for tool in tools.values():
         tool.size_for(events)
     rng = random.Random(seed)

@@ -399,12 +399,12 @@ def test_paired_bench_calls_a_run_unsteady_when_untraced_against_untraced_is_not
     assert unsteady(Ratio(1.0, 0.93, 1.06))  # too wide to judge 10 %
 
 
-def test_paired_bench_flags_chunks_taken_while_other_processes_kept_the_cpus_busy():
+def test_paired_bench_flags_chunks_taken_while_other_processes_kept_the_cpus_busy(tmp_path):
     """Other processes' load moves the modes apart (rtrace's writer then
     takes its time from the traced thread's core; the floor has no thread
     to share): the report says so, from how long the workload's thread
-    waited for a CPU in each chunk. Two busy loops on this machine's
-    cores make every chunk wait."""
+    waited for a CPU in each chunk, one share per round and mode. One busy
+    loop per core makes every chunk wait."""
     sys.path.insert(0, str(BENCHES))
     try:
         from paired import busy_machine
@@ -433,6 +433,19 @@ def test_paired_bench_flags_chunks_taken_while_other_processes_kept_the_cpus_bus
                      proc.stdout, re.MULTILINE)  # fmt: skip
     assert line, proc.stdout
     assert re.search(r"\brtrace in [1-5] of 5\b", line[1]), line[0]
+    # One wait per measured round and mode: not the warm-up rounds', nor the
+    # floor's untimed chunk that counts the events.
+    floor_dir = tmp_path / "floor"
+    built = run(str(BENCHES / "floor.py"), str(floor_dir))
+    assert built.returncode == 0, built.stderr
+    spec = {"workload": "fib", "size": 15, "modes": ["untraced", "floor-stamp", "rtrace"],
+            "rounds": 3, "warmup": 1, "tmp": str(tmp_path), "floor_dir": str(floor_dir),
+            "seed": 0, "collect": None}  # fmt: skip
+    child = run(str(BENCHES / "paired.py"), "--child", json.dumps(spec), timeout=300)
+    assert child.returncode == 0, child.stderr
+    waits = json.loads(child.stdout.splitlines()[-1])["waits"]
+    assert {mode: len(shares) for mode, shares in waits.items()} == \
+        {"untraced": 3, "floor-stamp": 3, "rtrace": 3}, waits  # fmt: skip
 
 
 def test_paired_bench_rejects_wrong_usage_clearly():
