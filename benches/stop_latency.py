@@ -3,8 +3,10 @@
 
 Starts ``rtrace-collect --listen``, lets one small recorded process stream
 to it and end, waits a moment (so that nothing is in flight), then sends
-SIGINT and times until the collector has exited: its merged file is then
-complete. Medians over ``--repeat`` rounds; with ``--collect`` given more
+SIGINT and times until the collector says it has written the merged file
+(the file is then complete) and until the collector has exited (its
+teardown after that: freeing what it held). Medians over ``--repeat``
+rounds; with ``--collect`` given more
 than once (the build before a change and the one after), the collectors
 take turns round by round.
 
@@ -35,8 +37,9 @@ with rtrace.record(session="stop", collector=sys.argv[1]):
 """
 
 
-def once(collect: str, python: str, directory: str) -> float:
-    """Milliseconds from SIGINT to the collector's exit."""
+def once(collect: str, python: str, directory: str) -> tuple[float, float]:
+    """Milliseconds from SIGINT until the merged file is written, and until
+    the collector has exited."""
     try:
         collector = LiveCollector([collect], directory)
     except (OSError, CollectorError) as exc:
@@ -51,7 +54,7 @@ def once(collect: str, python: str, directory: str) -> float:
     if not collected["merged_bytes"]:
         sys.exit(f"{collect} wrote an empty {collector.output}")
     os.unlink(collector.output)
-    return (collected["merged_ns"] - start_ns) / 1e6
+    return (collected["merged_ns"] - start_ns) / 1e6, (collected["exited_ns"] - start_ns) / 1e6
 
 
 def main() -> None:
@@ -63,15 +66,20 @@ def main() -> None:
     args = parser.parse_args()
     collects = args.collect or [str(ROOT / "target/release/rtrace-collect")]
     # By position: the same build may be given twice (a check of the noise).
-    times: list[list[float]] = [[] for _ in collects]
+    times: list[list[tuple[float, float]]] = [[] for _ in collects]
     with tempfile.TemporaryDirectory(prefix="rtrace-stop-") as directory:
         for _ in range(args.repeat):
             for i, collect in enumerate(collects):
                 times[i].append(once(collect, args.python, directory))
     print(f"command: python {' '.join(sys.argv)}")
-    print(f"SIGINT until the merged file is complete (the collector exited), ms, {args.repeat} rounds:")
-    for collect, ms in zip(collects, times):
-        print(f"  {collect}: median {statistics.median(ms):.1f}, min {min(ms):.1f}, max {max(ms):.1f}")
+    print(f"ms after SIGINT, {args.repeat} rounds: until the merged file is complete (the "
+          "collector says it wrote it); until the collector has exited")
+    for collect, rounds in zip(collects, times):
+        cells = []
+        for what, ms in zip(("complete", "exited"), zip(*rounds)):
+            cells.append(f"{what}: median {statistics.median(ms):.1f}, min {min(ms):.1f}, "
+                         f"max {max(ms):.1f}")
+        print(f"  {collect}: " + "; ".join(cells))
 
 
 if __name__ == "__main__":

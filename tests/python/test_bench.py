@@ -544,11 +544,17 @@ def test_stop_latency_bench_times_ctrl_c_until_the_file_is_complete():
     proc = run(str(BENCHES / "stop_latency.py"), "--python", sys.executable, "--repeat", "2",
                "--collect", str(collect), "--collect", str(collect))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    rows = re.findall(rf"^  {re.escape(str(collect))}: median ([\d.]+), min ([\d.]+), max ([\d.]+)$",
+    cell = r"median ([\d.]+), min ([\d.]+), max ([\d.]+)"
+    rows = re.findall(rf"^  {re.escape(str(collect))}: complete: {cell}; exited: {cell}$",
                       proc.stdout, re.M)  # fmt: skip
     assert len(rows) == 2, proc.stdout
-    for median, low, high in rows:
-        assert 0 < float(low) <= float(median) <= float(high)
+    for row in rows:
+        complete, exited = map(float, row[:3]), map(float, row[3:])
+        for median, low, high in (complete, exited):
+            assert 0 < low <= median <= high, row
+        # The file is complete before the collector's exit in every round,
+        # so in the median too.
+        assert float(row[0]) <= float(row[3]), row
 
 
 def test_live_bench_short_run_prints_its_table():
@@ -614,7 +620,7 @@ def test_e2e_phases_bench_times_each_phase_to_the_file_and_to_the_collector():
     assert lines[0].startswith("fib(15), 2 rounds, Python ")
     cell = r"(\d+\.\d\d) \[(\d+\.\d\d)-(\d+\.\d\d)\]"
     rows = {line.split()[0]: line for line in lines[2:]}
-    assert list(rows) == ["start", "in-run", "stop", "exit"], lines
+    assert list(rows) == ["start", "in-run", "stop", "file", "exit"], lines
     for phase in ("start", "in-run", "stop"):
         found = re.fullmatch(rf"{phase}\s+{cell}\s+{cell}\s+([+-]\d+\.\d\d)", rows[phase])
         assert found, rows[phase]
@@ -623,8 +629,9 @@ def test_e2e_phases_bench_times_each_phase_to_the_file_and_to_the_collector():
         # "added" is the collector's median over the file's.
         added = float(found[7]) - float(found[4]) + float(found[1])
         assert abs(added) < 0.02, rows[phase]
-    # Only the collector has an exit to wait for.
-    assert re.fullmatch(rf"exit\s+-\s+{cell}\s+\+\d+\.\d\d", rows["exit"]), rows["exit"]
+    # Only the collector has a merged file to finish and an exit after it.
+    for phase in ("file", "exit"):
+        assert re.fullmatch(rf"{phase}\s+-\s+{cell}\s+\+\d+\.\d\d", rows[phase]), rows[phase]
     for args, message in ((["--workload=multiprocessing"], "not a workload that runs in one"),
                           (["--rounds=0"], "--rounds must be at least 1"),
                           (["--collect=/nonexistent"], "is not an executable file")):
