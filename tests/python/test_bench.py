@@ -613,27 +613,40 @@ def test_flush_ticks_bench_prints_each_tick_against_the_floor_with_its_losses():
 
 
 def test_e2e_phases_bench_times_each_phase_to_the_file_and_to_the_collector():
-    proc = run(str(BENCHES / "e2e_phases.py"), "--workload=fib", "--size=15", "--rounds=2",
-               f"--collect={release_collector()}")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert lines[0].startswith("fib(15), 2 rounds, Python ")
     cell = r"(\d+\.\d\d) \[(\d+\.\d\d)-(\d+\.\d\d)\]"
-    rows = {line.split()[0]: line for line in lines[2:]}
-    assert list(rows) == ["start", "in-run", "stop", "file", "exit"], lines
-    for phase in ("start", "in-run", "stop"):
-        found = re.fullmatch(rf"{phase}\s+{cell}\s+{cell}\s+([+-]\d+\.\d\d)", rows[phase])
-        assert found, rows[phase]
-        median, low, high = map(float, found.groups()[:3])
-        assert 0 < low <= median <= high, rows[phase]
-        # "added" is the collector's median over the file's.
-        added = float(found[7]) - float(found[4]) + float(found[1])
-        assert abs(added) < 0.02, rows[phase]
-    # Only the collector has a merged file to finish and an exit after it.
-    for phase in ("file", "exit"):
-        assert re.fullmatch(rf"{phase}\s+-\s+{cell}\s+\+\d+\.\d\d", rows[phase]), rows[phase]
+    for pinned in (False, True):
+        extra = ["--collector-cpus=0"] if pinned else []
+        proc = run(str(BENCHES / "e2e_phases.py"), "--workload=fib", "--size=15", "--rounds=2",
+                   f"--collect={release_collector()}", *extra)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert lines[0].startswith("fib(15), 2 rounds, Python ")
+        assert ("to the collector on CPUs 0: median" in lines[1]) == pinned, lines[1]
+        rows = {line.split()[0]: line for line in lines[2:]}
+        assert list(rows) == ["start", "in-run", "stop", "file", "exit", "waited"], lines
+        collectors = 2 if pinned else 1
+        for phase in ("start", "in-run", "stop", "waited"):
+            found = re.fullmatch(rf"{phase}\s+{cell}" + rf"\s+{cell}\s+([+-]\d+\.\d\d)" * collectors,
+                                 rows[phase])  # fmt: skip
+            assert found, rows[phase]
+            numbers = list(map(float, found.groups()))
+            # The file's median, min, max; then each collector's and what it adds.
+            cells = [numbers[:3]] + [numbers[3 + 4 * k : 6 + 4 * k] for k in range(collectors)]
+            for median, low, high in cells:
+                # A chunk's CPU wait may be 0; its phases take time.
+                assert low >= 0 if phase == "waited" else low > 0, rows[phase]
+                assert low <= median <= high, rows[phase]
+            for k in range(collectors):
+                # "added" is each collector's median over the file's.
+                added = numbers[6 + 4 * k]
+                assert abs(added - (cells[1 + k][0] - cells[0][0])) < 0.02, rows[phase]
+        # Only a collector has a merged file to finish and an exit after it.
+        for phase in ("file", "exit"):
+            assert re.fullmatch(rf"{phase}\s+-" + rf"\s+{cell}\s+\+\d+\.\d\d" * collectors,
+                                rows[phase]), rows[phase]  # fmt: skip
     for args, message in ((["--workload=multiprocessing"], "not a workload that runs in one"),
                           (["--rounds=0"], "--rounds must be at least 1"),
-                          (["--collect=/nonexistent"], "is not an executable file")):
+                          (["--collect=/nonexistent"], "is not an executable file"),
+                          (["--collector-cpus=4096"], "--collector-cpus 4096: taskset says")):
         proc = run(str(BENCHES / "e2e_phases.py"), *args)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
