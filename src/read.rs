@@ -512,6 +512,8 @@ pub struct EventReader<R> {
     pending: std::vec::IntoIter<Event>,
     pending_tid: u64,
     end: Option<pb::End>,
+    /// Read nothing past the end marker (see `stop_at_end`).
+    stop_at_end: bool,
     lost: u64,
 }
 
@@ -567,8 +569,18 @@ impl<R: Read> EventReader<R> {
             pending: Vec::new().into_iter(),
             pending_tid: 0,
             end: None,
+            stop_at_end: false,
             lost: 0,
         }
+    }
+
+    /// From now on the stream ends at its end marker: `next_chunk` and
+    /// `next_item` give what came before it, then `None`, without reading
+    /// on. For a live connection, whose recorder sends nothing after the
+    /// marker and waits for the collector to close: reading on would wait
+    /// for the recorder's own close first.
+    pub fn stop_at_end(&mut self) {
+        self.stop_at_end = true;
     }
 
     /// The frames not read yet (a relay forwards them as they are); what
@@ -683,6 +695,9 @@ impl<R: Read> EventReader<R> {
         loop {
             if let Some(chunk) = self.ready.pop_front() {
                 return Ok(Some(chunk));
+            }
+            if self.stop_at_end && self.end.is_some() {
+                return Ok(None);
             }
             if !self.read_frame()? {
                 return Ok(None);

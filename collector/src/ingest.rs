@@ -29,7 +29,7 @@ use rtrace::timeline::{ProcessInfo, StreamEncoder, StreamEnd};
 use rtrace::{sanitize, Address, Chunk, EventReader, ReadAhead, StreamItem};
 
 use crate::access::Access;
-use crate::clocksync::{Responder, StreamClock};
+use crate::clocksync::{AnswerOut, Responder, StreamClock};
 use crate::handshake::{self, Outcome, Terms};
 
 /// A connection, numbered in order of arrival.
@@ -160,6 +160,15 @@ impl Peer {
 
 /// Writes to a peer (the collector's answers on an accepted stream).
 struct PeerWriter(Peer);
+
+impl AnswerOut for PeerWriter {
+    fn shut(&mut self) {
+        let _ = match &self.0 {
+            Peer::Unix(s) => s.shutdown(Shutdown::Write),
+            Peer::Tcp(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+}
 
 impl Write for PeerWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -834,6 +843,9 @@ fn forward<R: Read + ReadAhead>(
     tx: &Sender<Arrival>,
     encoder: Option<Box<dyn StreamEncoder>>,
 ) -> (StreamEnd, Option<String>) {
+    // Nothing follows the end marker: once it is read, the stream is over
+    // for this side (see `Responder::end`).
+    reader.stop_at_end();
     let mut clock = reader
         .hello()
         .map_or_else(|| StreamClock::new(false, 1, false), StreamClock::for_hello);
@@ -847,6 +859,11 @@ fn forward<R: Read + ReadAhead>(
     let error = loop {
         let mut chunks = Vec::new();
         let read = read_arrived(&mut reader, responder, &mut chunks);
+        if matches!(read, Ok(false)) {
+            // The end marker, or the end of the connection: shut the sending
+            // side before the last chunks go to the merge (`Responder::end`).
+            responder.end();
+        }
         events += chunks.iter().map(chunk_events).sum::<usize>() as u64;
         let mut ready = Vec::with_capacity(chunks.len() + 1);
         clock.process(chunks, &mut ready);
