@@ -185,6 +185,7 @@ impl Recorder {
             bytes_written: AtomicU64::new(0),
             error: Mutex::new(None),
             tick: Mutex::new(None),
+            writer_tid: AtomicU64::new(0),
         });
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
         let mut writer = Writer::new(
@@ -427,6 +428,12 @@ impl Recorder {
         match slot {
             WriterSlot::Running(handle, control) => {
                 let _ = control.send(Control::Finish);
+                // This thread now only waits for the writer: let it have
+                // this CPU rather than wait for a busy one (see `sched`).
+                let tid = self.shared.writer_tid.load(Ordering::Acquire);
+                if tid != 0 {
+                    crate::sched::move_to_current_cpu(tid);
+                }
                 let _ = handle.join();
             }
             WriterSlot::Parked(writer, control) => {
@@ -443,6 +450,7 @@ impl Recorder {
 }
 
 fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit, u64)>> {
+    let shared = writer.shared();
     std::thread::Builder::new()
         .name("rtrace-writer".into())
         .spawn(move || {
@@ -450,6 +458,7 @@ fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit, u64)>> {
             // (see `sched`). A failure leaves the default policy: harmless.
             let _ = crate::sched::batch_current_thread();
             let tid = crate::native::local::os_thread_id();
+            shared.writer_tid.store(tid, Ordering::Release);
             let (writer, exit) = writer.run();
             (writer, exit, tid)
         })

@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     pub bytes_written: AtomicU64,
     pub error: Mutex<Option<String>>,
     pub tick: Mutex<Option<Tick>>,
+    /// The kernel thread id of the running writer thread (0 before it has
+    /// started): what `Recorder::finish` moves to its own CPU.
+    pub writer_tid: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -100,6 +103,11 @@ pub(crate) enum Exit {
 }
 
 impl Writer {
+    /// What this writer shares with the recorder's handle.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     pub fn new(
         sink: Box<dyn Sink>,
         queue: QueueReceiver,
