@@ -460,6 +460,8 @@ fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit, u64)>> {
             let tid = crate::native::local::os_thread_id();
             shared.writer_tid.store(tid, Ordering::Release);
             let (writer, exit) = writer.run();
+            // A parked (or finished) writer's id names no thread of ours.
+            shared.writer_tid.store(0, Ordering::Release);
             (writer, exit, tid)
         })
         .map_err(|source| Error::Io {

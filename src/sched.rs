@@ -45,7 +45,8 @@ pub fn batch_current_thread() -> io::Result<()> {
 /// `sched_switch` trace on the 2-core development machine). Setting its
 /// affinity to this CPU alone moves it here at once; setting it back
 /// leaves it here, where it runs as soon as the caller sleeps. Best
-/// effort: errors are ignored (the thread keeps its CPU).
+/// effort: errors are ignored (the thread keeps its CPU). Only for
+/// rtrace's own threads, never one of the traced program's.
 pub fn move_to_current_cpu(tid: u64) {
     #[cfg(target_os = "linux")]
     {

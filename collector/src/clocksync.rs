@@ -89,11 +89,11 @@ impl Responder {
     /// The stream's end marker has been read: nothing more will come to
     /// answer, so the sending side is shut at once. A recorder that reads
     /// what the collector writes waits for that before it closes (see
-    /// `rtrace::sink::CollectorSink::close`); shut only when the reader
-    /// thread was done, it waited until the stream's last events had gone
-    /// to the merge, and with them behind the merge and the file's writer
-    /// on a busy CPU (~1 ms of a recording's stop on the 2-core
-    /// development machine). Idempotent.
+    /// `rtrace::sink::CollectorSink::close`). Shut only once the reader
+    /// thread had handed the stream's last events to the merge, the
+    /// recorder waited behind the merge and the file's writer on a busy
+    /// CPU (~1 ms of a recording's stop on the 2-core development
+    /// machine). Idempotent.
     pub fn end(&mut self) {
         if !self.ended {
             self.ended = true;
