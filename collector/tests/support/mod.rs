@@ -8,9 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+use std::os::unix::net::UnixStream;
+
 use rtrace::event::{FunctionId, Kind, RawEvent};
 use rtrace::wire::{self, pb, Body};
-use rtrace::{clock, Config, Recorder};
+use rtrace::{clock, Address, Config, Recorder};
+use rtrace_collect::access::Access;
+use rtrace_collect::ingest::{Arrival, Ingest};
 
 /// A collector process and the lines of its stderr.
 pub struct Collector {
@@ -169,4 +173,67 @@ pub fn slices(path: &Path) -> Vec<serde_json::Value> {
         .into_iter()
         .filter(|e| matches!(e["ph"].as_str(), Some("B" | "E")))
         .collect()
+}
+
+/// An `Ingest` on a Unix socket with one recorder connected and its hello
+/// answered: `peer` plays the recorder, and the test's thread the merge,
+/// taking what arrives from `rx`.
+pub struct IngestPeer {
+    pub peer: UnixStream,
+    pub rx: crossbeam_channel::Receiver<Arrival>,
+    _ingest: Ingest,
+    _dir: tempfile::TempDir,
+}
+
+impl IngestPeer {
+    /// Connects a recorder of `session` and answers its hello.
+    pub fn accepted(session: &str) -> IngestPeer {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let ingest = Ingest::start(&[Address::Unix(path.clone())], Access::default(), tx).unwrap();
+        let mut peer = UnixStream::connect(&path).unwrap();
+        peer.write_all(&stream_start(None, session, 1)).unwrap();
+        match rx.recv_timeout(Duration::from_secs(30)).unwrap() {
+            Arrival::Hello { encoder, .. } => encoder.send(None).unwrap(),
+            other => panic!("expected the stream's hello, got {other:?}"),
+        }
+        peer.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        assert!(wire::read_reply(&mut peer).unwrap().accepted);
+        IngestPeer {
+            peer,
+            rx,
+            _ingest: ingest,
+            _dir: dir,
+        }
+    }
+
+    /// The next arrival (waiting 30 s at most).
+    pub fn arrival(&self) -> Arrival {
+        self.rx.recv_timeout(Duration::from_secs(30)).unwrap()
+    }
+}
+
+/// A clock snapshot, then `batches` batches of `per_batch` events of
+/// thread 1 (calls and returns, in turn), as frames.
+pub fn batch_frames(batches: u64, per_batch: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let snapshot = pb::ClockSnapshot {
+        ticks: 1_000,
+        monotonic_ns: 1_000_000,
+        unix_ns: 0,
+        complete_ticks: 0,
+    };
+    wire::encode_frame(Body::Clock(snapshot), &mut bytes);
+    for batch in 0..batches {
+        let events: Vec<RawEvent> = (0..per_batch)
+            .map(|i| {
+                let kind = if i % 2 == 0 { Kind::Call } else { Kind::Return };
+                RawEvent::new(2_000 + batch * 1_000 + i, FunctionId(0), kind, 0)
+            })
+            .collect();
+        wire::encode_frame(wire::batch_body(1, &events, 0, Vec::new()), &mut bytes);
+    }
+    bytes
 }
