@@ -23,8 +23,10 @@ few milliseconds on the rows nearest the line (README, "30x ahead of
 VizTracer's JSON end to end").
 
 With ``--collector-cpus LIST``, a third path streams to a collector started
-under ``taskset -c LIST`` (README, "Keep overhead low in production": on a
-small machine, a collector with a core of its own)::
+under ``taskset -c LIST``: a collector with a core of its own, which on the
+2-core development machine halved the traced thread's median wait but
+lengthened its tail, and is not advised (README, "Until the merged file is
+complete, not until the collector's exit")::
 
     .venv-3.13/bin/python benches/e2e_phases.py --workload deltablue --size 2000 --rounds 15 \
         --collector-cpus 1
