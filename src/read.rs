@@ -220,15 +220,10 @@ impl<R: ReadAhead> FrameReader<R> {
             return false;
         }
         let ahead = self.inner.read_ahead();
-        let mut len = 0u64;
-        for (i, &byte) in ahead.iter().take(10).enumerate() {
-            len |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                // Beyond the limit: let `read_frame` report it.
-                return len <= self.max_frame_bytes && (i + 1) as u64 + len <= ahead.len() as u64;
-            }
-        }
-        false
+        // A length beyond the limit, or malformed: `read_frame` reports it.
+        wire::batch::varint(ahead).is_some_and(|(len, header)| {
+            len <= self.max_frame_bytes && header as u64 + len <= ahead.len() as u64
+        })
     }
 }
 

@@ -84,9 +84,14 @@ enum Peer {
 
 impl Peer {
     fn close(&self) {
+        self.shutdown(Shutdown::Both);
+    }
+
+    /// Best effort: a connection the peer closed already has nothing to shut.
+    fn shutdown(&self, how: Shutdown) {
         let _ = match self {
-            Peer::Unix(s) => s.shutdown(Shutdown::Both),
-            Peer::Tcp(s) => s.shutdown(Shutdown::Both),
+            Peer::Unix(s) => s.shutdown(how),
+            Peer::Tcp(s) => s.shutdown(how),
         };
     }
 
@@ -163,10 +168,7 @@ struct PeerWriter(Peer);
 
 impl AnswerOut for PeerWriter {
     fn shut(&mut self) {
-        let _ = match &self.0 {
-            Peer::Unix(s) => s.shutdown(Shutdown::Write),
-            Peer::Tcp(s) => s.shutdown(Shutdown::Write),
-        };
+        self.0.shutdown(Shutdown::Write);
     }
 }
 

@@ -102,7 +102,7 @@ fn parse_batch(mut bytes: &[u8]) -> Option<BatchView<'_>> {
 /// Reads one varint at the start of `bytes` as prost does: its value and
 /// length, or `None` for a malformed or unfinished one.
 #[inline]
-fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+pub(crate) fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut value = 0u64;
     for (i, &byte) in bytes.iter().enumerate().take(10) {
         value |= u64::from(byte & 0x7f) << (7 * i);

@@ -335,6 +335,19 @@ def needs_viztracer() -> None:
         pytest.skip("VizTracer is not importable (scripts/browser-setup installs it)")
 
 
+def paired_child(tmp_path, workload: str, size: int, modes: list[str], warmup: int) -> dict:
+    """One interpreter of benches/paired.py (its --child), 3 rounds, with
+    the floor built in `tmp_path`: the JSON it reports."""
+    floor_dir = tmp_path / "floor"
+    built = run(str(BENCHES / "floor.py"), str(floor_dir))
+    assert built.returncode == 0, built.stderr
+    spec = {"workload": workload, "size": size, "modes": modes, "rounds": 3, "warmup": warmup,
+            "tmp": str(tmp_path), "floor_dir": str(floor_dir), "seed": 0, "collect": None}
+    child = run(str(BENCHES / "paired.py"), "--child", json.dumps(spec), timeout=300)
+    assert child.returncode == 0, child.stderr
+    return json.loads(child.stdout.splitlines()[-1])
+
+
 def test_paired_bench_sets_viztracers_json_end_to_end_against_rtraces(tmp_path):
     """viztracer-json: VizTracer saving its JSON after every chunk, its end
     to end over rtrace's to its file and to the merged file, each judged
@@ -370,15 +383,8 @@ def test_paired_bench_sets_viztracers_json_end_to_end_against_rtraces(tmp_path):
         else:
             expected = "met" if low >= 30 else "missed" if high < 30 else "undecided"
             assert line[1] == expected and line[2] == cells[column], line[0]
-    floor_dir = tmp_path / "floor"
-    built = run(str(BENCHES / "floor.py"), str(floor_dir))
-    assert built.returncode == 0, built.stderr
-    spec = {"workload": "fib", "size": 18, "modes": ["untraced", "rtrace", "viztracer-json"],
-            "rounds": 3, "warmup": 0, "tmp": str(tmp_path), "floor_dir": str(floor_dir),
-            "seed": 0, "collect": None}  # fmt: skip
-    child = run(str(BENCHES / "paired.py"), "--child", json.dumps(spec), timeout=300)
-    assert child.returncode == 0, child.stderr
-    times = json.loads(child.stdout.splitlines()[-1])["times"]
+    times = paired_child(tmp_path, "fib", 18, ["untraced", "rtrace", "viztracer-json"],
+                         warmup=0)["times"]  # fmt: skip
     for mode in ("rtrace", "viztracer-json"):
         in_run, e2e = times[mode], times[f"{mode} e2e"]
         assert len(in_run) == len(e2e) == 3
@@ -435,15 +441,8 @@ def test_paired_bench_flags_chunks_taken_while_other_processes_kept_the_cpus_bus
     assert re.search(r"\brtrace in [1-5] of 5\b", line[1]), line[0]
     # One wait per measured round and mode: not the warm-up rounds', nor the
     # floor's untimed chunk that counts the events.
-    floor_dir = tmp_path / "floor"
-    built = run(str(BENCHES / "floor.py"), str(floor_dir))
-    assert built.returncode == 0, built.stderr
-    spec = {"workload": "fib", "size": 15, "modes": ["untraced", "floor-stamp", "rtrace"],
-            "rounds": 3, "warmup": 1, "tmp": str(tmp_path), "floor_dir": str(floor_dir),
-            "seed": 0, "collect": None}  # fmt: skip
-    child = run(str(BENCHES / "paired.py"), "--child", json.dumps(spec), timeout=300)
-    assert child.returncode == 0, child.stderr
-    waits = json.loads(child.stdout.splitlines()[-1])["waits"]
+    waits = paired_child(tmp_path, "fib", 15, ["untraced", "floor-stamp", "rtrace"],
+                         warmup=1)["waits"]  # fmt: skip
     assert {mode: len(shares) for mode, shares in waits.items()} == \
         {"untraced": 3, "floor-stamp": 3, "rtrace": 3}, waits  # fmt: skip
 
