@@ -632,7 +632,6 @@ fn admit(
     let spawned = std::thread::Builder::new()
         .name(format!("stream #{}", id.0))
         .spawn(move || {
-            crate::priority::follow_merge_thread();
             serve(id, name, peer, tcp, &thread_shared);
             if let Ok(mut peers) = thread_shared.peers.lock() {
                 peers.remove(&id);
@@ -656,15 +655,17 @@ pub struct SocketRead {
     /// CLOCK_MONOTONIC ns: the kernel's receive time on TCP, else the
     /// read's end.
     arrival_ns: Arc<AtomicU64>,
+    backlog: crate::priority::Backlog,
 }
 
 impl SocketRead {
-    fn read_noting_arrival(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read_noting_arrival(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let (n, arrived) = self.peer.read_timed(buf)?;
         if n > 0 {
             let at = arrived.unwrap_or_else(rtrace::clock::monotonic_ns);
             self.arrival_ns.store(at, Ordering::Relaxed);
         }
+        self.backlog.read(n, buf.len());
         Ok(n)
     }
 }
@@ -678,10 +679,11 @@ impl Read for SocketRead {
                 .map_err(|e| timed_out(e, "sent nothing (not even a heartbeat) for 30 s"));
         };
         let left = deadline.saturating_duration_since(Instant::now());
+        let hello_timeout = self.hello_timeout;
         let late = || {
             format!(
                 "sent no complete hello within {} s",
-                self.hello_timeout.as_secs_f64()
+                hello_timeout.as_secs_f64()
             )
         };
         if left.is_zero() {
@@ -741,6 +743,7 @@ fn serve(conn: ConnId, name: String, peer: Peer, tcp: bool, shared: &Shared) {
                 deadline: deadline.clone(),
                 hello_timeout: shared.access.hello_timeout,
                 arrival_ns: arrival_ns.clone(),
+                backlog: crate::priority::Backlog::default(),
             },
         ),
         bytes: bytes.clone(),
@@ -858,7 +861,9 @@ fn forward<R: Read + ReadAhead>(
         tx,
     };
     let mut events = 0u64;
+    let mut priority = crate::priority::Follower::new();
     let error = loop {
+        priority.keep_up();
         let mut chunks = Vec::new();
         let read = read_arrived(&mut reader, responder, &mut chunks);
         if matches!(read, Ok(false)) {

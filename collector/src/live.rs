@@ -28,8 +28,8 @@ pub struct LiveOptions {
     pub drain: Duration,
     /// Print a status line (streams, events/s, lost) once a second.
     pub status: bool,
-    /// The nice value the merge thread and the stream readers ask for
-    /// (see `priority`); 0 leaves them alone.
+    /// The nice value the threads that carry events take while they fall
+    /// behind (see `priority`); 0 leaves them alone.
     pub nice: i32,
 }
 
@@ -65,12 +65,14 @@ pub fn collect<S: TimelineSink>(
     let (tx, rx) = crossbeam_channel::bounded(QUEUED_ARRIVALS);
     let mut ingest = Ingest::start(&options.listen, options.access.clone(), tx)?;
     on_ready(ingest.addresses());
-    // This thread is the merge thread.
+    // This thread is the merge thread. It and the other threads that carry
+    // events take `nice` only while they fall behind (see `priority`).
     if options.nice != 0 {
-        if let Err(e) = priority::raise_merge_thread(options.nice) {
+        if let Err(e) = priority::allow_raising(options.nice) {
             eprintln!("{}", priority::not_raised_note(options.nice, &e));
         }
     }
+    let mut priority = priority::Follower::new();
     let mut state = State::new(Merger::new(sink, options.merge));
     let mut status = Status::new(options.status);
     let mut idle_trim = IdleTrim::default();
@@ -83,8 +85,12 @@ pub fn collect<S: TimelineSink>(
             recv(stop.woken()) -> _ => {}
             default(TICK) => {}
         }
+        priority.keep_up();
         state.merger.advance(rtrace::clock::monotonic_ns())?;
         let open = ingest.open_connections();
+        if open == 0 {
+            priority::PRESSURE.calm();
+        }
         status.tick(&state, open);
         idle_trim.tick(open == 0 && state.merger.buffered() == 0, Instant::now());
     }

@@ -237,16 +237,11 @@ fn write_jobs(
     give_back: &Sender<Vec<u8>>,
     failed: &Mutex<Option<(io::ErrorKind, String)>>,
 ) {
-    let mut prioritised = false;
+    // This thread carries every event to the file, like the merge and the
+    // readers, and is raised with them (see `priority`).
+    let mut priority = crate::priority::Follower::new();
     for job in queue {
-        if !prioritised {
-            // This thread carries every event to the file, like the
-            // merge and the readers (see `priority`): it takes the merge
-            // thread's priority, raised after this thread was started
-            // and before the merge sends its first job.
-            crate::priority::follow_merge_thread();
-            prioritised = true;
-        }
+        priority.keep_up();
         match job {
             Job::Write(mut chunk) => {
                 let healthy = failed.lock().is_ok_and(|e| e.is_none());

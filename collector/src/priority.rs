@@ -1,4 +1,5 @@
-//! The scheduling priority of the threads that carry events.
+//! The scheduling priority of the threads that carry events, raised only
+//! while they fall behind.
 //!
 //! Everything the collector receives passes through one merge thread, and
 //! each stream through its reader thread. When the machine's CPUs are
@@ -10,53 +11,242 @@
 //! --events 10e6 --repeat 3`, 80 M events): 13.7–24.3 M events dropped at
 //! nice 0; 0.02–2.2 M with the merge thread alone at nice -10; none with
 //! the readers at -10 too, the collector still using 0.6× the traced
-//! processes' CPU. So the collector asks for that priority for those
-//! threads (`--nice`), and says so when it may not have it.
+//! processes' CPU. The thread that writes the Perfetto file
+//! (`output::BackgroundFile`) carries every event too: left at nice 0 on a
+//! machine whose traced processes ran 2–3.5× faster, it was starved, its
+//! queue of chunks filled, the merge waited on it, and 8 of 10 runs of the
+//! benchmark above lost events (none of 31 with it raised as well).
 //!
-//! The thread that writes the Perfetto file (`output::BackgroundFile`)
-//! carries every event too: left at nice 0 on a machine whose traced
-//! processes ran 2–3.5× faster, it was starved, its queue of chunks filled,
-//! the merge waited on it, and 8 of 10 runs of the benchmark above lost
-//! events (none of 31 with it raised as well). It takes the merge thread's
-//! value with its first chunk, as it is started before the merge raises.
+//! But a thread at nice -10 that wakes on a traced program's core takes it
+//! at once. With one traced process and a CPU to spare, the collector keeps
+//! up at any priority, and raised it only made the program wait for it
+//! (README, "The collector takes priority only when it falls behind").
 //!
-//! Unlike the recorders' writers, they keep the default policy, not
-//! `SCHED_BATCH` (see `rtrace::sched`): a `SCHED_BATCH` thread that wakes
-//! waits until the thread running on its CPU ends its slice, and while two
-//! traced processes kept both cores busy, the merge and the readers waited
-//! long enough, wake-up after wake-up, for a recorder's queue to fill.
-//! Measured with two processes tracing fib(28) flat out, 20 times
-//! `benches/overhead.py --workloads multiprocessing --modes
-//! untraced,rtrace-collector --repeat 10` on 3.13: 18 of 200 runs lost
-//! events with the collector's threads under `SCHED_BATCH`, none of 200
-//! without it. A single traced process (fib(30) on 3.12) was preempted a
-//! little more often, 33–47 times a run against 18–31, but waited no
-//! longer for a CPU: 7–11 ms a run either way.
+//! So the threads run at their own priority until a sign that they fall
+//! behind: a stream's socket not read empty for [`BEHIND_AFTER`] (see
+//! [`Backlog`]). A backlog further down the line (the merge, the file's
+//! writer) ends there too, as the queues between them fill and the reader
+//! waits to hand over what it read. Then each takes the raised value
+//! (`--nice`) at its next piece of work ([`Follower::keep_up`]), and keeps
+//! it until the collector has no stream open. Not sooner: once raised, a
+//! collector on a saturated machine keeps up and shows no more signs; given
+//! back after a second without one, it fell behind again, over and over,
+//! and one run in 21 of 8 processes tracing flat out lost events (none in 24
+//! since). The recorders' queues (a million
+//! events, tens of milliseconds flat out) cover the moments until every
+//! thread is raised. The right to raise (`CAP_SYS_NICE` or `ulimit -e`) is
+//! checked at start, and a note says when it is missing.
+//!
+//! They keep the default policy, not `SCHED_BATCH` (see `rtrace::sched`): a
+//! `SCHED_BATCH` thread that wakes waits until the thread running on its CPU
+//! ends its slice, and while two traced processes kept both cores busy, the
+//! merge and the readers waited long enough, wake-up after wake-up, for a
+//! recorder's queue to fill. Measured with two processes tracing fib(28)
+//! flat out, 20 times `benches/overhead.py --workloads multiprocessing
+//! --modes untraced,rtrace-collector --repeat 10` on 3.13: 18 of 200 runs
+//! lost events with the collector's threads under `SCHED_BATCH`, none of 200
+//! without it.
 
 use std::io;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
-/// The nice value the event-carrying threads ask for by default (`--nice`).
+/// The nice value the event-carrying threads take under pressure by
+/// default (`--nice`).
 pub const DEFAULT_NICE: i32 = -10;
 
-/// The nice value the merge thread got, for the readers to take (0: none).
-static MERGE_THREAD_NICE: AtomicI32 = AtomicI32::new(0);
+/// How long a stream's socket may go without being read empty before its
+/// reader counts as falling behind. A reader that keeps up empties it every
+/// few reads; one behind finds every read filled, while the recorder's
+/// writes wait and its queue (a million events: 45 ms of the fastest
+/// program tracing flat out) fills.
+pub const BEHIND_AFTER: Duration = Duration::from_millis(5);
 
-/// Gives the calling (merge) thread `nice`; the stream readers started
-/// after it follow (`follow_merge_thread`).
-pub fn raise_merge_thread(nice: i32) -> io::Result<()> {
+/// Whether the event-carrying threads fell behind, and what they take then.
+#[derive(Debug)]
+pub struct Pressure {
+    /// The nice value under pressure; 0: never raise.
+    nice: AtomicI32,
+    /// A sign came since the collector last had no stream open.
+    behind: AtomicBool,
+    /// The threads that follow it (see `Follower`): their ids and own
+    /// nice values.
+    followers: Mutex<Vec<(libc::pid_t, i32)>>,
+}
+
+impl Pressure {
+    pub const fn new() -> Pressure {
+        Pressure {
+            nice: AtomicI32::new(0),
+            behind: AtomicBool::new(false),
+            followers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// From now on, signs of falling behind raise the threads to `nice`.
+    pub fn enable(&self, nice: i32) {
+        self.nice.store(nice, Ordering::Relaxed);
+    }
+
+    /// A sign that the threads fell behind. The first raises every
+    /// follower at once: one starved of the CPU (the merge, most likely)
+    /// would otherwise wait for its turn to raise itself.
+    pub fn note(&self) {
+        let nice = self.nice.load(Ordering::Relaxed);
+        if self.behind.swap(true, Ordering::Relaxed) || nice == 0 {
+            return;
+        }
+        self.set_followers(|_| nice);
+    }
+
+    /// No stream is open: the threads take their own priority back, and the
+    /// next busy spell starts with it.
+    pub fn calm(&self) {
+        if self.behind.swap(false, Ordering::Relaxed) {
+            self.set_followers(|own| own);
+        }
+    }
+
+    /// Gives each follower `nice(its own value)`. Best effort, as in
+    /// `Follower::keep_up`; a thread started since takes the value itself at
+    /// its first piece of work.
+    fn set_followers(&self, nice: impl Fn(i32) -> i32) {
+        if let Ok(followers) = self.followers.lock() {
+            for &(tid, own) in followers.iter() {
+                let _ = set_thread_nice(tid, nice(own));
+            }
+        }
+    }
+
+    /// The nice value the threads should have now: the raised one after a
+    /// sign, else `None` (their own).
+    pub fn wanted(&self) -> Option<i32> {
+        let nice = self.nice.load(Ordering::Relaxed);
+        (nice != 0 && self.behind.load(Ordering::Relaxed)).then_some(nice)
+    }
+
+    fn follow(&self, tid: libc::pid_t, own: i32) {
+        if let Ok(mut followers) = self.followers.lock() {
+            followers.push((tid, own));
+        }
+    }
+
+    /// Forgets a thread before it ends: its id may be reused by another.
+    fn unfollow(&self, tid: libc::pid_t) {
+        if let Ok(mut followers) = self.followers.lock() {
+            followers.retain(|&(t, _)| t != tid);
+        }
+    }
+}
+
+impl Default for Pressure {
+    fn default() -> Pressure {
+        Pressure::new()
+    }
+}
+
+/// The collector's pressure, shared by its merge, readers and file writer.
+pub static PRESSURE: Pressure = Pressure::new();
+
+/// Watches one stream's reads for a backlog that lasts: every read filling
+/// the buffer for `BEHIND_AFTER`.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    /// CLOCK_MONOTONIC ns of the first of the reads filled since the socket
+    /// was last read empty.
+    full_since_ns: Option<u64>,
+}
+
+impl Backlog {
+    /// Notes a read of `n` bytes into a buffer of `room`.
+    pub fn read(&mut self, n: usize, room: usize) {
+        // The clock is read only for a full read, the rarer kind.
+        let now_ns = || rtrace::clock::monotonic_ns();
+        self.note(n >= room, now_ns, &PRESSURE);
+    }
+
+    fn note(&mut self, full: bool, now_ns: impl FnOnce() -> u64, pressure: &Pressure) {
+        if !full {
+            // The socket held less than was asked for: it is empty now.
+            self.full_since_ns = None;
+            return;
+        }
+        let now_ns = now_ns();
+        let since = *self.full_since_ns.get_or_insert(now_ns);
+        if now_ns.saturating_sub(since) >= BEHIND_AFTER.as_nanos() as u64 {
+            pressure.note();
+        }
+    }
+}
+
+/// Checks that the calling thread may take `nice` (it takes it and gives
+/// it back at once), then lets signs of falling behind raise the threads
+/// that carry events to it.
+pub fn allow_raising(nice: i32) -> io::Result<()> {
+    let own = current_thread_nice()?;
     set_current_thread_nice(nice)?;
-    MERGE_THREAD_NICE.store(nice, Ordering::Relaxed);
+    set_current_thread_nice(own)?;
+    PRESSURE.enable(nice);
     Ok(())
 }
 
-/// Gives the calling (stream reader) thread the merge thread's nice value,
-/// if it was raised. A failure leaves the thread as it was: the merge
-/// thread's note already said why.
-pub fn follow_merge_thread() {
-    let nice = MERGE_THREAD_NICE.load(Ordering::Relaxed);
-    if nice != 0 {
-        let _ = set_current_thread_nice(nice);
+/// One event-carrying thread's priority: its own nice value, or the raised
+/// one while the collector is under pressure. Each such thread keeps one for
+/// its life and calls `keep_up` between pieces of work (a thread that waits
+/// for work competes for no CPU); the first sign of pressure raises, and the
+/// calm lowers, every thread that has one at once.
+#[derive(Debug)]
+pub struct Follower {
+    pressure: &'static Pressure,
+    tid: libc::pid_t,
+    own: i32,
+    /// The raised value this thread took, if it took one.
+    raised: Option<i32>,
+}
+
+impl Follower {
+    /// The calling thread's follower of the collector's pressure.
+    pub fn new() -> Follower {
+        Follower::of(&PRESSURE)
+    }
+
+    fn of(pressure: &'static Pressure) -> Follower {
+        // SAFETY: gettid has no preconditions and cannot fail.
+        #[allow(unsafe_code)]
+        let tid = unsafe { libc::gettid() };
+        let own = current_thread_nice().unwrap_or(0);
+        pressure.follow(tid, own);
+        Follower {
+            pressure,
+            tid,
+            own,
+            raised: None,
+        }
+    }
+
+    /// Gives the calling thread the priority the collector's pressure asks
+    /// for now.
+    pub fn keep_up(&mut self) {
+        let wanted = self.pressure.wanted();
+        if wanted != self.raised {
+            // A failure (the right to raise was checked at start) leaves the
+            // thread as it is; it is not retried on every call.
+            let _ = set_current_thread_nice(wanted.unwrap_or(self.own));
+            self.raised = wanted;
+        }
+    }
+}
+
+impl Default for Follower {
+    fn default() -> Follower {
+        Follower::new()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.pressure.unfollow(self.tid);
     }
 }
 
@@ -65,9 +255,17 @@ pub fn follow_merge_thread() {
 /// caller). Lowering it below the current value needs `CAP_SYS_NICE` or a
 /// `RLIMIT_NICE` (`ulimit -e`) that allows it.
 pub fn set_current_thread_nice(nice: i32) -> io::Result<()> {
+    set_thread_nice(0, nice)
+}
+
+/// Sets the nice value of thread `tid` (0: the calling thread).
+fn set_thread_nice(tid: libc::pid_t, nice: i32) -> io::Result<()> {
+    let Ok(who) = libc::id_t::try_from(tid) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
     // SAFETY: setpriority takes plain integers and touches no memory of ours.
     #[allow(unsafe_code)]
-    let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, who, nice) };
     if status == 0 {
         Ok(())
     } else {
@@ -116,5 +314,127 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(current_thread_nice().unwrap(), before);
+    }
+
+    const SECOND: u64 = 1_000_000_000;
+
+    #[test]
+    fn pressure_asks_for_the_raised_value_from_a_sign_until_calm() {
+        let pressure = Pressure::new();
+        pressure.enable(-10);
+        assert_eq!(pressure.wanted(), None, "no sign yet");
+        pressure.note();
+        assert_eq!(pressure.wanted(), Some(-10));
+        pressure.calm();
+        assert_eq!(pressure.wanted(), None, "no stream open");
+        pressure.note();
+        assert_eq!(pressure.wanted(), Some(-10), "and raised again");
+    }
+
+    #[test]
+    fn pressure_never_raises_when_not_enabled() {
+        let pressure = Pressure::new(); // --nice 0, or no right to raise
+        pressure.note();
+        assert_eq!(pressure.wanted(), None);
+    }
+
+    #[test]
+    fn a_backlog_that_lasts_is_pressure_and_one_read_empty_ends_it() {
+        let behind = BEHIND_AFTER.as_nanos() as u64;
+        let pressure = Pressure::new();
+        pressure.enable(-10);
+        let mut backlog = Backlog::default();
+        let t0 = 5 * SECOND;
+        for at in [t0, t0 + behind / 2, t0 + behind - 1] {
+            backlog.note(true, || at, &pressure);
+        }
+        assert_eq!(
+            pressure.wanted(),
+            None,
+            "full for less than BEHIND_AFTER: a burst"
+        );
+        backlog.note(
+            false,
+            || unreachable!("no clock for a short read"),
+            &pressure,
+        );
+        backlog.note(true, || t0 + behind + 1, &pressure);
+        assert_eq!(pressure.wanted(), None, "read empty: starts again");
+        backlog.note(true, || t0 + 2 * behind + 1, &pressure);
+        assert_eq!(
+            pressure.wanted(),
+            Some(-10),
+            "full for BEHIND_AFTER: behind"
+        );
+    }
+
+    #[test]
+    fn a_follower_takes_the_raised_value_under_pressure_and_its_own_after() {
+        std::thread::spawn(|| {
+            let own = current_thread_nice().unwrap();
+            // A higher value than one's own needs no privilege; going back
+            // to one's own does (checked where the test runs as root).
+            let raised = (own + 3).min(19);
+            let pressure: &'static Pressure = Box::leak(Box::new(Pressure::new()));
+            pressure.enable(raised);
+            let mut follower = Follower::of(pressure);
+            follower.keep_up();
+            assert_eq!(current_thread_nice().unwrap(), own, "no pressure yet");
+            pressure.note();
+            follower.keep_up();
+            assert_eq!(current_thread_nice().unwrap(), raised);
+            // SAFETY: geteuid has no arguments and cannot fail.
+            #[allow(unsafe_code)]
+            if unsafe { libc::geteuid() } == 0 {
+                pressure.calm();
+                follower.keep_up();
+                assert_eq!(current_thread_nice().unwrap(), own, "calm again");
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The nice value of thread `tid` of this process.
+    fn nice_of(tid: libc::pid_t) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        fields[16].parse().unwrap()
+    }
+
+    #[test]
+    fn the_first_sign_raises_every_follower_at_once_and_the_calm_lowers_them() {
+        let pressure: &'static Pressure = Box::leak(Box::new(Pressure::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let follower = std::thread::spawn(move || {
+            let own = current_thread_nice().unwrap();
+            let me = Follower::of(pressure);
+            tx.send((me.tid, own)).unwrap();
+            // Waits, never calling `keep_up`: changed from outside.
+            wait.recv().unwrap();
+        });
+        let (tid, own) = rx.recv().unwrap();
+        let raised = (own + 3).min(19);
+        pressure.enable(raised);
+        pressure.note();
+        assert_eq!(nice_of(tid), raised);
+        // SAFETY: geteuid has no arguments and cannot fail.
+        #[allow(unsafe_code)]
+        if unsafe { libc::geteuid() } == 0 {
+            pressure.calm();
+            assert_eq!(nice_of(tid), own, "calm: its own value back");
+        }
+        done.send(()).unwrap();
+        follower.join().unwrap();
+        assert!(
+            pressure.followers.lock().unwrap().is_empty(),
+            "forgotten at its end"
+        );
     }
 }

@@ -414,31 +414,54 @@ def thread_nice_values(pid: int) -> dict[str, list[int]]:
     return dict(values)
 
 
+def wait_for_nice(pid: int, wanted: dict[str, int], what: str) -> dict[str, list[int]]:
+    """Waits (up to 10 s) until each named thread of `pid` has its value."""
+    deadline = time.monotonic() + 10
+    while True:
+        values = thread_nice_values(pid)
+        if all(values.get(name) == [nice] for name, nice in wanted.items()):
+            return values
+        assert time.monotonic() < deadline, f"{what}: {values}"
+        time.sleep(0.02)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="raising a priority needs CAP_SYS_NICE (root here)")
-def test_the_threads_that_carry_events_run_at_a_higher_priority(tmp_path):
+def test_the_threads_that_carry_events_are_raised_only_while_they_fall_behind(tmp_path):
     """The merge (the main thread), each stream's reader and the thread that
-    writes the Perfetto file run at nice -10, the others (accept, signals)
-    at the default. The file's writer left at 0 was starved by eight traced
-    processes on two cores: its queue filled, the merge waited for it, and
-    the recorders dropped events in most runs (README, "Collector
-    throughput")."""
+    writes the Perfetto file keep their own priority while they keep up, take
+    nice -10 once a stream's socket stays full for 10 ms, and give it back
+    when no stream is open. Raised for good, a thread woken on a traced
+    program's core took it at once; never raised, eight traced processes on
+    two cores starved them and the recorders dropped events (README, "The
+    collector takes priority only when it falls behind")."""
     sock = f"unix://{tmp_path}/c.sock"
     collector = start_collector(tmp_path, sock, "out.pftrace")
-    program = start_program(tmp_path, "busy", threads=1, seconds=3,
-                            env={"RTRACE_COLLECTOR": sock})  # flat out
-    deadline = time.monotonic() + 10
-    # The writer takes the merge thread's priority with its first chunk of
-    # the file (1 MiB), which a program tracing flat out fills at once.
-    while not ("stream #0" in (values := thread_nice_values(collector.pid))
-               and values.get("output") == [-10]):
-        assert time.monotonic() < deadline, values
-        time.sleep(0.05)
-    merge = values.pop(Path(f"/proc/{collector.pid}/comm").read_text().strip())
-    assert merge == [-10], values  # the main thread merges
-    assert values.pop("stream #0") == [-10], values  # the stream's reader
-    assert values.pop("output") == [-10], values  # the file's writer
+    merge = Path(f"/proc/{collector.pid}/comm").read_text().strip()
+    env = {"RTRACE_COLLECTOR": sock}
+    # Keeping up: a program that sleeps between its events.
+    calm = start_program(tmp_path, "calm", threads=1, seconds=1.5, burst=10, pause=0.001, env=env)
+    values = wait_for_nice(collector.pid, {"stream #0": 0}, "the calm stream's reader")
+    time.sleep(0.5)
+    values = thread_nice_values(collector.pid)
+    assert all(n == [0] * len(n) for n in values.values()), values
+    calm.result()
+    # Falling behind: the collector is stopped while a program traces flat
+    # out, and finds the socket full (and the recorder's queue behind it).
+    busy = start_program(tmp_path, "busy", threads=1, seconds=4, go=True, env=env)
+    collector.send_signal(signal.SIGSTOP)
+    try:
+        busy.go()
+        time.sleep(0.5)
+    finally:
+        collector.send_signal(signal.SIGCONT)
+    values = wait_for_nice(collector.pid, {merge: -10, "stream #1": -10, "output": -10},
+                           "raised while behind")
+    for name in (merge, "stream #1", "output"):
+        values.pop(name)
     assert values and all(n == [0] * len(n) for n in values.values()), values  # accept, signals
-    program.result()
+    busy.result()
+    # No stream open: the merge gives its priority back.
+    wait_for_nice(collector.pid, {merge: 0}, "given back with no stream open")
     collector.send_signal(signal.SIGTERM)
     _, stderr = collector.communicate(timeout=60)
     assert "could not raise" not in stderr, stderr
