@@ -73,6 +73,7 @@ pub fn collect<S: TimelineSink>(
         }
     }
     let mut priority = priority::Follower::new();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut state = State::new(Merger::new(sink, options.merge));
     let mut status = Status::new(options.status);
     let mut idle_trim = IdleTrim::default();
@@ -90,6 +91,10 @@ pub fn collect<S: TimelineSink>(
         let open = ingest.open_connections();
         if open == 0 {
             priority::PRESSURE.calm();
+        } else if open > cpus {
+            // More streams than CPUs: their programs alone may saturate the
+            // machine, and the raise must not wait for a backlog.
+            priority::PRESSURE.note();
         }
         status.tick(&state, open);
         idle_trim.tick(open == 0 && state.merger.buffered() == 0, Instant::now());
