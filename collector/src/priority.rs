@@ -25,20 +25,21 @@
 //! So the threads run at their own priority until a sign that they fall
 //! behind: a stream's socket not read empty for [`BEHIND_AFTER`] (see
 //! [`Backlog`]), or more streams open than CPUs (the live loop), whose
-//! programs alone may saturate the machine. A backlog further down the line (the merge, the file's
-//! writer) ends there too, as the queues between them fill and the reader
-//! waits to hand over what it read. Then each takes the raised value
-//! (`--nice`) at its next piece of work ([`Follower::keep_up`]), and keeps
-//! it until the collector has no stream open. Not sooner: once raised, a
-//! collector on a saturated machine keeps up and shows no more signs; given
-//! back after a second without one, it fell behind again, over and over,
-//! and one run in 21 of 8 processes tracing flat out lost events. Raised on
-//! a backlog alone, one in 42 still did, the raise coming too late for a
-//! recorder that had started fast with the CPUs to itself; hence the count
-//! of streams. The recorders' queues (a million
-//! events, tens of milliseconds flat out) cover the moments until every
-//! thread is raised. The right to raise (`CAP_SYS_NICE` or `ulimit -e`) is
-//! checked at start, and a note says when it is missing.
+//! programs alone may saturate the machine. A backlog further down the
+//! line (the merge, the file's writer) reaches the sockets too, as the
+//! queues between them fill and the readers wait to hand over what they
+//! read. The first sign raises every thread that follows the pressure
+//! ([`Follower`]) to `--nice` at once, and they keep it until the collector
+//! has no stream open. Not sooner: once raised, a collector on a saturated
+//! machine keeps up and shows no more signs; given back after a second
+//! without one, it fell behind again, over and over, and one run in 21 of 8
+//! processes tracing flat out lost events. Raised on a backlog alone, one
+//! in 42 still did, the raise coming too late for a recorder that had
+//! started fast with the CPUs to itself; hence the count of streams. The
+//! recorders' queues (a million events, tens of milliseconds flat out)
+//! cover the moments until the threads are raised. The right to raise
+//! (`CAP_SYS_NICE` or `ulimit -e`) is checked at start, and a note says
+//! when it is missing.
 //!
 //! They keep the default policy, not `SCHED_BATCH` (see `rtrace::sched`): a
 //! `SCHED_BATCH` thread that wakes waits until the thread running on its CPU
