@@ -425,11 +425,25 @@ def wait_for_nice(pid: int, wanted: dict[str, int], what: str) -> dict[str, list
         time.sleep(0.02)
 
 
+def start_calm_program(tmp_path: Path, collector_pid: int, session: str, reader: str,
+                       seconds: float, env: dict):
+    """Starts a program that keeps up (it sleeps between its events) and
+    checks that its reader and every other thread of the collector stay at
+    nice 0."""
+    program = start_program(tmp_path, session, threads=1, seconds=seconds, burst=10,
+                            pause=0.001, env=env)
+    wait_for_nice(collector_pid, {reader: 0}, f"{session}'s reader")
+    time.sleep(0.3)
+    values = thread_nice_values(collector_pid)
+    assert all(n == [0] * len(n) for n in values.values()), values
+    return program
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="raising a priority needs CAP_SYS_NICE (root here)")
 def test_the_threads_that_carry_events_are_raised_only_while_they_fall_behind(tmp_path):
     """The merge (the main thread), each stream's reader and the thread that
     writes the Perfetto file keep their own priority while they keep up, take
-    nice -10 once a stream's socket stays full for 10 ms, and give it back
+    nice -10 once a stream's socket stays full for 5 ms, and give it back
     when no stream is open. Raised for good, a thread woken on a traced
     program's core took it at once; never raised, eight traced processes on
     two cores starved them and the recorders dropped events (README, "The
@@ -438,13 +452,7 @@ def test_the_threads_that_carry_events_are_raised_only_while_they_fall_behind(tm
     collector = start_collector(tmp_path, sock, "out.pftrace")
     merge = Path(f"/proc/{collector.pid}/comm").read_text().strip()
     env = {"RTRACE_COLLECTOR": sock}
-    # Keeping up: a program that sleeps between its events.
-    calm = start_program(tmp_path, "calm", threads=1, seconds=1.5, burst=10, pause=0.001, env=env)
-    values = wait_for_nice(collector.pid, {"stream #0": 0}, "the calm stream's reader")
-    time.sleep(0.5)
-    values = thread_nice_values(collector.pid)
-    assert all(n == [0] * len(n) for n in values.values()), values
-    calm.result()
+    start_calm_program(tmp_path, collector.pid, "calm", "stream #0", 1.5, env).result()
     # Falling behind: the collector is stopped while a program traces flat
     # out, and finds the socket full (and the recorder's queue behind it).
     busy = start_program(tmp_path, "busy", threads=1, seconds=4, go=True, env=env)
@@ -481,11 +489,7 @@ def test_more_streams_than_cpus_raise_the_threads_that_carry_events_at_once(tmp_
     assert "listening on" in proc.stderr.readline()
     merge = Path(f"/proc/{proc.pid}/comm").read_text().strip()
     env = {"RTRACE_COLLECTOR": sock}
-    one = start_program(tmp_path, "one", threads=1, seconds=3, burst=10, pause=0.001, env=env)
-    values = wait_for_nice(proc.pid, {"stream #0": 0}, "one stream on one CPU")
-    time.sleep(0.3)
-    values = thread_nice_values(proc.pid)
-    assert all(n == [0] * len(n) for n in values.values()), values
+    one = start_calm_program(tmp_path, proc.pid, "one", "stream #0", 3, env)
     two = start_program(tmp_path, "two", threads=1, seconds=1, burst=10, pause=0.001, env=env)
     wait_for_nice(proc.pid, {merge: -10, "stream #0": -10, "stream #1": -10},
                   "two streams on one CPU")
