@@ -45,10 +45,11 @@ struct Cli {
     drain: f64,
     /// Nice value the threads that carry events (the merge, each stream's
     /// reader and the Perfetto file's writer) take once they fall behind (a
-    /// stream's socket full for 5 ms), until no stream is open: they keep
-    /// up when busy programs saturate the CPUs, and leave the programs
-    /// alone otherwise (needs CAP_SYS_NICE or `ulimit -e`; a note says when
-    /// it is not allowed); 0 leaves priorities alone.
+    /// stream's socket full for 5 ms) or more streams are open than CPUs,
+    /// until no stream is open: they keep up when busy programs saturate
+    /// the CPUs, and leave the programs alone otherwise (needs CAP_SYS_NICE
+    /// or `ulimit -e`; a note says when it is not allowed); 0 leaves
+    /// priorities alone.
     #[arg(long, default_value_t = priority::DEFAULT_NICE, value_name = "N",
           allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]

@@ -97,8 +97,13 @@ impl Pressure {
     /// follower at once: one starved of the CPU (the merge, most likely)
     /// would otherwise wait for its turn to raise itself.
     pub fn note(&self) {
+        // A load first: the signs keep coming while behind (the merge notes
+        // the count of streams on every arrival), and a swap would write.
         let nice = self.nice.load(Ordering::Relaxed);
-        if self.behind.swap(true, Ordering::Relaxed) || nice == 0 {
+        if self.behind.load(Ordering::Relaxed) || self.behind.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if nice == 0 {
             return;
         }
         self.set_followers(|_| nice);
