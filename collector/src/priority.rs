@@ -32,7 +32,7 @@
 //! ([`Follower`]) to `--nice` at once, and they keep it until the collector
 //! has no stream open. Not sooner: once raised, a collector on a saturated
 //! machine keeps up and shows no more signs; given back after a second
-//! without one, it fell behind again, over and over, and one run in 21 of 8
+//! without one, it fell behind again, over and over, and one run in 12 of 8
 //! processes tracing flat out lost events. Raised on a backlog alone, one
 //! in 42 still did, the raise coming too late for a recorder that had
 //! started fast with the CPUs to itself; hence the count of streams. The
