@@ -659,17 +659,7 @@ impl<S: TimelineSink> Merger<S> {
             if let Some(head) = next {
                 self.heap.push(head);
             }
-            self.buffered -= written;
-            note_written(
-                &mut self.slots,
-                &mut self.written_ns,
-                stream,
-                written,
-                newest[i],
-            );
-            if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
-                slot.pending -= written as u64;
-            }
+            self.count_written(stream, written, newest[i]);
         }
         result.map(|()| true)
     }
@@ -708,18 +698,18 @@ impl<S: TimelineSink> Merger<S> {
         let next = queue.front().map(|ts_ns| Head { ts_ns, queue: q });
         queue.in_heap = next.is_some();
         self.heap.replace_top(next);
-        self.buffered -= written;
-        note_written(
-            &mut self.slots,
-            &mut self.written_ns,
-            stream,
-            written,
-            newest,
-        );
-        if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
-            slot.pending -= written as u64;
-        }
+        self.count_written(stream, written, newest);
         result
+    }
+
+    /// `n` events of `stream` left the queues for the sink, the newest at
+    /// `newest_ns`.
+    fn count_written(&mut self, stream: StreamId, n: usize, newest_ns: u64) {
+        self.buffered -= n;
+        self.note_written(stream, n, newest_ns);
+        if let Some(slot) = self.slots.get_mut(stream.0 as usize) {
+            slot.pending -= n as u64;
+        }
     }
 
     fn note_written(&mut self, stream: StreamId, n: usize, newest_ns: u64) {
