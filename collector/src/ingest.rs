@@ -861,9 +861,9 @@ fn forward<R: Read + ReadAhead>(
         tx,
     };
     let mut events = 0u64;
-    let mut priority = crate::priority::Follower::new();
+    // This thread carries the stream's events (see `priority`).
+    let _follower = crate::priority::Follower::new();
     let error = loop {
-        priority.keep_up();
         let mut chunks = Vec::new();
         let read = read_arrived(&mut reader, responder, &mut chunks);
         if matches!(read, Ok(false)) {

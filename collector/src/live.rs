@@ -72,7 +72,7 @@ pub fn collect<S: TimelineSink>(
             eprintln!("{}", priority::not_raised_note(options.nice, &e));
         }
     }
-    let mut priority = priority::Follower::new();
+    let _follower = priority::Follower::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut state = State::new(Merger::new(sink, options.merge));
     let mut status = Status::new(options.status);
@@ -86,7 +86,6 @@ pub fn collect<S: TimelineSink>(
             recv(stop.woken()) -> _ => {}
             default(TICK) => {}
         }
-        priority.keep_up();
         state.merger.advance(rtrace::clock::monotonic_ns())?;
         let open = ingest.open_connections();
         if open == 0 {

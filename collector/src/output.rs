@@ -239,9 +239,8 @@ fn write_jobs(
 ) {
     // This thread carries every event to the file, like the merge and the
     // readers, and is raised with them (see `priority`).
-    let mut priority = crate::priority::Follower::new();
+    let _follower = crate::priority::Follower::new();
     for job in queue {
-        priority.keep_up();
         match job {
             Job::Write(mut chunk) => {
                 let healthy = failed.lock().is_ok_and(|e| e.is_none());

@@ -98,32 +98,34 @@ impl Pressure {
     /// would otherwise wait for its turn to raise itself.
     pub fn note(&self) {
         // A load first: the signs keep coming while behind (the merge notes
-        // the count of streams on every arrival), and a swap would write.
+        // the count of streams on every arrival), and the lock is not needed.
         let nice = self.nice.load(Ordering::Relaxed);
-        if self.behind.load(Ordering::Relaxed) || self.behind.swap(true, Ordering::Relaxed) {
+        if nice == 0 || self.behind.load(Ordering::Relaxed) {
             return;
         }
-        if nice == 0 {
-            return;
-        }
-        self.set_followers(|_| nice);
+        self.turn(true, |_| nice);
     }
 
     /// No stream is open: the threads take their own priority back, and the
     /// next busy spell starts with it.
     pub fn calm(&self) {
-        if self.behind.swap(false, Ordering::Relaxed) {
-            self.set_followers(|own| own);
+        if self.behind.load(Ordering::Relaxed) {
+            self.turn(false, |own| own);
         }
     }
 
-    /// Gives each follower `nice(its own value)`. Best effort, as in
-    /// `Follower::keep_up`; a thread started since takes the value itself at
-    /// its first piece of work.
-    fn set_followers(&self, nice: impl Fn(i32) -> i32) {
+    /// Sets `behind` and, if that changed it, gives each follower
+    /// `nice(its own value)`, under the followers' lock, so that a thread
+    /// that starts following meanwhile (`follow`) and the last of two
+    /// turns both leave the threads as the flag says. Best effort: a
+    /// thread that may not take a value keeps its own (the right to raise
+    /// was checked at start).
+    fn turn(&self, behind: bool, nice: impl Fn(i32) -> i32) {
         if let Ok(followers) = self.followers.lock() {
-            for &(tid, own) in followers.iter() {
-                let _ = set_thread_nice(tid, nice(own));
+            if self.behind.swap(behind, Ordering::Relaxed) != behind {
+                for &(tid, own) in followers.iter() {
+                    let _ = set_thread_nice(tid, nice(own));
+                }
             }
         }
     }
@@ -135,8 +137,13 @@ impl Pressure {
         (nice != 0 && self.behind.load(Ordering::Relaxed)).then_some(nice)
     }
 
+    /// Adds the calling thread, `tid`, whose own nice value is `own`; it
+    /// takes the raised value at once if the threads are behind.
     fn follow(&self, tid: libc::pid_t, own: i32) {
         if let Ok(mut followers) = self.followers.lock() {
+            if let Some(nice) = self.wanted() {
+                let _ = set_current_thread_nice(nice);
+            }
             followers.push((tid, own));
         }
     }
@@ -171,8 +178,7 @@ impl Backlog {
     /// Notes a read of `n` bytes into a buffer of `room`.
     pub fn read(&mut self, n: usize, room: usize) {
         // The clock is read only for a full read, the rarer kind.
-        let now_ns = || rtrace::clock::monotonic_ns();
-        self.note(n >= room, now_ns, &PRESSURE);
+        self.note(n >= room, rtrace::clock::monotonic_ns, &PRESSURE);
     }
 
     fn note(&mut self, full: bool, now_ns: impl FnOnce() -> u64, pressure: &Pressure) {
@@ -200,18 +206,14 @@ pub fn allow_raising(nice: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// One event-carrying thread's priority: its own nice value, or the raised
-/// one while the collector is under pressure. Each such thread keeps one for
-/// its life and calls `keep_up` between pieces of work (a thread that waits
-/// for work competes for no CPU); the first sign of pressure raises, and the
-/// calm lowers, every thread that has one at once.
+/// An event-carrying thread's place among the threads that the
+/// collector's pressure raises and lowers (see `Pressure::note`). Each such
+/// thread keeps one for its life; dropped, the thread is forgotten before it
+/// ends, as its id may be reused.
 #[derive(Debug)]
 pub struct Follower {
     pressure: &'static Pressure,
     tid: libc::pid_t,
-    own: i32,
-    /// The raised value this thread took, if it took one.
-    raised: Option<i32>,
 }
 
 impl Follower {
@@ -224,26 +226,8 @@ impl Follower {
         // SAFETY: gettid has no preconditions and cannot fail.
         #[allow(unsafe_code)]
         let tid = unsafe { libc::gettid() };
-        let own = current_thread_nice().unwrap_or(0);
-        pressure.follow(tid, own);
-        Follower {
-            pressure,
-            tid,
-            own,
-            raised: None,
-        }
-    }
-
-    /// Gives the calling thread the priority the collector's pressure asks
-    /// for now.
-    pub fn keep_up(&mut self) {
-        let wanted = self.pressure.wanted();
-        if wanted != self.raised {
-            // A failure (the right to raise was checked at start) leaves the
-            // thread as it is; it is not retried on every call.
-            let _ = set_current_thread_nice(wanted.unwrap_or(self.own));
-            self.raised = wanted;
-        }
+        pressure.follow(tid, current_thread_nice().unwrap_or(0));
+        Follower { pressure, tid }
     }
 }
 
@@ -379,24 +363,32 @@ mod tests {
 
     #[test]
     fn a_follower_takes_the_raised_value_under_pressure_and_its_own_after() {
-        std::thread::spawn(|| {
+        let pressure: &'static Pressure = Box::leak(Box::new(Pressure::new()));
+        std::thread::spawn(move || {
             let own = current_thread_nice().unwrap();
             // A higher value than one's own needs no privilege; going back
             // to one's own does (checked where the test runs as root).
             let raised = (own + 3).min(19);
-            let pressure: &'static Pressure = Box::leak(Box::new(Pressure::new()));
             pressure.enable(raised);
-            let mut follower = Follower::of(pressure);
-            follower.keep_up();
+            let _follower = Follower::of(pressure);
             assert_eq!(current_thread_nice().unwrap(), own, "no pressure yet");
             pressure.note();
-            follower.keep_up();
             assert_eq!(current_thread_nice().unwrap(), raised);
+            // One that starts following while behind takes it at once.
+            std::thread::spawn(move || {
+                let _late = Follower::of(pressure);
+                assert_eq!(
+                    current_thread_nice().unwrap(),
+                    raised,
+                    "started while behind"
+                );
+            })
+            .join()
+            .unwrap();
             // SAFETY: geteuid has no arguments and cannot fail.
             #[allow(unsafe_code)]
             if unsafe { libc::geteuid() } == 0 {
                 pressure.calm();
-                follower.keep_up();
                 assert_eq!(current_thread_nice().unwrap(), own, "calm again");
             }
         })
@@ -425,7 +417,7 @@ mod tests {
             let own = current_thread_nice().unwrap();
             let me = Follower::of(pressure);
             tx.send((me.tid, own)).unwrap();
-            // Waits, never calling `keep_up`: changed from outside.
+            // Waits: changed from outside.
             wait.recv().unwrap();
         });
         let (tid, own) = rx.recv().unwrap();
