@@ -86,6 +86,102 @@ struct ThreadQueue {
     in_heap: bool,
 }
 
+/// One queue of the heap while `Merger::write_turns` writes: its front
+/// batch if encoded, where its head was, is now, and the newest written.
+struct Turn<'a> {
+    stream: StreamId,
+    encoded: Option<&'a Encoded>,
+    from: usize,
+    at: usize,
+    newest_ns: u64,
+}
+
+/// The order of the queues' heads, as `take_turns` uses it (never empty).
+trait TurnOrder {
+    fn top(&self) -> Head;
+    fn second_ts_ns(&self) -> u64;
+    fn replace_top(&mut self, head: Head);
+}
+
+impl TurnOrder for Heads {
+    #[inline(always)]
+    fn top(&self) -> Head {
+        self.0[0]
+    }
+    #[inline(always)]
+    fn second_ts_ns(&self) -> u64 {
+        Heads::second_ts_ns(self)
+    }
+    #[inline(always)]
+    fn replace_top(&mut self, head: Head) {
+        Heads::replace_top(self, Some(head));
+    }
+}
+
+/// Two heads, the older first.
+struct Pair([Head; 2]);
+
+impl TurnOrder for Pair {
+    #[inline(always)]
+    fn top(&self) -> Head {
+        self.0[0]
+    }
+    #[inline(always)]
+    fn second_ts_ns(&self) -> u64 {
+        self.0[1].ts_ns
+    }
+    #[inline(always)]
+    fn replace_top(&mut self, head: Head) {
+        let other = self.0[1];
+        self.0 = if head < other {
+            [head, other]
+        } else {
+            [other, head]
+        };
+    }
+}
+
+/// `Merger::write_turns`'s runs: writes the oldest head's run, up to the
+/// next oldest head, and puts it back, until a run would reach its batch's
+/// end, a front batch is not encoded, or nothing more is due. `order`'s
+/// heads name places in `turns`.
+fn take_turns<S: TimelineSink>(
+    sink: &mut S,
+    order: &mut impl TurnOrder,
+    turns: &mut [Turn],
+    horizon: u64,
+) -> io::Result<()> {
+    loop {
+        let head = order.top();
+        if head.ts_ns > horizon {
+            return Ok(());
+        }
+        let limit = horizon.min(order.second_ts_ns());
+        let turn = &mut turns[head.queue];
+        let Some(encoded) = turn.encoded else {
+            return Ok(());
+        };
+        let from = turn.at;
+        let (n, newest_ns) = due(&encoded.ts_ns[from..], |&t| t, true, limit);
+        let to = from + n;
+        let Some(&next_ns) = encoded.ts_ns.get(to) else {
+            return Ok(()); // the batch's last run
+        };
+        let written = sink.encoded_events(
+            turn.stream,
+            &encoded.ts_ns[from..to],
+            encoded.range(from, to),
+        );
+        // Counted as written even if the sink failed, as `write_oldest` does.
+        (turn.at, turn.newest_ns) = (to, newest_ns);
+        order.replace_top(Head {
+            ts_ns: next_ns,
+            queue: head.queue,
+        });
+        written?;
+    }
+}
+
 /// One batch of a thread's events, or of their encodings (see
 /// `TimelineSink::stream_encoder`).
 enum Batch {
@@ -352,9 +448,11 @@ pub struct Merger<S: TimelineSink> {
     /// Live merges: the collector's clock; no event newer than it is
     /// written (see `advance`).
     live_horizon_ns: Option<u64>,
-    /// Whether `write_pair` may run (tests compare it with the general
+    /// Whether `write_turns` may run (tests compare it with the general
     /// path).
-    pairs: bool,
+    turns: bool,
+    /// `write_turns`'s copy of the heap (kept for its room).
+    turn_heads: Heads,
 }
 
 impl<S: TimelineSink> Merger<S> {
@@ -371,7 +469,8 @@ impl<S: TimelineSink> Merger<S> {
             buffered: 0,
             written_ns: 0,
             live_horizon_ns: None,
-            pairs: true,
+            turns: true,
+            turn_heads: Heads::default(),
         }
     }
 
@@ -579,89 +678,91 @@ impl<S: TimelineSink> Merger<S> {
             .unwrap_or(u64::MAX)
             .min(self.live_horizon_ns.unwrap_or(u64::MAX));
         while self.heap.top().is_some_and(|h| h.ts_ns <= horizon) {
-            if !self.write_pair(horizon)? {
+            if !self.write_turns(horizon)? {
                 self.write_oldest(horizon)?;
             }
         }
         self.report_ends()
     }
 
-    /// While the heap holds two queues whose front batches are encoded,
-    /// writes their events taking turns, as `write_oldest` called again and
-    /// again would, run for run, but with the heap and the bookkeeping
-    /// settled once at the end: when two streams (or two threads) interleave
-    /// finely, runs are an event or two, and that per-run work was about
-    /// half of the merge's CPU. Stops at a turn: the heap it leaves is the
-    /// one `write_oldest` would have. The top's head must be due
-    /// (`horizon`). Returns false, having written nothing, when it does not
-    /// apply.
-    fn write_pair(&mut self, horizon: u64) -> io::Result<bool> {
-        let [first, second] = self.heap.0[..] else {
-            return Ok(false);
-        };
-        if !self.pairs {
-            return Ok(false);
-        }
-        let queues = [first.queue, second.queue];
-        let fronts = queues.map(|q| {
-            let queue = &self.queues[q];
-            match queue.batches.front() {
-                Some(Batch::Encoded(encoded)) => Some((queue.stream, encoded, queue.written)),
-                _ => None,
-            }
-        });
-        let [Some(a), Some(b)] = fronts else {
-            return Ok(false);
-        };
-        let sides = [a, b];
-        // Where each side's next event is, and the newest it wrote.
-        let mut at = [a.2, b.2];
-        let mut newest = [0, 0];
-        let mut turn = 0;
-        let result = loop {
-            let (stream, encoded, _) = sides[turn];
-            let other_ts = {
-                let (_, other, _) = sides[1 - turn];
-                other.ts_ns[at[1 - turn]]
-            };
-            let from = at[turn];
-            let (n, run_newest) = due(&encoded.ts_ns[from..], |&t| t, true, horizon.min(other_ts));
-            let to = from + n;
-            if to == encoded.ts_ns.len() {
-                // A run to the batch's end goes on into the queue's next
-                // batch in `write_oldest` (one stamped at the other head's
-                // time too): left to it, from a heap settled at a turn.
-                break Ok(());
-            }
-            let result =
-                self.sink
-                    .encoded_events(stream, &encoded.ts_ns[from..to], encoded.range(from, to));
-            at[turn] = to;
-            newest[turn] = newest[turn].max(run_newest);
-            if result.is_err() || other_ts > horizon {
-                break result;
-            }
-            turn = 1 - turn;
-        };
-        if at == [a.2, b.2] {
+    /// While the oldest queue's front batch is encoded, writes its run (up
+    /// to the next oldest head, as `write_oldest` would) and puts the queue
+    /// back in the heap, run after run, and settles the queues and the
+    /// counts once at the end: when streams (or threads) interleave finely,
+    /// runs are an event or two, and the per-run bookkeeping was about half
+    /// of the merge's CPU. The runs are taken from a copy of the heap whose
+    /// entries name places in `turns` (in the order of the queues they
+    /// stand for, so that equal times go as in the heap), each holding its
+    /// front batch at hand. Stops before a run that would reach its
+    /// batch's end (`write_oldest` carries such a run on into the queue's
+    /// next batch, where a tie with another head matters), at a front batch
+    /// that is not encoded, and when nothing more is due: the heap it
+    /// leaves is the one `write_oldest` would have. Returns whether it
+    /// wrote anything.
+    fn write_turns(&mut self, horizon: u64) -> io::Result<bool> {
+        // A cheap look first: with a sink that encodes nothing (Chrome
+        // JSON), no batch is encoded, and this is asked before every run.
+        let top_encoded =
+            |q: usize| matches!(self.queues[q].batches.front(), Some(Batch::Encoded(_)));
+        if !self.turns || self.heap.0.len() < 2 || !top_encoded(self.heap.0[0].queue) {
             return Ok(false);
         }
-        // No front batch was used up: each queue's head moves on within it.
-        let written = [0, 1].map(|i| at[i] - sides[i].2);
+        let mut queues: Vec<usize> = self.heap.0.iter().map(|h| h.queue).collect();
+        queues.sort_unstable();
+        let mut turns: Vec<Turn> = queues
+            .iter()
+            .map(|&q| {
+                let queue = &self.queues[q];
+                Turn {
+                    stream: queue.stream,
+                    encoded: match queue.batches.front() {
+                        Some(Batch::Encoded(encoded)) => Some(encoded),
+                        _ => None,
+                    },
+                    from: queue.written,
+                    at: queue.written,
+                    newest_ns: 0,
+                }
+            })
+            .collect();
+        let heads = &mut self.turn_heads;
+        heads.0.clear();
+        heads.0.extend(self.heap.0.iter().map(|h| Head {
+            ts_ns: h.ts_ns,
+            queue: queues.partition_point(|&q| q < h.queue),
+        }));
+        let result = match heads.0[..] {
+            // Two streams (or threads) side by side: the pair needs no heap.
+            [older, newer] => {
+                let mut pair = Pair([older, newer]);
+                let result = take_turns(&mut self.sink, &mut pair, &mut turns, horizon);
+                heads.0.copy_from_slice(&pair.0);
+                result
+            }
+            _ => take_turns(&mut self.sink, heads, &mut turns, horizon),
+        };
+        // What each queue wrote; then `turns` (which borrows the queues'
+        // batches) is done with.
+        let written: Vec<(StreamId, usize, u64)> = turns
+            .iter()
+            .map(|t| (t.stream, t.at - t.from, t.newest_ns))
+            .collect();
+        let mut wrote = false;
+        for (&q, &(stream, n, newest_ns)) in queues.iter().zip(&written) {
+            if n > 0 {
+                // Within the front batch: the queue's head moves on in it.
+                self.queues[q].consume(n, false);
+                self.count_written(stream, n, newest_ns);
+                wrote = true;
+            }
+        }
+        // Places are in the queues' order: the copy is still a heap.
         self.heap.0.clear();
-        for (i, &q) in queues.iter().enumerate() {
-            let written = written[i];
-            let queue = &mut self.queues[q];
-            let stream = queue.stream;
-            queue.consume(written, false);
-            let next = queue.front().map(|ts_ns| Head { ts_ns, queue: q });
-            queue.in_heap = next.is_some();
-            if let Some(head) = next {
-                self.heap.push(head);
-            }
-            self.count_written(stream, written, newest[i]);
-        }
-        result.map(|()| true)
+        self.heap.0.extend(self.turn_heads.0.iter().map(|h| Head {
+            ts_ns: h.ts_ns,
+            queue: queues[h.queue],
+        }));
+        result.map(|()| wrote)
     }
 
     /// Writes the oldest queue's events up to `horizon`, for as long as
@@ -849,6 +950,8 @@ mod tests {
     struct Recorded {
         log: Vec<String>,
         events: Vec<(u32, u64)>,
+        /// The thread of each event given as an `Event`.
+        tids: Vec<u64>,
     }
 
     impl TimelineSink for Recorded {
@@ -866,6 +969,7 @@ mod tests {
         }
         fn event(&mut self, s: StreamId, e: &Event) -> io::Result<()> {
             self.events.push((s.0, e.ts_ns));
+            self.tids.push(e.tid);
             Ok(())
         }
         fn encoded_events(&mut self, s: StreamId, ts_ns: &[u64], bytes: &[u8]) -> io::Result<()> {
@@ -1022,11 +1126,12 @@ mod tests {
     }
 
     #[test]
-    fn taking_turns_between_two_queues_writes_what_the_general_path_writes() {
-        // Random fine interleavings of encoded batches: two streams, then
-        // two threads of one stream and a third stream that ends early,
-        // with promises moving the horizon between pushes. Equal times are
-        // common (steps of 0 to 3 ns).
+    fn taking_turns_writes_what_the_general_path_writes() {
+        // Random fine interleavings of encoded batches, with promises moving
+        // the horizon between pushes: two streams; two threads of one stream
+        // and a third stream that ends early; five threads over four
+        // streams. Equal times are common (steps of 0 to 3 ns), and some
+        // batches are plain events, which only the general path writes.
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move |n: u64| {
             seed ^= seed << 13;
@@ -1034,15 +1139,15 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        for case in 0..300 {
-            let queues: &[(u8, u64)] = if case % 2 == 0 {
-                &[(0, 1), (1, 1)]
-            } else {
-                &[(0, 1), (0, 2), (1, 1)]
+        for case in 0..600 {
+            let queues: &[(u8, u64)] = match case % 3 {
+                0 => &[(0, 1), (1, 1)],
+                1 => &[(0, 1), (0, 2), (1, 1)],
+                _ => &[(0, 1), (1, 1), (2, 1), (2, 2), (3, 1)],
             };
             let mut pushes = Vec::new();
             let mut clock = vec![0u64; queues.len()];
-            for _ in 0..12 {
+            for _ in 0..6 * queues.len() {
                 let q = next(queues.len() as u64) as usize;
                 let n = 1 + next(40) as usize;
                 let times: Vec<u64> = (0..n)
@@ -1051,32 +1156,44 @@ mod tests {
                         clock[q]
                     })
                     .collect();
-                pushes.push((queues[q], times));
+                pushes.push((queues[q], times, next(8) == 0));
             }
-            let run = |pairs: bool| {
+            let run = |turns: bool| {
                 let mut m = Merger::new(Recorded::default(), config(1_000, 1 << 20));
-                m.pairs = pairs;
-                let streams = [0, 1].map(|_| m.add_stream(ProcessInfo::default()).unwrap());
-                for (i, ((stream, tid), times)) in pushes.iter().enumerate() {
+                m.turns = turns;
+                let streams = [0, 1, 2, 3].map(|_| m.add_stream(ProcessInfo::default()).unwrap());
+                for (i, ((stream, tid), times, plain)) in pushes.iter().enumerate() {
                     let id = streams[*stream as usize];
-                    m.push_chunk(id, encoded(*stream, *tid, times)).unwrap();
+                    let chunk = if *plain {
+                        let events = times
+                            .iter()
+                            .map(|&ts_ns| match ev(ts_ns) {
+                                StreamItem::Event(e) => Event { tid: *tid, ..e },
+                                _ => unreachable!(),
+                            })
+                            .collect();
+                        Chunk::Events { tid: *tid, events }
+                    } else {
+                        encoded(*stream, *tid, times)
+                    };
+                    m.push_chunk(id, chunk).unwrap();
                     let at = times.last().copied().unwrap_or(0);
                     m.push(id, promise(at, at.saturating_sub(i as u64 % 5)))
                         .unwrap();
-                    if case % 3 == 0 && i == 6 {
+                    if case % 4 == 1 && i == 6 {
                         m.end_stream(streams[1], StreamEnd::default(), None)
                             .unwrap();
                     }
                 }
                 let (sink, stats) = m.finish().unwrap();
-                (sink.events, sink.log, stats)
+                (sink.events, (sink.log, sink.tids), stats)
             };
-            let (pairs, general) = (run(true), run(false));
-            assert_eq!(pairs.0, general.0, "case {case}: events");
-            assert_eq!(pairs.1, general.1, "case {case}: bytes and the rest");
-            assert_eq!(pairs.2, general.2, "case {case}: stats");
-            let written: usize = pushes.iter().map(|(_, t)| t.len()).sum();
-            assert_eq!(pairs.0.len(), written, "case {case}: every event");
+            let (turns, general) = (run(true), run(false));
+            assert_eq!(turns.0, general.0, "case {case}: events");
+            assert_eq!(turns.1, general.1, "case {case}: bytes and the rest");
+            assert_eq!(turns.2, general.2, "case {case}: stats");
+            let written: usize = pushes.iter().map(|(_, t, _)| t.len()).sum();
+            assert_eq!(turns.0.len(), written, "case {case}: every event");
         }
     }
 
