@@ -457,7 +457,7 @@ fn spawn_writer(writer: Writer) -> Result<JoinHandle<(Writer, Exit, u64)>> {
             // Without it the writer's wake-ups preempt the traced thread
             // (see `sched`). A failure leaves the default policy: harmless.
             let _ = crate::sched::batch_current_thread();
-            let tid = crate::native::local::os_thread_id();
+            let tid = crate::sched::current_tid();
             shared.writer_tid.store(tid, Ordering::Release);
             let (writer, exit) = writer.run();
             // A parked (or finished) writer's id names no thread of ours.

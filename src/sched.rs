@@ -16,6 +16,17 @@
 
 use std::io;
 
+/// The calling thread's OS thread id (what Python's
+/// `threading.get_native_id()` returns): the one place the recorder, the
+/// Python hook and the collector take it from.
+#[inline]
+pub fn current_tid() -> u64 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    let tid = unsafe { libc::gettid() };
+    tid as u64
+}
+
 /// Puts the calling thread under `SCHED_BATCH` (Linux; elsewhere a no-op).
 /// Needs no privilege. Affects only the calling thread: call it from the
 /// thread itself, never from a thread of the program being traced.
@@ -161,7 +172,7 @@ mod tests {
                     allow(&cpus); // free again, and on `there` for now
                 }
                 if let Some(tid) = tid {
-                    tid.store(crate::native::local::os_thread_id(), Ordering::Release);
+                    tid.store(crate::sched::current_tid(), Ordering::Release);
                 }
                 while !stop.load(Ordering::Relaxed) {
                     std::hint::spin_loop();

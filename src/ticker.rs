@@ -113,7 +113,7 @@ impl Ticker {
                         break;
                     }
                 }
-                crate::native::local::os_thread_id()
+                crate::sched::current_tid()
             })?;
         self.thread = Some((ask_tx, handle));
         self.answers = answer_rx;

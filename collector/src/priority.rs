@@ -223,9 +223,8 @@ impl Follower {
     }
 
     fn of(pressure: &'static Pressure) -> Follower {
-        // SAFETY: gettid has no preconditions and cannot fail.
-        #[allow(unsafe_code)]
-        let tid = unsafe { libc::gettid() };
+        // A tid is a pid_t: it fits.
+        let tid = rtrace::sched::current_tid() as libc::pid_t;
         pressure.follow(tid, current_thread_nice().unwrap_or(0));
         Follower { pressure, tid }
     }

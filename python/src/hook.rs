@@ -35,6 +35,10 @@ use rtrace::clock::{ticks, tsc_ticks};
 use rtrace::mark::Payload;
 use rtrace::{FunctionId, FunctionInfo, Kind, RawEvent, Recorder, ThreadBuffer};
 
+/// The OS thread id of the calling thread (`hook::current_tid` to the rest
+/// of the extension).
+pub use rtrace::sched::current_tid;
+
 use crate::args::Ask;
 use crate::calls::{self, MarkFate, OpenCalls, Sampling};
 use crate::code_extra::CodeExtra;
@@ -473,14 +477,6 @@ impl Hasher for AddressHasher {
     fn finish(&self) -> u64 {
         self.0
     }
-}
-
-/// The OS thread id of the calling thread.
-pub fn current_tid() -> u64 {
-    // SAFETY: gettid has no preconditions.
-    #[allow(unsafe_code)]
-    let tid = unsafe { libc::gettid() };
-    tid as u64
 }
 
 /// `__name__` of the running frame's globals (the module being entered).

@@ -153,7 +153,7 @@ pub(super) fn with<R>(f: impl FnOnce(&mut Bound) -> R) -> Option<R> {
 /// Binds this thread to recording `generation` (if it is still active).
 fn bind(generation: u64) -> Option<Bound> {
     let session = session::session(generation)?;
-    let tid = os_thread_id();
+    let tid = crate::sched::current_tid();
     let slot = Arc::new(Slot {
         state: Mutex::new(SlotState {
             buf: Some(session.recorder.new_thread_buffer(tid)),
@@ -265,12 +265,4 @@ fn thread_name_now() -> Option<String> {
                 .map(|s| s.trim_end().to_owned())
         })
         .filter(|s| !s.is_empty())
-}
-
-/// The OS thread id (what Python's `threading.get_native_id()` returns).
-pub(crate) fn os_thread_id() -> u64 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    #[allow(unsafe_code)]
-    let tid = unsafe { libc::gettid() };
-    tid as u64
 }
