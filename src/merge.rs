@@ -311,12 +311,15 @@ impl ThreadQueue {
 
     /// Marks the first `n` waiting events (all in the front batch)
     /// written; `whole` when they are the rest of that batch.
-    fn consume(&mut self, n: usize, whole: bool) {
+    /// Marks `n` more events of the front batch written; the batch itself,
+    /// if that was the rest of it (`whole`).
+    fn consume(&mut self, n: usize, whole: bool) -> Option<Batch> {
         if whole {
-            self.batches.pop_front();
             self.written = 0;
+            self.batches.pop_front()
         } else {
             self.written += n;
+            None
         }
     }
 }
@@ -606,6 +609,9 @@ impl<S: TimelineSink> Merger<S> {
                 skip += 1;
             }
             if skip == n {
+                if let Batch::Encoded(done) = batch {
+                    self.sink.recycle(done);
+                }
                 return Ok(());
             }
         }
@@ -791,7 +797,9 @@ impl<S: TimelineSink> Merger<S> {
             let whole = from + n == batch.len();
             (written, newest) = (written + n, newest.max(batch_newest));
             result = batch.write(&mut self.sink, stream, from, from + n);
-            queue.consume(n, whole);
+            if let Some(Batch::Encoded(done)) = queue.consume(n, whole) {
+                self.sink.recycle(done);
+            }
             if !whole || result.is_err() {
                 break;
             }
@@ -952,6 +960,8 @@ mod tests {
         events: Vec<(u32, u64)>,
         /// The thread of each event given as an `Event`.
         tids: Vec<u64>,
+        /// Encoded batches given back.
+        recycled: usize,
     }
 
     impl TimelineSink for Recorded {
@@ -984,6 +994,9 @@ mod tests {
         fn finish(&mut self) -> io::Result<()> {
             self.log.push("finish".into());
             Ok(())
+        }
+        fn recycle(&mut self, _encoded: Encoded) {
+            self.recycled += 1;
         }
     }
 
@@ -1186,7 +1199,7 @@ mod tests {
                     }
                 }
                 let (sink, stats) = m.finish().unwrap();
-                (sink.events, (sink.log, sink.tids), stats)
+                (sink.events, (sink.log, sink.tids), stats, sink.recycled)
             };
             let (turns, general) = (run(true), run(false));
             assert_eq!(turns.0, general.0, "case {case}: events");
@@ -1194,6 +1207,11 @@ mod tests {
             assert_eq!(turns.2, general.2, "case {case}: stats");
             let written: usize = pushes.iter().map(|(_, t, _)| t.len()).sum();
             assert_eq!(turns.0.len(), written, "case {case}: every event");
+            // Every encoded batch, once written, is given back to the sink
+            // for its buffers, on either path.
+            let encoded_batches = pushes.iter().filter(|(_, _, plain)| !plain).count();
+            assert_eq!(turns.3, encoded_batches, "case {case}: given back (turns)");
+            assert_eq!(general.3, encoded_batches, "case {case}: given back");
         }
     }
 

@@ -129,6 +129,11 @@ pub trait TimelineSink {
     fn stream_encoder(&mut self, _stream: StreamId) -> Option<Box<dyn StreamEncoder>> {
         None
     }
+    /// A batch that `encoded_events` has had every event of: its buffers
+    /// are free. A sink whose encoders can refill them takes them back
+    /// (a new batch's output buffer then needs no allocating and zeroing);
+    /// by default they are dropped.
+    fn recycle(&mut self, _encoded: Encoded) {}
     /// A run of events of one stream, in order, as its encoder made them:
     /// their timestamps and bytes. Only sinks that hand out encoders get
     /// these.
@@ -228,5 +233,8 @@ impl<T: TimelineSink + ?Sized> TimelineSink for Box<T> {
     }
     fn encoded_events(&mut self, stream: StreamId, ts_ns: &[u64], bytes: &[u8]) -> io::Result<()> {
         (**self).encoded_events(stream, ts_ns, bytes)
+    }
+    fn recycle(&mut self, encoded: Encoded) {
+        (**self).recycle(encoded)
     }
 }

@@ -114,14 +114,26 @@ fn reading_back_gives_what_the_merge_fed_in() {
 /// functions and thread names go through the stream's encoder (ahead of
 /// the merge), and the writer gets the encoded runs.
 fn write_encoded(calls: &[Call]) -> Vec<u8> {
+    write_encoded_recycling(calls, false).0
+}
+
+/// The capacity that buffers given back by `write_encoded_recycling` are
+/// grown to: no batch's own buffer has it.
+const GIVEN_BACK_CAPACITY: usize = 1_000_003;
+
+/// `write_encoded`, and with `recycle` each written batch is given back to
+/// the writer (`recycle`), as the merge does; also returns how many
+/// batches were encoded into a buffer given back (known by its capacity).
+fn write_encoded_recycling(calls: &[Call], recycle: bool) -> (Vec<u8>, usize) {
     let mut writer = PerfettoWriter::new(Vec::new());
+    let mut reused = 0;
     let mut encoders = HashMap::new();
     let mut run: Vec<Event> = Vec::new();
     let mut run_stream = StreamId(0);
-    let flush = |writer: &mut PerfettoWriter<Vec<u8>>,
-                 encoders: &mut HashMap<StreamId, Box<dyn StreamEncoder>>,
-                 stream: StreamId,
-                 run: &mut Vec<Event>| {
+    let mut flush = |writer: &mut PerfettoWriter<Vec<u8>>,
+                     encoders: &mut HashMap<StreamId, Box<dyn StreamEncoder>>,
+                     stream: StreamId,
+                     run: &mut Vec<Event>| {
         if run.is_empty() {
             return;
         }
@@ -132,6 +144,16 @@ fn write_encoded(calls: &[Call]) -> Vec<u8> {
         writer
             .encoded_events(stream, &encoded.ts_ns, &encoded.bytes)
             .unwrap();
+        if encoded.bytes.capacity() == GIVEN_BACK_CAPACITY {
+            reused += 1;
+        }
+        if recycle {
+            let mut encoded = encoded;
+            let more = GIVEN_BACK_CAPACITY - encoded.bytes.len();
+            encoded.bytes.reserve_exact(more);
+            assert_eq!(encoded.bytes.capacity(), GIVEN_BACK_CAPACITY);
+            writer.recycle(encoded);
+        }
         run.clear();
     };
     for call in calls {
@@ -170,7 +192,25 @@ fn write_encoded(calls: &[Call]) -> Vec<u8> {
     }
     flush(&mut writer, &mut encoders, run_stream, &mut run);
     writer.finish().unwrap();
-    writer.into_inner()
+    (writer.into_inner(), reused)
+}
+
+/// A written batch's buffer given back (`recycle`, as the merge does) is
+/// filled by a later batch an encoder makes, with no allocating and
+/// zeroing of a new one, and the old bytes in it change nothing: the trace
+/// is the same byte for byte.
+#[test]
+fn buffers_given_back_are_refilled_and_change_no_byte() {
+    let calls = generate(&small_spec());
+    let (fresh, none) = write_encoded_recycling(&calls, false);
+    let (recycled, reused) = write_encoded_recycling(&calls, true);
+    assert_eq!(none, 0);
+    assert!(fresh == recycled, "the trace changed");
+    let batches = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Event(..)))
+        .count();
+    assert!(reused > 0, "no buffer was refilled ({batches} events)");
 }
 
 /// Encoding ahead of the merge (`stream_encoder`) writes the same trace as

@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rtrace::clock::ClockJump;
 use rtrace::export::chrome::ChromeJsonWriter;
 use rtrace::export::perfetto::PerfettoWriter;
-use rtrace::read::Event;
+use rtrace::read::{Encoded, Event};
 use rtrace::timeline::{
     ClockOffset, ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink,
 };
@@ -151,6 +151,12 @@ impl TimelineSink for OutputFile {
     }
     fn encoded_events(&mut self, stream: StreamId, ts_ns: &[u64], bytes: &[u8]) -> io::Result<()> {
         on_writer!(self, w => w.encoded_events(stream, ts_ns, bytes))
+    }
+    fn recycle(&mut self, encoded: Encoded) {
+        match &mut self.writer {
+            Writer::Perfetto(w) => w.recycle(encoded),
+            Writer::ChromeJson(w) => w.recycle(encoded),
+        }
     }
     fn clock_offset(&mut self, stream: StreamId, offset: &ClockOffset) -> io::Result<()> {
         on_writer!(self, w => w.clock_offset(stream, offset))

@@ -91,7 +91,7 @@ mod testing {
 use std::io::{self, Write};
 
 use crate::clock::ClockJump;
-use crate::read::Event;
+use crate::read::{Encoded, Event};
 use crate::timeline::{
     ClockOffset, ClockStatus, ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink,
 };
@@ -99,7 +99,7 @@ use crate::writer::FunctionInfo;
 
 use super::perfetto_format::{self as format, pb};
 use clock::ClockState;
-use encoder::Encoder;
+use encoder::{Encoder, SpareBuffers};
 use output::Output;
 use packets::{
     clock_snapshot, end_packets, first_packet, process_descriptor, process_tree, sequence_packet,
@@ -122,6 +122,8 @@ pub struct PerfettoWriter<W: Write> {
     watermark_ns: u64,
     /// Where each event's bytes end, when the writer encodes itself (unused).
     ends: Vec<u32>,
+    /// Written batches' buffers, back to the encoders.
+    spare: SpareBuffers,
 }
 
 impl<W: Write> PerfettoWriter<W> {
@@ -135,6 +137,7 @@ impl<W: Write> PerfettoWriter<W> {
             header_written: false,
             watermark_ns: 0,
             ends: Vec::new(),
+            spare: SpareBuffers::new(),
         }
     }
 
@@ -260,7 +263,11 @@ impl<W: Write> TimelineSink for PerfettoWriter<W> {
 
     fn stream_encoder(&mut self, stream: StreamId) -> Option<Box<dyn StreamEncoder>> {
         let coder = self.streams.get_mut(stream)?.coder.take()?;
-        Some(Box::new(Encoder::new(coder)))
+        Some(Box::new(Encoder::new(coder, self.spare.clone())))
+    }
+
+    fn recycle(&mut self, encoded: Encoded) {
+        self.spare.give_back(encoded.bytes);
     }
 
     #[inline]
