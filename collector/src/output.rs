@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender};
 use rtrace::clock::ClockJump;
 use rtrace::export::chrome::ChromeJsonWriter;
-use rtrace::export::perfetto::PerfettoWriter;
+use rtrace::export::perfetto::{PerfettoOut, PerfettoWriter};
 use rtrace::read::{Encoded, Event};
 use rtrace::timeline::{
     ClockOffset, ProcessInfo, StreamEncoder, StreamEnd, StreamId, TimelineSink,
@@ -172,14 +172,17 @@ const CHUNK_BYTES: usize = 1 << 20;
 const CHUNKS_QUEUED: usize = 4;
 
 enum Job {
-    Write(Vec<u8>),
+    /// The first `len` bytes of the buffer.
+    Write(Vec<u8>, usize),
     /// Answers once everything before it is written.
     Flush(Sender<io::Result<()>>),
 }
 
 /// A file written by a thread of its own. `write` gathers bytes and hands
-/// them over a chunk at a time; `flush` waits until the file has them. The
-/// first error writing the file is returned by every later call.
+/// them over a chunk at a time; a `PerfettoWriter`'s full buffers are
+/// handed over as they are (`PerfettoOut`), with no copy; `flush` waits
+/// until the file has them. The first error writing the file is returned
+/// by every later call.
 pub struct BackgroundFile {
     buf: Vec<u8>,
     jobs: Option<Sender<Job>>,
@@ -226,12 +229,31 @@ impl BackgroundFile {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let next = self
-            .spare
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK_BYTES));
+        let next = match self.spare.try_recv() {
+            Ok(mut spare) => {
+                spare.clear();
+                spare
+            }
+            Err(_) => Vec::with_capacity(CHUNK_BYTES),
+        };
         let chunk = std::mem::replace(&mut self.buf, next);
-        self.send(Job::Write(chunk))
+        let len = chunk.len();
+        self.send(Job::Write(chunk, len))
+    }
+}
+
+impl PerfettoOut for BackgroundFile {
+    const TAKES_BUFFERS: bool = true;
+
+    fn write_buffer(&mut self, buffer: Vec<u8>, len: usize) -> (Vec<u8>, io::Result<()>) {
+        // After what was gathered before it.
+        let sent = self
+            .failed()
+            .and_then(|()| self.hand_over())
+            .and_then(|()| self.send(Job::Write(buffer, len)));
+        // A buffer the thread gave back (its bytes initialized, which the
+        // writer overwrites), or a new one.
+        (self.spare.try_recv().unwrap_or_default(), sent)
     }
 }
 
@@ -248,16 +270,17 @@ fn write_jobs(
     let _follower = crate::priority::Follower::new();
     for job in queue {
         match job {
-            Job::Write(mut chunk) => {
+            Job::Write(chunk, len) => {
                 let healthy = failed.lock().is_ok_and(|e| e.is_none());
                 if healthy {
-                    if let Err(e) = file.write_all(&chunk) {
+                    if let Err(e) = file.write_all(&chunk[..len]) {
                         if let Ok(mut slot) = failed.lock() {
                             *slot = Some((e.kind(), e.to_string()));
                         }
                     }
                 }
-                chunk.clear();
+                // As it is: whoever takes it clears it (`hand_over`) or
+                // overwrites it (a `PerfettoWriter`).
                 let _ = give_back.try_send(chunk);
             }
             Job::Flush(reply) => {
@@ -328,6 +351,33 @@ mod tests {
                 }
             }
         }
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    /// A `PerfettoWriter`'s buffers go to the writing thread as they are,
+    /// their first `len` bytes written in order with bytes gathered by
+    /// `write`.
+    #[test]
+    fn whole_buffers_are_handed_over_in_order_with_gathered_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let mut file = BackgroundFile::new(File::create(&path).unwrap()).unwrap();
+        let mut expected = Vec::new();
+        file.write_all(b"gathered first, ").unwrap();
+        expected.extend_from_slice(b"gathered first, ");
+        // Only the first `len` bytes are written; the rest is stale.
+        let first = b"a buffer's packets|stale".to_vec();
+        let (_, written) = file.write_buffer(first, 18);
+        written.unwrap();
+        expected.extend_from_slice(b"a buffer's packets");
+        file.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        file.write_all(b", gathered again").unwrap();
+        expected.extend_from_slice(b", gathered again");
+        let (_, written) = file.write_buffer(b", another|stale".to_vec(), 9);
+        written.unwrap();
+        expected.extend_from_slice(b", another");
+        drop(file);
         assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rtrace::clock::JumpKind;
 use rtrace::event::{FunctionId, Kind, RawEvent};
+use rtrace::export::perfetto::PerfettoOut;
 use rtrace::export::PerfettoWriter;
 use rtrace::merge::{MergeConfig, StreamStats};
 use rtrace::timeline::ClockStatus;
@@ -147,6 +148,7 @@ fn merge_into_vec(path: &std::path::Path) -> (Vec<u8>, Vec<StreamStats>) {
             Ok(())
         }
     }
+    impl PerfettoOut for Shared {}
     let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = PerfettoWriter::new(Shared(bytes.clone()));
     let stats = offline::merge_files(

@@ -88,7 +88,7 @@ mod testing {
     }
 }
 
-use std::io::{self, Write};
+use std::io;
 
 use crate::clock::ClockJump;
 use crate::read::{Encoded, Event};
@@ -101,6 +101,7 @@ use super::perfetto_format::{self as format, pb};
 use clock::ClockState;
 use encoder::{Encoder, SpareBuffers};
 use output::Output;
+pub use output::PerfettoOut;
 use packets::{
     clock_snapshot, end_packets, first_packet, process_descriptor, process_tree, sequence_packet,
     ProcessTrack,
@@ -113,7 +114,7 @@ use stream::{Sequences, StreamCoder};
 /// It encodes a stream's events itself, or hands that work to a
 /// `StreamEncoder` (`stream_encoder`) that runs ahead of the merge; either
 /// way the stream's packets are the same (only sequence ids differ).
-pub struct PerfettoWriter<W: Write> {
+pub struct PerfettoWriter<W: PerfettoOut> {
     out: Output<W>,
     streams: Streams,
     sequences: Sequences,
@@ -126,7 +127,7 @@ pub struct PerfettoWriter<W: Write> {
     spare: SpareBuffers,
 }
 
-impl<W: Write> PerfettoWriter<W> {
+impl<W: PerfettoOut> PerfettoWriter<W> {
     /// A writer that writes to `out` (wrap files in nothing: the writer
     /// buffers itself).
     pub fn new(out: W) -> Self {
@@ -190,7 +191,7 @@ fn note<'a>(
     Ok(state)
 }
 
-impl<W: Write> TimelineSink for PerfettoWriter<W> {
+impl<W: PerfettoOut> TimelineSink for PerfettoWriter<W> {
     fn process(&mut self, stream: StreamId, process: &ProcessInfo) -> io::Result<()> {
         self.ensure_header()?;
         if self.streams.get_mut(stream).is_some() {

@@ -11,6 +11,41 @@ use std::io::{self, Write};
 
 use super::super::perfetto_format::{self as format, pb};
 
+/// Where a `PerfettoWriter` writes its trace: any `Write`, which gets the
+/// writer's buffer by `write_all` when it is full, or a writer that takes
+/// the buffer itself and hands back another (the collector's file, written
+/// by a thread of its own), which saves copying every byte once more.
+pub trait PerfettoOut: Write {
+    /// True if `write_buffer` takes buffers whole: then every append goes
+    /// into the writer's buffer (without it, a long one goes straight to
+    /// `write_all`).
+    const TAKES_BUFFERS: bool = false;
+
+    /// Writes `buffer[..len]`, and returns a buffer for the writer to fill
+    /// next (this one, or another whose bytes are anything): always, with
+    /// the error if the write failed.
+    fn write_buffer(&mut self, buffer: Vec<u8>, len: usize) -> (Vec<u8>, io::Result<()>) {
+        let written = self.write_all(&buffer[..len]);
+        (buffer, written)
+    }
+}
+
+impl PerfettoOut for Vec<u8> {}
+impl PerfettoOut for std::fs::File {}
+impl<W: Write> PerfettoOut for io::BufWriter<W> {}
+impl<W: PerfettoOut + ?Sized> PerfettoOut for &mut W {
+    const TAKES_BUFFERS: bool = W::TAKES_BUFFERS;
+    fn write_buffer(&mut self, buffer: Vec<u8>, len: usize) -> (Vec<u8>, io::Result<()>) {
+        (**self).write_buffer(buffer, len)
+    }
+}
+impl<W: PerfettoOut + ?Sized> PerfettoOut for Box<W> {
+    const TAKES_BUFFERS: bool = W::TAKES_BUFFERS;
+    fn write_buffer(&mut self, buffer: Vec<u8>, len: usize) -> (Vec<u8>, io::Result<()>) {
+        (**self).write_buffer(buffer, len)
+    }
+}
+
 /// Bytes gathered before the output writes them to the file.
 const BUFFER_BYTES: usize = 256 << 10;
 /// Appends at least this long skip the buffer and go to the file as they
@@ -61,12 +96,16 @@ impl PacketBuf {
         self.filled
     }
 
+    #[cfg(test)]
     pub(super) fn bytes(&self) -> &[u8] {
         &self.buf[..self.filled]
     }
 
-    pub(super) fn clear(&mut self) {
-        self.filled = 0;
+    /// The buffer and how many of its bytes are packets; an empty buffer
+    /// is left in its place.
+    fn take(&mut self) -> (Vec<u8>, usize) {
+        let filled = std::mem::take(&mut self.filled);
+        (std::mem::take(&mut self.buf), filled)
     }
 
     /// The packets, as a vector of their bytes.
@@ -149,7 +188,7 @@ pub(super) struct Output<W> {
     bytes: u64,
 }
 
-impl<W: Write> Output<W> {
+impl<W: PerfettoOut> Output<W> {
     pub(super) fn new(out: W) -> Self {
         Output {
             out,
@@ -176,7 +215,7 @@ impl<W: Write> Output<W> {
     /// Appends bytes of packets.
     #[inline]
     pub(super) fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if bytes.len() >= DIRECT_BYTES {
+        if bytes.len() >= DIRECT_BYTES && !W::TAKES_BUFFERS {
             self.write_buffer()?;
             self.bytes += bytes.len() as u64;
             return self.out.write_all(bytes);
@@ -195,10 +234,18 @@ impl<W: Write> Output<W> {
     }
 
     fn write_buffer(&mut self) -> io::Result<()> {
-        self.out.write_all(self.buf.bytes())?;
-        self.bytes += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
+        if self.buf.len() == 0 {
+            return Ok(());
+        }
+        let (buffer, len) = self.buf.take();
+        let (next, written) = self.out.write_buffer(buffer, len);
+        if written.is_ok() {
+            self.bytes += len as u64;
+        }
+        // Whatever came back: its bytes are initialized, and only what
+        // lies past them is zeroed.
+        self.buf = PacketBuf::reusing(next, BUFFER_BYTES);
+        written
     }
 
     pub(super) fn flush(&mut self) -> io::Result<()> {
