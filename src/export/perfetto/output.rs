@@ -4,8 +4,8 @@
 //!
 //! Packets built with prost are appended; the hot packets (see
 //! `thread::hot`) are written in place, byte by byte, into room that the
-//! buffer keeps zeroed past its end, so writing them needs no copy and no
-//! capacity check per byte.
+//! buffer keeps initialized past its end (zeroed, or a reused buffer's old
+//! bytes), so writing them needs no copy and no capacity check per byte.
 
 use std::io::{self, Write};
 
@@ -57,8 +57,9 @@ const DIRECT_BYTES: usize = 32 << 10;
 /// bytes).
 pub(super) const ROOM: usize = 256;
 
-/// Packets being written: `buf` is allocated and zeroed ahead, and only
-/// its first `filled` bytes are packets.
+/// Packets being written: `buf` is allocated and initialized ahead (zeroed,
+/// or holding a reused buffer's old bytes), and only its first `filled`
+/// bytes are packets.
 #[derive(Debug, Default)]
 pub(super) struct PacketBuf {
     buf: Vec<u8>,
