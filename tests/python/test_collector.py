@@ -502,7 +502,9 @@ def test_an_idle_collector_gives_its_memory_back(tmp_path):
     sock = f"unix://{tmp_path}/c.sock"
     collector = Collector(tmp_path, sock, "t.pftrace")
     before_kb = proc_status_kb(collector.pid, "VmRSS")
-    [worker] = start_workers(tmp_path, sock, ["burst"], 1_000_000)
+    # Since the collector reuses its batches' buffers, a burst of 1 M calls
+    # a thread raised its peak by only ~10-12 MB: 2 M, for room to check.
+    [worker] = start_workers(tmp_path, sock, ["burst"], 2_000_000)
     assert worker.wait(timeout=120) == 0, worker.stderr.read()
     peak_kb = proc_status_kb(collector.pid, "VmHWM")
     # Otherwise there would be nothing to give back, and nothing to check.
@@ -520,4 +522,4 @@ def test_an_idle_collector_gives_its_memory_back(tmp_path):
     assert "wrote t.pftrace" in report, report
     calls = sum(1 for e in rtrace.read(tmp_path / "t.pftrace") if e.name == "leaf" and e.kind == "call")
     lost = int(worker.stdout.read().split()[1])
-    assert 2_000_000 - lost <= calls <= 2_000_000, (calls, lost)
+    assert 4_000_000 - lost <= calls <= 4_000_000, (calls, lost)
