@@ -856,6 +856,11 @@ impl<S: TimelineSink> Merger<S> {
         self.buffered
     }
 
+    /// Frees what the sink keeps for reuse (`TimelineSink::release_spare`).
+    pub fn release_spare(&mut self) {
+        self.sink.release_spare();
+    }
+
     /// Stats of every stream so far.
     pub fn stats(&self) -> Vec<StreamStats> {
         self.slots.iter().map(|s| s.stats.clone()).collect()

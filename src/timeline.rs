@@ -134,6 +134,11 @@ pub trait TimelineSink {
     /// (a new batch's output buffer then needs no allocating and zeroing);
     /// by default they are dropped.
     fn recycle(&mut self, _encoded: Encoded) {}
+    /// Frees what the sink keeps for reuse (buffers given back by
+    /// `recycle` and by its output), which would otherwise stay with it
+    /// for good. The live collector calls it once it has been idle a
+    /// while; the next batches allocate anew.
+    fn release_spare(&mut self) {}
     /// A run of events of one stream, in order, as its encoder made them:
     /// their timestamps and bytes. Only sinks that hand out encoders get
     /// these.
@@ -236,5 +241,8 @@ impl<T: TimelineSink + ?Sized> TimelineSink for Box<T> {
     }
     fn recycle(&mut self, encoded: Encoded) {
         (**self).recycle(encoded)
+    }
+    fn release_spare(&mut self) {
+        (**self).release_spare()
     }
 }

@@ -213,6 +213,56 @@ fn buffers_given_back_are_refilled_and_change_no_byte() {
     assert!(reused > 0, "no buffer was refilled ({batches} events)");
 }
 
+/// Given-back buffers are kept only until `release_spare` (which a live
+/// collector calls once idle a while, before giving its free memory back
+/// to the kernel): after it, a new batch gets a new buffer.
+#[test]
+fn released_buffers_are_not_refilled() {
+    use rtrace::timeline::ProcessInfo;
+    use rtrace::FunctionInfo;
+    let stream = StreamId(0);
+    let mut writer = PerfettoWriter::new(Vec::new());
+    let info = ProcessInfo {
+        session: "s".into(),
+        pid: 7,
+        ..ProcessInfo::default()
+    };
+    writer.process(stream, &info).unwrap();
+    let mut encoder = writer.stream_encoder(stream).expect("an encoder");
+    let f = FunctionInfo {
+        id: FunctionId(3),
+        name: "f".into(),
+        module: String::new(),
+        file: String::new(),
+        line: 0,
+        native: false,
+    };
+    encoder.function(&f);
+    writer.function(stream, &f).unwrap();
+    let mut refilled = |writer: &mut PerfettoWriter<Vec<u8>>, release: bool| {
+        let mut given = Encoded::default();
+        given.bytes.reserve_exact(GIVEN_BACK_CAPACITY);
+        writer.recycle(given);
+        if release {
+            writer.release_spare();
+        }
+        let call = Event {
+            ts_ns: 1_000,
+            tid: 1,
+            kind: Kind::Call,
+            function: FunctionId(3),
+            line: 0,
+            mark: None,
+            text: None,
+        };
+        let mut encoded = Encoded::default();
+        encoder.encode(&[call], &mut encoded);
+        encoded.bytes.capacity() == GIVEN_BACK_CAPACITY
+    };
+    assert!(refilled(&mut writer, false), "a kept buffer is refilled");
+    assert!(!refilled(&mut writer, true), "a released buffer is not");
+}
+
 /// Encoding ahead of the merge (`stream_encoder`) writes the same trace as
 /// the writer encoding itself: the same size, and the same when read back
 /// (only the sequence ids differ).

@@ -68,8 +68,10 @@ pub struct IdleTrim {
 
 impl IdleTrim {
     /// Called by the live loop at each turn; `idle` is true while no stream
-    /// is open and the merge holds no event. Returns true when it trimmed.
-    pub fn tick(&mut self, idle: bool, now: Instant) -> bool {
+    /// is open and the merge holds no event. When it is time, calls
+    /// `release` (which frees what the collector keeps for reuse) and then
+    /// trims; returns true when it did.
+    pub fn tick(&mut self, idle: bool, now: Instant, release: impl FnOnce()) -> bool {
         if !idle {
             self.idle = None;
             return false;
@@ -79,6 +81,7 @@ impl IdleTrim {
             return false;
         }
         *trimmed = true;
+        release();
         trim();
         true
     }
@@ -107,16 +110,20 @@ mod tests {
     #[test]
     fn trims_once_per_idle_spell_after_the_delay() {
         let mut trim = IdleTrim::default();
+        let released = std::cell::Cell::new(0);
+        let mut tick = |idle, at| trim.tick(idle, at, || released.set(released.get() + 1));
         let t0 = Instant::now();
-        assert!(!trim.tick(true, t0));
-        assert!(!trim.tick(true, t0 + IDLE_TRIM_AFTER / 2));
-        assert!(trim.tick(true, t0 + IDLE_TRIM_AFTER));
-        assert!(!trim.tick(true, t0 + IDLE_TRIM_AFTER * 3), "once per spell");
+        assert!(!tick(true, t0));
+        assert!(!tick(true, t0 + IDLE_TRIM_AFTER / 2));
+        assert!(tick(true, t0 + IDLE_TRIM_AFTER));
+        assert!(!tick(true, t0 + IDLE_TRIM_AFTER * 3), "once per spell");
         // Busy again: a new spell starts from its own beginning.
         let t1 = t0 + IDLE_TRIM_AFTER * 4;
-        assert!(!trim.tick(false, t1));
-        assert!(!trim.tick(true, t1));
-        assert!(!trim.tick(true, t1 + IDLE_TRIM_AFTER / 2));
-        assert!(trim.tick(true, t1 + IDLE_TRIM_AFTER * 2));
+        assert!(!tick(false, t1));
+        assert!(!tick(true, t1));
+        assert!(!tick(true, t1 + IDLE_TRIM_AFTER / 2));
+        assert!(tick(true, t1 + IDLE_TRIM_AFTER * 2));
+        // What is kept for reuse is released before each trim.
+        assert_eq!(released.get(), 2);
     }
 }

@@ -96,7 +96,8 @@ pub fn collect<S: TimelineSink>(
             priority::PRESSURE.note();
         }
         status.tick(&state, open);
-        idle_trim.tick(open == 0 && state.merger.buffered() == 0, Instant::now());
+        let idle = open == 0 && state.merger.buffered() == 0;
+        idle_trim.tick(idle, Instant::now(), || state.merger.release_spare());
     }
     ingest.stop_accepting();
     let deadline = Instant::now() + options.drain;

@@ -158,6 +158,12 @@ impl TimelineSink for OutputFile {
             Writer::ChromeJson(w) => w.recycle(encoded),
         }
     }
+    fn release_spare(&mut self) {
+        match &mut self.writer {
+            Writer::Perfetto(w) => w.release_spare(),
+            Writer::ChromeJson(w) => w.release_spare(),
+        }
+    }
     fn clock_offset(&mut self, stream: StreamId, offset: &ClockOffset) -> io::Result<()> {
         on_writer!(self, w => w.clock_offset(stream, offset))
     }
@@ -255,6 +261,13 @@ impl PerfettoOut for BackgroundFile {
         // writer overwrites), or a new one.
         (self.spare.try_recv().unwrap_or_default(), sent)
     }
+
+    fn release_spare(&mut self) {
+        while self.spare.try_recv().is_ok() {}
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
 }
 
 /// The writing thread: writes chunks until the queue closes, then gives
@@ -295,8 +308,13 @@ impl Write for BackgroundFile {
         self.failed()?;
         // A chunk that would outgrow its allocation goes first: growing it
         // would copy all of its bytes again (up to 1 MB per 256 KB write).
-        if self.buf.len() + bytes.len() > self.buf.capacity() && !self.buf.is_empty() {
-            self.hand_over()?;
+        if self.buf.len() + bytes.len() > self.buf.capacity() {
+            if self.buf.is_empty() {
+                // Released while idle (`release_spare`).
+                self.buf.reserve(CHUNK_BYTES);
+            } else {
+                self.hand_over()?;
+            }
         }
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= CHUNK_BYTES {
@@ -377,6 +395,43 @@ mod tests {
         let (_, written) = file.write_buffer(b", another|stale".to_vec(), 9);
         written.unwrap();
         expected.extend_from_slice(b", another");
+        drop(file);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    /// Once its spare chunks and empty buffer are released (an idle
+    /// collector), the file takes writes as before: in order, whole, and
+    /// gathered into chunks again, not handed over write by write.
+    #[test]
+    fn writes_after_releasing_spares_are_whole_and_gathered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let mut file = BackgroundFile::new(File::create(&path).unwrap()).unwrap();
+        let mut expected = Vec::new();
+        for round in 0..3 {
+            file.write_all(b"before|").unwrap();
+            file.flush().unwrap();
+            file.release_spare();
+            assert_eq!(
+                file.buf.capacity(),
+                0,
+                "round {round}: the empty buffer was kept"
+            );
+            assert!(
+                file.spare.is_empty(),
+                "round {round}: a spare chunk was kept"
+            );
+            expected.extend_from_slice(b"before|");
+            for i in 0..1000u32 {
+                let bytes = format!("{round}.{i},");
+                file.write_all(bytes.as_bytes()).unwrap();
+                expected.extend_from_slice(bytes.as_bytes());
+            }
+            assert!(
+                file.buf.capacity() >= CHUNK_BYTES,
+                "round {round}: not gathering"
+            );
+        }
         drop(file);
         assert_eq!(std::fs::read(&path).unwrap(), expected);
     }

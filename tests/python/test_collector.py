@@ -498,18 +498,21 @@ def test_an_idle_collector_gives_its_memory_back(tmp_path):
     ``collector/src/heap.rs``), so without more a long-running
     ``rtrace-collect --listen`` held the peak of its busiest moment for good.
     Once no stream is open and nothing waits to be merged for a second,
-    it gives its free memory back to the kernel."""
+    it gives its free memory back to the kernel, the buffers it keeps for
+    reuse included: all that the burst took, within a quarter of it
+    and 3 MB."""
     sock = f"unix://{tmp_path}/c.sock"
     collector = Collector(tmp_path, sock, "t.pftrace")
     before_kb = proc_status_kb(collector.pid, "VmRSS")
-    # Since the collector reuses its batches' buffers, a burst of 1 M calls
-    # a thread raised its peak by only ~10-12 MB: 2 M, for room to check.
-    [worker] = start_workers(tmp_path, sock, ["burst"], 2_000_000)
+    [worker] = start_workers(tmp_path, sock, ["burst"], 1_000_000)
     assert worker.wait(timeout=120) == 0, worker.stderr.read()
     peak_kb = proc_status_kb(collector.pid, "VmHWM")
     # Otherwise there would be nothing to give back, and nothing to check.
-    assert peak_kb - before_kb >= 12 * 1024, (before_kb, peak_kb)
-    given_back_at = before_kb + (peak_kb - before_kb) // 2
+    # The peak is the reorder window's and the buffers', not the burst's
+    # length: it rose by 10-25 MB here. Before the kept buffers were freed
+    # too, ~6 MB of it stayed, whatever the peak.
+    assert peak_kb - before_kb >= 4 * 1024, (before_kb, peak_kb)
+    given_back_at = before_kb + min((peak_kb - before_kb) // 4, 3 * 1024)
     deadline = time.monotonic() + 10
     while (rss_kb := proc_status_kb(collector.pid, "VmRSS")) > given_back_at:
         if time.monotonic() > deadline:
@@ -522,4 +525,4 @@ def test_an_idle_collector_gives_its_memory_back(tmp_path):
     assert "wrote t.pftrace" in report, report
     calls = sum(1 for e in rtrace.read(tmp_path / "t.pftrace") if e.name == "leaf" and e.kind == "call")
     lost = int(worker.stdout.read().split()[1])
-    assert 4_000_000 - lost <= calls <= 4_000_000, (calls, lost)
+    assert 2_000_000 - lost <= calls <= 2_000_000, (calls, lost)

@@ -43,6 +43,11 @@ impl SpareBuffers {
     fn take(&self) -> Option<Vec<u8>> {
         self.take.try_recv().ok()
     }
+
+    /// Frees the buffers kept.
+    pub(super) fn release(&self) {
+        while self.take.try_recv().is_ok() {}
+    }
 }
 
 /// Encodes one stream's events for a `PerfettoWriter`.

@@ -271,6 +271,11 @@ impl<W: PerfettoOut> TimelineSink for PerfettoWriter<W> {
         self.spare.give_back(encoded.bytes);
     }
 
+    fn release_spare(&mut self) {
+        self.spare.release();
+        self.out.release_spare();
+    }
+
     #[inline]
     fn encoded_events(&mut self, stream: StreamId, ts_ns: &[u64], bytes: &[u8]) -> io::Result<()> {
         let state = open_stream(&mut self.streams, stream)?;

@@ -28,6 +28,10 @@ pub trait PerfettoOut: Write {
         let written = self.write_all(&buffer[..len]);
         (buffer, written)
     }
+
+    /// Frees buffers kept for reuse (see `TimelineSink::release_spare`);
+    /// by default there are none.
+    fn release_spare(&mut self) {}
 }
 
 impl PerfettoOut for Vec<u8> {}
@@ -38,11 +42,17 @@ impl<W: PerfettoOut + ?Sized> PerfettoOut for &mut W {
     fn write_buffer(&mut self, buffer: Vec<u8>, len: usize) -> (Vec<u8>, io::Result<()>) {
         (**self).write_buffer(buffer, len)
     }
+    fn release_spare(&mut self) {
+        (**self).release_spare()
+    }
 }
 impl<W: PerfettoOut + ?Sized> PerfettoOut for Box<W> {
     const TAKES_BUFFERS: bool = W::TAKES_BUFFERS;
     fn write_buffer(&mut self, buffer: Vec<u8>, len: usize) -> (Vec<u8>, io::Result<()>) {
         (**self).write_buffer(buffer, len)
+    }
+    fn release_spare(&mut self) {
+        (**self).release_spare()
     }
 }
 
@@ -252,6 +262,15 @@ impl<W: PerfettoOut> Output<W> {
     pub(super) fn flush(&mut self) -> io::Result<()> {
         self.write_buffer()?;
         self.out.flush()
+    }
+
+    /// Frees the output's spare buffers, and the buffer too while it holds
+    /// no packet (the next packet grows a new one).
+    pub(super) fn release_spare(&mut self) {
+        if self.buf.len() == 0 {
+            self.buf = PacketBuf::default();
+        }
+        self.out.release_spare();
     }
 }
 
