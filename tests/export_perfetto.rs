@@ -213,14 +213,14 @@ fn buffers_given_back_are_refilled_and_change_no_byte() {
     assert!(reused > 0, "no buffer was refilled ({batches} events)");
 }
 
-/// Given-back buffers are kept only until `release_spare` (which a live
-/// collector calls once idle a while, before giving its free memory back
-/// to the kernel): after it, a new batch gets a new buffer.
-#[test]
-fn released_buffers_are_not_refilled() {
+/// A writer with one stream, `stream`, encoded ahead by the encoder
+/// returned, and one function of it, `name`, id 3.
+fn one_stream_writer(
+    stream: StreamId,
+    name: &str,
+) -> (PerfettoWriter<Vec<u8>>, Box<dyn StreamEncoder>) {
     use rtrace::timeline::ProcessInfo;
     use rtrace::FunctionInfo;
-    let stream = StreamId(0);
     let mut writer = PerfettoWriter::new(Vec::new());
     let info = ProcessInfo {
         session: "s".into(),
@@ -229,16 +229,26 @@ fn released_buffers_are_not_refilled() {
     };
     writer.process(stream, &info).unwrap();
     let mut encoder = writer.stream_encoder(stream).expect("an encoder");
-    let f = FunctionInfo {
+    let function = FunctionInfo {
         id: FunctionId(3),
-        name: "f".into(),
+        name: name.into(),
         module: String::new(),
         file: String::new(),
         line: 0,
         native: false,
     };
-    encoder.function(&f);
-    writer.function(stream, &f).unwrap();
+    encoder.function(&function);
+    writer.function(stream, &function).unwrap();
+    (writer, encoder)
+}
+
+/// Given-back buffers are kept only until `release_spare` (which a live
+/// collector calls once idle a while, before giving its free memory back
+/// to the kernel): after it, a new batch gets a new buffer.
+#[test]
+fn released_buffers_are_not_refilled() {
+    let stream = StreamId(0);
+    let (mut writer, mut encoder) = one_stream_writer(stream, "f");
     let mut refilled = |writer: &mut PerfettoWriter<Vec<u8>>, release: bool| {
         let mut given = Encoded::default();
         given.bytes.reserve_exact(GIVEN_BACK_CAPACITY);
@@ -722,27 +732,8 @@ fn write_samples() {
 /// value before its track's descriptor would be lost.
 #[test]
 fn a_counter_first_used_by_two_threads_keeps_both_first_values() {
-    use rtrace::timeline::ProcessInfo;
-    use rtrace::FunctionInfo;
     let stream = StreamId(0);
-    let mut writer = PerfettoWriter::new(Vec::new());
-    let info = ProcessInfo {
-        session: "s".into(),
-        pid: 7,
-        ..ProcessInfo::default()
-    };
-    writer.process(stream, &info).unwrap();
-    let mut encoder = writer.stream_encoder(stream).expect("an encoder");
-    let depth = FunctionInfo {
-        id: FunctionId(3),
-        name: "depth".into(),
-        module: String::new(),
-        file: String::new(),
-        line: 0,
-        native: false,
-    };
-    encoder.function(&depth);
-    writer.function(stream, &depth).unwrap();
+    let (mut writer, mut encoder) = one_stream_writer(stream, "depth");
     let counter = |tid: u64, ts_ns: u64, value: f64| Event {
         ts_ns,
         tid,
