@@ -447,8 +447,16 @@ impl SyncLink {
     /// come back as `None` bodies and are skipped.
     fn next_reply(&mut self) -> io::Result<Option<Body>> {
         loop {
-            let Some((len, header)) = varint(&self.inbox) else {
-                return Ok(None);
+            let (len, header) = match wire::batch::varint(&self.inbox) {
+                Some(prefix) => prefix,
+                // A varint is at most 10 bytes: not there yet, or never.
+                None if self.inbox.len() >= MAX_VARINT_BYTES => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the collector wrote back a frame whose length is not a valid varint",
+                    ))
+                }
+                None => return Ok(None),
             };
             if len > MAX_REPLY_BYTES {
                 return Err(io::Error::new(
@@ -479,18 +487,8 @@ fn greeted(hello: &Body) -> LinkState {
     }
 }
 
-/// A varint at the start of `bytes`: its value and length, or `None` if
-/// it is not complete yet.
-fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &byte) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
+/// The longest a varint may be (a u64's 64 bits, 7 a byte).
+const MAX_VARINT_BYTES: usize = 10;
 
 /// The collector's hello frame, with this host's name and boot id.
 pub fn collector_hello() -> Vec<u8> {
@@ -553,10 +551,31 @@ mod tests {
         assert!(base.with_interval("-1").is_err());
     }
 
+    /// A reply is taken once all of its bytes are in; a length that can
+    /// never be a varint is an error at once, not a wait for more bytes
+    /// (which a collector sending on would have made endless).
     #[test]
-    fn varints_need_all_their_bytes() {
-        assert_eq!(varint(&[0x96, 0x01, 7]), Some((150, 2)));
-        assert_eq!(varint(&[0x96]), None);
-        assert_eq!(varint(&[]), None);
+    fn replies_need_all_their_bytes_and_a_valid_length() {
+        let pong = pong_frame(7, 1_000, 2_000);
+        let reply = |bytes: &[u8]| {
+            let mut link = SyncLink::new(SyncConfig::default());
+            link.inbox.extend_from_slice(bytes);
+            link.next_reply()
+        };
+        assert!(matches!(reply(&pong), Ok(Some(Body::ClockPong(p))) if p.id == 7));
+        for cut in 0..pong.len() {
+            assert!(matches!(reply(&pong[..cut]), Ok(None)), "{cut} bytes");
+        }
+        assert!(
+            matches!(reply(&[0x80; 9]), Ok(None)),
+            "nine bytes of a length"
+        );
+        let mut tenth_too_big = vec![0xff; 9];
+        tenth_too_big.extend_from_slice(&[0x02, 0, 0]);
+        for bad in [&[0xff; 10][..], &[0x80; 64][..], &tenth_too_big[..]] {
+            let error = reply(bad).expect_err("a malformed length");
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+            assert!(error.to_string().contains("not a valid varint"), "{error}");
+        }
     }
 }
