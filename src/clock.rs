@@ -727,13 +727,8 @@ mod tests {
     /// number, the case where the fixed-point quotient falls one short.
     #[test]
     fn a_segment_converts_exactly_as_the_division_does() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rand = crate::test_rand::XorShift::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rand.next();
         let mut checked = 0;
         for i in 0..20_000u64 {
             // Spans like real snapshots' (a TSC at 1-4 GHz, 0.1-5 s), and

@@ -28,6 +28,8 @@ pub mod sanitize;
 pub mod sched;
 pub mod sink;
 pub mod terminate;
+#[cfg(test)]
+mod test_rand;
 mod ticker;
 pub mod timeline;
 #[cfg(feature = "tracing")]

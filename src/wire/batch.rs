@@ -676,13 +676,11 @@ mod tests {
     /// Plain events of a few kinds with ticks that go forward, jump back
     /// and wrap; lines of every size.
     fn plain_events(n: usize, seed: u64) -> Vec<RawEvent> {
-        let mut x = seed | 1;
+        let mut rand = crate::test_rand::XorShift::new(seed);
         let mut ticks = 1u64 << 40;
         (0..n)
             .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = rand.next();
                 ticks = match x % 50 {
                     0 => ticks.wrapping_sub(x % 1000),
                     1 => u64::MAX - (x % 3),
