@@ -262,11 +262,10 @@ impl PerfettoOut for BackgroundFile {
         (self.spare.try_recv().unwrap_or_default(), sent)
     }
 
+    /// Frees the buffers the thread gave back (`buf` is only written
+    /// through `Write`, which a `PerfettoWriter` does not use).
     fn release_spare(&mut self) {
         while self.spare.try_recv().is_ok() {}
-        if self.buf.is_empty() {
-            self.buf = Vec::new();
-        }
     }
 }
 
@@ -308,13 +307,8 @@ impl Write for BackgroundFile {
         self.failed()?;
         // A chunk that would outgrow its allocation goes first: growing it
         // would copy all of its bytes again (up to 1 MB per 256 KB write).
-        if self.buf.len() + bytes.len() > self.buf.capacity() {
-            if self.buf.is_empty() {
-                // Released while idle (`release_spare`).
-                self.buf.reserve(CHUNK_BYTES);
-            } else {
-                self.hand_over()?;
-            }
+        if self.buf.len() + bytes.len() > self.buf.capacity() && !self.buf.is_empty() {
+            self.hand_over()?;
         }
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= CHUNK_BYTES {
@@ -399,38 +393,25 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 
-    /// Once its spare chunks and empty buffer are released (an idle
-    /// collector), the file takes writes as before: in order, whole, and
-    /// gathered into chunks again, not handed over write by write.
+    /// Once the buffers it gave back are released (an idle collector),
+    /// none is kept, and buffers handed over later are written as before:
+    /// their first `len` bytes, in order.
     #[test]
-    fn writes_after_releasing_spares_are_whole_and_gathered() {
+    fn buffers_after_releasing_spares_are_written_whole_and_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.bin");
         let mut file = BackgroundFile::new(File::create(&path).unwrap()).unwrap();
         let mut expected = Vec::new();
         for round in 0..3 {
-            file.write_all(b"before|").unwrap();
+            let packets = format!("{round}:packets|");
+            let buffer = format!("{packets}stale").into_bytes();
+            let (_, written) = file.write_buffer(buffer, packets.len());
+            written.unwrap();
+            expected.extend_from_slice(packets.as_bytes());
+            // The thread gives the buffer back once it is written.
             file.flush().unwrap();
             file.release_spare();
-            assert_eq!(
-                file.buf.capacity(),
-                0,
-                "round {round}: the empty buffer was kept"
-            );
-            assert!(
-                file.spare.is_empty(),
-                "round {round}: a spare chunk was kept"
-            );
-            expected.extend_from_slice(b"before|");
-            for i in 0..1000u32 {
-                let bytes = format!("{round}.{i},");
-                file.write_all(bytes.as_bytes()).unwrap();
-                expected.extend_from_slice(bytes.as_bytes());
-            }
-            assert!(
-                file.buf.capacity() >= CHUNK_BYTES,
-                "round {round}: not gathering"
-            );
+            assert!(file.spare.is_empty(), "round {round}: a buffer was kept");
         }
         drop(file);
         assert_eq!(std::fs::read(&path).unwrap(), expected);

@@ -583,8 +583,10 @@ def test_program_instructions_counts_rtrace_beside_the_floor():
     # fib(n) makes 2 F(n+1) - 1 calls (F(15) = 610, F(18) = 2584); a call and a return each.
     assert events == 2 * ((2 * 2584 - 1) - (2 * 610 - 1)), row
     assert 0 < untraced < floor < 2 * floor and 0.8 * floor < rtrace < 1.5 * floor, row
-    # The ratio is of the unrounded counts; the cells hold them to 0.1.
-    assert cells[-1].endswith("x") and abs(float(cells[-1][:-1]) - rtrace / floor) < 0.002, row
+    # The ratio is of the unrounded counts; the cells hold them to 0.1, so
+    # it may differ from theirs by what that rounding moves it, and its own.
+    slack = 0.05 * (1 + rtrace / floor) / floor + 0.0005
+    assert cells[-1].endswith("x") and abs(float(cells[-1][:-1]) - rtrace / floor) <= slack * 1.01, row
 
 
 def test_program_instructions_rejects_wrong_usage_clearly():

@@ -264,12 +264,9 @@ impl<W: PerfettoOut> Output<W> {
         self.out.flush()
     }
 
-    /// Frees the output's spare buffers, and the buffer too while it holds
-    /// no packet (the next packet grows a new one).
+    /// Frees the output's spare buffers (not the buffer being filled: an
+    /// idle collector's holds the packets after its streams' last events).
     pub(super) fn release_spare(&mut self) {
-        if self.buf.len() == 0 {
-            self.buf = PacketBuf::default();
-        }
         self.out.release_spare();
     }
 }
