@@ -18,6 +18,10 @@ pub enum Error {
         action: &'static str,
         error: io::Error,
     },
+    /// The file has no bytes at all (a collector still running writes its
+    /// file a second or so behind the merge).
+    #[error("{what} is empty: nothing has been written to it yet")]
+    Empty { what: String },
     /// The input does not start with the rtrace magic.
     #[error("{what} is not an rtrace stream: it does not start with the \"RTRACE\" magic")]
     BadMagic { what: String },

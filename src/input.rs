@@ -29,8 +29,9 @@ pub enum Input {
 }
 
 impl Input {
-    /// Opens `path`, a stream file or a merged timeline. Anything else is
-    /// read as a stream, whose reader says what is wrong with it. The file
+    /// Opens `path`, a stream file or a merged timeline. An empty file is
+    /// `Error::Empty`; anything else is read as a stream, whose reader says
+    /// what is wrong with it. The file
     /// is opened and read once, so a pipe works too
     /// (`rtrace stats <(zcat t.rtrace.gz)`).
     pub fn open(path: &Path) -> Result<Input> {
@@ -42,8 +43,12 @@ impl Input {
         // A Perfetto trace starts with field 1 (a TracePacket): byte 0x0a; a
         // stream with `wire::MAGIC`. A read error here comes again, and is
         // reported, as the stream reader reads its header.
-        let first = input.fill_buf().ok().and_then(|b| b.first().copied());
         let what = path.display().to_string();
+        let first = match input.fill_buf() {
+            Ok([]) => return Err(Error::Empty { what }),
+            Ok(bytes) => Some(bytes[0]),
+            Err(_) => None,
+        };
         Ok(if first == Some(0x0a) {
             Input::Merged(Box::new(MergedReader::new(input, what)))
         } else {

@@ -861,6 +861,12 @@ impl<S: TimelineSink> Merger<S> {
         self.sink.release_spare();
     }
 
+    /// Passes what the sink has buffered on to its file
+    /// (`TimelineSink::write_out`).
+    pub fn write_out(&mut self) -> io::Result<()> {
+        self.sink.write_out()
+    }
+
     /// Stats of every stream so far.
     pub fn stats(&self) -> Vec<StreamStats> {
         self.slots.iter().map(|s| s.stats.clone()).collect()

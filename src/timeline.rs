@@ -139,6 +139,17 @@ pub trait TimelineSink {
     /// for good. The live collector calls it once it has been idle a
     /// while; the next batches allocate anew.
     fn release_spare(&mut self) {}
+    /// Passes what the sink has gathered in memory on to its output,
+    /// without waiting for the output to have written it, so that the file
+    /// holds everything written to the sink so far. The live collector
+    /// calls it every second (its `live::WRITE_OUT_EVERY`): a sink's buffer
+    /// fills only with more events, and those of streams that have gone
+    /// quiet (a service between requests) would otherwise wait in it until
+    /// more came or the collector finished. By default nothing (a sink
+    /// that writes through).
+    fn write_out(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// A run of events of one stream, in order, as its encoder made them:
     /// their timestamps and bytes. Only sinks that hand out encoders get
     /// these.
@@ -244,5 +255,8 @@ impl<T: TimelineSink + ?Sized> TimelineSink for Box<T> {
     }
     fn release_spare(&mut self) {
         (**self).release_spare()
+    }
+    fn write_out(&mut self) -> io::Result<()> {
+        (**self).write_out()
     }
 }

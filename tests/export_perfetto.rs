@@ -273,6 +273,59 @@ fn released_buffers_are_not_refilled() {
     assert!(!refilled(&mut writer, true), "a released buffer is not");
 }
 
+/// `write_out` puts everything written so far into the output, in whole
+/// packets that read back, without finishing the trace: what a live
+/// collector does every second, so that the file of streams that have gone
+/// quiet is current. Without it, all of it is still in the writer's buffer.
+#[test]
+fn writing_out_puts_every_event_so_far_in_the_output() {
+    let stream = StreamId(0);
+    let written = |write_out: bool| {
+        let (mut writer, mut encoder) = one_stream_writer(stream, "f");
+        let events: Vec<Event> = (0..100u64)
+            .flat_map(|i| {
+                [(Kind::Call, 0), (Kind::Return, 5)].map(|(kind, after)| Event {
+                    ts_ns: 1_000 + 10 * i + after,
+                    tid: 1,
+                    kind,
+                    function: FunctionId(3),
+                    line: 0,
+                    mark: None,
+                    text: None,
+                })
+            })
+            .collect();
+        let mut encoded = Encoded::default();
+        encoder.encode(&events, &mut encoded);
+        writer
+            .encoded_events(stream, &encoded.ts_ns, &encoded.bytes)
+            .unwrap();
+        if write_out {
+            writer.write_out().unwrap();
+        }
+        writer.into_inner()
+    };
+    assert!(
+        written(false).is_empty(),
+        "the writer's buffer holds it all"
+    );
+    let bytes = written(true);
+    let mut reader = MergedReader::new(bytes.as_slice(), "test".into());
+    let mut got = Recorded::default();
+    replay(&mut reader, &mut got).unwrap();
+    let kinds = |kind: Kind| {
+        got.calls
+            .iter()
+            .filter(|c| matches!(c, Call::Event(_, e) if e.kind == kind))
+            .count()
+    };
+    assert_eq!((kinds(Kind::Call), kinds(Kind::Return)), (100, 100));
+    assert!(got
+        .calls
+        .iter()
+        .any(|c| matches!(c, Call::Process(_, p) if p.pid == 7)));
+}
+
 /// Encoding ahead of the merge (`stream_encoder`) writes the same trace as
 /// the writer encoding itself: the same size, and the same when read back
 /// (only the sequence ids differ).

@@ -52,6 +52,13 @@ const QUEUED_ARRIVALS: usize = 64;
 /// How often the loop looks at the clock (the live horizon, the status
 /// line) while nothing arrives. A stop request wakes it at once.
 const TICK: Duration = Duration::from_millis(10);
+/// How often what the merge has written goes on to the file, however
+/// little it is. Busy streams fill the writer's buffer, and so the file,
+/// much faster; this bounds how far the file on disk can lag behind the
+/// merge while streams are quiet (a service between requests), and costs
+/// one small write a second. (Perfetto's own `traced` writes its file
+/// every 5 s by default.)
+const WRITE_OUT_EVERY: Duration = Duration::from_secs(1);
 
 /// Collects into `sink` until `stop` is set, then drains and finishes.
 /// `on_ready` runs once every address is listening, with the addresses
@@ -77,6 +84,7 @@ pub fn collect<S: TimelineSink>(
     let mut state = State::new(Merger::new(sink, options.merge));
     let mut status = Status::new(options.status);
     let mut idle_trim = IdleTrim::default();
+    let mut written_out = Instant::now();
     while !stop.requested() {
         crossbeam_channel::select! {
             recv(rx) -> arrival => match arrival {
@@ -96,8 +104,13 @@ pub fn collect<S: TimelineSink>(
             priority::PRESSURE.note();
         }
         status.tick(&state, open);
+        let now = Instant::now();
+        if now.duration_since(written_out) >= WRITE_OUT_EVERY {
+            state.merger.write_out()?;
+            written_out = now;
+        }
         let idle = open == 0 && state.merger.buffered() == 0;
-        idle_trim.tick(idle, Instant::now(), || state.merger.release_spare());
+        idle_trim.tick(idle, now, || state.merger.release_spare());
     }
     ingest.stop_accepting();
     let deadline = Instant::now() + options.drain;

@@ -164,6 +164,9 @@ impl TimelineSink for OutputFile {
             Writer::ChromeJson(w) => w.release_spare(),
         }
     }
+    fn write_out(&mut self) -> io::Result<()> {
+        on_writer!(self, w => w.write_out())
+    }
     fn clock_offset(&mut self, stream: StreamId, offset: &ClockOffset) -> io::Result<()> {
         on_writer!(self, w => w.clock_offset(stream, offset))
     }
@@ -266,6 +269,13 @@ impl PerfettoOut for BackgroundFile {
     /// through `Write`, which a `PerfettoWriter` does not use).
     fn release_spare(&mut self) {
         while self.spare.try_recv().is_ok() {}
+    }
+
+    /// Hands what was gathered to the thread and returns: `flush` would
+    /// wait for the file.
+    fn write_out(&mut self) -> io::Result<()> {
+        self.failed()?;
+        self.hand_over()
     }
 }
 

@@ -378,6 +378,11 @@ impl<W: Write> TimelineSink for ChromeJsonWriter<W> {
         self.element(&body)
     }
 
+    /// Writes what is buffered; the array stays open until `finish`.
+    fn write_out(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+
     fn finish(&mut self) -> io::Result<()> {
         if !self.finished {
             self.finished = true;

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -76,6 +77,48 @@ def run_py(tmp_path: Path):
         return Run(proc, result)
 
     return run
+
+
+HOLDER = """
+import sys, rtrace
+def leaf(): pass
+with rtrace.record(session="holder", on_full=sys.argv[2]) as rec:
+    for _ in range(int(sys.argv[1])):
+        leaf()
+    print("recorded", flush=True)
+    sys.stdin.readline()
+print(rec.events, rec.lost, flush=True)
+"""
+
+
+def start_holder(tmp_path: Path, collector: str, calls: int,
+                 on_full: str = "drop") -> subprocess.Popen:
+    """Starts a process that records ``calls`` calls of ``leaf`` to the
+    collector at ``collector`` and then keeps recording, idle, until a line
+    comes on its stdin; returns once it has made the calls. It then prints
+    its events and lost counts (``proc.communicate("\\n")``)."""
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    env = dict(os.environ, RTRACE_COLLECTOR=collector)
+    proc = subprocess.Popen([sys.executable, str(script), str(calls), on_full], cwd=tmp_path,
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "recorded\n", proc.communicate("\n", timeout=60)
+    return proc
+
+
+def wait_for_calls(path: Path, name: str, want: int, timeout: float = 15) -> tuple[int, float]:
+    """Reads ``path``, as a user would while a collector still writes it,
+    every 0.1 s until it holds ``want`` calls of ``name`` or ``timeout``
+    seconds pass. Returns the calls last seen and the seconds waited."""
+    seen, started = 0, time.monotonic()
+    while seen < want and time.monotonic() < started + timeout:
+        time.sleep(0.1)
+        try:
+            seen = sum(e.name == name and e.kind == "call" for e in rtrace.read(path))
+        except (rtrace.StreamError, FileNotFoundError):
+            pass  # nothing written yet, or read while a write was half done
+    return seen, time.monotonic() - started
 
 
 def read_events(path) -> tuple[list, rtrace.Reader]:

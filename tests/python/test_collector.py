@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import rtrace
+from conftest import start_holder, wait_for_calls
 from faults import Collector, proc_status_kb, reap_leftovers  # noqa: F401  (the fixture)
 from rtrace import _native
 
@@ -205,18 +206,6 @@ def test_a_program_that_records_itself_works_under_rtrace_run(tmp_path):
     assert "svc-a" in {p["session"] for p in reader.processes()}
 
 
-HOLDER = """
-import sys, rtrace
-def leaf(): pass
-with rtrace.record(session="holder", on_full=sys.argv[2]) as rec:
-    for _ in range(int(sys.argv[1])):
-        leaf()
-    print("recorded", flush=True)
-    sys.stdin.readline()
-print(rec.events, rec.lost, flush=True)
-"""
-
-
 @pytest.mark.parametrize("on_full", ["drop", "block"])
 def test_a_running_process_events_are_written_at_once_not_a_window_later(tmp_path, on_full):
     """On every flush tick a Python recorder promises that all its events
@@ -230,16 +219,9 @@ def test_a_running_process_events_are_written_at_once_not_a_window_later(tmp_pat
     out = tmp_path / "merged.pftrace"
     collector = _native.Collector([f"unix://{sock}"], str(out), window=60.0)
     collector.start()
-    script = tmp_path / "holder.py"
-    script.write_text(HOLDER)
-    env = dict(os.environ, RTRACE_COLLECTOR=f"unix://{sock}")
     calls = 200_000
-    proc = subprocess.Popen([sys.executable, str(script), str(calls), on_full], cwd=tmp_path,
-                            env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_holder(tmp_path, f"unix://{sock}", calls, on_full)
     try:
-        assert proc.stdout.readline() == "recorded\n"
         # 400,000 events at ~14 bytes: more than half of them, with room
         # for what the output buffers.
         written = 0
@@ -255,6 +237,29 @@ def test_a_running_process_events_are_written_at_once_not_a_window_later(tmp_pat
     stats = collector.stop()
     assert [(s["events"], s["lost"], s["late"]) for s in stats] == [(events, lost, 0)]
     assert events >= 2 * calls and lost == 0, (events, lost)
+
+
+def test_a_quiet_process_events_are_in_the_file_within_seconds(tmp_path):
+    """A process that records a few calls and then waits (a service between
+    requests) finds them in the collector's file on disk a second or so
+    later, while it still runs: the collector writes out what it has merged
+    every second, however little. Before, 2,000 events (~28 KB) stayed in
+    the writer's 256 KB buffer, and the file was empty, until more came or
+    the collector finished."""
+    sock = tmp_path / "c.sock"
+    out = tmp_path / "merged.pftrace"
+    collector = _native.Collector([f"unix://{sock}"], str(out))
+    collector.start()
+    proc = start_holder(tmp_path, f"unix://{sock}", 1000)
+    try:
+        leaves, took = wait_for_calls(out, "leaf", 1000)
+        assert leaves == 1000, f"{leaves} of 1000 calls in the file after {took:.1f} s"
+        assert proc.poll() is None, "the process still runs"
+    finally:
+        stdout, stderr = proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0, stderr
+    collector.stop()
+    assert sum(e.name == "leaf" and e.kind == "call" for e in rtrace.read(out)) == 1000
 
 
 def test_an_offline_merge_names_inputs_it_cannot_read_and_writes_nothing_from_none(tmp_path):

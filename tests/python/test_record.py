@@ -288,6 +288,11 @@ def test_reading_garbage_raises_stream_error(tmp_path):
     bad.write_bytes(b"not a trace at all")
     with pytest.raises(rtrace.StreamError, match="not an rtrace stream"):
         rtrace.read(bad)
+    # An empty file (a collector that has written nothing yet) says so.
+    empty = tmp_path / "empty.pftrace"
+    empty.write_bytes(b"")
+    with pytest.raises(rtrace.StreamError, match="empty.pftrace is empty: nothing has been written"):
+        rtrace.read(empty)
 
 
 def test_profile_round_trip_keeps_recording(run_py, tmp_path):

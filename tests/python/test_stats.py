@@ -145,8 +145,10 @@ def test_readme_slowest_chain_recipe(run_py, tmp_path):
         def query(ms): time.sleep(ms / 1000)
         def handle(ms): query(ms); query(0.1)
         def main():
-            for ms in (6, 40, 8): handle(ms)
-        with rtrace.record(output="slow.rtrace", min_duration=0.005):
+            for ms in (25, 60, 30): handle(ms)
+        # 20 ms: a 0.1 ms sleep that a loaded machine stretches past 5 ms
+        # must not pass the filter.
+        with rtrace.record(output="slow.rtrace", min_duration=0.02):
             main()
         """
     )
@@ -156,7 +158,7 @@ def test_readme_slowest_chain_recipe(run_py, tmp_path):
     exec(compile(code, "README.md", "exec"), namespace)
     chain = namespace["slowest_chain"](str(tmp_path / "slow.rtrace"))
     assert [name for name, _ in chain] == ["main", "handle", "query", "sleep"]
-    assert chain[1][1] >= 40 and chain[0][1] >= 54
+    assert chain[1][1] >= 60 and chain[0][1] >= 115
     # The 0.1 ms queries were left out by min_duration.
     calls = records(rtrace_cli("stats", "slow.rtrace", "--json", "--top", "0", cwd=tmp_path))
     assert by_name(calls)["query"]["calls"] == 3

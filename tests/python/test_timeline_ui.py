@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import rtrace_cli
+from conftest import rtrace_cli, start_holder, wait_for_calls
 from perfetto_ui import perfetto_ui  # noqa: F401  (the fixture)
 
 from rtrace import _native
@@ -57,6 +58,35 @@ def test_merged_timeline_loads_in_perfetto_ui_with_names_and_counts(tmp_path, pe
         got = {(r["pid"], r["thread"]): r["n"] for r in leafs}
         for p in procs:
             assert got[(p.pid, "helper")] == 50 and got[(p.pid, "MainThread")] == 100, got
+
+
+def test_a_file_copied_while_the_collector_writes_it_loads_in_perfetto_ui(tmp_path, perfetto_ui):  # noqa: F811
+    """The collector's file, copied while a quiet process is still recording
+    to it, loads in the UI as it is: the calls so far as whole slices, the
+    process named, and no stream end yet."""
+    sock = f"unix://{tmp_path}/c.sock"
+    out = tmp_path / "live.pftrace"
+    collector = _native.Collector([sock], str(out))
+    collector.start()
+    proc = start_holder(tmp_path, sock, 1000)
+    try:
+        leaves, took = wait_for_calls(out, "leaf", 1000)
+        assert leaves == 1000, f"{leaves} of 1000 calls in the file after {took:.1f} s"
+        snapshot = tmp_path / "snapshot.pftrace"
+        shutil.copyfile(out, snapshot)
+    finally:
+        proc.communicate("\n", timeout=60)
+    collector.stop()
+
+    with perfetto_ui.load(snapshot) as trace:
+        trace.assert_no_errors()
+        names = [r["name"] for r in trace.query(f"select name from process where pid = {proc.pid}")]
+        assert names and names[0].startswith(f"holder (pid {proc.pid})"), names
+        (leaf,) = trace.query("select count(*) as n, min(dur) as shortest from slice "
+                              "where name = 'leaf'")
+        assert leaf["n"] == 1000 and leaf["shortest"] >= 0, leaf
+        (ends,) = trace.query("select count(*) as n from slice where name like 'rtrace: stream%'")
+        assert ends["n"] == 0, "the snapshot was taken before the stream ended"
 
 
 def test_services_example_shows_arrows_between_svc_a_and_svc_b(tmp_path, perfetto_ui):  # noqa: F811

@@ -276,6 +276,10 @@ impl<W: PerfettoOut> TimelineSink for PerfettoWriter<W> {
         self.out.release_spare();
     }
 
+    fn write_out(&mut self) -> io::Result<()> {
+        self.out.write_out()
+    }
+
     #[inline]
     fn encoded_events(&mut self, stream: StreamId, ts_ns: &[u64], bytes: &[u8]) -> io::Result<()> {
         let state = open_stream(&mut self.streams, stream)?;

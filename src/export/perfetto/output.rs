@@ -32,6 +32,13 @@ pub trait PerfettoOut: Write {
     /// Frees buffers kept for reuse (see `TimelineSink::release_spare`);
     /// by default there are none.
     fn release_spare(&mut self) {}
+
+    /// Passes what was written on towards the file without waiting for the
+    /// file to have it (see `TimelineSink::write_out`). By default `flush`:
+    /// a `Write` writes where it is called.
+    fn write_out(&mut self) -> io::Result<()> {
+        self.flush()
+    }
 }
 
 impl PerfettoOut for Vec<u8> {}
@@ -45,6 +52,9 @@ impl<W: PerfettoOut + ?Sized> PerfettoOut for &mut W {
     fn release_spare(&mut self) {
         (**self).release_spare()
     }
+    fn write_out(&mut self) -> io::Result<()> {
+        (**self).write_out()
+    }
 }
 impl<W: PerfettoOut + ?Sized> PerfettoOut for Box<W> {
     const TAKES_BUFFERS: bool = W::TAKES_BUFFERS;
@@ -53,6 +63,9 @@ impl<W: PerfettoOut + ?Sized> PerfettoOut for Box<W> {
     }
     fn release_spare(&mut self) {
         (**self).release_spare()
+    }
+    fn write_out(&mut self) -> io::Result<()> {
+        (**self).write_out()
     }
 }
 
@@ -262,6 +275,13 @@ impl<W: PerfettoOut> Output<W> {
     pub(super) fn flush(&mut self) -> io::Result<()> {
         self.write_buffer()?;
         self.out.flush()
+    }
+
+    /// Hands the buffer, however full, on towards the file, without
+    /// waiting for the file to have it (`TimelineSink::write_out`).
+    pub(super) fn write_out(&mut self) -> io::Result<()> {
+        self.write_buffer()?;
+        self.out.write_out()
     }
 
     /// Frees the output's spare buffers (not the buffer being filled: an
