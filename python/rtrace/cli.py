@@ -244,6 +244,11 @@ def _view(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"rtrace: error: no such file: {args.file}", file=sys.stderr)
         return 1
+    if path.stat().st_size == 0:
+        # Perfetto UI would show only that it could not parse the trace.
+        print(f"rtrace: error: {args.file} is empty: nothing has been written to it yet "
+              "(a running collector writes out what it has merged every second)", file=sys.stderr)
+        return 1
     served = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):

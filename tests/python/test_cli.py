@@ -91,6 +91,10 @@ def test_view_serves_the_file_to_perfetto_ui_and_prints_the_url(tmp_path):
         assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
+    # An empty file (a collector that has written nothing yet) is not served.
+    trace.write_bytes(b"")
+    empty = rtrace_cli("view", str(trace), "--no-browser", "--port", str(port), cwd=tmp_path)
+    assert empty.returncode == 1 and "t.pftrace is empty: nothing has been written" in empty.stderr
 
 
 # Runs one of rtrace's own collector hosts in a fresh interpreter, asking
