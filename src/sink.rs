@@ -139,12 +139,20 @@ impl std::str::FromStr for Address {
             return Ok(Address::Unix(PathBuf::from(path)));
         }
         if let Some(hostport) = s.strip_prefix("tcp://") {
-            let valid = hostport
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !valid {
+            let Some((host, port)) = hostport.rsplit_once(':').filter(|(h, _)| !h.is_empty())
+            else {
                 return Err(Error::Config(format!(
                     "{s:?} is not host:port; use e.g. tcp://127.0.0.1:9876"
+                )));
+            };
+            if port.parse::<u16>().is_err() {
+                let why = if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+                    "is out of range (ports go up to 65535)"
+                } else {
+                    "is not a port number"
+                };
+                return Err(Error::Config(format!(
+                    "{s:?}: port {port:?} {why}; use e.g. tcp://{host}:9876"
                 )));
             }
             return Ok(Address::Tcp(hostport.to_owned()));

@@ -100,6 +100,21 @@ fn addresses_are_parsed_or_explained() {
             "{bad}: {err}"
         );
     }
+    // A port that is not one says which part is wrong.
+    for (bad, why) in [
+        (
+            "tcp://127.0.0.1:99999",
+            "port \"99999\" is out of range (ports go up to 65535)",
+        ),
+        ("tcp://127.0.0.1:http", "port \"http\" is not a port number"),
+        ("tcp://127.0.0.1:", "port \"\" is not a port number"),
+    ] {
+        let err = bad.parse::<Address>().unwrap_err().to_string();
+        assert!(
+            err.contains(why) && err.contains("tcp://127.0.0.1:9876"),
+            "{bad}: {err}"
+        );
+    }
 }
 
 /// Counts the items of a stream a fake collector receives: (pings, clock
