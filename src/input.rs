@@ -31,9 +31,8 @@ pub enum Input {
 impl Input {
     /// Opens `path`, a stream file or a merged timeline. An empty file is
     /// `Error::Empty`; anything else is read as a stream, whose reader says
-    /// what is wrong with it. The file
-    /// is opened and read once, so a pipe works too
-    /// (`rtrace stats <(zcat t.rtrace.gz)`).
+    /// what is wrong with it. The file is opened and read once, so a pipe
+    /// works too (`rtrace stats <(zcat t.rtrace.gz)`).
     pub fn open(path: &Path) -> Result<Input> {
         let file = File::open(path).map_err(|error| Error::Open {
             path: path.to_owned(),
