@@ -8,7 +8,11 @@
 //! enters the receive path, does not. Linux gives them for TCP (not for
 //! Unix stream sockets: there the read time is used). The kernel stamps
 //! with CLOCK_REALTIME; it is turned into this process's CLOCK_MONOTONIC
-//! (of its time namespace) with a pair of clock reads taken right after.
+//! (of its time namespace) with a pair of clock reads taken right after,
+//! bracketed (`clock::monotonic_and_unix_ns`). Bare, a pair read across a
+//! preemption moved the stamp earlier by as long as the thread waited,
+//! and so made the round trip look shorter than it was: the estimate,
+//! which trusts the shortest round trips, picked exactly those samples.
 
 // The socket options and `recvmsg` need libc; each unsafe block says why
 // it holds.
@@ -81,8 +85,7 @@ pub fn recv(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Option<
 /// stamps with CLOCK_REALTIME, which a time namespace does not shift;
 /// the monotonic time is this namespace's.
 fn to_monotonic_ns(received_unix_ns: u64) -> Option<u64> {
-    let now_monotonic = clock::monotonic_ns();
-    let now_unix = clock::unix_ns();
+    let (now_monotonic, now_unix) = clock::monotonic_and_unix_ns();
     let age = now_unix
         .checked_sub(received_unix_ns)
         .filter(|&age| age <= MAX_AGE_NS)?;
