@@ -3,8 +3,9 @@ a Linux time namespace (`unshare --time --monotonic=N`, the stand-in for
 another host: same boot id, another clock) play 10,000 round trips of
 ping-pong with a process in the root namespace, each streaming over TCP to
 one collector, directly or through a relay collector inside the shifted
-namespace. The collector must measure the shift (within 1 ms), place every
-message's arrival after its departure, and say how precise it was."""
+namespace. The collector must measure the shift (within its stated
+uncertainty), place every message's arrival after its departure, and say
+how precise it was."""
 
 from __future__ import annotations
 
@@ -150,8 +151,10 @@ def check_offsets(stats: dict, shift: int):
     pong, ping = stats["pong"], stats["ping"]
     assert pong["clock"] == "measured", pong
     error_ns = pong["clock_offset_ns"] - shift * 1_000_000_000
-    assert abs(error_ns) < 1_000_000, pong
     assert 0 < pong["clock_uncertainty_ns"] < 1_000_000, pong
+    # What README's Limits promise: the estimate is within its stated
+    # uncertainty (half the best round trip) of the truth.
+    assert abs(error_ns) <= pong["clock_uncertainty_ns"], pong
     assert pong["clock_samples"] >= 8, pong
     # Same boot id, same namespace: recognised, exactly 0.
     assert ping["clock"] == "same host" and ping["clock_offset_ns"] == 0, ping
