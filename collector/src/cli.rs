@@ -36,6 +36,8 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     listen: Vec<String>,
     /// The merged timeline: .pftrace (Perfetto, default) or .json (Chrome trace).
+    /// Written as it goes, at most a second behind the merge: a .pftrace can
+    /// be read or viewed while the collector runs.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     #[command(flatten)]
