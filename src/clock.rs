@@ -170,7 +170,7 @@ pub fn snapshot() -> Snapshot {
 /// the narrowest of a few tries, as `snapshot` does. Two bare reads one
 /// after the other are paired wrong by as long as the thread was off the
 /// CPU between them: by more than 20 µs in about 2 of 100,000 pairs on an
-/// idle 2-core VM (10 M pairs), more often on a busy one.
+/// idle 2-core VM (`benches/clock_pairs.c`), more often on a busy one.
 pub fn monotonic_and_unix_ns() -> (u64, u64) {
     paired(monotonic_ns, unix_ns)
 }

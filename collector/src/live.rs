@@ -56,8 +56,8 @@ const TICK: Duration = Duration::from_millis(10);
 /// little it is. Busy streams fill the writer's buffer, and so the file,
 /// much faster; this bounds how far the file on disk can lag behind the
 /// merge while streams are quiet (a service between requests), and costs
-/// one small write a second. (Perfetto's own `traced` writes its file
-/// every 5 s by default.)
+/// one small write a second. (Perfetto's `traced` has the same knob for
+/// long traces: `file_write_period_ms`.)
 const WRITE_OUT_EVERY: Duration = Duration::from_secs(1);
 
 /// Collects into `sink` until `stop` is set, then drains and finishes.
