@@ -3,7 +3,9 @@
 On CPython 3.12+ rtrace registers C callbacks with ``sys.monitoring`` under a
 free tool id (never evicting another tool); on 3.11, or when every tool id
 is taken, it installs C profile (and, for ``lines=True``, trace) functions on
-every thread, and on threads started later through ``threading.setprofile``.
+every thread, and on threads started later through ``threading.setprofile``;
+threads that start running Python outside ``threading`` are given them on
+the next flush tick (``adopt`` in the extension).
 """
 
 from __future__ import annotations

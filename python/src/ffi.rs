@@ -3,11 +3,7 @@
 
 use std::os::raw::{c_int, c_void};
 
-#[cfg(Py_3_12)]
-use pyo3::ffi::Py_tracefunc;
-use pyo3::ffi::{PyObject, Py_ssize_t};
-#[cfg(not(Py_3_12))]
-use pyo3::ffi::{PyThreadState, Py_tracefunc};
+use pyo3::ffi::{PyObject, PyThreadState, Py_ssize_t, Py_tracefunc};
 
 extern "C" {
     /// The type of bound methods (`types.MethodType`), which pyo3-ffi does
@@ -30,21 +26,23 @@ extern "C" {
     #[cfg_attr(not(Py_3_12), link_name = "_PyEval_RequestCodeExtraIndex")]
     pub fn request_code_extra_index(free: Option<unsafe extern "C" fn(*mut c_void)>) -> Py_ssize_t;
 
-    /// Sets the profile function of one thread (exported in 3.9-3.11).
-    #[cfg(not(Py_3_12))]
+    /// Sets the profile function of one thread (exported in 3.9-3.13).
     pub fn _PyEval_SetProfile(
         tstate: *mut PyThreadState,
         func: Option<Py_tracefunc>,
         arg: *mut PyObject,
     ) -> c_int;
 
-    /// Sets the trace function of one thread.
-    #[cfg(not(Py_3_12))]
+    /// Sets the trace function of one thread (exported in 3.9-3.12).
+    #[cfg(not(Py_3_13))]
     pub fn _PyEval_SetTrace(
         tstate: *mut PyThreadState,
         func: Option<Py_tracefunc>,
         arg: *mut PyObject,
     ) -> c_int;
+
+    /// A thread state's id, unique in the interpreter and only growing.
+    pub fn PyThreadState_GetID(tstate: *mut PyThreadState) -> u64;
 
     /// Sets the profile function of every thread (3.12+).
     #[cfg(Py_3_12)]

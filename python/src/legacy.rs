@@ -273,7 +273,48 @@ pub fn set_legacy_all_threads(
             keep_f_trace_on_running_frames(py, t);
         }
     }
+    if on {
+        crate::adopt::arm(profile, p, lines);
+    } else {
+        crate::adopt::disarm();
+    }
     Ok(())
+}
+
+/// Installs the hooks on one thread state that has none (see `adopt`).
+/// If the interpreter refuses (an audit hook raised), the error is
+/// cleared and the thread stays unrecorded.
+pub fn install_on(py: Python<'_>, tstate: *mut ffi::PyThreadState, lines: bool) {
+    let Ok((p, t)) = hook_objects(py) else {
+        return;
+    };
+    // SAFETY: GIL held, so `tstate` is alive and its thread paused at a
+    // safe point (as in `set_all`); the objects are kept alive by statics.
+    #[allow(unsafe_code)]
+    let status = unsafe { crate::ffi::_PyEval_SetProfile(tstate, Some(profile), p) };
+    // 3.13 does not export `_PyEval_SetTrace`: an adopted thread's lines
+    // are not recorded there.
+    #[cfg(not(Py_3_13))]
+    let status = if status == 0 && lines {
+        // SAFETY: as above.
+        #[allow(unsafe_code)]
+        let traced = unsafe { crate::ffi::_PyEval_SetTrace(tstate, Some(trace), t) };
+        if traced == 0 {
+            set_f_trace_on_stack(tstate, t);
+        }
+        traced
+    } else {
+        status
+    };
+    #[cfg(Py_3_13)]
+    let _ = (lines, t);
+    if status != 0 {
+        // SAFETY: GIL held; the failed call set an error.
+        #[allow(unsafe_code)]
+        unsafe {
+            ffi::PyErr_Clear()
+        };
+    }
 }
 
 /// Installs (or removes) the hooks on the calling thread only.
@@ -292,6 +333,7 @@ pub fn set_legacy_current_thread(py: Python<'_>, on: bool, lines: bool) -> PyRes
                 ffi::PyEval_SetTrace(Some(trace), t);
             }
         } else {
+            crate::adopt::disarm();
             ffi::PyEval_SetProfile(None, ptr::null_mut());
             if lines {
                 ffi::PyEval_SetTrace(None, ptr::null_mut());
@@ -360,7 +402,7 @@ fn set_all(
 }
 
 /// Every thread state of this interpreter.
-fn thread_states() -> Vec<*mut ffi::PyThreadState> {
+pub fn thread_states() -> Vec<*mut ffi::PyThreadState> {
     let mut states = Vec::new();
     // SAFETY: called with the GIL held, so the list cannot change under us.
     #[allow(unsafe_code)]

@@ -4,12 +4,13 @@
 //! Modules: `hook` (the hot path and per-thread state), `calls` (its
 //! filtered path), `args` (`log_args` texts), `filter` (what a recording leaves out, `glob` its
 //! patterns), `monitoring` (`sys.monitoring` callbacks, 3.12+), `legacy`
-//! (profile/trace functions), `recording` (session start/stop/fork),
+//! (profile/trace functions) with `adopt` (threads that start outside `threading`), `recording` (session start/stop/fork),
 //! `reader` (`rtrace.read`), `stats` (`rtrace stats`), `marks` (user
 //! events) with `quiet` (their entry points when nothing records).
 
 use pyo3::prelude::*;
 
+mod adopt;
 mod args;
 mod calls;
 mod code_extra;

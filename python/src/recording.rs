@@ -120,10 +120,15 @@ pub fn start(
     // Also with "block": a thread waiting for room holds the GIL the tick
     // waits for, but the tick waits on a thread of its own, and the writer
     // goes on making that room (see `ticker`).
+    // The tick also gives the legacy hook to threads that started running
+    // Python outside `threading` since the last one (see `adopt`).
     let weak = Arc::downgrade(&session);
     session.recorder.set_tick(Arc::new(move || {
         let session = weak.upgrade()?;
-        Python::with_gil(|_| session.sweep_idle())
+        Python::with_gil(|py| {
+            crate::adopt::adopt_new_threads(py);
+            session.sweep_idle()
+        })
     }));
     hook::activate(session);
     Ok(())

@@ -63,7 +63,8 @@ def test_eight_threads_are_each_recorded_balanced_and_named(run_py, tmp_path):
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12),
-                    reason="3.11's profile hook does not reach threads started in C (README, Limits)")
+                    reason="3.11's profile hook reaches threads started in C only from the next "
+                           "flush tick: these run for less (README, Limits)")
 def test_threads_started_one_after_another_each_keep_their_events(run_py, tmp_path):
     # A thread that exits hands its thread control block (whose address is
     # its thread pointer and its pthread_t) to the next one. The hook
@@ -148,6 +149,100 @@ def test_thread_running_before_record_is_recorded(run_py, tmp_path):
     names = reader.thread_names()
     early = [e for e in events if names.get(e.tid) == "early" and e.name == "tick" and e.kind == "call"]
     assert len(early) >= 100
+
+
+# On 3.12+ sys.monitoring reaches every thread; the legacy hook (3.11, or
+# every tool id taken) reaches threads started outside `threading` by
+# adopting them on the flush tick.
+HOOKS = ["default", "legacy"] if sys.version_info >= (3, 12) else ["default"]
+
+# A thread that runs Python for 0.3 s, calling `leaf`, started (START)
+# after recording began and joined (JOIN); emits its native id and its
+# calls.
+OUTSIDE_THREADING = """
+    import ctypes, _thread, threading, time, rtrace
+    def leaf(): pass
+    done = threading.Event()
+    seen = {}
+    def body(_arg=None):
+        seen["tid"] = threading.get_native_id()
+        calls, end = 0, time.monotonic() + 0.3
+        while time.monotonic() < end:
+            leaf()
+            calls += 1
+        seen["calls"] = calls
+        done.set()
+        return None
+    with rtrace.record(output="outside.rtrace") as rec:
+        START
+        assert done.wait(30)
+        JOIN
+    emit({"hook": rec.hook, **seen})
+"""
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+@pytest.mark.parametrize("start", ["_thread", "pthread"])
+def test_a_thread_started_outside_threading_is_recorded(run_py, tmp_path, hook, start):
+    # `_thread.start_new_thread`, and a thread made by C code (pthread_create
+    # through ctypes) running a Python callback: the legacy hook reaches
+    # neither through `threading.setprofile`. Before adoption, 3.11 recorded
+    # no event of theirs (README, Limits).
+    starts = {
+        "_thread": ("_thread.start_new_thread(body, ())", "time.sleep(0.05)"),
+        "pthread": (
+            "libc = ctypes.CDLL(None)\n"
+            "        CB = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)\n"
+            "        cb = CB(body)\n"
+            "        handle = ctypes.c_ulong()\n"
+            "        assert libc.pthread_create(ctypes.byref(handle), None, cb, None) == 0",
+            "libc.pthread_join.argtypes = [ctypes.c_ulong, ctypes.c_void_p]\n"
+            "        assert libc.pthread_join(handle, None) == 0",
+        ),
+    }
+    code = OUTSIDE_THREADING.replace("START", starts[start][0]).replace("JOIN", starts[start][1])
+    run = run_py(code, env={"RTRACE_HOOK": "legacy"} if hook == "legacy" else {})
+    assert run.result["hook"].startswith("legacy") == (hook == "legacy" or sys.version_info < (3, 12))
+    events, _ = read_events(tmp_path / "outside.rtrace")
+    per_thread = check_nesting(events)
+    leaf_calls = sum(1 for e in per_thread.get(run.result["tid"], [])
+                     if e.kind == "call" and e.name == "leaf")
+    # Reached from the first flush tick (20 ms) after it started: most of
+    # its 0.3 s of calls are recorded.
+    assert leaf_calls > run.result["calls"] // 2, (leaf_calls, run.result["calls"])
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_a_thread_with_a_profiler_of_its_own_keeps_it(run_py, tmp_path, hook):
+    # A thread started outside `threading` that sets its own profile
+    # function: adoption gives rtrace's hook only to threads with none, so
+    # the thread's profiler keeps its events across many flush ticks.
+    run = run_py(
+        """
+        import _thread, sys, threading, time, rtrace
+        def leaf(): pass
+        ready, done = threading.Event(), threading.Event()
+        seen = {"mine": 0}
+        def mine(frame, event, arg):
+            if event == "call" and frame.f_code.co_name == "leaf":
+                seen["mine"] += 1
+        def body():
+            sys.setprofile(mine)
+            ready.set()
+            time.sleep(0.2)  # ten flush ticks
+            seen["before"] = seen["mine"]
+            for _ in range(1000):
+                leaf()
+            sys.setprofile(None)
+            done.set()
+        with rtrace.record(output="own.rtrace"):
+            _thread.start_new_thread(body, ())
+            assert ready.wait(30) and done.wait(30)
+        emit(seen)
+        """,
+        env={"RTRACE_HOOK": "legacy"} if hook == "legacy" else {},
+    )
+    assert run.result["mine"] - run.result["before"] == 1000
 
 
 def test_generators_coroutines_and_deep_exceptions_nest(run_py, tmp_path):
