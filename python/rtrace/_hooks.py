@@ -34,13 +34,23 @@ INTERNAL_FILES = [
 ]
 
 
+# Code of rtrace frames that call the user's code once recording has
+# started (the `record` decorator's wrapper): what they call is recorded,
+# so they and the frames below them are not counted as rtrace's own.
+USER_CALLERS: set = set()
+
+
 def _declare_internal_frames() -> None:
     """Tells the recorder how many rtrace frames are on this thread's stack
     (this one excluded, as it returns before the hook goes live), so that
     their returns and what they still call are not recorded."""
     depth = 0
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename in INTERNAL_FILES:
+    while (
+        frame is not None
+        and frame.f_code.co_filename in INTERNAL_FILES
+        and frame.f_code not in USER_CALLERS
+    ):
         depth += 1
         frame = frame.f_back
     _native.set_starting_depth(depth)

@@ -8,7 +8,7 @@ import os
 import sys
 
 from . import _children, _filters, _native
-from ._hooks import INTERNAL_FILES, Hook
+from ._hooks import INTERNAL_FILES, USER_CALLERS, Hook
 
 # What only recording needs (threading) is imported where it is used: a
 # program that imports rtrace and never records should pay for rtrace's own
@@ -340,6 +340,8 @@ class Recording:
             with self:
                 return func(*args, **kwargs)
 
+        # The wrapper is rtrace's frame, but what it calls is the user's.
+        USER_CALLERS.add(wrapper.__code__)
         return wrapper  # type: ignore[return-value]
 
     # -- fork and exit -------------------------------------------------------

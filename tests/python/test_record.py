@@ -339,8 +339,13 @@ def test_start_stop_decorator_and_defaults(run_py, tmp_path):
         import os, rtrace
         rec = rtrace.start()
         stopped = rtrace.stop()
+        def inner(): pass
         @rtrace.record(session="deco")
-        def job(): return 42
+        def job():
+            for _ in range(3):
+                inner()
+            return 42
+        assert job() == 42
         assert job() == 42
         try:
             rtrace.stop()
@@ -352,7 +357,16 @@ def test_start_stop_decorator_and_defaults(run_py, tmp_path):
     )
     pid_files = run.result["files"]
     assert any(f.startswith("rtrace-from-env-") and f.endswith(".rtrace") for f in pid_files)
-    assert any(f.startswith("rtrace-deco-") for f in pid_files)
+    # Each call of the decorated function is recorded, to a file of its
+    # own, with what it calls (the decorator's own frames are rtrace's and
+    # left out).
+    deco = [f for f in pid_files if f.startswith("rtrace-deco-")]
+    assert len(deco) == 2
+    for name in deco:
+        events, _ = read_events(tmp_path / "out" / name)
+        check_nesting(events)
+        assert [(e.kind, e.name) for e in events if e.kind in ("call", "return")] == [
+            ("call", "job"), *[("call", "inner"), ("return", "inner")] * 3, ("return", "job")]
     assert run.result["same"] and "not recording" in run.result["err"]
 
 
