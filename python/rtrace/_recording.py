@@ -37,6 +37,36 @@ _state_lock = _thread.RLock()
 _active: Recording | None = None
 
 
+def _check_type(name: str, value: Any, types: type | tuple[type, ...], *, none: bool = False) -> None:
+    """Raises TypeError naming the option when ``value`` is not of ``types``
+    (a bool is not taken for a number)."""
+    if value is None and none:
+        return
+    wanted = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, wanted) and (bool in wanted or not isinstance(value, bool)):
+        return
+    names = " or ".join(t.__name__ for t in wanted) + (" or None" if none else "")
+    raise TypeError(f"{name} must be {names}, not {type(value).__name__} ({value!r})")
+
+
+def _collector_from_environment(address: str) -> str | None:
+    """``$RTRACE_COLLECTOR``, or None with a warning when it is not an
+    address: the environment's mistake must not stop the program, which
+    then records to a stream file as without a collector."""
+    try:
+        _native.check_address(address)
+    except ValueError as e:
+        import warnings
+
+        warnings.warn(
+            f"rtrace: ignoring $RTRACE_COLLECTOR: {e}; recording to a stream file instead",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+    return address
+
+
 def _default_session() -> str:
     from_env = os.environ.get("RTRACE_SESSION")
     if from_env:
@@ -115,19 +145,25 @@ class Recording:
         log_args: bool | Patterns = False,
         sample: int | None = None,
     ) -> None:
-        if collector is None and output is None:
-            collector = os.environ.get("RTRACE_COLLECTOR") or None
-        if collector is not None and not collector.startswith(("unix://", "tcp://")):
-            raise ValueError(
-                f"collector must look like unix:///path/to.sock or tcp://host:port, not {collector!r}"
-            )
-        if session is not None and not isinstance(session, str):
-            raise TypeError(f"session must be a str, not {type(session).__name__}")
+        _check_type("session", session, str, none=True)
+        _check_type("output", output, (str, os.PathLike), none=True)
+        _check_type("collector", collector, str, none=True)
+        _check_type("token", token, str, none=True)
+        for name, flag in (("threads", threads), ("c_calls", c_calls), ("lines", lines),
+                           ("follow_children", follow_children)):
+            _check_type(name, flag, bool)
+        _check_type("on_full", on_full, str)
+        _check_type("buffer_events", buffer_events, int)
+        _check_type("flush_interval", flush_interval, (int, float))
+        if collector is not None:
+            _native.check_address(collector)
+        elif output is None and os.environ.get("RTRACE_COLLECTOR"):
+            collector = _collector_from_environment(os.environ["RTRACE_COLLECTOR"])
         if on_full not in _ON_FULL:
             raise ValueError(f'on_full must be "drop" or "block", not {on_full!r}')
-        if not isinstance(buffer_events, int) or buffer_events < 128:
-            raise ValueError(f"buffer_events must be an int >= 128, not {buffer_events!r}")
-        if not (isinstance(flush_interval, (int, float)) and 0.001 <= flush_interval <= 60):
+        if buffer_events < 128:
+            raise ValueError(f"buffer_events must be at least 128, not {buffer_events!r}")
+        if not 0.001 <= flush_interval <= 60:
             raise ValueError(
                 f"flush_interval must be between 0.001 and 60 seconds, not {flush_interval!r}"
             )

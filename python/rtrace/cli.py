@@ -24,6 +24,7 @@ import webbrowser
 from pathlib import Path
 
 from . import _filters, _native, read
+from ._native import StreamError
 from ._children import child_environment
 from ._recording import _safe_name
 
@@ -79,7 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                                description="Serve FILE on 127.0.0.1 and open Perfetto UI on it "
                                "(Perfetto's convention for local files); prints the URL.")
     view.add_argument("file")
-    view.add_argument("--port", type=int, default=9001, help="port to serve on (default 9001)")
+    view.add_argument("--port", type=_port, default=9001,
+                      help="port to serve on (default 9001, the one ui.perfetto.dev's "
+                      "content security policy lets it fetch from)")
     view.add_argument("--no-browser", action="store_true", help="only print the URL")
 
     export = commands.add_parser("export", help="merge stream files, or convert a timeline",
@@ -112,6 +115,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="one JSON object per function and line: process (pid), session, "
                             "host, name, module, file, line, calls, total_ns, self_ns, mean_ns")
     return parser
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (e.g. 9001)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range (ports go up to 65535)")
+    return port
 
 
 def _add_filter_arguments(run: argparse.ArgumentParser) -> None:
@@ -241,14 +255,41 @@ def _run_child(command: list[str], env: dict) -> int:
 
 def _view(args: argparse.Namespace) -> int:
     path = Path(args.file).resolve()
+    if path.is_dir():
+        print(f"rtrace: error: {args.file} is a directory; give a timeline file", file=sys.stderr)
+        return 1
     if not path.is_file():
         print(f"rtrace: error: no such file: {args.file}", file=sys.stderr)
         return 1
-    if path.stat().st_size == 0:
-        # Perfetto UI would show only that it could not parse the trace.
-        print(f"rtrace: error: {args.file} is empty: nothing has been written to it yet "
-              "(a running collector writes out what it has merged every second)", file=sys.stderr)
-        return 1
+    # Perfetto UI would show only that it could not parse a file that is
+    # empty or not rtrace's: say why here, as `rtrace.read` does.
+    try:
+        merged = read(str(path)).merged
+    except StreamError as error:
+        if not _looks_like_json(path):
+            print(f"rtrace: error: {error}", file=sys.stderr)
+            return 1
+        merged = True  # Chrome trace JSON (`rtrace export -o t.json`): Perfetto UI reads it
+    with tempfile.TemporaryDirectory(prefix="rtrace-view-") as scratch:
+        if not merged:
+            # A stream file: Perfetto UI reads only the merged timeline.
+            timeline = Path(scratch) / (path.stem + ".pftrace")
+            print(f"rtrace: {args.file} is a stream file; merging it for Perfetto UI "
+                  f"(rtrace export {args.file} -o T.pftrace keeps the timeline)", file=sys.stderr)
+            _native.export([str(path)], str(timeline), progress=False)
+            path = timeline
+        return _serve_to_perfetto_ui(path, args)
+
+
+def _looks_like_json(path: Path) -> bool:
+    """Whether ``path`` starts as a JSON array or object does."""
+    with open(path, "rb") as file:
+        return file.read(64).lstrip()[:1] in (b"[", b"{")
+
+
+def _serve_to_perfetto_ui(path: Path, args: argparse.Namespace) -> int:
+    """Serves ``path`` once, as Perfetto's own `open_trace_in_ui` does, to
+    the Perfetto UI page it opens on it."""
     served = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -274,7 +315,8 @@ def _view(args: argparse.Namespace) -> int:
         print(f"rtrace: error: cannot serve on 127.0.0.1:{args.port}: {error}; try --port",
               file=sys.stderr)
         return 1
-    file_url = f"http://127.0.0.1:{args.port}/{urllib.parse.quote(path.name)}"
+    port = server.server_address[1]  # the one chosen, for --port 0
+    file_url = f"http://127.0.0.1:{port}/{urllib.parse.quote(path.name)}"
     url = f"{PERFETTO_UI}/#!/?url={file_url}"
     print(f"rtrace: serving {path} at {file_url}\nrtrace: open {url}", file=sys.stderr)
     if not args.no_browser and not webbrowser.open(url):

@@ -55,6 +55,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(recording::before_fork, m)?)?;
     m.add_function(wrap_pyfunction!(recording::after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(recording::hot_path_shortcuts, m)?)?;
+    m.add_function(wrap_pyfunction!(recording::check_address, m)?)?;
     m.add_function(wrap_pyfunction!(monitoring::monitoring_callbacks, m)?)?;
     m.add_class::<marks::Span>()?;
     m.add_class::<marks::Traced>()?;

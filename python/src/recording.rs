@@ -48,6 +48,16 @@ pub fn hot_path_shortcuts(py: Python<'_>) -> PyResult<Vec<(&'static str, bool)>>
     Ok(shortcuts)
 }
 
+/// Checks a collector address (`unix:///path.sock`, `tcp://host:port`);
+/// raises ValueError saying what is wrong with it.
+#[pyfunction]
+pub fn check_address(address: &str) -> PyResult<()> {
+    address
+        .parse::<rtrace::Address>()
+        .map(|_| ())
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+}
+
 /// Starts a session; the caller installs the hook afterwards.
 #[pyfunction]
 #[pyo3(signature = (*, session, output, collector, token, on_full, buffer_events, flush_interval, argv, recorder, only_current_thread, missing, thread_names, internal_files, parent_pid=None, filters=None))]

@@ -69,32 +69,59 @@ def test_export_converts_a_timeline_and_merges_streams_to_chrome_json(tmp_path):
     assert proc.returncode == 2 and ".json" in proc.stderr
 
 
-def test_view_serves_the_file_to_perfetto_ui_and_prints_the_url(tmp_path):
-    import socket
+def _view_and_fetch(path: Path, cwd: Path) -> tuple[bytes, str]:
+    """Runs `rtrace view PATH --no-browser --port 0`, fetches what it
+    serves as Perfetto UI would, and returns those bytes and its stderr."""
+    import re
     import urllib.request
 
-    trace = tmp_path / "t.pftrace"
-    trace.write_bytes(b"\x0a\x00pretend-trace")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([RTRACE, "view", str(trace), "--no-browser", "--port", str(port)],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([RTRACE, "view", str(path), "--no-browser", "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, cwd=cwd)
     try:
-        first = proc.stderr.readline()
-        url_line = proc.stderr.readline()
-        assert f"http://127.0.0.1:{port}/t.pftrace" in first, first
-        assert f"https://ui.perfetto.dev/#!/?url=http://127.0.0.1:{port}/t.pftrace" in url_line
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/t.pftrace", timeout=10) as reply:
-            assert reply.read() == trace.read_bytes()
+        lines = []
+        while not lines or "rtrace: open " not in lines[-1]:
+            line = proc.stderr.readline()
+            assert line, f"rtrace view ended early: {lines}"
+            lines.append(line)
+        served = re.search(r"at (http://127\.0\.0\.1:(\d+)/\S+)", lines[-2])
+        assert served and served.group(2) != "0", lines  # the port chosen, not 0
+        assert f"https://ui.perfetto.dev/#!/?url={served.group(1)}" in lines[-1]
+        with urllib.request.urlopen(served.group(1), timeout=10) as reply:
             assert reply.headers["Access-Control-Allow-Origin"] == "https://ui.perfetto.dev"
+            data = reply.read()
         assert proc.wait(timeout=30) == 0
+        return data, "".join(lines) + proc.stderr.read()
     finally:
         proc.kill()
-    # An empty file (a collector that has written nothing yet) is not served.
+
+
+def test_view_serves_the_file_to_perfetto_ui_and_prints_the_url(tmp_path):
+    (tmp_path / "app.py").write_text("def f(): pass\nf()\n")
+    assert rtrace_cli("run", "-o", "t.pftrace", "--", "app.py", cwd=tmp_path).returncode == 0
+    assert rtrace_cli("export", "t.pftrace", "-o", "t.json", cwd=tmp_path).returncode == 0
+    for name in ("t.pftrace", "t.json"):  # Perfetto UI reads Chrome JSON too
+        data, _ = _view_and_fetch(tmp_path / name, tmp_path)
+        assert data == (tmp_path / name).read_bytes()
+    # A stream file is merged first: Perfetto UI reads only timelines.
+    subprocess.run([sys.executable, "-c", "import rtrace\ndef f(): pass\n"
+                    "with rtrace.record(output='s.rtrace'): f()\n"], cwd=tmp_path, check=True)
+    data, stderr = _view_and_fetch(tmp_path / "s.rtrace", tmp_path)
+    assert "s.rtrace is a stream file; merging it" in stderr
+    (tmp_path / "served.pftrace").write_bytes(data)
+    events, reader = read_events(tmp_path / "served.pftrace")
+    assert reader.merged and any(e.name == "f" for e in events)
+    # What Perfetto UI could not open is refused, saying why.
+    trace = tmp_path / "e.pftrace"
     trace.write_bytes(b"")
-    empty = rtrace_cli("view", str(trace), "--no-browser", "--port", str(port), cwd=tmp_path)
-    assert empty.returncode == 1 and "t.pftrace is empty: nothing has been written" in empty.stderr
+    empty = rtrace_cli("view", str(trace), "--no-browser", cwd=tmp_path)
+    assert empty.returncode == 1 and "e.pftrace is empty: nothing has been written" in empty.stderr
+    trace.write_bytes(b"garbage, not a trace")
+    garbage = rtrace_cli("view", str(trace), "--no-browser", cwd=tmp_path)
+    assert garbage.returncode == 1 and "is not an rtrace stream" in garbage.stderr
+    folder = rtrace_cli("view", str(tmp_path), "--no-browser", cwd=tmp_path)
+    assert folder.returncode == 1 and "is a directory" in folder.stderr
+    port = rtrace_cli("view", "t.pftrace", "--port", "70000", cwd=tmp_path)
+    assert port.returncode == 2 and "70000 is out of range" in port.stderr
 
 
 # Runs one of rtrace's own collector hosts in a fresh interpreter, asking

@@ -379,11 +379,29 @@ def test_the_flush_tick_defaults_to_20_ms_as_for_native_programs(tmp_path):
     assert not (tmp_path / "unused.rtrace").exists()  # not started
 
 
-def test_bad_options_are_explained():
+def test_bad_options_are_explained(monkeypatch):
     with pytest.raises(ValueError, match='"drop" or "block"'):
         rtrace.record(on_full="wait")
     with pytest.raises(ValueError, match="buffer_events"):
         rtrace.record(buffer_events=3)
+    # A wrong type is a TypeError naming the option, before anything starts.
+    for options, name in [({"collector": 5}, "collector"), ({"token": 5}, "token"),
+                          ({"threads": "no"}, "threads"), ({"flush_interval": "1"}, "flush_interval"),
+                          ({"buffer_events": 1.5}, "buffer_events"), ({"output": 5}, "output"),
+                          ({"buffer_events": True}, "buffer_events")]:
+        with pytest.raises(TypeError, match=f"^{name} must be "):
+            rtrace.record(**options)
+    # A collector address is checked whole, as the recorder will read it.
+    with pytest.raises(ValueError, match="not host:port"):
+        rtrace.record(collector="tcp://collector")
+    with pytest.raises(ValueError, match="must start with unix:// or tcp://"):
+        rtrace.record(collector="bogus://x")
+    # ... but a bad $RTRACE_COLLECTOR is the environment's mistake: the
+    # program goes on, recording to a stream file, and is told why.
+    monkeypatch.setenv("RTRACE_COLLECTOR", "tcp://collector:99999")
+    with pytest.warns(RuntimeWarning, match=r"ignoring \$RTRACE_COLLECTOR: .*out of range"):
+        rec = rtrace.record()
+    assert rec.collector is None
     with pytest.raises(FileNotFoundError) as missing:
         rtrace.read("/nonexistent/file.rtrace")
     # Python's own form, as open() gives it.
