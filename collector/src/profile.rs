@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use rtrace::export::chrome::json_string;
 use rtrace::input::Input;
 use rtrace::timeline::{ProcessInfo, StreamId};
-use rtrace::{Event, FunctionId};
+use rtrace::{sanitize, Event, FunctionId};
 
 use crate::status::Progress;
 
@@ -184,7 +184,10 @@ impl Profiler {
     fn resolve(&mut self, input: &Input, stream: StreamId, id: FunctionId) -> (usize, usize) {
         let process = input.process(stream).unwrap_or_default();
         let p = self.process_index(&process);
-        let info = input.function(stream, id);
+        // Names are printed on a terminal: made printable as the collector
+        // does (a stream file read here has not been through one).
+        let info = input.function(stream, id).cloned().map(sanitize::function);
+        let info = info.as_ref();
         let name = info.map_or_else(|| format!("<function #{}>", id.0), |f| f.name.clone());
         let module = info.map_or_else(String::new, |f| f.module.clone());
         let file = info.map_or_else(String::new, |f| f.file.clone());
@@ -211,9 +214,9 @@ impl Profiler {
             return p;
         }
         self.processes.push(ProcessProfile {
-            session: process.session.clone(),
+            session: sanitize::printable(&process.session, sanitize::MAX_NAME_CHARS),
             pid: process.pid,
-            host: process.host.clone(),
+            host: sanitize::printable(&process.host, sanitize::MAX_NAME_CHARS),
             ..ProcessProfile::default()
         });
         self.by_function.push(HashMap::new());

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use rtrace::{EventReader, Kind};
+use rtrace::{sanitize, EventReader, Kind};
 
 /// What one stream holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,10 +80,12 @@ pub fn summarize_with_progress(
         functions.insert(ev.function);
     }
     if let Some(hello) = reader.hello() {
-        summary.session = hello.session.clone();
+        // Printed on a terminal: made printable as the collector does.
+        let name = |text: &str| sanitize::printable(text, sanitize::MAX_NAME_CHARS);
+        summary.session = name(&hello.session);
         summary.pid = hello.pid;
-        summary.host = hello.host.clone();
-        summary.recorder = hello.recorder.clone();
+        summary.host = name(&hello.host);
+        summary.recorder = name(&hello.recorder);
     }
     // What was read, not the file's size: a pipe has none.
     summary.bytes = reader.bytes_read();

@@ -137,6 +137,30 @@ def test_session_names_reach_no_path_and_no_terminal_unescaped(tmp_path):
     assert "evil\\u{1b}]0;pwned\\u{7}\\u{202e}name" in report, report
 
 
+def test_stats_of_a_stream_file_print_its_names_escaped(tmp_path):
+    # A stream file read directly (not through a collector) by `rtrace
+    # stats` and `rtrace-collect stats`: its names reach the terminal
+    # escaped, as the collector's report and `rtrace dump` show them.
+    script = tmp_path / "p.py"
+    script.write_text(
+        "import rtrace\n"
+        "def f(): pass\n"
+        "f.__code__ = f.__code__.replace(co_qualname='ev\\x1b[31mil', co_filename='/tmp/\\x1b[32mf.py')\n"
+        "with rtrace.record(session='s\\x1b]0;pwned\\x07', output='fn.rtrace'):\n"
+        "    f()\n")
+    subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, timeout=60)
+    for command in ([str(BIN / "rtrace"), "stats", "fn.rtrace"],
+                    [str(BIN / "rtrace-collect"), "stats", "fn.rtrace"],
+                    [str(BIN / "rtrace-collect"), "stats", "--functions", "fn.rtrace"]):
+        proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        shown = proc.stdout + proc.stderr
+        assert "\x1b" not in shown and "\x07" not in shown, (command, repr(shown))
+        assert "s\\u{1b}]0;pwned\\u{7}" in shown, (command, shown)
+        if "--functions" in command or command[1] == "stats" and "rtrace-collect" not in command[0]:
+            assert "ev\\u{1b}[31mil" in shown and "/tmp/\\u{1b}[32mf.py" in shown, (command, shown)
+
+
 def test_rtrace_run_keeps_working_with_a_token_in_the_environment(tmp_path):
     script = tmp_path / "app.py"
     script.write_text("def f(): pass\nfor _ in range(100): f()\n")
