@@ -13,6 +13,7 @@ import argparse
 import http.server
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                                description="Print the events of a stream file, one per line.")
     dump.add_argument("file")
     dump.add_argument("--json", action="store_true", help="one JSON object per line")
-    dump.add_argument("--limit", type=int, default=0, help="print at most N events")
+    dump.add_argument("--limit", type=_count, default=0, metavar="N",
+                      help="print at most N events (default 0: all)")
 
     stats = commands.add_parser(
         "stats", help="calls and time per process and function",
@@ -115,6 +117,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="one JSON object per function and line: process (pid), session, "
                             "host, name, module, file, line, calls, total_ns, self_ns, mean_ns")
     return parser
+
+
+def _count(text: str) -> int:
+    """An argparse type: a count, 0 or more."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"takes a count (0: all), not {count}")
+    return count
 
 
 def _port(text: str) -> int:
@@ -201,6 +214,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("run: -m needs a module name, e.g. `rtrace run -- -m http.server`")
     if program[0].endswith(".py") and not os.path.exists(program[0]):
         parser.error(f"run: no such script: {program[0]!r}")
+    if program[0] != "-m" and not program[0].endswith(".py") and not shutil.which(program[0]):
+        # Found out before the collector starts (and creates the output).
+        where = "no such file" if os.sep in program[0] else "not found on PATH"
+        parser.error(f"run: cannot run {program[0]!r}: {where} or not executable; "
+                     "a Python script's name ends in .py, a module goes after -m")
     filter_env = _filter_environment(args, parser)
     name = program[1] if program[0] == "-m" else Path(program[0]).stem
     session = args.session or os.environ.get("RTRACE_SESSION") or name
@@ -229,6 +247,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             env["RTRACE_FOLLOW_CHILDREN"] = "0"
         code = _run_child(_command_for(program), env)
         stats = collector.stop()
+    if not stats:
+        print(f"rtrace: no process streamed to the collector: {output} holds no events "
+              "(did the program start Python with rtrace installed, or a program that "
+              "links rtrace's C or Rust API?)", file=sys.stderr)
+        return code
     _print_table(stats)
     print(f"rtrace: timeline: {output}", file=sys.stderr)
     print(f"rtrace: view it:  rtrace view {os.path.relpath(output)}", file=sys.stderr)

@@ -53,8 +53,18 @@ def test_wrong_usage_says_what_to_do(tmp_path):
     assert proc.returncode == 2 and ".pftrace" in proc.stderr
     proc = rtrace_cli("run", "--", "missing.py", cwd=tmp_path)
     assert proc.returncode == 2 and "no such script" in proc.stderr
+    proc = rtrace_cli("run", "--", "no-such-program", cwd=tmp_path)
+    assert proc.returncode == 2 and "cannot run 'no-such-program': not found on PATH" in proc.stderr
+    assert not list(tmp_path.glob("*.pftrace")), "the collector started (and made its file)"
+    # A program that runs but records nothing (not Python) is told apart
+    # from a recording.
+    proc = rtrace_cli("run", "-o", "none.pftrace", "--", "true", cwd=tmp_path)
+    assert proc.returncode == 0 and "no process streamed to the collector" in proc.stderr
+    assert "view it" not in proc.stderr
     proc = rtrace_cli("dump", "missing.rtrace", cwd=tmp_path)
     assert proc.returncode == 1 and "No such file or directory: 'missing.rtrace'" in proc.stderr
+    proc = rtrace_cli("dump", "missing.rtrace", "--limit", "-1", cwd=tmp_path)
+    assert proc.returncode == 2 and "--limit: takes a count (0: all), not -1" in proc.stderr
 
 
 def test_export_converts_a_timeline_and_merges_streams_to_chrome_json(tmp_path):
