@@ -44,18 +44,24 @@ pub fn guard<T>(fallback: T, body: impl FnOnce() -> T) -> T {
 }
 
 /// Reads a C string argument of `function` (the library keeps no pointer:
-/// what it needs is copied). NULL is reported and gives `None`; invalid
-/// UTF-8 is reported and replaced (U+FFFD).
+/// what it needs is copied). NULL is reported, with what the caller then
+/// does (`on_null`: "recorded as \"(null)\"", "ignored"), and gives `None`;
+/// invalid UTF-8 is reported and replaced (U+FFFD).
 ///
 /// # Safety
 ///
 /// `ptr` is NULL or points to a NUL-terminated string that stays valid
 /// and unchanged for the duration of the call.
 #[allow(unsafe_code)] // the C strings of the entry points; see Safety
-pub unsafe fn text<'a>(ptr: *const c_char, function: &str, what: &str) -> Option<Cow<'a, str>> {
+pub unsafe fn text<'a>(
+    ptr: *const c_char,
+    function: &str,
+    what: &str,
+    on_null: &str,
+) -> Option<Cow<'a, str>> {
     if ptr.is_null() {
         report(Problem::NullString, || {
-            format!("{function}() got NULL as {what}; using \"(null)\" or ignoring the call")
+            format!("{function}() got NULL as {what}; {on_null}")
         });
         return None;
     }

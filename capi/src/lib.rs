@@ -21,6 +21,8 @@ use rtrace_core::native::{self, Options};
 pub const FLOW_TOKEN_SIZE: usize = token::LEN + 1;
 
 const NULL_NAME: &str = "(null)";
+/// What a NULL name becomes, as `text` reports it.
+const NULL_RECORDED: &str = "recorded as \"(null)\"";
 
 /// Starts recording this process. `session` NULL: `$RTRACE_SESSION`, else
 /// the program's name. `collector` NULL: `$RTRACE_COLLECTOR`, else a local
@@ -40,16 +42,25 @@ pub unsafe extern "C" fn rtrace_init(session: *const c_char, collector: *const c
         ));
         if !session.is_null() {
             // SAFETY: the caller passes NULL or a valid C string.
-            let session = unsafe { text(session, "rtrace_init", "the session") };
+            let session = unsafe { text(session, "rtrace_init", "the session", "ignored") };
             options = options.session(session.unwrap_or_default().into_owned());
         }
         if !collector.is_null() {
             // SAFETY: the caller passes NULL or a valid C string.
-            let collector = unsafe { text(collector, "rtrace_init", "the collector") };
+            let collector = unsafe { text(collector, "rtrace_init", "the collector", "ignored") };
             options = options.collector(collector.unwrap_or_default().into_owned());
         }
         match options.start() {
             Ok(_) => 0,
+            Err(native::Error::AlreadyRecording { session, target }) => {
+                // The library's message names the Rust call.
+                eprintln!(
+                    "rtrace: rtrace_init() failed: rtrace is already recording session \
+                     {session:?} to {target}; call rtrace_shutdown() first (one recording \
+                     per process)"
+                );
+                -1
+            }
             Err(e) => {
                 eprintln!("rtrace: rtrace_init() failed: {e}");
                 -1
@@ -79,7 +90,7 @@ pub unsafe extern "C" fn rtrace_begin(name: *const c_char) {
     guard((), || {
         if recording("rtrace_begin") {
             // SAFETY: the caller passes NULL or a valid C string.
-            let name = unsafe { text(name, "rtrace_begin", "the span name") };
+            let name = unsafe { text(name, "rtrace_begin", "the span name", NULL_RECORDED) };
             // A NULL name still opens a span, so the caller's rtrace_end
             // closes this one and not an outer one.
             native::begin(name.as_deref().unwrap_or(NULL_NAME));
@@ -111,7 +122,7 @@ pub unsafe extern "C" fn rtrace_instant(name: *const c_char) {
     guard((), || {
         if recording("rtrace_instant") {
             // SAFETY: the caller passes NULL or a valid C string.
-            let name = unsafe { text(name, "rtrace_instant", "the name") };
+            let name = unsafe { text(name, "rtrace_instant", "the name", NULL_RECORDED) };
             native::instant(name.as_deref().unwrap_or(NULL_NAME));
         }
     });
@@ -128,7 +139,7 @@ pub unsafe extern "C" fn rtrace_counter(name: *const c_char, value: c_double) {
     guard((), || {
         if recording("rtrace_counter") {
             // SAFETY: the caller passes NULL or a valid C string.
-            let name = unsafe { text(name, "rtrace_counter", "the name") };
+            let name = unsafe { text(name, "rtrace_counter", "the name", NULL_RECORDED) };
             native::counter(name.as_deref().unwrap_or(NULL_NAME), value);
         }
     });
@@ -186,7 +197,7 @@ pub unsafe extern "C" fn rtrace_flow_in(token: *const c_char) {
             return;
         }
         // SAFETY: the caller passes NULL or a valid C string.
-        let Some(token) = (unsafe { text(token, "rtrace_flow_in", "the token") }) else {
+        let Some(token) = (unsafe { text(token, "rtrace_flow_in", "the token", "ignored") }) else {
             return;
         };
         if let Err(e) = native::flow_in(&token) {
@@ -208,7 +219,7 @@ pub unsafe extern "C" fn rtrace_flow_in(token: *const c_char) {
 pub unsafe extern "C" fn rtrace_thread_name(name: *const c_char) {
     guard((), || {
         // SAFETY: the caller passes NULL or a valid C string.
-        if let Some(name) = unsafe { text(name, "rtrace_thread_name", "the name") } {
+        if let Some(name) = unsafe { text(name, "rtrace_thread_name", "the name", "ignored") } {
             native::thread_name(&name);
         }
     });

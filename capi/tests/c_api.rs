@@ -120,7 +120,9 @@ fn misuse_is_reported_once_and_the_program_and_its_stream_survive() {
     for needle in [
         "called while not recording",
         "got NULL",
-        "already recording",
+        // Said in the C API's words, not the Rust library's.
+        "already recording session \"abuse\"",
+        "call rtrace_shutdown() first",
         "without a matching begin()",
         "not valid UTF-8",
         "is not a flow token",

@@ -60,8 +60,9 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def read(path: str | os.PathLike[str]) -> Reader:
-    """Opens a stream file and returns an iterable of its events.
+def read(path: str | bytes | os.PathLike[str]) -> Reader:
+    """Opens a stream file or a merged timeline and returns an iterator
+    over its events (read once, as a file is).
 
     Each event has ``ts_ns`` (CLOCK_MONOTONIC nanoseconds), ``pid``, ``tid``,
     ``kind`` ("call", "return", "exception", "c_call", "c_return", "line",
@@ -73,4 +74,4 @@ def read(path: str | os.PathLike[str]) -> Reader:
     ``reader.truncated`` is True if the stream had no end marker (the
     process died); a torn last frame is skipped, not raised.
     """
-    return _native.Reader(os.fspath(path))
+    return _native.Reader(os.fsdecode(path))

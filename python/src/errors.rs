@@ -4,14 +4,16 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::PyErr;
 
+// Named `rtrace.RecordingError`, `rtrace.StreamError` in tracebacks: where
+// users import them from, not the extension module that defines them.
 create_exception!(
-    _native,
+    rtrace,
     RecordingError,
     PyRuntimeError,
     "Recording cannot start or stop as asked (e.g. one is already active)."
 );
 create_exception!(
-    _native,
+    rtrace,
     StreamError,
     PyValueError,
     "A stream file is not valid rtrace data (bad magic, newer version, malformed frame)."

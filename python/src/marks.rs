@@ -244,15 +244,43 @@ impl Span {
 ///
 /// A span named `name` with small typed arguments (as for `instant`):
 /// `with rtrace.span("handle", user=uid): ...`, or as a decorator,
-/// `@rtrace.span("handle")`. Spans nest with the calls around them.
+/// `@rtrace.span("handle")`, or `@rtrace.span` (named after the function's
+/// qualified name). Spans nest with the calls around them.
 #[pyfunction]
 #[pyo3(signature = (name, /, **args))]
-pub fn span(name: String, args: Option<&Bound<'_, PyDict>>) -> Span {
-    Span {
-        name,
-        args: args.map(|a| a.clone().unbind()),
-        open: Vec::new(),
+pub fn span(
+    py: Python<'_>,
+    name: &Bound<'_, PyAny>,
+    args: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let args = args.filter(|a| !a.is_empty());
+    if let Ok(name) = name.downcast::<PyString>() {
+        let span = Span {
+            name: name.to_str()?.to_owned(),
+            args: args.map(|a| a.clone().unbind()),
+            open: Vec::new(),
+        };
+        return Ok(Bound::new(py, span)?.into_any().unbind());
     }
+    if name.is_callable() && args.is_none() {
+        // `@rtrace.span` without a name: the function names it.
+        let qualname = name
+            .getattr("__qualname__")
+            .or_else(|_| name.getattr("__name__"))
+            .and_then(|n| n.extract::<String>())
+            .unwrap_or_else(|_| "span".to_owned());
+        let span = Span {
+            name: qualname,
+            args: None,
+            open: Vec::new(),
+        };
+        return span.__call__(py, name.clone());
+    }
+    Err(PyTypeError::new_err(format!(
+        "rtrace.span takes a name (a str), not {}: `with rtrace.span(\"handle\"):`, \
+         `@rtrace.span(\"handle\")`, or `@rtrace.span` to name it after the function",
+        name.get_type().name()?
+    )))
 }
 
 /// A function decorated with `rtrace.span`.

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import textwrap
 
+import pytest
+
 import rtrace
 from conftest import check_nesting, read_events, rtrace_cli
 
@@ -20,7 +22,7 @@ MARKS = """
         return x * 2
 
     class Service:
-        @rtrace.span("method")
+        @rtrace.span  # named after the function: "Service.handle"
         def handle(self, y):
             return y + 1
 
@@ -58,8 +60,8 @@ def check_marks(events):
         ("flow_in", "loopback"),
         ("span_begin", "decorated"),
         ("span_end", "decorated"),
-        ("span_begin", "method"),
-        ("span_end", "method"),
+        ("span_begin", "Service.handle"),
+        ("span_end", "Service.handle"),
         ("span_end", "request"),
     ], got
     marks = user_events(events)
@@ -100,6 +102,13 @@ def test_user_events_in_merged_timeline_and_chrome_json(tmp_path):
     assert user[5]["id"] == user[7]["id"]
     names = [e for e in chrome if e.get("name") == "thread_name"]
     assert any(e["args"]["name"] == "main-loop" for e in names), names
+
+
+def test_a_span_without_a_name_is_explained():
+    with pytest.raises(TypeError, match=r"rtrace.span takes a name \(a str\), not int"):
+        rtrace.span(5)
+    with pytest.raises(TypeError, match="not function"):
+        rtrace.span(lambda: None, user=1)  # arguments need a name
 
 
 def test_cheap_and_harmless_when_not_recording(run_py):

@@ -413,8 +413,12 @@ def test_bad_options_are_explained(monkeypatch):
 def test_reading_garbage_raises_stream_error(tmp_path):
     bad = tmp_path / "bad.rtrace"
     bad.write_bytes(b"not a trace at all")
-    with pytest.raises(rtrace.StreamError, match="not an rtrace stream"):
+    with pytest.raises(rtrace.StreamError, match="not an rtrace stream") as error:
         rtrace.read(bad)
+    # Named where users import it from, in tracebacks too.
+    assert type(error.value).__module__ == "rtrace" and rtrace.RecordingError.__module__ == "rtrace"
+    with pytest.raises(rtrace.StreamError, match="not an rtrace stream"):
+        rtrace.read(bytes(bad))  # a path as bytes, as os.fspath accepts
     # An empty file (a collector that has written nothing yet) says so.
     empty = tmp_path / "empty.pftrace"
     empty.write_bytes(b"")

@@ -49,10 +49,22 @@ def _import_rtrace():
         for name in [n for n in sys.modules if n == "rtrace" or n.startswith("rtrace.")]:
             del sys.modules[name]
         version = "%d.%d" % sys.version_info[:2]
-        print(
-            f"rtrace: not recording {sys.executable} (Python {version}): {first_error}",
-            file=sys.stderr,
-        )
+        tag = "cpython-%d%d" % sys.version_info[:2]
+        try:
+            built = any(name.startswith("_native." + tag) for name in os.listdir(package_dir))
+        except OSError:
+            built = True
+        if sys.version_info < (3, 11):
+            why = "rtrace records CPython 3.11 and later"
+        elif not built:
+            why = (
+                f"rtrace is not installed in it, and the rtrace that `rtrace run` runs "
+                f"from ({package_dir}) has no extension built for Python {version}; "
+                "install rtrace into that interpreter (pip install) to record it"
+            )
+        else:
+            why = str(first_error)
+        print(f"rtrace: not recording {sys.executable} (Python {version}): {why}", file=sys.stderr)
         return None
 
 
