@@ -101,11 +101,41 @@ impl Input {
         }
     }
 
-    /// True when the input ended early (known once read to the end).
+    /// The processes read so far, each with how its stream ended:
+    /// `Some(true)` cut short (its process died, or the file was cut),
+    /// `Some(false)` whole, `None` not in what was read (yet).
+    pub fn process_ends(&self) -> Vec<(ProcessInfo, Option<bool>)> {
+        match self {
+            Input::Stream(r) => {
+                let end = if r.end().is_some() {
+                    Some(false)
+                } else {
+                    r.truncated().then_some(true)
+                };
+                r.hello()
+                    .map(|h| (ProcessInfo::from(h), end))
+                    .into_iter()
+                    .collect()
+            }
+            Input::Merged(r) => r
+                .streams()
+                .map(|(id, p)| (p.clone(), r.stream_end(id).map(|e| e.truncated)))
+                .collect(),
+        }
+    }
+
+    /// True when the input ended early (known once read to the end): a
+    /// stream without its end marker; a timeline cut inside a packet, or
+    /// with a process whose stream ended cut short or has no end in it (its
+    /// collector was killed, or is still writing it).
     pub fn truncated(&self) -> bool {
         match self {
             Input::Stream(r) => r.truncated(),
-            Input::Merged(r) => r.truncated(),
+            Input::Merged(r) => {
+                r.truncated()
+                    || r.streams()
+                        .any(|(id, _)| r.stream_end(id).is_none_or(|e| e.truncated))
+            }
         }
     }
 

@@ -209,12 +209,14 @@ impl Reader {
         self.inner.lost()
     }
 
-    /// The processes seen so far: dicts with session, pid, ppid, host, argv.
+    /// The processes seen so far: dicts with session, pid, ppid, host, argv,
+    /// relayed_by, and truncated (True: its stream was cut short; False:
+    /// it ended whole; None: its end is not in what was read, yet).
     fn processes<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         self.inner
-            .processes()
+            .process_ends()
             .into_iter()
-            .map(|p| {
+            .map(|(p, truncated)| {
                 let d = PyDict::new(py);
                 d.set_item("session", p.session)?;
                 d.set_item("pid", p.pid)?;
@@ -222,6 +224,7 @@ impl Reader {
                 d.set_item("host", p.host)?;
                 d.set_item("argv", p.argv)?;
                 d.set_item("relayed_by", p.relayed_by)?;
+                d.set_item("truncated", truncated)?;
                 Ok(d)
             })
             .collect()

@@ -279,8 +279,13 @@ def test_collector_killed_and_restarted_keeps_a_loadable_file_and_streams_carry_
     results = [p.result() for p in programs]
     report = second.finish()
 
-    kept = list(rtrace.read(first.output))
+    first_reader = rtrace.read(first.output)
+    kept = list(first_reader)
     assert kept and max(e.ts_ns for e in kept) < kill_ns
+    # Whole packets to the end, but no stream ended: the file reads as cut
+    # short, and says of no process that it ended.
+    assert first_reader.truncated
+    assert {p["truncated"] for p in first_reader.processes()} == {None}
     cut = tmp_path / "cut.pftrace"
     data = first.output.read_bytes()
     cut.write_bytes(data[: packet_start_after(data, len(data) * 2 // 3) + 2])  # mid-packet
@@ -299,7 +304,10 @@ def test_collector_killed_and_restarted_keeps_a_loadable_file_and_streams_carry_
             "where t.name not like 'rtrace clock%'") == sum(
             1 for e in kept if e.kind == "counter")
 
-    later = list(rtrace.read(second.output))
+    second_reader = rtrace.read(second.output)
+    later = list(second_reader)
+    assert not second_reader.truncated
+    assert {p["truncated"] for p in second_reader.processes()} == {False}
     for r in results:
         pid = r["pid"]
         warnings = [line for line in r["stderr"].splitlines() if line.startswith("rtrace:")]

@@ -11,7 +11,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from conftest import check_nesting, read_events
+import rtrace
+from conftest import check_nesting, read_events, rtrace_cli
 
 
 def test_settrace_round_trip_mid_frame_keeps_every_line(run_py, tmp_path):
@@ -129,6 +130,33 @@ def test_sigkill_leaves_a_readable_truncated_stream(tmp_path):
     for e in events:
         per_thread[e.tid].append(e.ts_ns)
     assert all(ts == sorted(ts) for ts in per_thread.values())
+
+
+def test_a_timeline_says_which_process_was_cut_short(tmp_path):
+    # Under `rtrace run`, a child that SIGKILLs itself (after a flush tick
+    # has sent its call): the merged timeline reads as truncated, and its
+    # processes say which one was.
+    (tmp_path / "app.py").write_text(
+        "import subprocess, sys\n"
+        "def f(): pass\n"
+        "f()\n"
+        "subprocess.run([sys.executable, '-c', 'import os, signal, time\\n"
+        "def g(): pass\\ng()\\ntime.sleep(0.3)\\nos.kill(os.getpid(), signal.SIGKILL)'])\n")
+    proc = rtrace_cli("run", "-o", "t.pftrace", "--", "app.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    reader = rtrace.read(tmp_path / "t.pftrace")
+    assert all(p["truncated"] is None for p in reader.processes())  # no end read yet
+    events = list(reader)
+    assert any(e.name == "g" for e in events)
+    ends = sorted(p["truncated"] for p in reader.processes())
+    assert ends == [False, True], reader.processes()
+    assert reader.truncated
+    # A stream file says the same of its one process.
+    subprocess.run([sys.executable, "-c", "import rtrace\ndef f(): pass\n"
+                    "with rtrace.record(output='s.rtrace'): f()"], cwd=tmp_path, check=True)
+    stream = rtrace.read(tmp_path / "s.rtrace")
+    list(stream)
+    assert [p["truncated"] for p in stream.processes()] == [False] and not stream.truncated
 
 
 def test_fork_child_is_unharmed_and_parent_stream_is_clean(run_py, tmp_path):

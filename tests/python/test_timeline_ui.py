@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import rtrace_cli, start_holder, wait_for_calls
@@ -74,14 +75,18 @@ def test_a_file_copied_while_the_collector_writes_it_loads_in_perfetto_ui(tmp_pa
         leaves, took = wait_for_calls(out, "leaf", 1000)
         assert leaves == 1000, f"{leaves} of 1000 calls in the file after {took:.1f} s"
         # A copy that caught a write half done ends in a torn packet: copy
-        # again (the process is quiet, so the next copy is whole).
+        # again until the file stays as copied (the process is quiet, and
+        # the collector writes whole packets).
         snapshot = tmp_path / "snapshot.pftrace"
         for _ in range(10):
             shutil.copyfile(out, snapshot)
-            reader = rtrace.read(snapshot)
-            if sum(1 for _ in reader) and not reader.truncated:
+            time.sleep(0.3)
+            if out.read_bytes() == snapshot.read_bytes():
                 break
-        assert not reader.truncated
+        reader = rtrace.read(snapshot)
+        assert sum(1 for e in reader if e.kind == "call" and e.name == "leaf") == 1000
+        # Whole packets, but the stream has not ended: it reads as cut short.
+        assert reader.truncated and [p["truncated"] for p in reader.processes()] == [None]
     finally:
         proc.communicate("\n", timeout=60)
     collector.stop()
