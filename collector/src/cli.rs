@@ -37,7 +37,9 @@ struct Cli {
     listen: Vec<String>,
     /// The merged timeline: .pftrace (Perfetto, default) or .json (Chrome trace).
     /// Written as it goes, at most a second behind the merge: a .pftrace can
-    /// be read or viewed while the collector runs.
+    /// be read or viewed while the collector runs. Created (or truncated)
+    /// only once every address listens: a collector that fails to start
+    /// leaves an existing file alone.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     #[command(flatten)]
@@ -274,8 +276,8 @@ fn listen(cli: Cli) -> Result<u8> {
         nice: cli.nice,
     };
     let stop = Stop::on_signals()?;
-    let sink = output::create(&output)?;
-    let collected = live::collect(&options, sink, &stop, |listening| {
+    let create = || output::create(&output);
+    let collected = live::collect(&options, create, &stop, |listening| {
         eprintln!(
             "rtrace-collect: listening on {}; writing {} (Ctrl-C to finish)",
             joined(listening),

@@ -60,17 +60,23 @@ const TICK: Duration = Duration::from_millis(10);
 /// long traces: `file_write_period_ms`.)
 const WRITE_OUT_EVERY: Duration = Duration::from_secs(1);
 
-/// Collects into `sink` until `stop` is set, then drains and finishes.
-/// `on_ready` runs once every address is listening, with the addresses
-/// listened on (a TCP port 0 as the port the system chose).
+/// Collects into the sink `create` makes until `stop` is set, then drains
+/// and finishes. `create` runs only once every address is listening: a
+/// collector that cannot start (an address taken, refused access rules)
+/// never creates, nor truncates, its output, which may be another running
+/// collector's timeline. `on_ready` runs next, with the addresses listened
+/// on (a TCP port 0 as the port the system chose).
 pub fn collect<S: TimelineSink>(
     options: &LiveOptions,
-    sink: S,
+    create: impl FnOnce() -> Result<S>,
     stop: &Stop,
     on_ready: impl FnOnce(&[Address]),
 ) -> Result<Collected> {
     let (tx, rx) = crossbeam_channel::bounded(QUEUED_ARRIVALS);
     let mut ingest = Ingest::start(&options.listen, options.access.clone(), tx)?;
+    // Streams that connect meanwhile wait for their welcome, which the
+    // merge sends once it has registered them.
+    let sink = create()?;
     on_ready(ingest.addresses());
     // This thread is the merge thread. It and the other threads that carry
     // events take `nice` only while they fall behind (see `priority`).

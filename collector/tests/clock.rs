@@ -189,8 +189,8 @@ fn collect_live(client: impl FnOnce(&str)) -> (Vec<u8>, Vec<StreamStats>) {
     let collector = {
         let (stop, out) = (stop.clone(), out.clone());
         std::thread::spawn(move || {
-            let sink = rtrace_collect::output::create(&out).unwrap();
-            live::collect(&options, sink, &stop, move |_| {
+            let create = || rtrace_collect::output::create(&out);
+            live::collect(&options, create, &stop, move |_| {
                 let _ = ready_tx.send(());
             })
         })

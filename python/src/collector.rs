@@ -133,15 +133,17 @@ impl Collector {
         if self.thread.is_some() {
             return Err(PyRuntimeError::new_err("this collector is already running"));
         }
-        let sink =
-            output::create(&self.output).map_err(|e| PyRuntimeError::new_err(format!("{e:#}")))?;
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Vec<String>>(1);
         let options = self.options.clone();
         let stop = self.stop.clone();
+        let out = self.output.clone();
         let thread = std::thread::Builder::new()
             .name("rtrace-collector".into())
             .spawn(move || {
-                live::collect(&options, sink, &stop, move |listening| {
+                // Created once listening: a collector that fails to start
+                // leaves an existing file (another collector's) alone.
+                let create = || output::create(&out);
+                live::collect(&options, create, &stop, move |listening| {
                     let _ = ready_tx.send(listening.iter().map(ToString::to_string).collect());
                 })
             })
