@@ -32,7 +32,8 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Accept streams here: unix:///path/to.sock or tcp://host:port (repeatable;
-    /// port 0: any free port, printed once listening).
+    /// port 0: any free port, printed once listening). A socket nobody
+    /// listens on is replaced; anything else at the path is an error.
     #[arg(long, value_name = "ADDR")]
     listen: Vec<String>,
     /// The merged timeline: .pftrace (Perfetto, default) or .json (Chrome trace).

@@ -517,26 +517,66 @@ fn bind(address: &Address) -> Result<Listener> {
 }
 
 /// Binds a Unix socket readable and writable by its owner only. A stale
-/// socket file (nobody listening) is replaced; a live one is an error.
-/// The socket is created under a umask of 0o177, so it is never open to
-/// others, not even between `bind` and `chmod`.
+/// socket (nobody listening) is replaced; a live one is an error, and so
+/// is anything at `path` that is not a socket (a file, a directory), which
+/// is left as it is. The socket is created under a umask of 0o177, so it
+/// is never open to others, not even between `bind` and `chmod`.
 fn bind_unix(path: &Path) -> Result<UnixListener> {
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            bail!(
-                "another collector is already listening on unix://{}; stop it or choose another path",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing the stale socket {}", path.display()))?;
-    }
+    remove_stale_socket(path)?;
     let listener = with_owner_only_umask(|| UnixListener::bind(path))
         .with_context(|| format!("cannot listen on unix://{}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {} to its owner", path.display()))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// Removes the socket at `path` if nobody listens on it: a collector that
+/// was killed leaves its socket behind. Only a socket is removed, and only
+/// when connecting is refused: a mistyped `--listen unix://notes.txt` must
+/// not delete the notes.
+fn remove_stale_socket(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot look at {}", path.display())),
+    };
+    if !metadata.file_type().is_socket() {
+        bail!(
+            "cannot listen on unix://{0}: {0} exists and is not a socket ({1}); \
+             it was left alone: choose another path",
+            path.display(),
+            kind_of(&metadata.file_type())
+        );
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => bail!(
+            "another collector is already listening on unix://{}; stop it or choose another path",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display())),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot tell whether anyone listens on the socket {}",
+                path.display()
+            )
+        }),
+    }
+}
+
+/// What a file that is not a socket is, for messages.
+fn kind_of(file_type: &std::fs::FileType) -> &'static str {
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
 }
 
 /// Runs `f` with the process umask set to 0o177. The umask is process-wide:

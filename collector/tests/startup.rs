@@ -1,5 +1,6 @@
-//! A collector that cannot start leaves its `-o` file alone: it may be
-//! another running collector's timeline.
+//! A collector that cannot start changes no file: not its `-o` file
+//! (which may be another running collector's timeline), and not whatever
+//! is at its socket path.
 
 mod support;
 
@@ -76,4 +77,46 @@ fn the_same_command_again_leaves_the_running_collectors_file_alone() {
         events += 1;
     }
     assert_eq!(events, 2_000);
+}
+
+#[test]
+fn only_a_stale_socket_is_replaced_and_any_other_file_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, PRECIOUS).unwrap();
+    let stderr = fails_to_start(
+        dir.path(),
+        &["--listen", "unix://notes.txt", "-o", "t.pftrace"],
+    );
+    assert!(
+        stderr.contains("notes.txt exists and is not a socket (a regular file)"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&notes).unwrap(), PRECIOUS);
+
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("inside"), PRECIOUS).unwrap();
+    let stderr = fails_to_start(
+        dir.path(),
+        &["--listen", "unix://folder", "-o", "t.pftrace"],
+    );
+    assert!(
+        stderr.contains("folder exists and is not a socket (a directory)"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(folder.join("inside")).unwrap(), PRECIOUS);
+    assert!(!dir.path().join("t.pftrace").exists());
+
+    // A socket nobody listens on (a killed collector's) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(dir.path().join("stale.sock")).unwrap());
+    assert!(dir.path().join("stale.sock").exists());
+    let collector = Collector::start(
+        dir.path(),
+        &["--listen", "unix://stale.sock", "-o", "t.pftrace"],
+        &[],
+    );
+    std::os::unix::net::UnixStream::connect(dir.path().join("stale.sock"))
+        .expect("the new collector listens there");
+    collector.stop();
 }
