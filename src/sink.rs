@@ -362,6 +362,13 @@ impl CollectorSink {
         self
     }
 
+    /// The spill file, once it was created (some of the stream went there
+    /// because the collector was unreachable or refused it); `None` while
+    /// everything went to the collector, or when it could not be created.
+    pub fn spill_file(&self) -> Option<&Path> {
+        self.spill.as_ref().map(|_| self.spill_path.as_path())
+    }
+
     /// The stream's start; with `auth`, the token frame before the hello.
     fn start_of_stream(&mut self, auth: bool) -> Vec<u8> {
         let mut bytes = wire::file_header().to_vec();

@@ -123,7 +123,8 @@ struct RelayArgs {
     #[arg(long, value_name = "ADDR", conflicts_with = "output")]
     forward: Option<String>,
     /// Relay mode: where spill files go while the central collector is
-    /// unreachable.
+    /// unreachable (created if missing; the relay does not start if it
+    /// cannot write there).
     #[arg(long, value_name = "DIR", default_value = ".", requires = "forward")]
     spill_dir: PathBuf,
     /// Relay mode: seconds between clock exchanges with the central
@@ -339,7 +340,22 @@ fn relay(cli: &Cli, forward: &str) -> Result<u8> {
     })?;
     eprint!("{}", relay::table(&relayed.streams));
     report_refusals(relayed.refused, relayed.broken);
-    Ok(0)
+    let lost: Vec<u64> = relayed
+        .streams
+        .iter()
+        .map(|s| s.lost_frames)
+        .filter(|&n| n > 0)
+        .collect();
+    if lost.is_empty() {
+        return Ok(0);
+    }
+    eprintln!(
+        "rtrace-collect: lost {} frame(s) of {} stream(s): the central collector was unreachable \
+         and their spill files could not be written (see above)",
+        lost.iter().sum::<u64>(),
+        lost.len()
+    );
+    Ok(1)
 }
 
 fn stats(files: &[PathBuf]) -> Result<u8> {

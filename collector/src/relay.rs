@@ -32,12 +32,12 @@
 //! multiplexing protocol; the cost is one upstream connection per process.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rtrace::clocksync::{SyncConfig, SyncSample, Timekeeper};
 use rtrace::sink::{CollectorSink, Sink};
@@ -59,7 +59,8 @@ pub struct RelayOptions {
     pub token: Option<Token>,
     /// The central collector.
     pub forward: Address,
-    /// Where spill files go while the central collector is unreachable.
+    /// Where spill files go while the central collector is unreachable
+    /// (created at start if missing).
     pub spill_dir: PathBuf,
     /// After a shutdown request, how long open streams may keep sending.
     pub drain: Duration,
@@ -72,13 +73,38 @@ pub struct RelayOptions {
 pub struct RelayedStream {
     pub session: String,
     pub pid: u32,
-    /// Frames forwarded (or spilled).
+    /// Frames forwarded (or spilled, or lost: see `lost_frames`).
     pub frames: u64,
     /// The recorder's clock minus this host's (its samples, relayed).
     pub local: Option<Fit>,
     /// This host's clock minus the central collector's.
     pub upstream: Option<Fit>,
     pub error: Option<String>,
+    /// The stream's spill file, if some of it went there (the central
+    /// collector unreachable, or refusing it).
+    pub spilled_to: Option<PathBuf>,
+    /// Frames that could go neither to the central collector nor to the
+    /// spill file, and why the spill file could not take them.
+    pub lost_frames: u64,
+    pub spill_error: Option<String>,
+}
+
+impl RelayedStream {
+    /// What became of the stream: `forwarded`, `spilled to FILE`, or the
+    /// frames lost and why; after the error that closed it, if one did.
+    pub fn outcome(&self) -> String {
+        let went = match (&self.spill_error, &self.spilled_to) {
+            (Some(why), _) if self.lost_frames > 0 => {
+                format!("{} frames lost: {why}", self.lost_frames)
+            }
+            (_, Some(path)) => format!("spilled to {}", path.display()),
+            _ => "forwarded".into(),
+        };
+        match &self.error {
+            Some(error) => format!("{error}; {went}"),
+            None => went,
+        }
+    }
 }
 
 /// What a relay did.
@@ -126,6 +152,7 @@ pub fn relay(
     stop: &Stop,
     on_ready: impl FnOnce(&[Address]),
 ) -> Result<Relayed> {
+    prepare_spill_dir(&options.spill_dir)?;
     let handler = Arc::new(Relay {
         options: options.clone(),
         done: Mutex::new(Vec::new()),
@@ -152,6 +179,22 @@ pub fn relay(
         refused,
         broken: handler.broken.load(Ordering::Relaxed),
     })
+}
+
+/// Creates `dir` if it is missing and checks that files can be made in it,
+/// before anything listens: a relay that cannot spill loses every stream
+/// while the central collector is unreachable.
+fn prepare_spill_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the spill directory {}", dir.display()))?;
+    let probe = dir.join(format!(".rtrace-relay-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .with_context(|| format!("cannot write in the spill directory {}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// Frames waiting for the upstream thread.
@@ -193,9 +236,15 @@ fn serve(options: &RelayOptions, accepted: Accepted) -> RelayedStream {
     let upstream = {
         let (address, sync) = (options.forward.clone(), options.sync);
         let token = options.token.clone();
+        let stream = format!(
+            "session {:?} (pid {}, {name})",
+            process.session, process.pid
+        );
         std::thread::Builder::new()
             .name(format!("upstream #{}", conn.0))
-            .spawn(move || Upstream::new(address, spill, sync, token).run(hello, &rx, &ready_tx))
+            .spawn(move || {
+                Upstream::new(address, spill, sync, token, stream).run(hello, &rx, &ready_tx)
+            })
     };
     let upstream = match upstream {
         Ok(handle) => handle,
@@ -243,6 +292,9 @@ fn serve(options: &RelayOptions, accepted: Accepted) -> RelayedStream {
     if let Ok(report) = upstream.join() {
         stream.local = report.local;
         stream.upstream = report.upstream;
+        stream.spilled_to = report.spilled_to;
+        stream.lost_frames = report.lost.frames;
+        stream.spill_error = report.lost.why;
     }
     stream
 }
@@ -322,21 +374,64 @@ impl Timekeeper for RelayKeeper {
 struct UpstreamReport {
     local: Option<Fit>,
     upstream: Option<Fit>,
+    spilled_to: Option<PathBuf>,
+    lost: Lost,
+}
+
+/// Frames of a stream that went neither upstream nor to its spill file.
+#[derive(Default)]
+struct Lost {
+    frames: u64,
+    /// The first failure.
+    why: Option<String>,
 }
 
 /// The upstream side of one relayed stream.
 struct Upstream {
     sink: CollectorSink,
     clock: Arc<Mutex<RelayClock>>,
+    /// Names the stream in messages.
+    stream: String,
+    spill: PathBuf,
+    lost: Lost,
 }
 
 impl Upstream {
-    fn new(address: Address, spill: PathBuf, sync: SyncConfig, token: Option<Token>) -> Upstream {
+    fn new(
+        address: Address,
+        spill: PathBuf,
+        sync: SyncConfig,
+        token: Option<Token>,
+        stream: String,
+    ) -> Upstream {
         let clock = Arc::new(Mutex::new(RelayClock::default()));
         let keeper = Box::new(RelayKeeper(clock.clone()));
         Upstream {
-            sink: CollectorSink::with_clock(address, spill, sync, keeper).with_token(token),
+            sink: CollectorSink::with_clock(address, spill.clone(), sync, keeper).with_token(token),
             clock,
+            stream,
+            spill,
+            lost: Lost::default(),
+        }
+    }
+
+    /// Counts a frame the sink could not take (upstream down and the spill
+    /// file not writable); says so at the first.
+    fn written(&mut self, result: std::io::Result<()>) {
+        let Err(error) = result else {
+            return;
+        };
+        self.lost.frames += 1;
+        if self.lost.why.is_none() {
+            let why = format!(
+                "cannot write its spill file {}: {error}",
+                self.spill.display()
+            );
+            eprintln!(
+                "rtrace-collect: {}: {why}; its frames are lost while the central collector is unreachable",
+                self.stream
+            );
+            self.lost.why = Some(why);
         }
     }
 
@@ -373,6 +468,8 @@ impl Upstream {
         UpstreamReport {
             local: clock.as_ref().ok().and_then(|c| c.local_fit),
             upstream: clock.as_ref().ok().and_then(|c| c.upstream_fit),
+            spilled_to: self.sink.spill_file().map(Path::to_owned),
+            lost: std::mem::take(&mut self.lost),
         }
     }
 
@@ -385,7 +482,8 @@ impl Upstream {
                 if let Ok(mut clock) = self.clock.lock() {
                     clock.last_snapshot.clone_from(&frame);
                 }
-                let _ = self.sink.write_frame(&frame);
+                let written = self.sink.write_frame(&frame);
+                self.written(written);
             }
             // Only this relay's connection to the recorder carries these
             // (the upstream sink sends its own token).
@@ -398,11 +496,12 @@ impl Upstream {
         let intern = matches!(body, Body::Hello(_) | Body::Function(_) | Body::Thread(_));
         let mut frame = Vec::new();
         wire::encode_frame(body, &mut frame);
-        let _ = if intern {
+        let written = if intern {
             self.sink.write_intern(&frame)
         } else {
             self.sink.write_frame(&frame)
         };
+        self.written(written);
     }
 
     /// A sample of a hop below this relay: kept to send again on a new
@@ -449,7 +548,7 @@ pub fn table(streams: &[RelayedStream]) -> String {
         })
     };
     for s in streams {
-        let end = s.error.clone().unwrap_or_else(|| "forwarded".into());
+        let end = s.outcome();
         rows.push(vec![
             s.session.clone(),
             s.pid.to_string(),

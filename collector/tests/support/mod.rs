@@ -79,7 +79,14 @@ impl Collector {
     }
 
     /// Stops it with SIGTERM; returns the rest of its stderr.
-    pub fn stop(mut self) -> String {
+    pub fn stop(self) -> String {
+        let (status, text) = self.stop_with_status();
+        assert!(status.success(), "collector failed:\n{text}");
+        text
+    }
+
+    /// Stops it with SIGTERM; returns its exit status and stderr.
+    pub fn stop_with_status(mut self) -> (ExitStatus, String) {
         // SAFETY: kill only sends a signal to our own child process.
         #[allow(unsafe_code)]
         unsafe {
@@ -87,9 +94,7 @@ impl Collector {
         }
         let status = self.child.wait().unwrap();
         self.seen.extend(self.lines.iter());
-        let text = self.seen.join("\n");
-        assert!(status.success(), "collector failed:\n{text}");
-        text
+        (status, self.seen.join("\n"))
     }
 
     /// The `tcp://host:port` it announced on stderr: started with port 0,
