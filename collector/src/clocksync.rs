@@ -445,10 +445,13 @@ impl StreamClock {
     pub fn for_hello(hello: &pb::Hello) -> StreamClock {
         let same_boot = !hello.boot_id.is_empty() && hello.boot_id == local_boot_id();
         let mut stage = StreamClock::new(hello.clock_sync, 1 + hello.relayed_by.len(), same_boot);
-        if same_boot && hello.relayed_by.is_empty() && hello.timens_monotonic_offset_ns == 0 {
+        let direct = hello.relayed_by.is_empty() && hello.timens_monotonic_offset_ns == 0;
+        if hello.clock_sync && same_boot && direct {
             // This host's CLOCK_MONOTONIC, outside any time namespace: the
             // same clock, known before any sample (a short stream may end
-            // before its first), and said so from the start.
+            // before its first), and said so from the start. A recorder
+            // that takes no part (`RTRACE_CLOCK_SYNC=0`) is merged as it
+            // is and stays "not measured", as README says.
             stage.status = ClockStatus::SameHost;
         }
         stage
@@ -816,6 +819,26 @@ mod tests {
                 "timens {timens_ns}"
             );
         }
+    }
+
+    /// `RTRACE_CLOCK_SYNC=0`: merged as it is, and said to be so, even
+    /// on the collector's own host.
+    #[test]
+    fn a_stream_without_the_exchange_is_not_measured_even_on_this_host() {
+        let hello = pb::Hello {
+            boot_id: local_boot_id().to_owned(),
+            clock_sync: false,
+            ..pb::Hello::default()
+        };
+        let mut clock = StreamClock::for_hello(&hello);
+        let mut out = Vec::new();
+        clock.process([event(7)], &mut out);
+        clock.finish(&mut out);
+        let Chunk::Item(StreamItem::Offset(offset)) = out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(offset.status, ClockStatus::Unmeasured);
+        assert_eq!(out[1], event(7));
     }
 
     #[test]

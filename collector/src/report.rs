@@ -43,7 +43,8 @@ pub fn table(stats: &[StreamStats], bytes: &[u64]) -> String {
 }
 
 /// A stream's clock offset (its clock minus the collector's) as
-/// `+37.000012345 s ±14.2 µs, drift +0.021 ppm (9 samples)`.
+/// `+37.000012345 s ±14.2 µs, drift +0.021 ppm (9 samples)`, `0 (same
+/// host, ±4.5 µs, 40 samples)` or `not measured`.
 pub fn clock_offset(offset: &ClockOffset) -> String {
     let samples = match offset.samples {
         1 => "1 sample".to_owned(),
@@ -52,6 +53,9 @@ pub fn clock_offset(offset: &ClockOffset) -> String {
     let uncertainty = micros(offset.uncertainty_ns);
     match offset.status {
         ClockStatus::Unmeasured => "not measured".into(),
+        // This host's clock by its boot id, but the stream ended before
+        // its first exchange: no uncertainty to show.
+        ClockStatus::SameHost if offset.samples == 0 => "not measured (same host)".into(),
         ClockStatus::SameHost => format!("0 (same host, ±{uncertainty}, {samples})"),
         ClockStatus::Measured => format!(
             "{} ±{uncertainty}, drift {:+.3} ppm ({samples})",
@@ -118,4 +122,25 @@ pub fn aligned_right(rows: &[Vec<String>], right: usize) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_sample_is_not_measured_whatever_the_host() {
+        let same_host = |samples| ClockOffset {
+            status: ClockStatus::SameHost,
+            uncertainty_ns: 4_500,
+            samples,
+            ..ClockOffset::default()
+        };
+        assert_eq!(clock_offset(&same_host(0)), "not measured (same host)");
+        assert_eq!(
+            clock_offset(&same_host(40)),
+            "0 (same host, ±4.5 µs, 40 samples)"
+        );
+        assert_eq!(clock_offset(&ClockOffset::default()), "not measured");
+    }
 }

@@ -311,6 +311,32 @@ fn a_recorder_of_this_host_is_measured_as_the_same_host() {
     assert!(offset.uncertainty_ns < 50_000_000);
 }
 
+/// `RTRACE_CLOCK_SYNC=0`: README says such a stream is merged as it is
+/// and shown as `not measured`, not as a measured zero.
+#[test]
+fn a_recorder_of_this_host_without_the_exchange_is_not_measured() {
+    let (_, stats) = collect_live(|address| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new("unsynced", dir.path().join("spill.rtrace"));
+        config.collector = Some(Address::Tcp(address.to_owned()));
+        config.clock_sync = config.clock_sync.with_interval("0").unwrap();
+        let recorder = Recorder::start(config).unwrap();
+        let mut buf = recorder.new_thread_buffer(1);
+        for kind in [Kind::Call, Kind::Return] {
+            buf.push(RawEvent::new(clock::ticks(), FunctionId(0), kind, 0));
+        }
+        recorder.hand_over(&mut buf);
+        recorder.finish();
+    });
+    let offset = stats[0].clock.unwrap();
+    assert_eq!(
+        (offset.status, offset.samples),
+        (ClockStatus::Unmeasured, 0)
+    );
+    assert_eq!(report::clock_offset(&offset), "not measured");
+    assert!(report::table(&stats, &[]).contains("  not measured  "));
+}
+
 #[test]
 fn a_recorder_that_does_not_exchange_is_not_greeted() {
     let crafted = Crafted {
