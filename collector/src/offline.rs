@@ -73,6 +73,9 @@ pub fn merge_opened<S: TimelineSink>(
     let mut merger = Merger::new(create()?, config);
     let mut readers: Vec<Option<(EventReader<BufReader<File>>, Encoder)>> = Vec::new();
     let mut bytes = Vec::new();
+    // Per stream, the events it delivered: what its end reports, truncated
+    // or not, as a live collector's does.
+    let mut delivered = Vec::new();
     for (reader, size) in opened {
         let process = reader.hello().map(ProcessInfo::from).unwrap_or_default();
         let process = rtrace::sanitize::process(process);
@@ -80,6 +83,7 @@ pub fn merge_opened<S: TimelineSink>(
         let encoder = (merger.stream_encoder(id), ThreadOrder::default());
         readers.push(Some((reader, encoder)));
         bytes.push(size.unwrap_or(0));
+        delivered.push(0u64);
     }
     let mut read: u64 = readers.iter().flatten().map(|(r, _)| r.bytes_read()).sum();
     while let Some(stream) = merger.lagging_stream() {
@@ -95,6 +99,7 @@ pub fn merge_opened<S: TimelineSink>(
             Ok(Some(mut chunk)) => {
                 let clamped = order.chunk(&mut chunk);
                 crate::ingest::sanitize_chunk(&mut chunk);
+                delivered[stream.0 as usize] += crate::ingest::chunk_events(&chunk) as u64;
                 if let Some(encoder) = encoder {
                     encoder.chunk(&mut chunk);
                 }
@@ -104,14 +109,14 @@ pub fn merge_opened<S: TimelineSink>(
                 }
             }
             Ok(None) => {
-                let end = end_of(reader, false);
+                let end = end_of(reader, false, delivered[stream.0 as usize]);
                 // What was read: a pipe has no size ahead.
                 bytes[stream.0 as usize] = reader.bytes_read();
                 merger.end_stream(stream, end, None)?;
                 *slot = None;
             }
             Err(e) => {
-                let end = end_of(reader, true);
+                let end = end_of(reader, true, delivered[stream.0 as usize]);
                 bytes[stream.0 as usize] = reader.bytes_read();
                 merger.end_stream(stream, end, Some(e.to_string()))?;
                 *slot = None;
@@ -127,9 +132,11 @@ pub fn merge_opened<S: TimelineSink>(
     })
 }
 
-fn end_of<R: std::io::Read>(reader: &EventReader<R>, broken: bool) -> StreamEnd {
+/// How a stream ended; `events`: those it delivered (a truncated stream
+/// has no end marker to count them).
+fn end_of<R: std::io::Read>(reader: &EventReader<R>, broken: bool, events: u64) -> StreamEnd {
     StreamEnd {
-        events: reader.end().map_or(0, |e| e.events),
+        events,
         lost: reader.lost(),
         truncated: broken || reader.truncated(),
         last_ts_ns: 0,

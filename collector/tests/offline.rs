@@ -100,3 +100,51 @@ fn a_pipe_has_no_total_and_its_bytes_still_count() {
         "{line}"
     );
 }
+
+/// The end instant of a stream cut short (a killed process's) carries the
+/// events it delivered, as a finished stream's does: README, "Timeline
+/// files". It said `events: 0`, in Chrome JSON and Perfetto alike.
+#[test]
+fn a_truncated_streams_end_carries_the_events_it_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.rtrace");
+    record(Config::new("killed", &whole), 100_000);
+    // Cut mid-frame, without its end marker: what a process killed while
+    // writing leaves.
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.path().join("cut.rtrace");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let mut reader = rtrace::EventReader::open(&cut).unwrap();
+    let mut delivered = 0u64;
+    while reader.next_event().unwrap().is_some() {
+        delivered += 1;
+    }
+    assert!(reader.truncated(), "cut mid-frame");
+    assert!(delivered > 0 && delivered < 200_000, "{delivered}");
+
+    let json = dir.path().join("cut.json");
+    let (_, merged) = merge(std::slice::from_ref(&cut), &json);
+    assert_eq!(merged.stats[0].events, delivered);
+    let timeline: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let end = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "rtrace: stream truncated — process died")
+        .expect("the end instant");
+    assert_eq!(end["args"]["events"], delivered, "{end}");
+    assert_eq!(end["args"]["truncated"], true, "{end}");
+
+    let perfetto = dir.path().join("cut.pftrace");
+    merge(&[cut], &perfetto);
+    let mut read = rtrace::export::MergedReader::open(&perfetto).unwrap();
+    while read.next_item().unwrap().is_some() {}
+    let (stream, _) = read.streams().next().unwrap();
+    let end = read.stream_end(stream).unwrap();
+    assert_eq!((end.events, end.truncated), (delivered, true));
+
+    // A finished stream's end says the same number: what it delivered.
+    let (_, merged) = merge(&[whole], &dir.path().join("whole.json"));
+    assert_eq!(merged.stats[0].end.unwrap().events, 200_000);
+}
