@@ -142,9 +142,11 @@ struct RelayArgs {
 struct MergeArgs {
     /// Reorder window in seconds: how late a stream may deliver an event
     /// before it counts as late (it is still written). Streams of rtrace's
-    /// recorders need none: they say on each flush tick what they have sent
-    /// in full, and are written at once; the window is for the others
-    /// (on_full="block", older recorders).
+    /// recorders (Python and native, either on_full policy) need none: they
+    /// say on each flush tick what they have sent in full, and are written
+    /// at once. The window is for streams that make no such promise (older
+    /// recorders, programs using the core library's Recorder without a
+    /// flush tick) and for a tick that cannot promise (its queue full).
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     window: f64,
 }
