@@ -22,6 +22,11 @@ pub enum Error {
     /// file a second or so behind the merge).
     #[error("{what} is empty: nothing has been written to it yet")]
     Empty { what: String },
+    /// The input ended before its first byte: a connection opened and
+    /// closed without sending anything (a probe, such as a second collector
+    /// checking whether this one listens).
+    #[error("{what} sent nothing before it closed")]
+    Nothing { what: String },
     /// The input does not start with the rtrace magic.
     #[error("{what} is not an rtrace stream: it does not start with the \"RTRACE\" magic")]
     BadMagic { what: String },

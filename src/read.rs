@@ -52,7 +52,14 @@ impl FrameReader<BufReader<File>> {
             path: path.to_owned(),
             error: source,
         })?;
-        FrameReader::with_header(BufReader::new(file), path.display().to_string())
+        // An empty file is a file "with nothing written to it yet", not a
+        // connection that sent nothing.
+        FrameReader::with_header(BufReader::new(file), path.display().to_string()).map_err(|e| {
+            match e {
+                Error::Nothing { what } => Error::Empty { what },
+                e => e,
+            }
+        })
     }
 }
 
@@ -65,6 +72,9 @@ impl<R: Read> FrameReader<R> {
             action: "reading the stream header",
             error: source,
         })?;
+        if got == 0 {
+            return Err(Error::Nothing { what });
+        }
         if got < wire::HEADER_LEN || &header[..6] != wire::MAGIC {
             return Err(Error::BadMagic { what });
         }

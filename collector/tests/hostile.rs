@@ -160,6 +160,10 @@ fn thousands_of_idle_connections_are_refused_over_the_limit_and_cost_little() {
 fn garbage_and_frames_after_a_good_hello_close_only_that_stream() {
     let dir = tempfile::tempdir().unwrap();
     let (mut collector, sock) = collector(dir.path(), &[]);
+    // A connection that sends nothing (a probe, such as a second collector
+    // checking whether this one listens) is said to be just that.
+    drop(UnixStream::connect(&sock).unwrap());
+    collector.wait_for("sent nothing before it closed", WAIT);
     let mut garbage = UnixStream::connect(&sock).unwrap();
     garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     collector.wait_for("not an rtrace stream", WAIT);
