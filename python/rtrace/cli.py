@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         "stream files (.rtrace) and merged timelines (.pftrace). Per process, the self times "
         "add up to the time of the top-level calls.")
     stats.add_argument("files", nargs="+", metavar="FILE")
-    stats.add_argument("--top", type=int, default=20, metavar="N",
+    stats.add_argument("--top", type=_count, default=20, metavar="N",
                        help="the N first functions of each process (default 20; 0: all)")
     stats.add_argument("--sort", choices=("self", "total", "calls", "mean"), default="self",
                        help="order by (default: self time)")
@@ -422,9 +422,7 @@ def _dump(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stats(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if args.top < 0:
-        parser.error(f"stats: --top takes a count (0: all), not {args.top}")
+def _stats(args: argparse.Namespace) -> int:
     report = _native.profile_report(args.files, top=args.top, sort=args.sort, json=args.json,
                                     progress=True)
     sys.stdout.write(report)
@@ -442,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return _export(args, parser)
         if args.command == "stats":
-            return _stats(args, parser)
+            return _stats(args)
         return _dump(args)
     except BrokenPipeError:
         return 0

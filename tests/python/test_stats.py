@@ -123,7 +123,7 @@ def test_stats_of_a_truncated_stream_and_bad_usage(run_py, tmp_path):
     missing = rtrace_cli("stats", "missing.rtrace", cwd=tmp_path)
     assert missing.returncode == 1 and "missing.rtrace" in missing.stderr
     bad = rtrace_cli("stats", "w.rtrace", "--top", "-1", cwd=tmp_path)
-    assert bad.returncode == 2 and "--top takes a count" in bad.stderr
+    assert bad.returncode == 2 and "--top: takes a count (0: all), not -1" in bad.stderr
     junk = tmp_path / "junk.rtrace"
     junk.write_bytes(b"not a trace")
     proc = rtrace_cli("stats", str(junk), cwd=tmp_path)
