@@ -27,6 +27,12 @@ pub enum Error {
     /// checking whether this one listens).
     #[error("{what} sent nothing before it closed")]
     Nothing { what: String },
+    /// A merged timeline given where a stream is read.
+    #[error(
+        "{what} is a merged timeline, not a stream file: this reads stream files \
+         (`rtrace export`, `rtrace stats` and `rtrace.read` read timelines too)"
+    )]
+    Timeline { what: String },
     /// The input does not start with the rtrace magic.
     #[error("{what} is not an rtrace stream: it does not start with the \"RTRACE\" magic")]
     BadMagic { what: String },

@@ -15,8 +15,12 @@ use crate::timeline::{ProcessInfo, StreamId};
 use crate::writer::FunctionInfo;
 use crate::{Error, Result};
 
+/// A Perfetto trace starts with field 1 (a TracePacket): this byte; a
+/// stream with `wire::MAGIC`.
+pub const TIMELINE_FIRST_BYTE: u8 = 0x0a;
+
 const _: () = assert!(
-    crate::wire::MAGIC[0] != 0x0a,
+    crate::wire::MAGIC[0] != TIMELINE_FIRST_BYTE,
     "a stream's first byte tells it from a timeline"
 );
 
@@ -39,16 +43,15 @@ impl Input {
             error,
         })?;
         let mut input = BufReader::new(file);
-        // A Perfetto trace starts with field 1 (a TracePacket): byte 0x0a; a
-        // stream with `wire::MAGIC`. A read error here comes again, and is
-        // reported, as the stream reader reads its header.
+        // A read error here comes again, and is reported, as the stream
+        // reader reads its header.
         let what = path.display().to_string();
         let first = match input.fill_buf() {
             Ok([]) => return Err(Error::Empty { what }),
             Ok(bytes) => Some(bytes[0]),
             Err(_) => None,
         };
-        Ok(if first == Some(0x0a) {
+        Ok(if first == Some(TIMELINE_FIRST_BYTE) {
             Input::Merged(Box::new(MergedReader::new(input, what)))
         } else {
             let frames = FrameReader::with_header(input, what)?;

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -52,13 +52,18 @@ impl FrameReader<BufReader<File>> {
             path: path.to_owned(),
             error: source,
         })?;
+        let mut input = BufReader::new(file);
+        let what = path.display().to_string();
+        // A file may be a timeline given by mistake; on a connection the
+        // same first byte (a newline) is just garbage, so only files say so.
+        if let Ok([crate::input::TIMELINE_FIRST_BYTE, ..]) = input.fill_buf() {
+            return Err(Error::Timeline { what });
+        }
         // An empty file is a file "with nothing written to it yet", not a
         // connection that sent nothing.
-        FrameReader::with_header(BufReader::new(file), path.display().to_string()).map_err(|e| {
-            match e {
-                Error::Nothing { what } => Error::Empty { what },
-                e => e,
-            }
+        FrameReader::with_header(input, what).map_err(|e| match e {
+            Error::Nothing { what } => Error::Empty { what },
+            e => e,
         })
     }
 }

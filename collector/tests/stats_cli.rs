@@ -67,6 +67,21 @@ fn wrong_usage_and_bad_files_say_what_is_wrong() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an rtrace stream"));
+    // A merged timeline (its first byte a Perfetto packet's) is named as
+    // one, not as something foreign.
+    let timeline = dir.path().join("t.pftrace");
+    std::fs::write(&timeline, b"\x0a\x02\x08\x01").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rtrace-collect"))
+        .arg("stats")
+        .arg(&timeline)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("t.pftrace is a merged timeline, not a stream file"),
+        "{stderr}"
+    );
 }
 
 #[test]
