@@ -18,6 +18,10 @@ pub enum Error {
         action: &'static str,
         error: io::Error,
     },
+    /// A peer kept quiet past a deadline (`why` says which: no hello in
+    /// time, no heartbeat); the reader's own timeout, not an I/O failure.
+    #[error("{what} {why}")]
+    TimedOut { what: String, why: String },
     /// The file has no bytes at all (a collector still running writes its
     /// file a second or so behind the merge).
     #[error("{what} is empty: nothing has been written to it yet")]

@@ -45,6 +45,19 @@ pub struct FrameReader<R> {
     max_frame_bytes: u64,
 }
 
+/// A read that timed out is the peer's silence, said as such: the
+/// reader's source (a collector's socket) words its deadline in the error
+/// ("sent no complete hello within 1 s"). Any other error is given back.
+fn timed_out(what: &str, source: io::Error) -> std::result::Result<Error, io::Error> {
+    match source.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Ok(Error::TimedOut {
+            what: what.to_owned(),
+            why: source.to_string(),
+        }),
+        _ => Err(source),
+    }
+}
+
 impl FrameReader<BufReader<File>> {
     /// Opens a stream file and checks its header.
     pub fn open(path: &Path) -> Result<Self> {
@@ -73,9 +86,11 @@ impl<R: Read> FrameReader<R> {
     /// input in errors.
     pub fn with_header(mut inner: R, what: String) -> Result<Self> {
         let mut header = [0u8; wire::HEADER_LEN];
-        let got = read_full(&mut inner, &mut header).map_err(|source| Error::Io {
-            action: "reading the stream header",
-            error: source,
+        let got = read_full(&mut inner, &mut header).map_err(|source| {
+            timed_out(&what, source).unwrap_or_else(|source| Error::Io {
+                action: "reading the stream header",
+                error: source,
+            })
         })?;
         if got == 0 {
             return Err(Error::Nothing { what });
@@ -216,10 +231,10 @@ impl<R: Read> FrameReader<R> {
     }
 
     fn io_error(&self, source: io::Error) -> Error {
-        Error::Io {
+        timed_out(&self.what, source).unwrap_or_else(|source| Error::Io {
             action: "reading a stream",
             error: source,
-        }
+        })
     }
 
     fn malformed(&self, offset: u64, reason: String) -> Error {
