@@ -45,16 +45,16 @@ pub struct FrameReader<R> {
     max_frame_bytes: u64,
 }
 
-/// A read that timed out is the peer's silence, said as such: the
-/// reader's source (a collector's socket) words its deadline in the error
-/// ("sent no complete hello within 1 s"). Any other error is given back.
-fn timed_out(what: &str, source: io::Error) -> std::result::Result<Error, io::Error> {
-    match source.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Ok(Error::TimedOut {
+/// A failed read of `what`. One that timed out is the peer's silence, said
+/// as such: the reader's source (a collector's socket) words its deadline
+/// in the error ("sent no complete hello within 1 s").
+fn read_error(what: &str, action: &'static str, error: io::Error) -> Error {
+    match error.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::TimedOut {
             what: what.to_owned(),
-            why: source.to_string(),
-        }),
-        _ => Err(source),
+            why: error.to_string(),
+        },
+        _ => Error::Io { action, error },
     }
 }
 
@@ -86,12 +86,8 @@ impl<R: Read> FrameReader<R> {
     /// input in errors.
     pub fn with_header(mut inner: R, what: String) -> Result<Self> {
         let mut header = [0u8; wire::HEADER_LEN];
-        let got = read_full(&mut inner, &mut header).map_err(|source| {
-            timed_out(&what, source).unwrap_or_else(|source| Error::Io {
-                action: "reading the stream header",
-                error: source,
-            })
-        })?;
+        let got = read_full(&mut inner, &mut header)
+            .map_err(|error| read_error(&what, "reading the stream header", error))?;
         if got == 0 {
             return Err(Error::Nothing { what });
         }
@@ -231,10 +227,7 @@ impl<R: Read> FrameReader<R> {
     }
 
     fn io_error(&self, source: io::Error) -> Error {
-        timed_out(&self.what, source).unwrap_or_else(|source| Error::Io {
-            action: "reading a stream",
-            error: source,
-        })
+        read_error(&self.what, "reading a stream", source)
     }
 
     fn malformed(&self, offset: u64, reason: String) -> Error {

@@ -184,10 +184,7 @@ impl Profiler {
     fn resolve(&mut self, input: &Input, stream: StreamId, id: FunctionId) -> (usize, usize) {
         let process = input.process(stream).unwrap_or_default();
         let p = self.process_index(&process);
-        // Names are printed on a terminal: made printable as the collector
-        // does (a stream file read here has not been through one).
-        let info = input.function(stream, id).cloned().map(sanitize::function);
-        let info = info.as_ref();
+        let info = input.function(stream, id);
         let name = info.map_or_else(|| format!("<function #{}>", id.0), |f| f.name.clone());
         let module = info.map_or_else(String::new, |f| f.module.clone());
         let file = info.map_or_else(String::new, |f| f.file.clone());
@@ -214,9 +211,9 @@ impl Profiler {
             return p;
         }
         self.processes.push(ProcessProfile {
-            session: sanitize::printable(&process.session, sanitize::MAX_NAME_CHARS),
+            session: process.session.clone(),
             pid: process.pid,
-            host: sanitize::printable(&process.host, sanitize::MAX_NAME_CHARS),
+            host: process.host.clone(),
             ..ProcessProfile::default()
         });
         self.by_function.push(HashMap::new());
@@ -316,14 +313,18 @@ fn ms(ns: u64) -> String {
 
 /// The profiles as aligned tables, one per process.
 pub fn profile_table(profiles: &[ProcessProfile], sort: SortBy, top: usize) -> String {
+    // For a terminal: names made printable as the collector does (a stream
+    // file read here has not been through one). `--json` escapes its own.
+    let name = |text: &str| sanitize::printable(text, sanitize::MAX_NAME_CHARS);
+    let symbol = |text: &str| sanitize::printable(text, sanitize::MAX_SYMBOL_CHARS);
     let mut out = String::new();
     for p in profiles {
         let calls: u64 = p.functions.iter().map(|f| f.calls).sum();
         out.push_str(&format!(
             "{} (pid {}, host {}): {} calls in {} functions, {} ms in top-level calls\n",
-            p.session,
+            name(&p.session),
             p.pid,
-            p.host,
+            name(&p.host),
             calls,
             p.functions.len(),
             ms(p.top_level_ns)
@@ -337,14 +338,14 @@ pub fn profile_table(profiles: &[ProcessProfile], sort: SortBy, top: usize) -> S
             let place = if f.file.is_empty() {
                 String::new()
             } else {
-                format!("{}:{}", f.file, f.line)
+                format!("{}:{}", symbol(&f.file), f.line)
             };
             rows.push(vec![
                 f.calls.to_string(),
                 ms(f.total_ns),
                 ms(f.self_ns),
                 ms(f.mean_ns()),
-                f.qualified(),
+                symbol(&f.qualified()),
                 place,
             ]);
         }

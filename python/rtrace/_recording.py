@@ -146,7 +146,7 @@ class Recording:
         sample: int | None = None,
     ) -> None:
         _check_type("session", session, str, none=True)
-        _check_type("output", output, (str, os.PathLike), none=True)
+        _check_type("output", output, (str, bytes, os.PathLike), none=True)
         _check_type("collector", collector, str, none=True)
         _check_type("token", token, str, none=True)
         for name, flag in (("threads", threads), ("c_calls", c_calls), ("lines", lines),

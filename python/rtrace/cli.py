@@ -214,7 +214,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("run: -m needs a module name, e.g. `rtrace run -- -m http.server`")
     if program[0].endswith(".py") and not os.path.exists(program[0]):
         parser.error(f"run: no such script: {program[0]!r}")
-    if program[0] != "-m" and not program[0].endswith(".py") and not shutil.which(program[0]):
+    if not shutil.which(_command_for(program)[0]):
         # Found out before the collector starts (and creates the output).
         where = "no such file" if os.sep in program[0] else "not found on PATH"
         parser.error(f"run: cannot run {program[0]!r}: {where} or not executable; "

@@ -88,14 +88,18 @@ fn armed() -> bool {
 fn next_id() -> u64 {
     crate::legacy::thread_states()
         .into_iter()
-        .map(|t| {
-            // SAFETY: a live thread state (GIL held).
-            #[allow(unsafe_code)]
-            let id = unsafe { crate::ffi::PyThreadState_GetID(t) };
-            id + 1
-        })
+        .map(|t| id_of(t) + 1)
         .max()
         .unwrap_or(0)
+}
+
+/// A live thread state's id (unique in the interpreter, only growing).
+fn id_of(tstate: *mut ffi::PyThreadState) -> u64 {
+    // SAFETY: callers pass a live thread state with the GIL held.
+    #[allow(unsafe_code)]
+    unsafe {
+        crate::ffi::PyThreadState_GetID(tstate)
+    }
 }
 
 /// Installs the hook on thread states first seen that have no profile
@@ -111,9 +115,7 @@ pub fn adopt_new_threads(py: Python<'_>) {
     let current = unsafe { ffi::PyThreadState_Get() };
     let mut next = watermark;
     for tstate in crate::legacy::thread_states() {
-        // SAFETY: a live thread state (GIL held).
-        #[allow(unsafe_code)]
-        let id = unsafe { crate::ffi::PyThreadState_GetID(tstate) };
+        let id = id_of(tstate);
         next = next.max(id + 1);
         if id < watermark || tstate == current || !profile_of(tstate).0.is_null() {
             continue;
