@@ -13,9 +13,10 @@ rtrace's writer thread, which runs beside it) per call or return event:
   rtrace     rtrace.record(output=FILE) with its defaults
 
 for each workload at two sizes, the larger minus the smaller, so that
-start-up and teardown cancel out. quanta's clock calibration at the first
-start, which loops until its estimate settles (a different number of
-rounds each run), is left out by name. Deterministic otherwise
+start-up and teardown cancel out. The counter's rough rate measured at the
+first start (`clock::rough_rate`, 50 µs of clock reads: a different number
+of rounds each run; quanta's calibration where the TSC is not read
+directly) is left out by name. Deterministic otherwise
 (PYTHONHASHSEED=0), so it shows where rtrace stands against the floor,
 workload by workload, whatever else the machine does. Instructions are not
 time: a cache miss or the TSC read costs more than one; wall time is
@@ -84,7 +85,8 @@ else:
 print(json.dumps({"events": events}))
 """
 
-# Left out of the counts: quanta's calibration (a different length each run).
+# Left out of the counts: measuring the counter's rate (a different length
+# each run).
 NOT_COUNTED = re.compile(r"quanta|[Cc]alibrat|clock_gettime")
 LINE = re.compile(r"^\s*([\d,]+)\s+\([^)]*\)\s+(.*)$")
 

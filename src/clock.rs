@@ -56,29 +56,42 @@ pub fn tsc_ticks() -> Option<u64> {
 
 #[cold]
 fn ticks_through_quanta() -> u64 {
-    let clock = clock();
     if READ.load(Ordering::Relaxed) == READ_UNDECIDED {
-        READ.store(decide_read(clock), Ordering::Relaxed);
-    }
-    clock.raw()
-}
-
-/// READ_TSC when quanta's raw reading is the TSC itself: a TSC read lands
-/// between two of quanta's (its CLOCK_MONOTONIC fallback counts
-/// nanoseconds since boot, nowhere near the TSC's value).
-fn decide_read(clock: &quanta::Clock) -> u8 {
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    for _ in 0..3 {
-        let before = clock.raw();
-        // SAFETY: `rdtsc` has no preconditions.
-        #[allow(unsafe_code)]
-        let tsc = unsafe { core::arch::x86_64::_rdtsc() };
-        let after = clock.raw();
-        if before <= tsc && tsc <= after && after - before < 1 << 20 {
-            return READ_TSC;
+        let read = decide_read();
+        READ.store(read, Ordering::Relaxed);
+        if read == READ_TSC {
+            return tsc_ticks().unwrap_or_else(|| clock().raw());
         }
     }
+    clock().raw()
+}
+
+/// READ_TSC where quanta's clock reads the TSC: quanta's own test (an
+/// invariant TSC and RDTSCP, from CPUID), asked without building quanta's
+/// clock, whose calibration spins for 0.6–4 ms (see `describe`).
+fn decide_read() -> u8 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if tsc_is_quantas_counter() {
+        return READ_TSC;
+    }
     READ_QUANTA
+}
+
+/// quanta's `has_counter_support` on x86-64: CPUID leaf 0x8000_0007
+/// (EDX bit 8, invariant TSC) and 0x8000_0001 (EDX bit 27, RDTSCP).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+fn tsc_is_quantas_counter() -> bool {
+    use core::arch::x86_64::__cpuid;
+    // SAFETY: CPUID exists on every x86-64 CPU and only reads; no leaf
+    // above the highest extended one (leaf 0x8000_0000's EAX) is asked.
+    #[allow(unsafe_code, unused_unsafe)]
+    let cpuid = |leaf: u32| unsafe { __cpuid(leaf) };
+    if cpuid(0x8000_0000).eax < 0x8000_0007 {
+        return false;
+    }
+    let rdtscp = cpuid(0x8000_0001).edx & (1 << 27) != 0;
+    let invariant = cpuid(0x8000_0007).edx & (1 << 8) != 0;
+    rdtscp && invariant
 }
 
 /// Which counter `ticks()` reads.
@@ -97,12 +110,21 @@ pub struct Description {
     pub ticks_per_second: f64,
 }
 
-/// Describes the counter. quanta calibrates once per process; its rate is
-/// only used to extrapolate past the last snapshot.
+/// Describes the counter. Its rate is only used to extrapolate past the
+/// last snapshot and to judge how far two snapshots disagree (see
+/// `ClockMap`): where `ticks()` reads the TSC it is measured here, once per
+/// process, in `RATE_SPAN_NS` against CLOCK_MONOTONIC, not
+/// taken from quanta's calibration, which spins for 0.6–4 ms: most of a
+/// process's first `start()`. Elsewhere quanta describes its clock.
 pub fn describe() -> Description {
-    let span = 1u64 << 32;
-    let nanos = clock().delta_as_nanos(0, span).max(1);
-    let ticks_per_second = span as f64 * 1e9 / nanos as f64;
+    ticks();
+    if READ.load(Ordering::Relaxed) == READ_TSC {
+        return Description {
+            source: Source::Tsc,
+            ticks_per_second: tsc_rate(),
+        };
+    }
+    let ticks_per_second = quanta_rate();
     let a = ticks();
     let mono = monotonic_ns();
     let looks_like_ns = (ticks_per_second - 1e9).abs() < 1e3 && a.abs_diff(mono) < 1_000_000;
@@ -116,6 +138,33 @@ pub fn describe() -> Description {
         ticks_per_second,
     }
 }
+
+/// The rate quanta's calibration gives its clock.
+fn quanta_rate() -> f64 {
+    let span = 1u64 << 32;
+    let nanos = clock().delta_as_nanos(0, span).max(1);
+    span as f64 * 1e9 / nanos as f64
+}
+
+/// The TSC's rate, measured once per process (see `describe`).
+fn tsc_rate() -> f64 {
+    static RATE: OnceLock<f64> = OnceLock::new();
+    *RATE.get_or_init(|| {
+        let first = precise_snapshot();
+        while monotonic_ns() < first.monotonic_ns + RATE_SPAN_NS {
+            std::hint::spin_loop();
+        }
+        let last = precise_snapshot();
+        let ns = last.monotonic_ns.saturating_sub(first.monotonic_ns).max(1);
+        last.ticks.saturating_sub(first.ticks) as f64 * 1e9 / ns as f64
+    })
+}
+
+/// How long `tsc_rate` measures. Each of its snapshots is the narrowest
+/// bracket of 8 (a preempted read widens its bracket, and is not kept),
+/// ~10–50 ns wide: the rate is good to 1e-4–1e-3, far inside the 1 % by
+/// which snapshots must disagree to count as a clock jump.
+const RATE_SPAN_NS: u64 = 100_000;
 
 /// CLOCK_MONOTONIC in nanoseconds.
 pub fn monotonic_ns() -> u64 {
@@ -163,6 +212,12 @@ const GOOD_BRACKET_NS: f64 = 250.0;
 pub fn snapshot() -> Snapshot {
     let good_ticks = (GOOD_BRACKET_NS * describe_rate() / 1e9) as u64;
     narrowest(good_ticks, bracketed_snapshot)
+}
+
+/// A snapshot from the narrowest bracket of 8, none taken as good enough
+/// to stop early (which needs the rate): for measuring the rate.
+fn precise_snapshot() -> Snapshot {
+    narrowest(0, bracketed_snapshot)
 }
 
 /// CLOCK_MONOTONIC and CLOCK_REALTIME at one moment, in ns: the realtime
@@ -656,6 +711,15 @@ mod tests {
         if describe().source == Source::Tsc {
             assert_eq!(READ.load(Ordering::Relaxed), READ_TSC);
         }
+    }
+
+    /// The rate measured without quanta's calibration agrees with it.
+    #[test]
+    fn the_measured_rate_agrees_with_quantas_calibration() {
+        let description = describe();
+        let quanta = quanta_rate();
+        let off = (description.ticks_per_second / quanta - 1.0).abs();
+        assert!(off < 2e-3, "{description:?} against quanta's {quanta}");
     }
 
     /// A thread kept off the CPU between its two clock reads pairs them

@@ -556,6 +556,19 @@ def test_stop_latency_bench_times_ctrl_c_until_the_file_is_complete():
         assert float(row[0]) <= float(row[3]), row
 
 
+def test_start_latency_bench_prints_a_row_per_interpreter():
+    """benches/start_latency.py: a row of six timed phases per interpreter,
+    each a median and a 90th percentile."""
+    proc = run(str(BENCHES / "start_latency.py"), "--python", sys.executable, "--rounds", "2")
+    assert proc.returncode == 0, proc.stderr
+    cell = r"\s+([\d.]+) \(\s*([\d.]+)\)"
+    rows = re.findall(rf"^{re.escape(sys.executable)}{cell * 6}$", proc.stdout, re.M)
+    assert len(rows) == 1, proc.stdout
+    values = list(map(float, rows[0]))
+    for median, p90 in zip(values[::2], values[1::2]):
+        assert 0 < median <= p90, rows
+
+
 def test_live_bench_short_run_prints_its_table():
     """benches/live.py on a run too short for its merge-thread sampling
     (every 20 ms) to see any CPU: a dash for the rate, not a crash."""
