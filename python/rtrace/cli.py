@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import http.server
 import json
 import os
@@ -19,9 +21,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unicodedata
 import urllib.parse
 import webbrowser
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import _filters, _native, read
@@ -59,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         help="run a program with recording on and merge its processes into one timeline",
         description="Run COMMAND with a collector inside this rtrace process: the program, and "
         "every Python process it starts, stream to it, and the result is one timeline file. "
-        "COMMAND is a Python script (app.py ...), -m module ..., or any program.",
+        "COMMAND is a Python script (app.py ...), -m module ..., or any program. When it exits, "
+        "rtrace waits for the processes it left running (on Linux; Ctrl-C stops waiting; "
+        "SIGTERM is passed on to them and stops waiting), then finishes the timeline and exits "
+        "with COMMAND's status.",
     )
     run.add_argument("--session", help="session name (default: $RTRACE_SESSION or the program name)")
     run.add_argument("-o", "--output",
@@ -72,8 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-children", action="store_true",
                      help="record only the program, not the Python processes it starts")
     run.add_argument("--drain", type=float, default=2.0, metavar="SECONDS",
-                     help="after the program exits, how long other recorded processes may still "
+                     help="once rtrace stops waiting (for the program, and for the processes it "
+                          "left running), how long recorded processes still streaming may "
                           "deliver (default 2)")
+    run.add_argument("--no-wait", action="store_true",
+                     help="do not wait for the processes the program leaves running when it "
+                          "exits (daemons, children it did not wait for): end the timeline "
+                          "after --drain, cutting them short")
     _add_filter_arguments(run)
     run.add_argument("program", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
 
@@ -245,8 +257,16 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         env.update(filter_env)
         if args.no_children:
             env["RTRACE_FOLLOW_CHILDREN"] = "0"
-        code = _run_child(_command_for(program), env)
+        # Before the program starts, so that every process it leaves behind
+        # is reparented here, however deep it was started.
+        wait = not args.no_wait and _become_subreaper()
+        code, terminated = _run_child(_command_for(program), env)
+        if wait:
+            shown = " ".join(program[:2]) if program[0] == "-m" else program[0]
+            _wait_for_leftovers(shown, terminated=terminated)
         stats = collector.stop()
+        if wait:
+            _reap_exited_children()  # those that ended during the drain: no zombies for init
     if not stats:
         print(f"rtrace: no process streamed to the collector: {output} holds no events "
               "(did the program start Python with rtrace installed, or a program that "
@@ -258,22 +278,165 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return code
 
 
-def _run_child(command: list[str], env: dict) -> int:
+def _run_child(command: list[str], env: dict) -> tuple[int, bool]:
     """Runs the program; Ctrl-C goes to it (it shares our terminal), and
-    SIGTERM to rtrace is passed on."""
+    SIGTERM to rtrace is passed on. Returns its exit status and whether
+    rtrace was sent SIGTERM meanwhile."""
     try:
         child = subprocess.Popen(command, env=env)
     except OSError as error:
         print(f"rtrace: cannot run {command[0]!r}: {error}", file=sys.stderr)
-        return 127
+        return 127, False
+    terminated = False
+
+    def terminate(*_: object) -> None:
+        nonlocal terminated
+        terminated = True
+        child.terminate()
+
     previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    previous_term = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    previous_term = signal.signal(signal.SIGTERM, terminate)
     try:
         code = child.wait()
     finally:
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous_term)
-    return code if code >= 0 else 128 - code
+    return (code if code >= 0 else 128 - code), terminated
+
+
+_PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
+
+
+def _become_subreaper() -> bool:
+    """Makes this process the reaper of its orphaned descendants: a process
+    the program leaves running (a daemon that double-forked, a child it
+    never waited for) becomes rtrace's child when its parent exits, rather
+    than init's, so rtrace can wait for it. Whether it could (Linux only).
+    Children do not inherit the setting; it stays for the rest of this
+    process, which `rtrace run` ends soon after."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), ctypes.c_ulong(0),
+                          ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
+    except (OSError, AttributeError):  # no C library to load, or no prctl in it
+        return False
+
+
+def _wait_for_leftovers(program: str, *, terminated: bool) -> None:
+    """Waits, once the program has exited (and its Popen has its status),
+    for the processes it left running, reaping each as it exits (and the
+    orphans that exited earlier), so that their streams end before the
+    collector stops. Ctrl-C stops waiting. SIGTERM, now or while the
+    program ran, is passed on to them and stops waiting too: rtrace was
+    asked to end, so they get the --drain seconds to finish their streams,
+    not as long as they like."""
+    if not _reap_exited_children():
+        return
+    if terminated:
+        _pass_on_sigterm(program)
+        return
+    pids = _children_of_this_process()
+    print(f"rtrace: waiting for {_counted(pids)} {program} left running{_listed(pids)}; "
+          "Ctrl-C stops waiting", file=sys.stderr, flush=True)
+    with _signals_noted((signal.SIGINT, signal.SIGTERM)) as noted:
+        # Polled, not a blocking os.waitpid(-1, 0): a handler that only
+        # notes a signal cannot interrupt that wait (PEP 475 resumes it),
+        # and one that raises could do so anywhere, also after the wait.
+        while not noted and _reap_exited_children():
+            time.sleep(_LEFTOVER_POLL_SECONDS)
+    if signal.SIGTERM in noted:
+        _pass_on_sigterm(program)
+    elif noted and _reap_exited_children():
+        pids = _children_of_this_process()
+        print(f"rtrace: stopped waiting for {_counted(pids)} still running{_listed(pids)}",
+              file=sys.stderr)
+
+
+_LEFTOVER_POLL_SECONDS = 0.1
+
+
+def _reap_exited_children() -> bool:
+    """Reaps the children that have exited (without blocking); whether any
+    is still running."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def _pass_on_sigterm(program: str) -> None:
+    pids = _children_of_this_process()
+    for pid in pids or ():
+        try:
+            # Safe: a child's pid is not reused before its parent (this
+            # thread, alone) reaps it.
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    if pids is None:
+        print(f"rtrace: terminated; not waiting for the processes {program} left running "
+              "(cannot list them to pass SIGTERM on)", file=sys.stderr)
+    elif pids:
+        print(f"rtrace: terminated; passed SIGTERM on to {_counted(pids)} {program} left "
+              f"running{_listed(pids)}; not waiting for them past --drain", file=sys.stderr)
+
+
+def _children_of_this_process() -> list[int] | None:
+    """The pids of this process's children, from /proc: every thread's
+    list, as an orphan is given to one thread of its reaper. None where
+    /proc does not tell (a kernel without CONFIG_PROC_CHILDREN)."""
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    try:
+        tids = os.listdir(tasks)
+    except OSError:
+        return None
+    pids: set[int] = set()
+    readable = False
+    for tid in tids:
+        try:
+            text = (tasks / tid / "children").read_text()
+        except OSError:
+            continue  # the thread has ended since, or the kernel keeps no such list
+        readable = True
+        pids.update(int(pid) for pid in text.split())
+    return sorted(pids) if readable else None
+
+
+def _counted(pids: list[int] | None) -> str:
+    """'1 process', '2 processes', or 'the processes' where they could not
+    be listed."""
+    if not pids:
+        return "the processes"
+    return "1 process" if len(pids) == 1 else f"{len(pids)} processes"
+
+
+def _listed(pids: list[int] | None, at_most: int = 10) -> str:
+    """' (pids 12 34)', or nothing where they could not be listed."""
+    if not pids:
+        return ""
+    shown = " ".join(map(str, pids[:at_most]))
+    if len(pids) > at_most:
+        shown += f" and {len(pids) - at_most} more"
+    return f" (pid {shown})" if len(pids) == 1 else f" (pids {shown})"
+
+
+@contextlib.contextmanager
+def _signals_noted(signums: tuple[signal.Signals, ...]) -> Iterator[set[int]]:
+    """Within the block, the given signals are noted in the set it gives,
+    instead of handled as before."""
+    noted: set[int] = set()
+    previous = {signum: signal.signal(signum, lambda signum, _frame: noted.add(signum))
+                for signum in signums}
+    try:
+        yield noted
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _view(args: argparse.Namespace) -> int:
