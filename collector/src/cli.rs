@@ -78,7 +78,8 @@ struct AccessArgs {
         value_name = "TOKEN"
     )]
     token: Option<String>,
-    /// Accept TCP streams without a token; allowed on loopback addresses only.
+    /// Accept TCP streams without a token; allowed on loopback addresses
+    /// only, and not beside a token (--token or RTRACE_TOKEN).
     #[arg(long)]
     insecure_no_auth: bool,
     /// Connections open at once; more are refused at once.
@@ -100,6 +101,15 @@ impl AccessArgs {
             })?),
             None => None,
         };
+        if token.is_some() && self.insecure_no_auth {
+            // The token would apply, and a recorder without it be refused:
+            // not what `--insecure-no-auth` asks for.
+            bail!(
+                "--insecure-no-auth and a token (--token or RTRACE_TOKEN) contradict each other: \
+                 with a token every TCP stream must send it; drop --insecure-no-auth, or the \
+                 token (unset RTRACE_TOKEN) to accept streams without one on loopback"
+            );
+        }
         let hello_timeout = seconds("--hello-timeout", self.hello_timeout)?;
         if hello_timeout.is_zero() {
             bail!("--hello-timeout must be above 0 seconds");

@@ -39,6 +39,22 @@ fn tcp_needs_a_token_unless_insecure_on_loopback() {
     assert!(!ok && err.contains("loopback addresses only"), "{err}");
     let (ok, err) = run(&["--listen", open, "-o", "/dev/null", "--token", ""]);
     assert!(!ok && err.contains("empty"), "{err}");
+    // A token and no authentication at once: the token would apply. (A
+    // collector that took them would listen until killed.)
+    let mut both = Command::new(env!("CARGO_BIN_EXE_rtrace-collect"))
+        .args(["--listen", "tcp://127.0.0.1:0", "-o", "/dev/null"])
+        .args(["--insecure-no-auth", "--token", "t"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while both.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = both.kill();
+    let out = both.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("contradict"), "{err}");
 }
 
 #[test]
