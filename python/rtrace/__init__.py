@@ -20,9 +20,7 @@ Add your own events, and arrows between processes::
     rtrace.flow_in(request.headers["traceparent"])   # in the receiver
 """
 
-from __future__ import annotations
-
-import os
+import os as _os
 
 from . import _native
 from ._native import (
@@ -60,7 +58,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def read(path: str | bytes | os.PathLike[str]) -> Reader:
+def read(path: str | bytes | _os.PathLike[str]) -> Reader:
     """Opens a stream file or a merged timeline and returns an iterator
     over its events (read once, as a file is).
 
@@ -74,4 +72,4 @@ def read(path: str | bytes | os.PathLike[str]) -> Reader:
     ``reader.truncated`` is True if the stream had no end marker (the
     process died); a torn last frame is skipped, not raised.
     """
-    return _native.Reader(os.fsdecode(path))
+    return _native.Reader(_os.fsdecode(path))

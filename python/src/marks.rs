@@ -65,14 +65,36 @@ fn payload(flow_id: u64, value: f64, args: Option<&Bound<'_, PyDict>>) -> PyResu
 /// most about 1 KB; longer strings are cut.
 #[pyfunction]
 #[pyo3(signature = (name, /, **args))]
-pub fn instant(name: &str, args: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+pub fn instant(name: &Bound<'_, PyAny>, args: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     let t = ticks();
+    let name = mark_name("instant", name)?;
     if !hook::recording() {
         return Ok(());
     }
     let payload = payload(0, 0.0, args)?;
-    hook::record_mark(t, name, Kind::Instant, Some(&payload));
+    hook::record_mark(t, &name, Kind::Instant, Some(&payload));
     Ok(())
+}
+
+/// A mark's name, or a TypeError saying what `function` takes.
+fn mark_name<'a>(
+    function: &str,
+    name: &'a Bound<'_, PyAny>,
+) -> PyResult<std::borrow::Cow<'a, str>> {
+    match name.downcast::<PyString>() {
+        Ok(s) => s.to_cow(),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "rtrace.{function} takes a name (a str) first, not {}",
+            type_name(name)
+        ))),
+    }
+}
+
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map_or("?".into(), |n| n.to_string())
 }
 
 /// counter(name, value, /)
@@ -82,21 +104,21 @@ pub fn instant(name: &str, args: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
 /// counter of a process as a track of its own.
 #[pyfunction]
 #[pyo3(signature = (name, value, /))]
-pub fn counter(name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+pub fn counter(name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
     let t = ticks();
-    if !hook::recording() {
-        return Ok(());
-    }
+    let name = mark_name("counter", name)?;
+    // Checked whether or not anything records: a program must not fail
+    // only when it is recorded.
     let value: f64 = value.extract().map_err(|_| {
         PyTypeError::new_err(format!(
             "counter {name:?}: value must be an int or float, not {}",
-            value
-                .get_type()
-                .name()
-                .map_or("?".into(), |n| n.to_string())
+            type_name(value)
         ))
     })?;
-    hook::record_mark(t, name, Kind::Counter, Some(&Payload::new(0, value)));
+    if !hook::recording() {
+        return Ok(());
+    }
+    hook::record_mark(t, &name, Kind::Counter, Some(&Payload::new(0, value)));
     Ok(())
 }
 

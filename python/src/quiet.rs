@@ -1,7 +1,7 @@
 //! `rtrace.instant` and `rtrace.counter` as the interpreter calls them:
 //! raw `METH_FASTCALL | METH_KEYWORDS` functions that, when nothing
 //! records and the call has the usual shape (a str name, and for a counter
-//! one value), return at once: no argument parsing, no keyword dict, no
+//! one int or float), return at once: no argument parsing, no keyword dict, no
 //! clock read. Everything else (recording, a wrong call that must raise)
 //! goes on to the full implementation in `marks`, unchanged.
 //!
@@ -137,6 +137,20 @@ unsafe extern "C" fn instant_quick(
     unsafe { hand_over(&INSTANT, args, nargs, kwnames) }
 }
 
+/// True when `args[1]` exists and is an int or a float (or a subclass:
+/// bool), a value `counter` takes.
+///
+/// # Safety
+/// `args` holds `nargs` live objects.
+unsafe fn number_second(args: *const *mut ffi::PyObject, nargs: ffi::Py_ssize_t) -> bool {
+    // SAFETY: the caller's contract.
+    nargs >= 2
+        && unsafe {
+            let value = *args.add(1);
+            ffi::PyFloat_Check(value) != 0 || ffi::PyLong_Check(value) != 0
+        }
+}
+
 /// `counter(name, value, /)`.
 unsafe extern "C" fn counter_quick(
     _module: *mut ffi::PyObject,
@@ -145,8 +159,8 @@ unsafe extern "C" fn counter_quick(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: as in `instant_quick`.
-    let named = unsafe { str_first(args, nargs) };
-    if !hook::recording() && nargs == 2 && kwnames.is_null() && named {
+    let well_formed = unsafe { str_first(args, nargs) && number_second(args, nargs) };
+    if !hook::recording() && nargs == 2 && kwnames.is_null() && well_formed {
         return none();
     }
     // SAFETY: as above, the arguments as received.

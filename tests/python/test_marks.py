@@ -155,23 +155,34 @@ def test_quick_entry_points_still_check_their_calls_and_record_their_arguments(r
     run = run_py("""
         import rtrace
         errors = []
+        import decimal
         for bad in (lambda: rtrace.instant(), lambda: rtrace.instant(3),
                     lambda: rtrace.counter("c"), lambda: rtrace.counter(1, 2),
-                    lambda: rtrace.counter("c", 1, 2)):
+                    lambda: rtrace.counter("c", 1, 2), lambda: rtrace.counter("c", "x")):
             try:
                 bad()
             except TypeError as e:
                 errors.append(str(e))
+        # Not a float or an int, but a number: the full implementation takes it.
+        rtrace.counter("c", decimal.Decimal("2.5"))
         with rtrace.record(output="q.rtrace"):
             rtrace.instant("hit", key="k", n=2)
             rtrace.counter("depth", 3.5)
+            rtrace.counter("exact", decimal.Decimal("1.25"))
         emit(errors)
     """)
-    assert len(run.result) == 5, run.result
+    # A wrong call raises whether or not anything records: a program must
+    # not fail only when it is recorded (a counter's value was checked only
+    # while recording).
+    assert len(run.result) == 6, run.result
+    assert "rtrace.instant takes a name (a str) first, not int" in run.result[1], run.result
+    assert "rtrace.counter takes a name (a str) first, not int" in run.result[3], run.result
+    assert 'counter "c": value must be an int or float, not str' in run.result[5], run.result
     got = {(e.kind, e.name): e for e in rtrace.read(tmp_path / "q.rtrace") if e.kind in (
         "instant", "counter")}
     assert got[("instant", "hit")].args == {"key": "k", "n": 2}
     assert got[("counter", "depth")].value == 3.5
+    assert got[("counter", "exact")].value == 1.25
     names = {e.name for e in rtrace.read(tmp_path / "q.rtrace") if e.kind == "c_call"}
     assert not names & {"instant", "counter"}, names  # rtrace's own calls stay out
 

@@ -510,3 +510,10 @@ def test_the_writer_keeps_writing_while_the_flush_tick_waits_for_the_gil(run_py)
     """)
     assert r.result["events"] > 3_000_000, r.result
     assert r.result["lost"] == 0, r.result
+
+
+def test_the_package_shows_only_its_api():
+    """`dir(rtrace)` and completion show the API, not what rtrace imports
+    for itself (`os`, and `annotations` from a __future__ import)."""
+    public = {name for name in dir(rtrace) if not name.startswith("_")}
+    assert public == set(rtrace.__all__), public ^ set(rtrace.__all__)
