@@ -233,8 +233,8 @@ fn run(cli: Cli) -> Result<u8> {
                 progress.update(p)
             })?;
             drop(progress);
-            for (path, why) in &merged.skipped {
-                eprintln!("rtrace-collect: skipped {}: {why}", path.display());
+            for (_, why) in &merged.skipped {
+                eprintln!("rtrace-collect: skipped: {why}");
             }
             eprint!("{}", report::table(&merged.stats, &merged.bytes));
             eprintln!("rtrace-collect: wrote {}", output.display());

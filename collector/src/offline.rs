@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use rtrace::merge::{MergeConfig, Merger, StreamStats, ThreadOrder};
@@ -19,7 +19,8 @@ use crate::status::{regular_file_size, Progress};
 type Encoder = (Option<Box<dyn StreamEncoder>>, ThreadOrder);
 
 /// What an offline merge did: per stream, its stats and file size; and
-/// the inputs left out because they could not be read at all, with why.
+/// the inputs left out because they could not be read at all, with why
+/// (naming the input: `skip_reason`).
 pub struct Merged {
     pub stats: Vec<StreamStats>,
     pub bytes: Vec<u64>,
@@ -47,14 +48,26 @@ pub fn merge_files<S: TimelineSink>(
     for path in inputs {
         match EventReader::open(path) {
             Ok(reader) => opened.push((reader, regular_file_size(path))),
-            Err(e) => skipped.push((path.clone(), e.to_string())),
+            Err(e) => skipped.push((path.clone(), skip_reason(path, e))),
         }
     }
     merge_opened(opened, skipped, create, config, on_progress)
 }
 
+/// Why `path` is skipped, naming it: most of the reader's errors do, an
+/// I/O error does not.
+pub fn skip_reason(path: &Path, why: impl std::fmt::Display) -> String {
+    let why = why.to_string();
+    let name = path.display().to_string();
+    if why.contains(&name) {
+        why
+    } else {
+        format!("{name}: {why}")
+    }
+}
+
 /// `merge_files` of inputs already opened; `skipped` are those that could
-/// not be, with why.
+/// not be, with why (`skip_reason`).
 pub fn merge_opened<S: TimelineSink>(
     opened: Vec<Opened>,
     skipped: Vec<(PathBuf, String)>,

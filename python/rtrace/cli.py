@@ -529,8 +529,8 @@ def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     skipped = []
     if merged is not None:
         stats, skipped = merged
-        for path, why in skipped:
-            print(f"rtrace: skipped {path}: {why}", file=sys.stderr)
+        for _, why in skipped:  # why names the input
+            print(f"rtrace: skipped: {why}", file=sys.stderr)
         _print_table(stats)
     print(f"rtrace: wrote {args.output}", file=sys.stderr)
     if skipped:

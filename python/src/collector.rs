@@ -268,11 +268,14 @@ pub fn export<'py>(
                 }
                 Ok(Input::Merged(_)) => skipped.push((
                     path.clone(),
-                    "a merged timeline: merge stream files, or rewrite one timeline at a time"
-                        .to_owned(),
+                    format!(
+                        "{} is a merged timeline: merge stream files, or rewrite one \
+                         timeline at a time",
+                        path.display()
+                    ),
                 )),
                 Ok(Input::Stream(reader)) => opened.push((*reader, regular_file_size(path))),
-                Err(e) => skipped.push((path.clone(), e.to_string())),
+                Err(e) => skipped.push((path.clone(), offline::skip_reason(path, e))),
             }
         }
         let mut line = ProgressLine::stderr(progress, "merging");

@@ -271,8 +271,8 @@ def test_an_offline_merge_names_inputs_it_cannot_read_and_writes_nothing_from_no
         proc = subprocess.run([*command, good, "missing.rtrace", "foreign.rtrace", "-o", "m.json"],
                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1, proc.stderr
-        assert "skipped missing.rtrace: cannot open" in proc.stderr, proc.stderr
-        assert "skipped foreign.rtrace:" in proc.stderr and "magic" in proc.stderr, proc.stderr
+        assert "skipped: cannot open missing.rtrace" in proc.stderr, proc.stderr
+        assert "skipped: foreign.rtrace is not an rtrace stream" in proc.stderr, proc.stderr
         assert "2 of 3 inputs could not be read" in proc.stderr, proc.stderr
         assert any(e.get("name") == "leaf" for e in chrome_events(tmp_path / "m.json"))
         # No input readable: an error, and an existing output left as it was.
@@ -373,8 +373,15 @@ def test_rtrace_export_reads_pipes_and_tells_a_timeline_among_streams(tmp_path):
     proc = subprocess.run([RTRACE_BIN, "export", "t.pftrace", stream.name, "-o", "u.pftrace"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
-    assert "skipped t.pftrace: a merged timeline: merge stream files, or rewrite one timeline " \
-           "at a time" in proc.stderr, proc.stderr
+    assert "skipped: t.pftrace is a merged timeline: merge stream files, or rewrite one " \
+           "timeline at a time" in proc.stderr, proc.stderr
+    # Only timelines: each is named in the error (not the same reason twice,
+    # naming none).
+    proc = subprocess.run([RTRACE_BIN, "export", "t.pftrace", "./t.pftrace", "-o", "v.pftrace"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "nothing was written: t.pftrace is a merged timeline" in proc.stderr, proc.stderr
+    assert "; ./t.pftrace is a merged timeline" in proc.stderr, proc.stderr
 
 
 def test_an_output_that_is_also_an_input_is_refused_and_the_input_kept(tmp_path):
