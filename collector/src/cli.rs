@@ -390,7 +390,8 @@ fn stats(files: &[PathBuf]) -> Result<u8> {
             }
             Err(e) => {
                 progress.clear();
-                eprintln!("rtrace-collect: {}: {e:#}", file.display());
+                let why = crate::offline::skip_reason(file, format!("{e:#}"));
+                eprintln!("rtrace-collect: {why}");
                 failed = true;
             }
         }

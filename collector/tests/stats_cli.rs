@@ -82,6 +82,9 @@ fn wrong_usage_and_bad_files_say_what_is_wrong() {
         stderr.contains("t.pftrace is a merged timeline, not a stream file"),
         "{stderr}"
     );
+    // Named once: the reason names the file.
+    let name = timeline.display().to_string();
+    assert_eq!(stderr.matches(&name).count(), 1, "{stderr}");
 }
 
 #[test]
