@@ -227,7 +227,8 @@ fn run(cli: Cli) -> Result<u8> {
             output,
             merge,
         }) => {
-            let create = || output::create_apart_from(&output, &inputs);
+            let format = output::Format::for_path(&output);
+            let create = || output::create_apart_from(&output, &inputs, format);
             let mut progress = ProgressLine::stderr(true, "merging");
             let merged = offline::merge_files(&inputs, create, merge_config(&merge)?, |p| {
                 progress.update(p)

@@ -35,13 +35,29 @@ impl Format {
             _ => Format::Perfetto,
         }
     }
+
+    /// The format named `chrome` or `perfetto` (as `rtrace export --format`
+    /// says it).
+    pub fn named(name: &str) -> Option<Format> {
+        match name {
+            "chrome" => Some(Format::ChromeJson),
+            "perfetto" => Some(Format::Perfetto),
+            _ => None,
+        }
+    }
 }
 
-/// Creates `path` and a timeline writer on it. Its write errors name the
-/// file ("writing t.pftrace: No space left on device").
+/// Creates `path` and a timeline writer on it, in the format its name asks
+/// for (`Format::for_path`). Its write errors name the file ("writing
+/// t.pftrace: No space left on device").
 pub fn create(path: &Path) -> Result<OutputFile> {
+    create_as(path, Format::for_path(path))
+}
+
+/// `create`, in `format` whatever the name says.
+pub fn create_as(path: &Path, format: Format) -> Result<OutputFile> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let writer = match Format::for_path(path) {
+    let writer = match format {
         // The Perfetto writer buffers itself.
         Format::Perfetto => Writer::Perfetto(PerfettoWriter::new(BackgroundFile::new(file)?)),
         Format::ChromeJson => Writer::ChromeJson(ChromeJsonWriter::new(BufWriter::with_capacity(
@@ -55,9 +71,9 @@ pub fn create(path: &Path) -> Result<OutputFile> {
     })
 }
 
-/// `create`, refused when `path` is one of `inputs` under any name (the
+/// `create_as`, refused when `path` is one of `inputs` under any name (the
 /// same file): creating it would truncate what is being read.
-pub fn create_apart_from(path: &Path, inputs: &[PathBuf]) -> Result<OutputFile> {
+pub fn create_apart_from(path: &Path, inputs: &[PathBuf], format: Format) -> Result<OutputFile> {
     if let Some(input) = same_file_among(path, inputs) {
         anyhow::bail!(
             "the output {} is the input {}: writing it would destroy what is being read; \
@@ -66,7 +82,7 @@ pub fn create_apart_from(path: &Path, inputs: &[PathBuf]) -> Result<OutputFile> 
             input.display()
         );
     }
-    create(path)
+    create_as(path, format)
 }
 
 /// The input that is the file at `path` (same device and inode), if any.

@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("inputs", nargs="+", metavar="IN")
     export.add_argument("-o", "--output", required=True)
     export.add_argument("--format", choices=("chrome", "perfetto"),
-                        help="defaults to the output's extension (.json: chrome)")
+                        help="the output's format, whatever its name (default: from its "
+                             "extension, .json: chrome, anything else: perfetto)")
 
     dump = commands.add_parser("dump", help="print the events of a stream file",
                                description="Print the events of a stream file, one per line.")
@@ -517,15 +518,11 @@ def _serve_to_perfetto_ui(path: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    wanted = args.format or ("chrome" if args.output.endswith(".json") else "perfetto")
-    if (wanted == "chrome") != args.output.endswith(".json"):
-        parser.error(f"export: --format {wanted} needs an output ending in "
-                     f"{'.json' if wanted == 'chrome' else '.pftrace'}, not {args.output!r}")
+def _export(args: argparse.Namespace) -> int:
     # One merged timeline is rewritten; stream files are merged. Each input
     # is opened once, in Rust, so that pipes work.
     _native.tune_heap_for_collecting()
-    merged = _native.export(args.inputs, args.output, progress=True)
+    merged = _native.export(args.inputs, args.output, progress=True, format=args.format)
     skipped = []
     if merged is not None:
         stats, skipped = merged
@@ -601,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "view":
             return _view(args)
         if args.command == "export":
-            return _export(args, parser)
+            return _export(args)
         if args.command == "stats":
             return _stats(args)
         return _dump(args)

@@ -212,7 +212,8 @@ pub fn merge<'py>(
     window: f64,
 ) -> PyResult<MergeResult<'py>> {
     let config = merge_config(window)?;
-    let create = || output::create_apart_from(&output, &inputs);
+    let format = output::Format::for_path(&output);
+    let create = || output::create_apart_from(&output, &inputs, format);
     let result = py.allow_threads(|| offline::merge_files(&inputs, create, config, |_| {}));
     match result {
         Ok(merged) => Ok((
@@ -242,28 +243,38 @@ pub fn tune_heap_for_collecting() {
 }
 
 /// `rtrace export`: one merged timeline (an rtrace `.pftrace`) is
-/// rewritten in the format `output`'s name asks for (`.json`: Chrome trace
-/// JSON); stream files are merged, as `merge` does. Each input is opened
+/// rewritten in `format` (`chrome` or `perfetto`), by default the one
+/// `output`'s name asks for (`.json`: Chrome trace JSON); stream files are
+/// merged, as `merge` does. Each input is opened
 /// once, so a pipe works (`rtrace export <(zcat t.rtrace.gz) -o t.json`).
 /// Returns the merge's stats and skipped inputs, or None for a rewrite.
 /// With `progress`, work that takes more than a second shows its progress
 /// on stderr if that is a terminal.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, *, progress = false))]
+#[pyo3(signature = (inputs, output, *, progress = false, format = None))]
 pub fn export<'py>(
     py: Python<'py>,
     inputs: Vec<PathBuf>,
     output: PathBuf,
     progress: bool,
+    format: Option<&str>,
 ) -> PyResult<Option<MergeResult<'py>>> {
     let config = merge_config(1.0)?;
+    let format = match format {
+        None => output::Format::for_path(&output),
+        Some(name) => output::Format::named(name).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "format must be \"chrome\" or \"perfetto\", not {name:?}"
+            ))
+        })?,
+    };
     let result = py.allow_threads(|| -> anyhow::Result<Option<offline::Merged>> {
         let mut opened = Vec::new();
         let mut skipped = Vec::new();
         for path in &inputs {
             match Input::open(path) {
                 Ok(Input::Merged(mut reader)) if inputs.len() == 1 => {
-                    rewrite(&mut reader, path, &output, progress)?;
+                    rewrite(&mut reader, path, &output, format, progress)?;
                     return Ok(None);
                 }
                 Ok(Input::Merged(_)) => skipped.push((
@@ -279,7 +290,7 @@ pub fn export<'py>(
             }
         }
         let mut line = ProgressLine::stderr(progress, "merging");
-        let create = || output::create_apart_from(&output, &inputs);
+        let create = || output::create_apart_from(&output, &inputs, format);
         offline::merge_opened(opened, skipped, create, config, |p| line.update(p)).map(Some)
     });
     match result {
@@ -293,14 +304,15 @@ pub fn export<'py>(
 }
 
 /// Rewrites the merged timeline `reader` reads (from `input`) into
-/// `output`, in the format its name asks for.
+/// `output`, in `format`.
 fn rewrite(
     reader: &mut MergedReader<BufReader<File>>,
     input: &Path,
     output: &Path,
+    format: output::Format,
     progress: bool,
 ) -> anyhow::Result<()> {
-    let mut sink = output::create_apart_from(output, &[input.to_owned()])?;
+    let mut sink = output::create_apart_from(output, &[input.to_owned()], format)?;
     let total = Progress::total_of([input]);
     let mut line = ProgressLine::stderr(progress, "converting");
     rtrace::export::replay_with_progress(reader, &mut sink, |read| {

@@ -75,8 +75,21 @@ def test_export_converts_a_timeline_and_merges_streams_to_chrome_json(tmp_path):
     data = json.loads((tmp_path / "t.json").read_text())
     events = data["traceEvents"] if isinstance(data, dict) else data
     assert any(e.get("name") == "f" and e.get("ph") == "B" for e in events)
+    # --format chooses the format whatever the output's name: a timeline
+    # rewritten, and stream files merged.
     proc = rtrace_cli("export", "t.pftrace", "-o", "t.txt", "--format", "chrome", cwd=tmp_path)
-    assert proc.returncode == 2 and ".json" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "t.txt").read_text() == (tmp_path / "t.json").read_text()
+    subprocess.run([sys.executable, "-c", "import rtrace\n"
+                    "with rtrace.record(session='s', output='s.rtrace'):\n    sum(range(3))"],
+                   cwd=tmp_path, check=True, timeout=60)
+    proc = rtrace_cli("export", "s.rtrace", "-o", "s.trace", "--format", "chrome", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "s.trace").read_text())
+    proc = rtrace_cli("export", "s.rtrace", "-o", "s.json", "--format", "perfetto", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "s.json", "rb") as timeline:
+        assert timeline.read(1) == b"\x0a"  # a Perfetto packet, not JSON
 
 
 def _view_and_fetch(path: Path, cwd: Path) -> tuple[bytes, str]:
