@@ -31,28 +31,27 @@ PROGRAM = """
 import json, os, sys, time
 if sys.argv[2] == "warm":
     import threading
-t = [time.perf_counter()]
+begin = time.perf_counter()
 import rtrace
-t.append(time.perf_counter())
-first = rtrace.record(session="start", output=os.path.join(sys.argv[1], "first.rtrace"))
-t.append(time.perf_counter())
-first.start()
-t.append(time.perf_counter())
-sum(map(abs, range(1000)))
-t.append(time.perf_counter())
-first.stop()
-t.append(time.perf_counter())
-second = rtrace.record(session="start", output=os.path.join(sys.argv[1], "second.rtrace"))
-t.append(time.perf_counter())
-second.start()
-t.append(time.perf_counter())
-sum(map(abs, range(1000)))
-t.append(time.perf_counter())
-second.stop()
-t.append(time.perf_counter())
-ms = [1e3 * (b - a) for a, b in zip(t, t[1:])]
-print(json.dumps({"import": ms[0], "record": ms[1], "start": ms[2], "stop": ms[4],
-                  "start again": ms[6], "stop again": ms[8]}))
+imported = time.perf_counter()
+
+def recording(name):
+    \"\"\"ms of record(), start() and stop() around a moment of calls.\"\"\"
+    t0 = time.perf_counter()
+    rec = rtrace.record(session="start", output=os.path.join(sys.argv[1], name + ".rtrace"))
+    t1 = time.perf_counter()
+    rec.start()
+    t2 = time.perf_counter()
+    sum(map(abs, range(1000)))
+    t3 = time.perf_counter()
+    rec.stop()
+    t4 = time.perf_counter()
+    return 1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t4 - t3)
+
+record, start, stop = recording("first")
+_, start_again, stop_again = recording("second")
+print(json.dumps({"import": 1e3 * (imported - begin), "record": record, "start": start,
+                  "stop": stop, "start again": start_again, "stop again": stop_again}))
 """
 
 PHASES = ("import", "record", "start", "stop", "start again", "stop again")

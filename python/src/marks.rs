@@ -301,7 +301,7 @@ pub fn span(
     Err(PyTypeError::new_err(format!(
         "rtrace.span takes a name (a str), not {}: `with rtrace.span(\"handle\"):`, \
          `@rtrace.span(\"handle\")`, or `@rtrace.span` to name it after the function",
-        name.get_type().name()?
+        type_name(name)
     )))
 }
 
