@@ -34,7 +34,8 @@ pub enum Error {
     /// A merged timeline given where a stream is read.
     #[error(
         "{what} is a merged timeline, not a stream file: this reads stream files \
-         (`rtrace export`, `rtrace stats` and `rtrace.read` read timelines too)"
+         (`rtrace export`, `rtrace stats`, `rtrace-collect stats` and `rtrace.read` read \
+         timelines too)"
     )]
     Timeline { what: String },
     /// The input does not start with the rtrace magic.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::access::{self, Access};
 use crate::profile::{self, SortBy};
-use crate::status::{Progress, ProgressLine};
+use crate::status::{regular_file_size, Progress, ProgressLine};
 use crate::stop::Stop;
 use crate::{live, offline, output, priority, relay, report};
 use anyhow::{bail, Context, Result};
@@ -190,9 +190,9 @@ enum Command {
         #[command(flatten)]
         merge: MergeArgs,
     },
-    /// Summarise stream files: session, pid, events, lost, clean or
-    /// truncated; with --functions, calls and time per function of
-    /// stream files and merged timelines.
+    /// Summarise stream files and merged timelines, a row per process:
+    /// session, pid, events, lost, clean or truncated; with --functions,
+    /// calls and time per function.
     Stats {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -378,16 +378,18 @@ fn stats(files: &[PathBuf]) -> Result<u8> {
     let mut progress = ProgressLine::stderr(true, "reading");
     let mut done = 0;
     for file in files {
-        let summary = crate::summary::summarize_with_progress(file, |read| {
+        let summary = crate::summary::summarize_file(file, |read| {
             progress.update(Progress {
                 read: done + read,
                 total,
             })
         });
         match summary {
-            Ok(s) => {
-                done += s.bytes;
-                summaries.push(s);
+            Ok(rows) => {
+                // A stream's bytes read (a pipe has no size), else the file's.
+                let read = rows.iter().find_map(|s| s.bytes);
+                done += read.or_else(|| regular_file_size(file)).unwrap_or(0);
+                summaries.extend(rows);
             }
             Err(e) => {
                 progress.clear();

@@ -67,8 +67,8 @@ fn wrong_usage_and_bad_files_say_what_is_wrong() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an rtrace stream"));
-    // A merged timeline (its first byte a Perfetto packet's) is named as
-    // one, not as something foreign.
+    // A timeline (its first byte a Perfetto packet's) with no process in
+    // it: said so, not summarised as nothing.
     let timeline = dir.path().join("t.pftrace");
     std::fs::write(&timeline, b"\x0a\x02\x08\x01").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_rtrace-collect"))
@@ -79,12 +79,59 @@ fn wrong_usage_and_bad_files_say_what_is_wrong() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("t.pftrace is a merged timeline, not a stream file"),
+        stderr.contains("t.pftrace is a timeline without any process in it"),
         "{stderr}"
     );
     // Named once: the reason names the file.
     let name = timeline.display().to_string();
     assert_eq!(stderr.matches(&name).count(), 1, "{stderr}");
+}
+
+#[test]
+fn stats_reports_each_process_of_a_merged_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean.rtrace");
+    let cut = dir.path().join("cut.rtrace");
+    write_stream(&clean, 5000);
+    write_stream(&cut, 3000);
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let timeline = dir.path().join("t.pftrace");
+    let merged = Command::new(env!("CARGO_BIN_EXE_rtrace-collect"))
+        .arg("merge")
+        .arg(&clean)
+        .arg(&cut)
+        .arg("-o")
+        .arg(&timeline)
+        .output()
+        .unwrap();
+    assert!(
+        merged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rtrace-collect"))
+        .arg("stats")
+        .arg(&timeline)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("t.pftrace")).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    let whole = rows.iter().find(|r| r.contains(" 10000 ")).expect(&text);
+    assert!(
+        whole.contains("svc-a") && whole.contains(" clean "),
+        "{text}"
+    );
+    // A process's bytes are not its own in a timeline.
+    assert!(whole.contains(" - "), "{text}");
+    let cut_row = rows.iter().find(|r| !r.contains(" 10000 ")).expect(&text);
+    assert!(cut_row.contains(" truncated "), "{text}");
 }
 
 #[test]
