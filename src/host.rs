@@ -1,5 +1,5 @@
 //! Facts about the host and the process's place on it that streams carry:
-//! host name, boot id, time-namespace offset.
+//! host name, boot id, pid namespace, time-namespace offset.
 
 /// The host name (`/proc/sys/kernel/hostname`), or "" if unknown.
 pub fn name() -> String {
@@ -10,6 +10,20 @@ pub fn name() -> String {
 /// (also across time namespaces, which shift CLOCK_MONOTONIC).
 pub fn boot_id() -> String {
     read_trimmed("/proc/sys/kernel/random/boot_id")
+}
+
+/// The inode of this process's pid namespace (`/proc/self/ns/pid` links
+/// to `pid:[N]`), or 0 if unknown: with the boot id, it tells which
+/// processes a pid can name (containers of one host share a boot id).
+pub fn pid_namespace() -> u64 {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|link| parse_namespace_link(&link.to_string_lossy()))
+        .unwrap_or(0)
+}
+
+fn parse_namespace_link(link: &str) -> Option<u64> {
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// How far this process's time namespace shifts CLOCK_MONOTONIC, in ns
@@ -45,5 +59,12 @@ mod tests {
         let text = "monotonic          -5         250\nboottime            0         0\n";
         assert_eq!(parse_timens_offsets(text), Some(-4_999_999_750));
         assert_eq!(parse_timens_offsets("boottime 1 0\n"), None);
+    }
+
+    #[test]
+    fn reads_the_pid_namespace_of_this_process() {
+        assert_eq!(parse_namespace_link("pid:[4026531836]"), Some(4026531836));
+        assert_eq!(parse_namespace_link("net:[4026531836]"), None);
+        assert_ne!(pid_namespace(), 0, "this test runs on Linux");
     }
 }

@@ -21,6 +21,9 @@ pub struct ProcessInfo {
     pub ppid: u32,
     pub host: String,
     pub boot_id: String,
+    /// Inode of the process's pid namespace; 0 if unknown (older
+    /// recorders). See `pid_space`.
+    pub pid_namespace: u64,
     pub argv: Vec<String>,
     pub start_unix_ns: u64,
     /// Describes the recorder (runtime, hook).
@@ -34,6 +37,25 @@ impl ProcessInfo {
     pub fn display_name(&self) -> String {
         format!("{} (pid {})", self.session, self.pid)
     }
+
+    /// Where the process's pid and ppid are unique: its host, boot and pid
+    /// namespace. Two processes of one space with the same pid are one
+    /// process (or one pid reused); of two spaces, two processes.
+    pub fn pid_space(&self) -> PidSpace {
+        PidSpace {
+            host: self.host.clone(),
+            boot_id: self.boot_id.clone(),
+            pid_namespace: self.pid_namespace,
+        }
+    }
+}
+
+/// See `ProcessInfo::pid_space`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PidSpace {
+    host: String,
+    boot_id: String,
+    pid_namespace: u64,
 }
 
 /// How a stream ended, known once it has.

@@ -258,6 +258,7 @@ impl From<&pb::Hello> for crate::timeline::ProcessInfo {
             ppid: hello.ppid,
             host: hello.host.clone(),
             boot_id: hello.boot_id.clone(),
+            pid_namespace: hello.pid_namespace,
             argv: hello.argv.clone(),
             start_unix_ns: hello.start_unix_ns,
             recorder: hello.recorder.clone(),

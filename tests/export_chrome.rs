@@ -198,3 +198,37 @@ fn a_perfetto_file_converts_to_the_same_json() {
     }
     assert_eq!(got.len(), want.len());
 }
+
+/// Chrome JSON knows a process by its pid alone: processes of two
+/// containers with one pid get pids of their own, named with their own.
+#[test]
+fn processes_with_one_pid_in_two_containers_stay_apart() {
+    use rtrace::export::pids::FIRST_STAND_IN;
+    let elements = parse(&write(&export_support::containers()));
+    let mut names: Vec<(u64, String)> = elements
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "process_name")
+        .map(|e| {
+            let name = e["args"]["name"].as_str().unwrap().to_owned();
+            (e["pid"].as_u64().unwrap(), name)
+        })
+        .collect();
+    names.sort();
+    let stand_in = u64::from(FIRST_STAND_IN);
+    assert_eq!(
+        names,
+        [
+            (1, "ns11 (pid 1)".to_owned()),
+            (7, "ns11 (pid 7)".to_owned()),
+            (stand_in, "ns12 (pid 1)".to_owned()),
+            (stand_in + 1, "ns12 (pid 7)".to_owned()),
+        ]
+    );
+    // Each process's slices are under its own pid.
+    let begins: HashSet<u64> = elements
+        .iter()
+        .filter(|e| e["ph"] == "B")
+        .map(|e| e["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(begins, HashSet::from([1, 7, stand_in, stand_in + 1]));
+}

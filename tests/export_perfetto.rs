@@ -822,3 +822,56 @@ fn a_counter_first_used_by_two_threads_keeps_both_first_values() {
     }
     assert_eq!(values, [(2, 2.0), (1, 1.0)]);
 }
+
+/// Perfetto knows a process by its pid alone: processes of two containers
+/// (or hosts) with one pid get pids of their own there, parent links stay
+/// inside each container, and reading back gives the processes' own pids.
+#[test]
+fn processes_with_one_pid_in_two_containers_stay_apart() {
+    use export_support::containers;
+    use rtrace::export::pids::FIRST_STAND_IN;
+    let calls = containers();
+    let bytes = write(&calls);
+    let trace = pb::Trace::decode(bytes.as_slice()).unwrap();
+    let mut shown = HashMap::new(); // process uuid -> pid given
+    let mut threads = Vec::new(); // (parent uuid, pid, tid)
+    let mut parents = Vec::new(); // (pid, ppid) of ProcessTree entries
+    for packet in &trace.packet {
+        match &packet.data {
+            Some(pb::trace_packet::Data::TrackDescriptor(d)) => {
+                if let Some(p) = &d.process {
+                    shown.insert(d.uuid.unwrap(), p.pid.unwrap());
+                }
+                if let Some(t) = &d.thread {
+                    threads.push((d.parent_uuid.unwrap(), t.pid.unwrap(), t.tid.unwrap()));
+                }
+            }
+            Some(pb::trace_packet::Data::ProcessTree(tree)) => parents.extend(
+                tree.processes
+                    .iter()
+                    .map(|p| (p.pid.unwrap(), p.ppid.unwrap())),
+            ),
+            _ => {}
+        }
+    }
+    let mut pids: Vec<i32> = shown.values().copied().collect();
+    pids.sort();
+    let stand_in = FIRST_STAND_IN as i32;
+    assert_eq!(pids, [1, 7, stand_in, stand_in + 1]);
+    // Threads keep their tids, under their own process's pid.
+    for (parent, pid, tid) in &threads {
+        assert_eq!(shown[parent], *pid);
+        assert!(*tid == 1 || *tid == 7, "{tid}");
+    }
+    // Each child's parent is its own container's pid 1.
+    parents.sort();
+    assert_eq!(parents, [(7, 1), (stand_in + 1, stand_in)]);
+
+    let mut reader = MergedReader::new(bytes.as_slice(), "test".into());
+    replay(&mut reader, &mut export_support::Recorded::default()).unwrap();
+    for call in &calls {
+        if let export_support::Call::Process(s, info) = call {
+            assert_eq!(reader.process(*s), Some(info));
+        }
+    }
+}

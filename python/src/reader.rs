@@ -209,8 +209,9 @@ impl Reader {
         self.inner.lost()
     }
 
-    /// The processes seen so far: dicts with session, pid, ppid, host, argv,
-    /// relayed_by, and truncated (True: its stream was cut short; False:
+    /// The processes seen so far: dicts with session, pid, ppid, host,
+    /// pid_namespace (its inode; 0 if unknown), argv, relayed_by, and
+    /// truncated (True: its stream was cut short; False:
     /// it ended whole; None: its end is not in what was read, yet).
     fn processes<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         self.inner
@@ -222,6 +223,7 @@ impl Reader {
                 d.set_item("pid", p.pid)?;
                 d.set_item("ppid", p.ppid)?;
                 d.set_item("host", p.host)?;
+                d.set_item("pid_namespace", p.pid_namespace)?;
                 d.set_item("argv", p.argv)?;
                 d.set_item("relayed_by", p.relayed_by)?;
                 d.set_item("truncated", truncated)?;

@@ -26,10 +26,9 @@
 //!   process's counter `rtrace clock` (`offset ns`, `uncertainty ns`); a
 //!   clock jump is a process-scoped instant `rtrace: clock jump` (`kind`,
 //!   `jump_ns`).
-//!
-//! Chrome JSON identifies processes by pid alone: two streams with the same
-//! pid (from two hosts) share a process there; the Perfetto output keeps
-//! them apart.
+//! - Chrome JSON identifies processes by pid alone: a process whose pid
+//!   another host or container used first gets a stand-in pid (`pids`);
+//!   its name keeps its own.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -42,6 +41,7 @@ use crate::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
 use crate::writer::FunctionInfo;
 
 use super::perfetto_format as format;
+use super::pids::ViewerPids;
 
 /// Bytes gathered before they are written to the output.
 const BUFFER_BYTES: usize = 256 << 10;
@@ -53,6 +53,7 @@ pub struct ChromeJsonWriter<W: Write> {
     /// Elements written so far (the next one needs a comma first if any).
     elements: u64,
     streams: HashMap<StreamId, ChromeStream>,
+    pids: ViewerPids,
     unmatched: u64,
     watermark_ns: u64,
     finished: bool,
@@ -60,6 +61,7 @@ pub struct ChromeJsonWriter<W: Write> {
 
 /// What the writer keeps per open stream.
 struct ChromeStream {
+    /// The pid viewers are given.
     pid: u32,
     functions: HashMap<u32, FunctionInfo>,
     /// Open calls per thread: function id and whether it is a C call.
@@ -75,6 +77,7 @@ impl<W: Write> ChromeJsonWriter<W> {
             buf: Vec::with_capacity(BUFFER_BYTES),
             elements: 0,
             streams: HashMap::new(),
+            pids: ViewerPids::new(),
             unmatched: 0,
             watermark_ns: 0,
             finished: false,
@@ -254,7 +257,7 @@ impl<W: Write> TimelineSink for ChromeJsonWriter<W> {
                 format!("stream {} announced twice", stream.0),
             ));
         }
-        let pid = process.pid;
+        let pid = self.pids.pid(process);
         let name = json_string(&process.display_name());
         self.metadata(pid, 0, "process_name", &format!(r#""name":{name}"#))?;
         let labels = json_string(&format::host_label(&process.host));

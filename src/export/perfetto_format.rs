@@ -209,6 +209,9 @@ pub fn child_uuid(process: u64, what: &[u8]) -> u64 {
 /// Keys of the `key: value` lines of a process track's description.
 const KEY_STREAM: &str = "rtrace stream";
 const KEY_SESSION: &str = "session";
+const KEY_PID: &str = "pid";
+const KEY_PPID: &str = "ppid";
+const KEY_PID_NAMESPACE: &str = "pid_namespace";
 const KEY_HOST: &str = "host";
 const KEY_BOOT_ID: &str = "boot_id";
 const KEY_START: &str = "start_unix_ns";
@@ -224,11 +227,16 @@ const KEY_CLOCK_JUMPS: &str = "clock_jumps";
 /// The description of a process track: the stream's metadata as
 /// `key: value` lines. People see it in Perfetto's track details; the
 /// reader takes the metadata back from it. Values are escaped so that a
-/// newline in a session name cannot forge another line.
+/// newline in a session name cannot forge another line. The pid and ppid
+/// are the process's own, which the descriptor's may not be (see
+/// `export::pids`).
 pub fn describe_process(stream: StreamId, info: &ProcessInfo) -> String {
     let lines = [
         (KEY_STREAM, stream.0.to_string()),
         (KEY_SESSION, info.session.clone()),
+        (KEY_PID, info.pid.to_string()),
+        (KEY_PPID, info.ppid.to_string()),
+        (KEY_PID_NAMESPACE, info.pid_namespace.to_string()),
         (KEY_HOST, info.host.clone()),
         (KEY_BOOT_ID, info.boot_id.clone()),
         (KEY_START, info.start_unix_ns.to_string()),
@@ -274,6 +282,9 @@ pub fn parse_description(text: &str, info: &mut ProcessInfo) -> Option<StreamId>
         match key {
             KEY_STREAM => stream = value.parse().ok().map(StreamId),
             KEY_SESSION => info.session = value,
+            KEY_PID => info.pid = value.parse().unwrap_or(info.pid),
+            KEY_PPID => info.ppid = value.parse().unwrap_or(info.ppid),
+            KEY_PID_NAMESPACE => info.pid_namespace = value.parse().unwrap_or(0),
             KEY_HOST => info.host = value,
             KEY_BOOT_ID => info.boot_id = value,
             KEY_START => info.start_unix_ns = value.parse().unwrap_or(0),
@@ -326,6 +337,8 @@ mod tests {
         let info = ProcessInfo {
             session: "a\nb: c\\n".into(),
             pid: 7,
+            ppid: 5,
+            pid_namespace: 4026531836,
             host: "box".into(),
             boot_id: "id".into(),
             start_unix_ns: 42,
@@ -334,8 +347,9 @@ mod tests {
             ..ProcessInfo::default()
         };
         let text = describe_process(StreamId(3), &info);
+        // The descriptor's pid, which may be a stand-in: the text's wins.
         let mut back = ProcessInfo {
-            pid: 7,
+            pid: 4_194_304,
             ..ProcessInfo::default()
         };
         assert_eq!(parse_description(&text, &mut back), Some(StreamId(3)));

@@ -105,6 +105,7 @@ pub fn process_info(i: u32) -> ProcessInfo {
         ppid: if i == 0 { 1 } else { 4000 },
         host: if i % 2 == 0 { "box-a" } else { "box-b" }.into(),
         boot_id: format!("boot-{}", i % 2),
+        pid_namespace: 4026531836,
         argv: vec!["svc.py".into(), "--id".into(), i.to_string()],
         start_unix_ns: 1_700_000_000_000_000_000 + u64::from(i),
         recorder: "CPython 3.12 (sys.monitoring)".into(),
@@ -285,4 +286,50 @@ fn finish_streams(
         calls.push(Call::End(StreamId(p), end));
     }
     std::mem::take(calls)
+}
+
+/// Two containers of one host (pid namespaces 11 and 12), each with its
+/// pid 1 and that process's child, pid 7: four processes, two of each pid.
+/// Each calls and returns from one function on its main thread.
+pub fn containers() -> Vec<Call> {
+    let mut calls = Vec::new();
+    let mut ts_ns = 1_000;
+    for (i, (namespace, pid, ppid)) in [(11, 1, 0), (11, 7, 1), (12, 1, 0), (12, 7, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let stream = StreamId(i as u32);
+        let info = ProcessInfo {
+            session: format!("ns{namespace}"),
+            pid,
+            ppid,
+            host: "box".into(),
+            boot_id: "boot".into(),
+            pid_namespace: namespace,
+            ..ProcessInfo::default()
+        };
+        calls.push(Call::Process(stream, info));
+        calls.push(Call::Function(stream, function_info(i as u32)));
+        calls.push(Call::Thread(stream, u64::from(pid), "MainThread".into()));
+        for kind in [Kind::Call, Kind::Return] {
+            ts_ns += 100;
+            let event = Event {
+                ts_ns,
+                tid: u64::from(pid),
+                kind,
+                function: FunctionId(i as u32),
+                line: 0,
+                mark: None,
+                text: None,
+            };
+            calls.push(Call::Event(stream, event));
+        }
+        let end = StreamEnd {
+            events: 2,
+            last_ts_ns: ts_ns,
+            ..StreamEnd::default()
+        };
+        calls.push(Call::End(stream, end));
+    }
+    calls
 }

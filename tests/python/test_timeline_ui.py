@@ -62,6 +62,58 @@ def test_merged_timeline_loads_in_perfetto_ui_with_names_and_counts(tmp_path, pe
             assert got[(p.pid, "helper")] == 50 and got[(p.pid, "MainThread")] == 100, got
 
 
+def test_processes_with_one_pid_in_two_containers_stay_apart_in_perfetto_ui(tmp_path, perfetto_ui):  # noqa: F811
+    """Two processes, each pid 1 of a pid namespace of its own (as in two
+    containers), on one timeline: Perfetto knows a process by its pid, so
+    without stand-in pids it would draw them as one process."""
+    from faults import skip_unless_ci
+
+    contained = ["unshare", "--pid", "--fork", "--mount-proc"]
+    probe = subprocess.run([*contained, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        skip_unless_ci(f"needs root to make pid namespaces: {probe.stderr.strip()}")
+    sock = f"unix://{tmp_path}/c.sock"
+    out = tmp_path / "containers.pftrace"
+    collector = _native.Collector([sock], str(out))
+    collector.start()
+    (tmp_path / "p.py").write_text(PROGRAM)
+    env = dict(os.environ, RTRACE_COLLECTOR=sock)
+    boxes = ("box-a", "box-b")
+    procs = [subprocess.Popen([*contained, sys.executable, "p.py", box], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, text=True) for box in boxes]
+    for p in procs:
+        p.communicate(timeout=120)
+        assert p.returncode == 0
+    stats = collector.stop()
+    assert [s["pid"] for s in stats] == [1, 1] and all(not s["truncated"] for s in stats), stats
+
+    # Read back: each its own pid and namespace, neither this one's.
+    reader = rtrace.read(out)
+    assert sum(1 for e in reader if e.kind == "call" and e.name == "leaf") == 300
+    read = reader.processes()
+    assert sorted(p["session"] for p in read) == list(boxes)
+    assert [p["pid"] for p in read] == [1, 1] and [p["ppid"] for p in read] == [0, 0]
+    mine = int(os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]"))
+    namespaces = {p["pid_namespace"] for p in read}
+    assert len(namespaces) == 2 and mine not in namespaces and 0 not in namespaces, read
+
+    with perfetto_ui.load(out) as trace:
+        trace.assert_no_errors()
+        processes = trace.query("select upid, pid, name from process where name like 'box-%' "
+                                "order by name")
+        assert [r["name"] for r in processes] == [f"{box} (pid 1)" for box in boxes], processes
+        assert len({r["upid"] for r in processes}) == 2, processes
+        assert len({r["pid"] for r in processes}) == 2, processes
+        leafs = trace.query(
+            "select p.name as process, t.name as thread, count(*) as n from slice s "
+            "join thread_track tt on s.track_id = tt.id join thread t using(utid) "
+            "join process p using(upid) where s.name = 'leaf' group by 1, 2"
+        )
+        got = {(r["process"], r["thread"]): r["n"] for r in leafs}
+        assert got == {(f"{box} (pid 1)", thread): n for box in boxes
+                       for thread, n in (("MainThread", 100), ("helper", 50))}, got
+
+
 def test_a_file_copied_while_the_collector_writes_it_loads_in_perfetto_ui(tmp_path, perfetto_ui):  # noqa: F811
     """The collector's file, copied while a quiet process is still recording
     to it, loads in the UI as it is: the calls so far as whole slices, the

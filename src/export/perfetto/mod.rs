@@ -11,7 +11,10 @@
 //!   metadata in the description — and a `ProcessTree` entry with pid, ppid
 //!   and cmdline `[<session> (pid N), argv...]`, which gives Perfetto the
 //!   parent link (Perfetto names a process after the first cmdline entry,
-//!   so that entry is our name rather than `argv[0]`).
+//!   so that entry is our name rather than `argv[0]`). Descriptors and the
+//!   tree carry the pids viewers are given (`export::pids`: a stand-in for
+//!   a pid another host or container used first); the name and the
+//!   description keep the process's own.
 //! - Each thread of a stream gets a **thread sequence** of its own, started
 //!   with `SEQ_INCREMENTAL_STATE_CLEARED`, `first_packet_on_sequence`,
 //!   defaults (the thread's track and the incremental clock) and a clock
@@ -98,13 +101,14 @@ use crate::timeline::{
 use crate::writer::FunctionInfo;
 
 use super::perfetto_format::{self as format, pb};
+use super::pids::ViewerPids;
 use clock::ClockState;
 use encoder::{Encoder, SpareBuffers};
 use output::Output;
 pub use output::PerfettoOut;
 use packets::{
     clock_snapshot, end_packets, first_packet, process_descriptor, process_tree, sequence_packet,
-    ProcessTrack,
+    ProcessTrack, ShownPids,
 };
 use stream::{Sequences, StreamCoder};
 
@@ -118,6 +122,7 @@ pub struct PerfettoWriter<W: PerfettoOut> {
     out: Output<W>,
     streams: Streams,
     sequences: Sequences,
+    pids: ViewerPids,
     header_written: bool,
     /// Newest timestamp seen, for stream ends that carry none.
     watermark_ns: u64,
@@ -135,6 +140,7 @@ impl<W: PerfettoOut> PerfettoWriter<W> {
             out: Output::new(out),
             streams: Streams::default(),
             sequences: Sequences::new(),
+            pids: ViewerPids::new(),
             header_written: false,
             watermark_ns: 0,
             ends: Vec::new(),
@@ -202,22 +208,28 @@ impl<W: PerfettoOut> TimelineSink for PerfettoWriter<W> {
         }
         let sequence = self.sequences.next();
         let uuid = format::process_uuid(stream, process);
+        let shown = ShownPids {
+            pid: self.pids.pid(process),
+            ppid: self.pids.ppid(process),
+        };
         let mut packet = first_packet(sequence);
         packet.data = Some(pb::trace_packet::Data::TrackDescriptor(process_descriptor(
-            stream, uuid, process,
+            stream, uuid, process, shown.pid,
         )));
         self.out.packet(&packet)?;
         if process.ppid != 0 {
             let mut packet = sequence_packet(sequence);
-            packet.data = Some(pb::trace_packet::Data::ProcessTree(process_tree(process)));
+            let tree = process_tree(process, shown);
+            packet.data = Some(pb::trace_packet::Data::ProcessTree(tree));
             self.out.packet(&packet)?;
         }
-        let coder = StreamCoder::new(uuid, process.pid, sequence, self.sequences.clone());
+        let coder = StreamCoder::new(uuid, shown.pid, sequence, self.sequences.clone());
         self.streams.insert(
             stream,
             Box::new(StreamState {
                 id: stream,
                 info: process.clone(),
+                shown_pid: shown.pid,
                 clock: ClockState::default(),
                 uuid,
                 sequence,
@@ -397,6 +409,8 @@ fn open_stream(streams: &mut Streams, stream: StreamId) -> io::Result<&mut Strea
 struct StreamState {
     id: StreamId,
     info: ProcessInfo,
+    /// The pid viewers are given (`export::pids`).
+    shown_pid: u32,
     clock: ClockState,
     uuid: u64,
     /// The process sequence.
@@ -417,7 +431,7 @@ impl StreamState {
     /// The process track's descriptor again, its description now with the
     /// clock's lines (Perfetto keeps the last description of a track).
     fn descriptor_packet(&self) -> pb::TracePacket {
-        let mut descriptor = process_descriptor(self.id, self.uuid, &self.info);
+        let mut descriptor = process_descriptor(self.id, self.uuid, &self.info, self.shown_pid);
         let clock = format::describe_clock(self.clock.offset.as_ref(), self.clock.jumps);
         if let Some(text) = &mut descriptor.description {
             text.push('\n');

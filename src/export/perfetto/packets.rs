@@ -52,16 +52,18 @@ pub(super) fn clock_snapshot(ts_ns: u64, incremental: bool) -> pb::ClockSnapshot
     }
 }
 
+/// The process's track descriptor, with the pid viewers are given.
 pub(super) fn process_descriptor(
     stream: StreamId,
     uuid: u64,
     info: &ProcessInfo,
+    shown_pid: u32,
 ) -> pb::TrackDescriptor {
     pb::TrackDescriptor {
         uuid: Some(uuid),
         description: Some(format::describe_process(stream, info)),
         process: Some(pb::ProcessDescriptor {
-            pid: Some(info.pid as i32),
+            pid: Some(shown_pid as i32),
             cmdline: info.argv.clone(),
             process_name: Some(info.display_name()),
             process_labels: vec![format::host_label(&info.host)],
@@ -70,9 +72,16 @@ pub(super) fn process_descriptor(
     }
 }
 
+/// The pid and ppid viewers are given for a process (`export::pids`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ShownPids {
+    pub pid: u32,
+    pub ppid: u32,
+}
+
 /// The process's `ProcessTree` entry. Its cmdline has at least two entries,
 /// so Perfetto takes the first whole as the process name.
-pub(super) fn process_tree(info: &ProcessInfo) -> pb::ProcessTree {
+pub(super) fn process_tree(info: &ProcessInfo, shown: ShownPids) -> pb::ProcessTree {
     let mut cmdline = vec![info.display_name()];
     cmdline.extend(info.argv.iter().cloned());
     if cmdline.len() == 1 {
@@ -80,8 +89,8 @@ pub(super) fn process_tree(info: &ProcessInfo) -> pb::ProcessTree {
     }
     pb::ProcessTree {
         processes: vec![pb::process_tree::Process {
-            pid: Some(info.pid as i32),
-            ppid: Some(info.ppid as i32),
+            pid: Some(shown.pid as i32),
+            ppid: Some(shown.ppid as i32),
             cmdline,
         }],
     }

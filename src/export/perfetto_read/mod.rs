@@ -240,24 +240,31 @@ impl<R: Read> MergedReader<R> {
         if let Some(Owner::Process(stream)) = self.tracks.get(&uuid) {
             return *stream;
         }
+        let shown_pid = process.pid.unwrap_or(0) as u32;
+        // The description holds the process's own pid and ppid, which the
+        // descriptor may have replaced (`export::pids`); files written
+        // before it did have only the descriptor's.
         let mut info = ProcessInfo {
-            pid: process.pid.unwrap_or(0) as u32,
+            pid: shown_pid,
             argv: process.cmdline.clone(),
             ..ProcessInfo::default()
         };
         let name = process.process_name.clone().unwrap_or_default();
-        let suffix = format!(" (pid {})", info.pid);
-        info.session = name.strip_suffix(&suffix).unwrap_or(&name).to_owned();
         let wanted = descriptor
             .description
             .as_deref()
             .and_then(|text| format::parse_description(text, &mut info));
+        if info.session.is_empty() {
+            let suffix = format!(" (pid {})", info.pid);
+            info.session = name.strip_suffix(&suffix).unwrap_or(&name).to_owned();
+        }
         // Concatenated files may reuse a stream id: the later one moves.
         let stream = match wanted {
             Some(id) if !self.streams.contains_key(&id) => id,
             _ => StreamId(self.streams.keys().next_back().map_or(0, |s| s.0 + 1)),
         };
-        self.streams.insert(stream, StreamData::new(info));
+        self.streams
+            .insert(stream, StreamData::new(info, shown_pid));
         self.tracks.insert(uuid, Owner::Process(stream));
         self.ready.push_back(MergedItem::Process(stream));
         stream
@@ -268,8 +275,13 @@ impl<R: Read> MergedReader<R> {
         let Some(data) = stream.and_then(|s| self.streams.get_mut(&s)) else {
             return;
         };
+        // Only files whose descriptions lack the ppid need the tree's (whose
+        // ppid may be a stand-in).
+        if data.info.ppid != 0 {
+            return;
+        }
         for process in &tree.processes {
-            if process.pid.map(|p| p as u32) == Some(data.info.pid) {
+            if process.pid.map(|p| p as u32) == Some(data.shown_pid) {
                 data.info.ppid = process.ppid.unwrap_or(0) as u32;
             }
         }

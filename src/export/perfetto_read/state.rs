@@ -50,6 +50,8 @@ pub(super) struct Decoded {
 /// What is known about one process.
 pub(super) struct StreamData {
     pub info: ProcessInfo,
+    /// The pid viewers were given, which `ProcessTree` entries carry.
+    pub shown_pid: u32,
     pub functions: HashMap<u32, FunctionInfo>,
     pub threads: BTreeMap<u64, String>,
     pub end: Option<StreamEnd>,
@@ -58,9 +60,10 @@ pub(super) struct StreamData {
 }
 
 impl StreamData {
-    pub(super) fn new(info: ProcessInfo) -> Self {
+    pub(super) fn new(info: ProcessInfo, shown_pid: u32) -> Self {
         StreamData {
             info,
+            shown_pid,
             functions: HashMap::new(),
             threads: BTreeMap::new(),
             end: None,
