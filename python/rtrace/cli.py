@@ -261,11 +261,15 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         # Before the program starts, so that every process it leaves behind
         # is reparented here, however deep it was started.
         wait = not args.no_wait and _become_subreaper()
-        code, terminated = _run_child(_command_for(program), env)
-        if wait:
-            shown = " ".join(program[:2]) if program[0] == "-m" else program[0]
-            _wait_for_leftovers(shown, terminated=terminated)
-        stats = collector.stop()
+        # From here on Ctrl-C and SIGTERM never cut the timeline short: the
+        # steps below take them as they say, and between them (and in the
+        # collector's stop, bounded by --drain) they are only noted.
+        with _signals_noted((signal.SIGINT, signal.SIGTERM)) as noted:
+            code, terminated = _run_child(_command_for(program), env)
+            if wait:
+                shown = " ".join(program[:2]) if program[0] == "-m" else program[0]
+                _wait_for_leftovers(shown, terminated=terminated or signal.SIGTERM in noted)
+            stats = collector.stop()
         if wait:
             _reap_exited_children()  # those that ended during the drain: no zombies for init
     if not stats:

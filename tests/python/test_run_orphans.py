@@ -111,6 +111,10 @@ if __name__ == "__main__":
     how, seconds, code = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
     if how == "child":
         leave_a_child(seconds)
+    elif how == "started-child":  # exits once the child runs, its stream open
+        leave_a_child(seconds)
+        while not os.path.exists("leftover.pid"):
+            time.sleep(0.01)
     elif how == "daemon":
         leave_a_daemon(seconds)
     else:
@@ -179,9 +183,9 @@ class Background:
     """`rtrace run` of app.py leaving a child that sleeps long, started
     apart, its stderr read as it comes."""
 
-    def __init__(self, tmp_path: Path, *options: str):
+    def __init__(self, tmp_path: Path, *options: str, how: str = "child"):
         self.proc = subprocess.Popen(
-            [RTRACE, "run", *options, "-o", "t.pftrace", "--", "app.py", "child", "600", "0"],
+            [RTRACE, "run", *options, "-o", "t.pftrace", "--", "app.py", how, "600", "0"],
             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._lines: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -284,3 +288,30 @@ def test_sigterm_while_waiting_is_passed_on_to_them(app):
     assert _stream_end(stderr, pid) == "clean", stderr
     _, pids = _calls(app / "t.pftrace")
     assert pid in pids, (pids, stderr)
+
+
+def _has_children(pid: int) -> bool:
+    tasks = Path(f"/proc/{pid}/task")
+    return any((tasks / tid / "children").read_text().split() for tid in os.listdir(tasks))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_collector_finishes_does_not_cut_the_timeline_short(app, signum):
+    """Once the program has exited, rtrace's collector drains the streams
+    still open (here a leftover's, for --drain seconds): a Ctrl-C or
+    SIGTERM then is noted, not a traceback or a half-written timeline."""
+    run = Background(app, "--no-wait", "--drain", "3", how="started-child")
+    pid = _leftover_pid(app)
+    deadline = time.monotonic() + 60
+    while _has_children(run.proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the program has exited: rtrace is draining
+    time.sleep(0.3)
+    run.proc.send_signal(signum)
+    stderr = run.finish()
+    assert run.proc.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "rtrace: timeline:" in stderr, stderr
+    # The leftover still streams (it sleeps): cut short at the drain's end.
+    assert _stream_end(stderr, pid) == "truncated", stderr
+    calls, pids = _calls(app / "t.pftrace")
+    assert pid in pids and sum(c["program_work"] for c in calls.values()) == 1, (calls, stderr)
