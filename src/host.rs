@@ -26,6 +26,23 @@ fn parse_namespace_link(link: &str) -> Option<u64> {
     link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
 
+/// When this process started, in clock ticks after boot (`/proc/self/stat`'s
+/// starttime), or 0 if unknown: a pid reused by a later process has
+/// another.
+pub fn process_start_ticks() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| parse_start_ticks(&stat))
+        .unwrap_or(0)
+}
+
+/// Field 22 of a `/proc/PID/stat` line; the command name (field 2) is in
+/// parentheses and may hold spaces and parentheses itself.
+fn parse_start_ticks(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// How far this process's time namespace shifts CLOCK_MONOTONIC, in ns
 /// (`/proc/self/timens_offsets`); 0 outside a time namespace or when the
 /// kernel has none.
@@ -59,6 +76,15 @@ mod tests {
         let text = "monotonic          -5         250\nboottime            0         0\n";
         assert_eq!(parse_timens_offsets(text), Some(-4_999_999_750));
         assert_eq!(parse_timens_offsets("boottime 1 0\n"), None);
+    }
+
+    #[test]
+    fn reads_the_start_time_of_a_process_whatever_its_name() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    123456 1000 100 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1";
+        assert_eq!(parse_start_ticks(stat), Some(123456));
+        assert_eq!(parse_start_ticks("42 (a) S 1"), None);
+        assert_ne!(process_start_ticks(), 0, "this test runs on Linux");
     }
 
     #[test]

@@ -494,6 +494,7 @@ fn hello(config: &Config, description: &clock::Description) -> pb::Hello {
         clock: Some(wire::clock_info(description)),
         recorder: config.recorder.clone(),
         pid_namespace: crate::host::pid_namespace(),
+        process_start_ticks: crate::host::process_start_ticks(),
         timens_monotonic_offset_ns: crate::host::timens_monotonic_offset_ns(),
         clock_sync: config.collector.is_some() && config.clock_sync.interval.is_some(),
         relayed_by: Vec::new(),

@@ -24,6 +24,9 @@ pub struct ProcessInfo {
     /// Inode of the process's pid namespace; 0 if unknown (older
     /// recorders). See `pid_space`.
     pub pid_namespace: u64,
+    /// When the process started, in clock ticks after boot; 0 if unknown
+    /// (older recorders). Tells a reused pid from the same process.
+    pub process_start_ticks: u64,
     pub argv: Vec<String>,
     pub start_unix_ns: u64,
     /// Describes the recorder (runtime, hook).
@@ -40,7 +43,8 @@ impl ProcessInfo {
 
     /// Where the process's pid and ppid are unique: its host, boot and pid
     /// namespace. Two processes of one space with the same pid are one
-    /// process (or one pid reused); of two spaces, two processes.
+    /// process, unless they started at different times (a pid reused);
+    /// of two spaces, two processes.
     pub fn pid_space(&self) -> PidSpace {
         PidSpace {
             host: self.host.clone(),

@@ -259,6 +259,7 @@ impl From<&pb::Hello> for crate::timeline::ProcessInfo {
             host: hello.host.clone(),
             boot_id: hello.boot_id.clone(),
             pid_namespace: hello.pid_namespace,
+            process_start_ticks: hello.process_start_ticks,
             argv: hello.argv.clone(),
             start_unix_ns: hello.start_unix_ns,
             recorder: hello.recorder.clone(),

@@ -212,6 +212,7 @@ const KEY_SESSION: &str = "session";
 const KEY_PID: &str = "pid";
 const KEY_PPID: &str = "ppid";
 const KEY_PID_NAMESPACE: &str = "pid_namespace";
+const KEY_PROCESS_START: &str = "process_start_ticks";
 const KEY_HOST: &str = "host";
 const KEY_BOOT_ID: &str = "boot_id";
 const KEY_START: &str = "start_unix_ns";
@@ -237,6 +238,7 @@ pub fn describe_process(stream: StreamId, info: &ProcessInfo) -> String {
         (KEY_PID, info.pid.to_string()),
         (KEY_PPID, info.ppid.to_string()),
         (KEY_PID_NAMESPACE, info.pid_namespace.to_string()),
+        (KEY_PROCESS_START, info.process_start_ticks.to_string()),
         (KEY_HOST, info.host.clone()),
         (KEY_BOOT_ID, info.boot_id.clone()),
         (KEY_START, info.start_unix_ns.to_string()),
@@ -285,6 +287,7 @@ pub fn parse_description(text: &str, info: &mut ProcessInfo) -> Option<StreamId>
             KEY_PID => info.pid = value.parse().unwrap_or(info.pid),
             KEY_PPID => info.ppid = value.parse().unwrap_or(info.ppid),
             KEY_PID_NAMESPACE => info.pid_namespace = value.parse().unwrap_or(0),
+            KEY_PROCESS_START => info.process_start_ticks = value.parse().unwrap_or(0),
             KEY_HOST => info.host = value,
             KEY_BOOT_ID => info.boot_id = value,
             KEY_START => info.start_unix_ns = value.parse().unwrap_or(0),
@@ -339,6 +342,7 @@ mod tests {
             pid: 7,
             ppid: 5,
             pid_namespace: 4026531836,
+            process_start_ticks: 123456,
             host: "box".into(),
             boot_id: "id".into(),
             start_unix_ns: 42,

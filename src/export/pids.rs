@@ -2,30 +2,43 @@
 //! process by its pid alone, so two processes with one pid — on two hosts,
 //! in two containers of one host (each has its own pid 1), or one pid
 //! reused — would be drawn as one process, their threads mixed. A pid is
-//! unique only within its `PidSpace` (host, boot, pid namespace).
+//! unique only within its `PidSpace` (host, boot, pid namespace), and there
+//! only among the processes alive at once: its start time tells a reused
+//! pid from the same process (recorded twice).
 //!
-//! So each pid a viewer sees stands for one (space, pid) pair: the first
-//! space to use a number keeps it; a later space using the same number gets
-//! a stand-in from `FIRST_STAND_IN` up (above any Linux pid: `pid_max` is at
-//! most 2^22), skipping numbers already taken. Parent pids go through the
-//! same map, so a parent link stays inside its space. The process's own pid
-//! stays in its name (`<session> (pid N)`) and in the writers' metadata,
-//! where readers take it back from. Thread ids need no stand-ins: viewers
-//! key a thread by its process and tid.
+//! So each pid a viewer sees stands for one process: the first to use a
+//! number keeps it; a later one with the same number gets a stand-in from
+//! `FIRST_STAND_IN` up (above any Linux pid: `pid_max` is at most 2^22),
+//! skipping numbers already taken. Parent pids go through the same map, so
+//! a parent link stays inside its space and goes to the latest process of
+//! that pid that started before the child. The process's own pid stays in
+//! its name (`<session> (pid N)`) and in the writers' metadata, where
+//! readers take it back from. Thread ids need no stand-ins: viewers key a
+//! thread by its process and tid.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::timeline::{PidSpace, ProcessInfo};
 
 /// The first stand-in pid: Linux pids are below 2^22 (`PID_MAX_LIMIT`).
 pub const FIRST_STAND_IN: u32 = 1 << 22;
 
-/// Which viewer pid stands for which (space, pid); see the module docs.
+/// Which viewer pid stands for which process; see the module docs.
 #[derive(Debug, Default)]
 pub struct ViewerPids {
-    shown: HashMap<(PidSpace, u32), u32>,
-    taken: HashMap<u32, PidSpace>,
+    /// Per pid of a space, the processes that had it, oldest first.
+    seen: HashMap<(PidSpace, u32), Vec<Seen>>,
+    taken: HashSet<u32>,
     next_stand_in: u32,
+}
+
+/// A process that had a pid: when it started (clock ticks after boot; 0
+/// if unknown: an older recorder's, or a parent known only by its pid) and
+/// the pid viewers are given for it.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    start: u64,
+    shown: u32,
 }
 
 impl ViewerPids {
@@ -38,7 +51,23 @@ impl ViewerPids {
 
     /// The pid viewers are given for `process`.
     pub fn pid(&mut self, process: &ProcessInfo) -> u32 {
-        self.shown(process.pid_space(), process.pid)
+        let start = process.process_start_ticks;
+        let seen = self
+            .seen
+            .entry((process.pid_space(), process.pid))
+            .or_default();
+        // The same process again, or one of which only the pid was known.
+        let same = seen
+            .iter_mut()
+            .rev()
+            .find(|s| s.start == start || s.start == 0 || start == 0);
+        if let Some(same) = same {
+            same.start = same.start.max(start);
+            return same.shown;
+        }
+        let shown = take(&mut self.taken, &mut self.next_stand_in, process.pid);
+        seen.push(Seen { start, shown });
+        shown
     }
 
     /// The pid viewers are given for `process`'s parent; 0 (none) stays 0.
@@ -46,24 +75,36 @@ impl ViewerPids {
         if process.ppid == 0 {
             return 0;
         }
-        self.shown(process.pid_space(), process.ppid)
-    }
-
-    fn shown(&mut self, space: PidSpace, pid: u32) -> u32 {
-        if let Some(&shown) = self.shown.get(&(space.clone(), pid)) {
-            return shown;
+        let start = process.process_start_ticks;
+        let seen = self
+            .seen
+            .entry((process.pid_space(), process.ppid))
+            .or_default();
+        // A parent starts before its child.
+        let parent = seen
+            .iter()
+            .rev()
+            .find(|s| s.start == 0 || start == 0 || s.start <= start);
+        if let Some(parent) = parent {
+            return parent.shown;
         }
-        let mut shown = pid;
-        while self.taken.contains_key(&shown) {
-            shown = self.next_stand_in;
-            // Wrapping (never: one stand-in per process) starts again at
-            // the first, whose taken numbers the loop skips.
-            self.next_stand_in = self.next_stand_in.wrapping_add(1).max(FIRST_STAND_IN);
-        }
-        self.taken.insert(shown, space.clone());
-        self.shown.insert((space, pid), shown);
+        let shown = take(&mut self.taken, &mut self.next_stand_in, process.ppid);
+        seen.push(Seen { start: 0, shown });
         shown
     }
+}
+
+/// `pid` if no process has it yet, else the next stand-in free.
+fn take(taken: &mut HashSet<u32>, next_stand_in: &mut u32, pid: u32) -> u32 {
+    let mut shown = pid;
+    while taken.contains(&shown) {
+        shown = *next_stand_in;
+        // Wrapping (never: one stand-in per process) starts again at the
+        // first, whose taken numbers the loop skips.
+        *next_stand_in = next_stand_in.wrapping_add(1).max(FIRST_STAND_IN);
+    }
+    taken.insert(shown);
+    shown
 }
 
 #[cfg(test)]
@@ -78,6 +119,13 @@ mod tests {
             pid,
             ppid,
             ..ProcessInfo::default()
+        }
+    }
+
+    fn started(process: ProcessInfo, ticks: u64) -> ProcessInfo {
+        ProcessInfo {
+            process_start_ticks: ticks,
+            ..process
         }
     }
 
@@ -119,5 +167,37 @@ mod tests {
         // An unseen parent of another space: also kept apart.
         let orphan = process("e", 1, 6, 5);
         assert_eq!(pids.ppid(&orphan), FIRST_STAND_IN + 3);
+    }
+
+    #[test]
+    fn a_reused_pid_gets_a_stand_in_and_children_the_parent_of_their_time() {
+        let mut pids = ViewerPids::new();
+        let first = started(process("a", 1, 50, 0), 100);
+        let reused = started(process("a", 1, 50, 0), 900);
+        assert_eq!(pids.pid(&first), 50);
+        // Recorded twice: the same process.
+        assert_eq!(pids.pid(&first), 50);
+        assert_eq!(pids.pid(&reused), FIRST_STAND_IN);
+        // Each child's parent is the 50 that had started before it.
+        assert_eq!(pids.ppid(&started(process("a", 1, 60, 50), 200)), 50);
+        assert_eq!(
+            pids.ppid(&started(process("a", 1, 61, 50), 950)),
+            FIRST_STAND_IN
+        );
+        // A start unknown (an older recorder): taken for the latest one.
+        assert_eq!(pids.pid(&process("a", 1, 50, 0)), FIRST_STAND_IN);
+    }
+
+    #[test]
+    fn a_parent_known_first_by_its_pid_is_the_process_that_streams_later() {
+        let mut pids = ViewerPids::new();
+        let child = started(process("a", 1, 60, 50), 200);
+        assert_eq!(pids.ppid(&child), 50);
+        assert_eq!(pids.pid(&started(process("a", 1, 50, 0), 100)), 50);
+        // Only one process was that parent: a later 50 is another.
+        assert_eq!(
+            pids.pid(&started(process("a", 1, 50, 0), 300)),
+            FIRST_STAND_IN
+        );
     }
 }

@@ -106,6 +106,7 @@ pub fn process_info(i: u32) -> ProcessInfo {
         host: if i % 2 == 0 { "box-a" } else { "box-b" }.into(),
         boot_id: format!("boot-{}", i % 2),
         pid_namespace: 4026531836,
+        process_start_ticks: 1000 + u64::from(i),
         argv: vec!["svc.py".into(), "--id".into(), i.to_string()],
         start_unix_ns: 1_700_000_000_000_000_000 + u64::from(i),
         recorder: "CPython 3.12 (sys.monitoring)".into(),

@@ -32,25 +32,34 @@ print(rec.events, flush=True)
 """
 
 
-def test_merged_timeline_loads_in_perfetto_ui_with_names_and_counts(tmp_path, perfetto_ui):  # noqa: F811
+def record_program(tmp_path: Path, out: Path,
+                   commands: list[list[str]]) -> tuple[list[subprocess.Popen], list[dict]]:
+    """Runs the commands at once, all streaming to one collector writing
+    ``out`` (each runs PROGRAM, as ``p.py SESSION``, in the end); the
+    processes and the collector's stats."""
     sock = f"unix://{tmp_path}/c.sock"
-    out = tmp_path / "timeline.pftrace"
     collector = _native.Collector([sock], str(out))
     collector.start()
     (tmp_path / "p.py").write_text(PROGRAM)
     env = dict(os.environ, RTRACE_COLLECTOR=sock)
-    procs = [subprocess.Popen([sys.executable, "p.py", name], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, text=True) for name in ("svc-a", "svc-b")]
+    procs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+             for command in commands]
     for p in procs:
         p.communicate(timeout=120)
         assert p.returncode == 0
-    stats = collector.stop()
+    return procs, collector.stop()
+
+
+def test_merged_timeline_loads_in_perfetto_ui_with_names_and_counts(tmp_path, perfetto_ui):  # noqa: F811
+    out = tmp_path / "timeline.pftrace"
+    sessions = ("svc-a", "svc-b")
+    procs, stats = record_program(tmp_path, out, [[sys.executable, "p.py", s] for s in sessions])
     assert all(not s["truncated"] for s in stats)
 
     with perfetto_ui.load(out) as trace:
         trace.assert_no_errors()
         names = {r["pid"]: r["name"] for r in trace.query("select pid, name from process")}
-        for p, session in zip(procs, ("svc-a", "svc-b")):
+        for p, session in zip(procs, sessions):
             assert names[p.pid].startswith(f"{session} (pid {p.pid})"), names
         leafs = trace.query(
             "select p.pid as pid, t.name as thread, count(*) as n from slice s "
@@ -62,29 +71,27 @@ def test_merged_timeline_loads_in_perfetto_ui_with_names_and_counts(tmp_path, pe
             assert got[(p.pid, "helper")] == 50 and got[(p.pid, "MainThread")] == 100, got
 
 
+def pid_namespace_command() -> tuple[str, ...]:
+    """A command prefix that runs the command as pid 1 of a pid namespace
+    of its own, as in a container (skips the test where none can be made)."""
+    from faults import skip_unless_ci
+
+    contained = ("unshare", "--pid", "--fork", "--mount-proc")
+    probe = subprocess.run([*contained, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        skip_unless_ci(f"needs root to make pid namespaces: {probe.stderr.strip()}")
+    return contained
+
+
 def test_processes_with_one_pid_in_two_containers_stay_apart_in_perfetto_ui(tmp_path, perfetto_ui):  # noqa: F811
     """Two processes, each pid 1 of a pid namespace of its own (as in two
     containers), on one timeline: Perfetto knows a process by its pid, so
     without stand-in pids it would draw them as one process."""
-    from faults import skip_unless_ci
-
-    contained = ["unshare", "--pid", "--fork", "--mount-proc"]
-    probe = subprocess.run([*contained, "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        skip_unless_ci(f"needs root to make pid namespaces: {probe.stderr.strip()}")
-    sock = f"unix://{tmp_path}/c.sock"
+    contained = pid_namespace_command()
     out = tmp_path / "containers.pftrace"
-    collector = _native.Collector([sock], str(out))
-    collector.start()
-    (tmp_path / "p.py").write_text(PROGRAM)
-    env = dict(os.environ, RTRACE_COLLECTOR=sock)
     boxes = ("box-a", "box-b")
-    procs = [subprocess.Popen([*contained, sys.executable, "p.py", box], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, text=True) for box in boxes]
-    for p in procs:
-        p.communicate(timeout=120)
-        assert p.returncode == 0
-    stats = collector.stop()
+    _, stats = record_program(tmp_path, out,
+                              [[*contained, sys.executable, "p.py", box] for box in boxes])
     assert [s["pid"] for s in stats] == [1, 1] and all(not s["truncated"] for s in stats), stats
 
     # Read back: each its own pid and namespace, neither this one's.
@@ -98,20 +105,54 @@ def test_processes_with_one_pid_in_two_containers_stay_apart_in_perfetto_ui(tmp_
     assert len(namespaces) == 2 and mine not in namespaces and 0 not in namespaces, read
 
     with perfetto_ui.load(out) as trace:
-        trace.assert_no_errors()
-        processes = trace.query("select upid, pid, name from process where name like 'box-%' "
-                                "order by name")
-        assert [r["name"] for r in processes] == [f"{box} (pid 1)" for box in boxes], processes
-        assert len({r["upid"] for r in processes}) == 2, processes
-        assert len({r["pid"] for r in processes}) == 2, processes
-        leafs = trace.query(
-            "select p.name as process, t.name as thread, count(*) as n from slice s "
-            "join thread_track tt on s.track_id = tt.id join thread t using(utid) "
-            "join process p using(upid) where s.name = 'leaf' group by 1, 2"
-        )
-        got = {(r["process"], r["thread"]): r["n"] for r in leafs}
-        assert got == {(f"{box} (pid 1)", thread): n for box in boxes
-                       for thread, n in (("MainThread", 100), ("helper", 50))}, got
+        assert_processes_apart(trace, [f"{box} (pid 1)" for box in boxes])
+
+
+def assert_processes_apart(trace, names: list[str]) -> None:
+    """The processes named ``names`` (PROGRAM's, sharing a pid) are each a
+    process of their own in the UI, with their own threads and calls."""
+    trace.assert_no_errors()
+    listed = ", ".join(f"'{name}'" for name in names)
+    processes = trace.query(f"select upid, pid, name from process where name in ({listed}) "
+                            "order by name")
+    assert [r["name"] for r in processes] == sorted(names), processes
+    assert len({r["upid"] for r in processes}) == len(names), processes
+    assert len({r["pid"] for r in processes}) == len(names), processes
+    leafs = trace.query(
+        "select p.name as process, t.name as thread, count(*) as n from slice s "
+        "join thread_track tt on s.track_id = tt.id join thread t using(utid) "
+        "join process p using(upid) where s.name = 'leaf' group by 1, 2"
+    )
+    got = {(r["process"], r["thread"]): r["n"] for r in leafs}
+    assert got == {(name, thread): n for name in names
+                   for thread, n in (("MainThread", 100), ("helper", 50))}, got
+
+
+REUSE = """
+set -e
+# In a pid namespace of its own, this shell is pid 1 and the first Python pid 2.
+"$1" p.py reuse-a
+# A pid reused, as it is once pid_max wraps: the next process is pid 2 again.
+echo 1 > /proc/sys/kernel/ns_last_pid
+"$1" p.py reuse-b
+"""
+
+
+def test_a_reused_pid_is_two_processes_in_perfetto_ui(tmp_path, perfetto_ui):  # noqa: F811
+    """Two processes of one host and pid namespace, one after the other,
+    with the same pid: told apart by their start times."""
+    contained = pid_namespace_command()
+    out = tmp_path / "reused.pftrace"
+    _, stats = record_program(tmp_path, out, [[*contained, "sh", "-c", REUSE, "sh", sys.executable]])
+    assert [s["pid"] for s in stats] == [2, 2] and all(not s["truncated"] for s in stats), stats
+    reader = rtrace.read(out)
+    assert sum(1 for e in reader if e.kind == "call" and e.name == "leaf") == 300
+    read = reader.processes()
+    assert [(p["session"], p["pid"]) for p in read] == [("reuse-a", 2), ("reuse-b", 2)], read
+    assert read[0]["pid_namespace"] == read[1]["pid_namespace"], read
+
+    with perfetto_ui.load(out) as trace:
+        assert_processes_apart(trace, ["reuse-a (pid 2)", "reuse-b (pid 2)"])
 
 
 def test_a_file_copied_while_the_collector_writes_it_loads_in_perfetto_ui(tmp_path, perfetto_ui):  # noqa: F811
