@@ -14,6 +14,8 @@ RTRACE_INCLUDE, RTRACE_EXCLUDE     comma-separated patterns
 RTRACE_EXCLUDE_STDLIB              "1" to leave out the stdlib and site-packages
 RTRACE_MAX_DEPTH, RTRACE_MIN_DURATION (seconds), RTRACE_SAMPLE
 RTRACE_LOG_ARGS    "1" for every recorded function, or comma-separated patterns
+RTRACE_PARENT_PID, RTRACE_REAPER_PID   the recording parent, and ``rtrace
+                   run``'s pid: see ``_children.recorded_parent``
 
 multiprocessing's own helper processes (the resource tracker, the fork
 server) are not recorded; the workers a fork server forks are.

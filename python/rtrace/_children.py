@@ -33,6 +33,27 @@ _MULTIPROCESSING_HELPERS = (
 )
 
 
+# Set by a recording process for the processes it starts: its pid, their
+# parent's if it exits before they start recording (see `recorded_parent`).
+PARENT_VARIABLE = "RTRACE_PARENT_PID"
+# Set by `rtrace run` when it is its program's child subreaper: its pid.
+REAPER_VARIABLE = "RTRACE_REAPER_PID"
+
+
+def recorded_parent() -> int | None:
+    """The pid of the recording process that started this one, when this
+    process was reparented before it started recording (its parent exited:
+    a child it did not wait for, a daemon) to init or to ``rtrace run``'s
+    subreaper, which would otherwise be named as its parent. None when the
+    parent is the one the OS says."""
+    recorded = os.environ.get(PARENT_VARIABLE, "")
+    if not recorded.isdigit():
+        return None
+    parent = os.getppid()
+    reapers = {1, int(os.environ.get(REAPER_VARIABLE, "0") or 0)}
+    return int(recorded) if parent in reapers and parent != int(recorded) else None
+
+
 def child_environment(
     *,
     session: str,

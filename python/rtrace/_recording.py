@@ -288,7 +288,7 @@ class Recording:
                 missing=hook.missing,
                 thread_names=_thread_names(),
                 internal_files=INTERNAL_FILES,
-                parent_pid=self._parent_pid,
+                parent_pid=self._parent_pid or _children.recorded_parent(),
                 filters=self._filters,
             )
             self._path = path
@@ -328,6 +328,7 @@ class Recording:
         env.update(_filters.to_environment(self._filter_options))
         if self.collector and self._token:
             env["RTRACE_TOKEN"] = self._token
+        env[_children.PARENT_VARIABLE] = str(os.getpid())
         return env
 
     def stop(self) -> Recording:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from . import _filters, _native, read
 from ._native import StreamError
-from ._children import child_environment
+from ._children import PARENT_VARIABLE, REAPER_VARIABLE, child_environment
 from ._recording import _safe_name
 
 _EPILOG = """examples:
@@ -261,6 +261,12 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         # Before the program starts, so that every process it leaves behind
         # is reparented here, however deep it was started.
         wait = not args.no_wait and _become_subreaper()
+        # Its processes that start recording once reparented here name the
+        # recording process that started them as their parent.
+        env.pop(PARENT_VARIABLE, None)  # the program's is rtrace run
+        env.pop(REAPER_VARIABLE, None)
+        if wait:
+            env[REAPER_VARIABLE] = str(os.getpid())
         # From here on Ctrl-C and SIGTERM never cut the timeline short: the
         # steps below take them as they say, and between them (and in the
         # collector's stop, bounded by --drain) they are only noted.

@@ -79,6 +79,14 @@ def leave_a_daemon(seconds):
         os._exit(0)
     os.waitpid(middle, 0)
 
+def leave_a_late_starter():
+    # Records only once reparented (its own record(), not at start-up).
+    env = dict(os.environ)
+    del env["RTRACE_AUTOSTART"]
+    log = open("leftover.log", "w")
+    subprocess.Popen([sys.executable, "late.py", str(os.getpid())], env=env, stdout=log,
+                     stderr=log)
+
 def leave_a_zombie():
     # A grandchild that exits while the program still runs: orphaned, then a
     # zombie of rtrace's (or reaped by whoever else reaps orphans).
@@ -111,6 +119,8 @@ if __name__ == "__main__":
     how, seconds, code = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
     if how == "child":
         leave_a_child(seconds)
+    elif how == "late":
+        leave_a_late_starter()
     elif how == "started-child":  # exits once the child runs, its stream open
         leave_a_child(seconds)
         while not os.path.exists("leftover.pid"):
@@ -122,11 +132,27 @@ if __name__ == "__main__":
     sys.exit(code)
 """
 
+LATE = """
+import os, sys, time
+import rtrace
+
+def late_work():
+    return 1
+
+program = int(sys.argv[1])
+while os.getppid() == program:  # until the program has exited
+    time.sleep(0.01)
+with rtrace.record(session="late"):
+    late_work()
+print(os.getppid(), flush=True)
+"""
+
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "app.py").write_text(APP)
     (tmp_path / "leftover.py").write_text(LEFTOVER)
+    (tmp_path / "late.py").write_text(LATE)
     yield tmp_path
     pid = _leftover_pid(tmp_path, timeout=0)
     if pid is not None and _alive(pid):
@@ -315,3 +341,18 @@ def test_a_signal_while_the_collector_finishes_does_not_cut_the_timeline_short(a
     assert _stream_end(stderr, pid) == "truncated", stderr
     calls, pids = _calls(app / "t.pftrace")
     assert pid in pids and sum(c["program_work"] for c in calls.values()) == 1, (calls, stderr)
+
+
+def test_a_process_that_records_once_its_parent_exited_names_that_parent(app):
+    """Reparented to rtrace run before it started recording, a process
+    still names the recording process that started it as its parent."""
+    proc = rtrace_cli("run", "--drain", "0.2", "-o", "t.pftrace", "--", "app.py", "late", "0", "0",
+                      cwd=app)
+    assert proc.returncode == 0, proc.stderr
+    _, reader = read_events(app / "t.pftrace")
+    processes = {p["session"]: p for p in reader.processes()}
+    assert set(processes) == {"app", "late"}, processes
+    # Its parent when it recorded was rtrace run, not the program.
+    os_parent = int((app / "leftover.log").read_text())
+    assert os_parent != processes["app"]["pid"], (os_parent, processes)
+    assert processes["late"]["ppid"] == processes["app"]["pid"], processes
