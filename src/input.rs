@@ -104,10 +104,11 @@ impl Input {
         }
     }
 
-    /// The processes read so far, each with how its stream ended:
+    /// The processes read so far, each with its stream (the one
+    /// `next_event` gives its events with) and how its stream ended:
     /// `Some(true)` cut short (its process died, or the file was cut),
     /// `Some(false)` whole, `None` not in what was read (yet).
-    pub fn process_ends(&self) -> Vec<(ProcessInfo, Option<bool>)> {
+    pub fn process_ends(&self) -> Vec<(StreamId, ProcessInfo, Option<bool>)> {
         match self {
             Input::Stream(r) => {
                 let end = if r.end().is_some() {
@@ -116,13 +117,13 @@ impl Input {
                     r.truncated().then_some(true)
                 };
                 r.hello()
-                    .map(|h| (ProcessInfo::from(h), end))
+                    .map(|h| (StreamId(0), ProcessInfo::from(h), end))
                     .into_iter()
                     .collect()
             }
             Input::Merged(r) => r
                 .streams()
-                .map(|(id, p)| (p.clone(), r.stream_end(id).map(|e| e.truncated)))
+                .map(|(id, p)| (id, p.clone(), r.stream_end(id).map(|e| e.truncated)))
                 .collect(),
         }
     }

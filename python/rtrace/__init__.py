@@ -62,7 +62,9 @@ def read(path: str | bytes | _os.PathLike[str]) -> Reader:
     """Opens a stream file or a merged timeline and returns an iterator
     over its events (read once, as a file is).
 
-    Each event has ``ts_ns`` (CLOCK_MONOTONIC nanoseconds), ``pid``, ``tid``,
+    Each event has ``ts_ns`` (CLOCK_MONOTONIC nanoseconds), ``pid``,
+    ``process`` (its process's number in ``reader.processes()``: unlike
+    the pid, unique across hosts and containers), ``tid``,
     ``kind`` ("call", "return", "exception", "c_call", "c_return", "line",
     or for user events "span_begin", "span_end", "instant", "counter",
     "flow_out", "flow_in"), ``name``, ``module``, ``file``, ``line``, and

@@ -568,7 +568,8 @@ def _dump(args: argparse.Namespace) -> int:
                  (("args", ev.args), ("value", ev.value), ("flow_id", ev.flow_id))
                  if value is not None}
         if args.json:
-            record = {"ts_ns": ev.ts_ns, "pid": ev.pid, "tid": ev.tid, "kind": ev.kind,
+            record = {"ts_ns": ev.ts_ns, "pid": ev.pid, "process": ev.process, "tid": ev.tid,
+                      "kind": ev.kind,
                       "name": ev.name, "module": ev.module, "file": ev.file, "line": ev.line,
                       **extra}
             if ev.args_repr is not None:

@@ -19,6 +19,10 @@ pub struct Event {
     /// CLOCK_MONOTONIC nanoseconds on the recording host.
     ts_ns: u64,
     pid: u32,
+    /// The process it happened in: the `process` of its `processes()`
+    /// entry (0 in a stream file). Unlike the pid, unique in a timeline
+    /// of several hosts or containers.
+    process: u32,
     tid: u64,
     /// "call", "return", "exception", "c_call", "c_return", "line", or a
     /// user event: "span_begin", "span_end", "instant", "counter",
@@ -144,6 +148,7 @@ impl Reader {
             args,
             ts_ns: ev.ts_ns,
             pid,
+            process: stream.0,
             tid: ev.tid,
             kind,
             name: names.name.clone_ref(py),
@@ -209,16 +214,18 @@ impl Reader {
         self.inner.lost()
     }
 
-    /// The processes seen so far: dicts with session, pid, ppid, host,
-    /// pid_namespace (its inode; 0 if unknown), argv, relayed_by, and
-    /// truncated (True: its stream was cut short; False:
-    /// it ended whole; None: its end is not in what was read, yet).
+    /// The processes seen so far: dicts with process (the number its
+    /// events carry), session, pid, ppid, host, pid_namespace (its inode;
+    /// 0 if unknown), argv, relayed_by, and truncated (True: its stream
+    /// was cut short; False: it ended whole; None: its end is not in what
+    /// was read, yet).
     fn processes<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         self.inner
             .process_ends()
             .into_iter()
-            .map(|(p, truncated)| {
+            .map(|(stream, p, truncated)| {
                 let d = PyDict::new(py);
+                d.set_item("process", stream.0)?;
                 d.set_item("session", p.session)?;
                 d.set_item("pid", p.pid)?;
                 d.set_item("ppid", p.ppid)?;

@@ -42,6 +42,7 @@ def test_run_module_and_dump_json(tmp_path):
     dump = rtrace_cli("dump", "m.pftrace", "--json", cwd=tmp_path)
     records = [json.loads(line) for line in dump.stdout.splitlines()]
     assert any(r["name"] == "hello" and r["kind"] == "call" for r in records)
+    assert {r["process"] for r in records} == {0}, "one process"
     limited = rtrace_cli("dump", "m.pftrace", "--limit", "3", cwd=tmp_path)
     assert len(limited.stdout.splitlines()) == 3
 

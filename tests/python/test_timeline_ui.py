@@ -94,10 +94,13 @@ def test_processes_with_one_pid_in_two_containers_stay_apart_in_perfetto_ui(tmp_
                               [[*contained, sys.executable, "p.py", box] for box in boxes])
     assert [s["pid"] for s in stats] == [1, 1] and all(not s["truncated"] for s in stats), stats
 
-    # Read back: each its own pid and namespace, neither this one's.
+    # Read back: each its own pid and namespace, neither this one's, and
+    # its events told apart by their process.
     reader = rtrace.read(out)
-    assert sum(1 for e in reader if e.kind == "call" and e.name == "leaf") == 300
+    leafs = collections.Counter(e.process for e in reader if e.kind == "call" and e.name == "leaf")
+    assert sorted(leafs.values()) == [150, 150], leafs
     read = reader.processes()
+    assert {p["process"] for p in read} == set(leafs), read
     assert sorted(p["session"] for p in read) == list(boxes)
     assert [p["pid"] for p in read] == [1, 1] and [p["ppid"] for p in read] == [0, 0]
     mine = int(os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]"))
