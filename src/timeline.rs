@@ -52,6 +52,13 @@ impl ProcessInfo {
             pid_namespace: self.pid_namespace,
         }
     }
+
+    /// What tells one process from another: its pid space, pid and start
+    /// (two streams of one process, recorded twice, share it; a start of
+    /// 0, unknown, matches only another unknown one).
+    pub fn identity(&self) -> (PidSpace, u32, u64) {
+        (self.pid_space(), self.pid, self.process_start_ticks)
+    }
 }
 
 /// See `ProcessInfo::pid_space`.

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use rtrace::export::chrome::json_string;
 use rtrace::input::Input;
-use rtrace::timeline::{ProcessInfo, StreamId};
+use rtrace::timeline::{PidSpace, ProcessInfo, StreamId};
 use rtrace::{sanitize, Event, FunctionId};
 
 use crate::status::Progress;
@@ -131,7 +131,8 @@ struct ThreadState {
 #[derive(Default)]
 pub struct Profiler {
     processes: Vec<ProcessProfile>,
-    by_process: HashMap<(String, u32, String), usize>,
+    /// By process (`ProcessInfo::identity`) and session.
+    by_process: HashMap<((PidSpace, u32, u64), String), usize>,
     /// Per process: function identity → index in its `functions`.
     by_function: Vec<HashMap<(String, String, String, u32), usize>>,
     threads: HashMap<(usize, u64), ThreadState>,
@@ -206,7 +207,9 @@ impl Profiler {
     }
 
     fn process_index(&mut self, process: &ProcessInfo) -> usize {
-        let key = (process.host.clone(), process.pid, process.session.clone());
+        // Not the pid alone: processes of two hosts or containers (or a
+        // reused pid) can share one, and their threads their tids.
+        let key = (process.identity(), process.session.clone());
         if let Some(&p) = self.by_process.get(&key) {
             return p;
         }
@@ -489,5 +492,24 @@ mod tests {
         assert!(lines[2].starts_with("    1     1.500    1.500    1.500  a\"b"));
         let json = profile_json(&[p], SortBy::SelfTime, 1);
         assert!(json.contains(r#""name":"a\"b""#) && json.contains(r#""total_ns":1500000"#));
+    }
+
+    #[test]
+    fn processes_sharing_a_pid_in_two_containers_are_two_profiles() {
+        use std::collections::HashSet;
+        let mut profiler = Profiler::default();
+        let process = |namespace, start| ProcessInfo {
+            session: "s".into(),
+            pid: 1,
+            host: "box".into(),
+            pid_namespace: namespace,
+            process_start_ticks: start,
+            ..ProcessInfo::default()
+        };
+        let a = profiler.process_index(&process(11, 100));
+        assert_eq!(profiler.process_index(&process(11, 100)), a, "one process");
+        let b = profiler.process_index(&process(12, 100));
+        let reused = profiler.process_index(&process(11, 900));
+        assert_eq!(HashSet::from([a, b, reused]).len(), 3);
     }
 }
