@@ -68,7 +68,7 @@ fn ticks_through_quanta() -> u64 {
 
 /// READ_TSC where quanta's clock reads the TSC: quanta's own test (an
 /// invariant TSC and RDTSCP, from CPUID), asked without building quanta's
-/// clock, whose calibration spins for 0.6–4 ms (see `describe`).
+/// clock, whose calibration spins for milliseconds (see `describe`).
 fn decide_read() -> u8 {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     if tsc_is_quantas_counter() {
@@ -114,7 +114,7 @@ pub struct Description {
 /// last snapshot and to judge how far two snapshots disagree (see
 /// `ClockMap`): where `ticks()` reads the TSC it is measured here, once per
 /// process, in `RATE_SPAN_NS` against CLOCK_MONOTONIC, not
-/// taken from quanta's calibration, which spins for 0.6–4 ms: most of a
+/// taken from quanta's calibration, which spins for milliseconds: most of a
 /// process's first `start()`. Elsewhere quanta describes its clock.
 pub fn describe() -> Description {
     ticks();

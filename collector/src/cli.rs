@@ -393,7 +393,7 @@ fn stats(files: &[PathBuf]) -> Result<u8> {
             }
             Err(e) => {
                 progress.clear();
-                let why = crate::offline::skip_reason(file, format!("{e:#}"));
+                let why = crate::offline::input_error(file, format!("{e:#}"));
                 eprintln!("rtrace-collect: {why}");
                 failed = true;
             }

@@ -20,7 +20,7 @@ type Encoder = (Option<Box<dyn StreamEncoder>>, ThreadOrder);
 
 /// What an offline merge did: per stream, its stats and file size; and
 /// the inputs left out because they could not be read at all, with why
-/// (naming the input: `skip_reason`).
+/// (naming the input: `input_error`).
 pub struct Merged {
     pub stats: Vec<StreamStats>,
     pub bytes: Vec<u64>,
@@ -48,15 +48,16 @@ pub fn merge_files<S: TimelineSink>(
     for path in inputs {
         match EventReader::open(path) {
             Ok(reader) => opened.push((reader, regular_file_size(path))),
-            Err(e) => skipped.push((path.clone(), skip_reason(path, e))),
+            Err(e) => skipped.push((path.clone(), input_error(path, e))),
         }
     }
     merge_opened(opened, skipped, create, config, on_progress)
 }
 
-/// Why `path` is skipped, naming it: most of the reader's errors do, an
-/// I/O error does not.
-pub fn skip_reason(path: &Path, why: impl std::fmt::Display) -> String {
+/// What went wrong with input `path`, naming it once: most of the
+/// reader's errors name it, an I/O error does not. Said of a skipped
+/// input, and of one `stats` cannot read.
+pub fn input_error(path: &Path, why: impl std::fmt::Display) -> String {
     let why = why.to_string();
     let name = path.display().to_string();
     if why.contains(&name) {
@@ -67,7 +68,7 @@ pub fn skip_reason(path: &Path, why: impl std::fmt::Display) -> String {
 }
 
 /// `merge_files` of inputs already opened; `skipped` are those that could
-/// not be, with why (`skip_reason`).
+/// not be, with why (`input_error`).
 pub fn merge_opened<S: TimelineSink>(
     opened: Vec<Opened>,
     skipped: Vec<(PathBuf, String)>,

@@ -286,7 +286,7 @@ pub fn export<'py>(
                     ),
                 )),
                 Ok(Input::Stream(reader)) => opened.push((*reader, regular_file_size(path))),
-                Err(e) => skipped.push((path.clone(), offline::skip_reason(path, e))),
+                Err(e) => skipped.push((path.clone(), offline::input_error(path, e))),
             }
         }
         let mut line = ProgressLine::stderr(progress, "merging");
