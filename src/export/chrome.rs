@@ -8,7 +8,7 @@
 //! missing for exactly that reason.
 //!
 //! - `ph:"M"` metadata names each process (`<session> (pid N)`, with a
-//!   `host=` label) and thread.
+//!   `host=` label, and `pidns=` in a container) and thread.
 //! - `call`/`c_call` are `B` events named after the function, category
 //!   `python`/`c`, with `module`, `file` and `line` arguments; their returns
 //!   are `E` events (`exception: true` for a function left by an
@@ -260,7 +260,7 @@ impl<W: Write> TimelineSink for ChromeJsonWriter<W> {
         let pid = self.pids.pid(process);
         let name = json_string(&process.display_name());
         self.metadata(pid, 0, "process_name", &format!(r#""name":{name}"#))?;
-        let labels = json_string(&format::host_label(&process.host));
+        let labels = json_string(&format::process_labels(process).join(","));
         self.metadata(pid, 0, "process_labels", &format!(r#""labels":{labels}"#))?;
         self.streams.insert(
             stream,

@@ -301,10 +301,20 @@ pub fn parse_description(text: &str, info: &mut ProcessInfo) -> Option<StreamId>
     stream
 }
 
-/// The label Perfetto UI shows under the process name.
-pub fn host_label(host: &str) -> String {
-    format!("host={host}")
+/// The labels Perfetto UI shows under the process name: `host=<host>`,
+/// and `pidns=<inode>` for a process in a pid namespace of its own (a
+/// container's), which tells apart containers of one host name.
+pub fn process_labels(info: &ProcessInfo) -> Vec<String> {
+    let mut labels = vec![format!("host={}", info.host)];
+    if info.pid_namespace != 0 && info.pid_namespace != INITIAL_PID_NAMESPACE {
+        labels.push(format!("pidns={}", info.pid_namespace));
+    }
+    labels
 }
+
+/// The inode of the initial pid namespace, the same on every Linux host
+/// (`PROC_PID_INIT_INO`).
+const INITIAL_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
 
 fn escape(value: &str) -> String {
     value
@@ -364,5 +374,17 @@ mod tests {
     fn uuids_differ_per_part_boundary_and_are_never_zero() {
         assert_ne!(fnv1a(&[b"ab", b"c"]), fnv1a(&[b"a", b"bc"]));
         assert_ne!(fnv1a(&[]), 0);
+    }
+
+    #[test]
+    fn processes_in_a_pid_namespace_of_their_own_are_labelled_so() {
+        let mut info = ProcessInfo {
+            host: "box".into(),
+            pid_namespace: INITIAL_PID_NAMESPACE,
+            ..ProcessInfo::default()
+        };
+        assert_eq!(process_labels(&info), ["host=box"]);
+        info.pid_namespace = 4026532281;
+        assert_eq!(process_labels(&info), ["host=box", "pidns=4026532281"]);
     }
 }

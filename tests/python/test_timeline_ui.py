@@ -109,6 +109,11 @@ def test_processes_with_one_pid_in_two_containers_stay_apart_in_perfetto_ui(tmp_
 
     with perfetto_ui.load(out) as trace:
         assert_processes_apart(trace, [f"{box} (pid 1)" for box in boxes])
+        # Labelled with their namespaces, which tell them apart in the UI.
+        labels = trace.query("select a.display_value as label from process join args a "
+                             "using(arg_set_id) where a.key like 'chrome.process_label%' "
+                             "and a.display_value like 'pidns=%'")
+        assert sorted(r["label"] for r in labels) == sorted(f"pidns={n}" for n in namespaces)
 
 
 def assert_processes_apart(trace, names: list[str]) -> None:

@@ -7,8 +7,9 @@
 //!   trace's clock (`primary_trace_clock`); timestamps are shown as written.
 //! - Each stream (traced process) gets a **process sequence** (its own
 //!   `trusted_packet_sequence_id`) holding its process track descriptor —
-//!   named `<session> (pid N)`, labelled `host=<host>`, with the stream's
-//!   metadata in the description — and a `ProcessTree` entry with pid, ppid
+//!   named `<session> (pid N)`, labelled `host=<host>` (and `pidns=` in a
+//!   container), with the stream's metadata in the description — and a
+//!   `ProcessTree` entry with pid, ppid
 //!   and cmdline `[<session> (pid N), argv...]`, which gives Perfetto the
 //!   parent link (Perfetto names a process after the first cmdline entry,
 //!   so that entry is our name rather than `argv[0]`). Descriptors and the

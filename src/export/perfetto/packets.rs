@@ -66,7 +66,7 @@ pub(super) fn process_descriptor(
             pid: Some(shown_pid as i32),
             cmdline: info.argv.clone(),
             process_name: Some(info.display_name()),
-            process_labels: vec![format::host_label(&info.host)],
+            process_labels: format::process_labels(info),
         }),
         ..Default::default()
     }
