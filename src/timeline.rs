@@ -53,6 +53,15 @@ impl ProcessInfo {
         }
     }
 
+    /// The process's pid namespace when it is one of its own (a
+    /// container's), not the host's initial one; None if unknown.
+    pub fn own_pid_namespace(&self) -> Option<u64> {
+        /// The initial pid namespace's inode, the same on every Linux host
+        /// (`PROC_PID_INIT_INO`).
+        const INITIAL: u64 = 0xEFFF_FFFC;
+        Some(self.pid_namespace).filter(|&n| n != 0 && n != INITIAL)
+    }
+
     /// What tells one process from another: its pid space, pid and start
     /// (two streams of one process, recorded twice, share it; a start of
     /// 0, unknown, matches only another unknown one).

@@ -63,6 +63,9 @@ pub struct ProcessProfile {
     pub session: String,
     pub pid: u32,
     pub host: String,
+    /// The process's pid namespace, if one of its own (a container's):
+    /// what tells apart two processes of one host name and pid.
+    pub pid_namespace: Option<u64>,
     /// Time of the top-level calls; equals the sum of `self_ns`.
     pub top_level_ns: u64,
     pub functions: Vec<FunctionStats>,
@@ -217,6 +220,7 @@ impl Profiler {
             session: process.session.clone(),
             pid: process.pid,
             host: process.host.clone(),
+            pid_namespace: process.own_pid_namespace(),
             ..ProcessProfile::default()
         });
         self.by_function.push(HashMap::new());
@@ -323,8 +327,12 @@ pub fn profile_table(profiles: &[ProcessProfile], sort: SortBy, top: usize) -> S
     let mut out = String::new();
     for p in profiles {
         let calls: u64 = p.functions.iter().map(|f| f.calls).sum();
+        let namespace = p
+            .pid_namespace
+            .map_or_else(String::new, |n| format!(", pidns {n}"));
         out.push_str(&format!(
-            "{} (pid {}, host {}): {} calls in {} functions, {} ms in top-level calls\n",
+            "{} (pid {}, host {}{namespace}): {} calls in {} functions, {} ms in top-level \
+             calls\n",
             name(&p.session),
             p.pid,
             name(&p.host),
@@ -358,19 +366,22 @@ pub fn profile_table(profiles: &[ProcessProfile], sort: SortBy, top: usize) -> S
     out
 }
 
-/// The profiles as JSON lines: one object per function (process, session,
-/// host, name, module, file, line, calls, total_ns, self_ns, mean_ns).
+/// The profiles as JSON lines: one object per function (process: the pid,
+/// session, host, pid_namespace: its own or null, name, module, file,
+/// line, calls, total_ns, self_ns, mean_ns).
 pub fn profile_json(profiles: &[ProcessProfile], sort: SortBy, top: usize) -> String {
     let mut out = String::new();
     for p in profiles {
         for f in p.top(sort, top) {
             out.push_str(&format!(
-                "{{\"process\":{},\"session\":{},\"host\":{},\"name\":{},\"module\":{},\
-                 \"file\":{},\"line\":{},\"calls\":{},\"total_ns\":{},\"self_ns\":{},\
-                 \"mean_ns\":{}}}\n",
+                "{{\"process\":{},\"session\":{},\"host\":{},\"pid_namespace\":{},\
+                 \"name\":{},\"module\":{},\"file\":{},\"line\":{},\"calls\":{},\
+                 \"total_ns\":{},\"self_ns\":{},\"mean_ns\":{}}}\n",
                 p.pid,
                 json_string(&p.session),
                 json_string(&p.host),
+                p.pid_namespace
+                    .map_or_else(|| "null".to_owned(), |n| n.to_string()),
                 json_string(&f.name),
                 json_string(&f.module),
                 json_string(&f.file),
@@ -511,5 +522,14 @@ mod tests {
         let b = profiler.process_index(&process(12, 100));
         let reused = profiler.process_index(&process(11, 900));
         assert_eq!(HashSet::from([a, b, reused]).len(), 3);
+        // Their headers and JSON say which namespace is which.
+        let profiles = profiler.finish();
+        let table = profile_table(&profiles, SortBy::Total, 0);
+        assert!(table.contains("s (pid 1, host box, pidns 12): "), "{table}");
+        let p = &profiles[b..=b];
+        let mut with_a_function = p.to_vec();
+        with_a_function[0].functions.push(FunctionStats::default());
+        let json = profile_json(&with_a_function, SortBy::Total, 0);
+        assert!(json.contains(r#""pid_namespace":12"#), "{json}");
     }
 }

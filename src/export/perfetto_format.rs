@@ -306,15 +306,9 @@ pub fn parse_description(text: &str, info: &mut ProcessInfo) -> Option<StreamId>
 /// container's), which tells apart containers of one host name.
 pub fn process_labels(info: &ProcessInfo) -> Vec<String> {
     let mut labels = vec![format!("host={}", info.host)];
-    if info.pid_namespace != 0 && info.pid_namespace != INITIAL_PID_NAMESPACE {
-        labels.push(format!("pidns={}", info.pid_namespace));
-    }
+    labels.extend(info.own_pid_namespace().map(|n| format!("pidns={n}")));
     labels
 }
-
-/// The inode of the initial pid namespace, the same on every Linux host
-/// (`PROC_PID_INIT_INO`).
-const INITIAL_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
 
 fn escape(value: &str) -> String {
     value
@@ -380,7 +374,7 @@ mod tests {
     fn processes_in_a_pid_namespace_of_their_own_are_labelled_so() {
         let mut info = ProcessInfo {
             host: "box".into(),
-            pid_namespace: INITIAL_PID_NAMESPACE,
+            pid_namespace: 0xEFFF_FFFC, // the initial namespace
             ..ProcessInfo::default()
         };
         assert_eq!(process_labels(&info), ["host=box"]);
