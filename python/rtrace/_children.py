@@ -47,10 +47,11 @@ def recorded_parent() -> int | None:
     subreaper, which would otherwise be named as its parent. None when the
     parent is the one the OS says."""
     recorded = os.environ.get(PARENT_VARIABLE, "")
-    if not recorded.isdigit():
+    if not recorded.isdecimal():
         return None
     parent = os.getppid()
-    reapers = {1, int(os.environ.get(REAPER_VARIABLE, "0") or 0)}
+    reaper = os.environ.get(REAPER_VARIABLE, "")
+    reapers = {1, int(reaper) if reaper.isdecimal() else 1}
     return int(recorded) if parent in reapers and parent != int(recorded) else None
 
 

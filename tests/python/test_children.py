@@ -195,3 +195,22 @@ def test_rtrace_run_leaves_its_start_up_out_and_runs_the_programs_sitecustomize(
     package = str(Path(rtrace.__file__).parent)
     ours = sorted({(ev.name, ev.file) for ev in events if ev.file and ev.file.startswith(package)})
     assert ours == [], ours
+
+
+def test_the_recorded_parent_is_named_only_for_a_reparented_process(monkeypatch):
+    from rtrace import _children
+
+    monkeypatch.setenv("RTRACE_PARENT_PID", "12")
+    monkeypatch.setattr(_children.os, "getppid", lambda: 40)
+    assert _children.recorded_parent() is None, "its parent is alive: the OS's is right"
+    monkeypatch.setattr(_children.os, "getppid", lambda: 1)
+    assert _children.recorded_parent() == 12, "reparented to init"
+    monkeypatch.setattr(_children.os, "getppid", lambda: 77)
+    monkeypatch.setenv("RTRACE_REAPER_PID", "77")
+    assert _children.recorded_parent() == 12, "reparented to rtrace run"
+    # Garbled variables are ignored, never raised.
+    monkeypatch.setenv("RTRACE_REAPER_PID", "junk")
+    assert _children.recorded_parent() is None
+    monkeypatch.setenv("RTRACE_PARENT_PID", "12x")
+    monkeypatch.setattr(_children.os, "getppid", lambda: 1)
+    assert _children.recorded_parent() is None
