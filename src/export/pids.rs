@@ -52,22 +52,11 @@ impl ViewerPids {
     /// The pid viewers are given for `process`.
     pub fn pid(&mut self, process: &ProcessInfo) -> u32 {
         let start = process.process_start_ticks;
-        let seen = self
-            .seen
-            .entry((process.pid_space(), process.pid))
-            .or_default();
         // The same process again, or one of which only the pid was known.
-        let same = seen
-            .iter_mut()
-            .rev()
-            .find(|s| s.start == start || s.start == 0 || start == 0);
-        if let Some(same) = same {
-            same.start = same.start.max(start);
-            return same.shown;
-        }
-        let shown = take(&mut self.taken, &mut self.next_stand_in, process.pid);
-        seen.push(Seen { start, shown });
-        shown
+        let same = |s: &Seen| s.start == start || s.start == 0 || start == 0;
+        let seen = self.find_or_take(process.pid_space(), process.pid, same, start);
+        seen.start = seen.start.max(start);
+        seen.shown
     }
 
     /// The pid viewers are given for `process`'s parent; 0 (none) stays 0.
@@ -76,21 +65,32 @@ impl ViewerPids {
             return 0;
         }
         let start = process.process_start_ticks;
-        let seen = self
-            .seen
-            .entry((process.pid_space(), process.ppid))
-            .or_default();
-        // A parent starts before its child.
-        let parent = seen
-            .iter()
-            .rev()
-            .find(|s| s.start == 0 || start == 0 || s.start <= start);
-        if let Some(parent) = parent {
-            return parent.shown;
-        }
-        let shown = take(&mut self.taken, &mut self.next_stand_in, process.ppid);
-        seen.push(Seen { start: 0, shown });
-        shown
+        // A parent starts before its child; one not seen yet is known by
+        // its pid only.
+        let parent = |s: &Seen| s.start == 0 || start == 0 || s.start <= start;
+        self.find_or_take(process.pid_space(), process.ppid, parent, 0)
+            .shown
+    }
+
+    /// The latest process of `pid` in `space` that `is_it`, else a new one
+    /// with `start` and a pid of its own.
+    fn find_or_take(
+        &mut self,
+        space: PidSpace,
+        pid: u32,
+        is_it: impl Fn(&Seen) -> bool,
+        start: u64,
+    ) -> &mut Seen {
+        let seen = self.seen.entry((space, pid)).or_default();
+        let at = match seen.iter().rposition(is_it) {
+            Some(at) => at,
+            None => {
+                let shown = take(&mut self.taken, &mut self.next_stand_in, pid);
+                seen.push(Seen { start, shown });
+                seen.len() - 1
+            }
+        };
+        &mut seen[at]
     }
 }
 
