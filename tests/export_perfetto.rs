@@ -875,3 +875,58 @@ fn processes_with_one_pid_in_two_containers_stay_apart() {
         }
     }
 }
+
+/// Files written before the description held the process's own pid, ppid,
+/// pid namespace and start (the descriptor and the ProcessTree entry had
+/// the own pid and ppid then) read back as before.
+#[test]
+fn files_whose_descriptions_lack_the_pids_read_the_descriptors() {
+    use rtrace::timeline::ProcessInfo;
+    // One host, so that no pid needs a stand-in (older files had none).
+    let calls: Vec<Call> = generate(&small_spec())
+        .into_iter()
+        .map(|call| match call {
+            Call::Process(s, info) => Call::Process(
+                s,
+                ProcessInfo {
+                    host: "box".into(),
+                    boot_id: "boot".into(),
+                    ..info
+                },
+            ),
+            other => other,
+        })
+        .collect();
+    let mut trace = pb::Trace::decode(write(&calls).as_slice()).unwrap();
+    let newer = [
+        "pid: ",
+        "ppid: ",
+        "pid_namespace: ",
+        "process_start_ticks: ",
+    ];
+    for packet in &mut trace.packet {
+        if let Some(pb::trace_packet::Data::TrackDescriptor(d)) = &mut packet.data {
+            if let (Some(_), Some(text)) = (&d.process, &d.description) {
+                let kept: Vec<&str> = text
+                    .lines()
+                    .filter(|line| !newer.iter().any(|key| line.starts_with(key)))
+                    .collect();
+                d.description = Some(kept.join("\n"));
+            }
+        }
+    }
+    let older = trace.encode_to_vec();
+    let mut reader = MergedReader::new(older.as_slice(), "test".into());
+    replay(&mut reader, &mut export_support::Recorded::default()).unwrap();
+    let mut processes = 0;
+    for call in &calls {
+        if let Call::Process(s, info) = call {
+            let back = reader.process(*s).unwrap();
+            assert_eq!((back.pid, back.ppid), (info.pid, info.ppid));
+            assert_eq!((back.pid_namespace, back.process_start_ticks), (0, 0));
+            assert_eq!(back.session, info.session);
+            processes += 1;
+        }
+    }
+    assert_eq!(processes, 3);
+}
