@@ -27,8 +27,8 @@
 //!   clock jump is a process-scoped instant `rtrace: clock jump` (`kind`,
 //!   `jump_ns`).
 //! - Chrome JSON identifies processes by pid alone: a process whose pid
-//!   another host or container used first gets a stand-in pid (`pids`);
-//!   its name keeps its own.
+//!   another process used first (on another host, in another container,
+//!   or before it) gets a stand-in pid (`pids`); its name keeps its own.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

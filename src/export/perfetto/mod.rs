@@ -9,13 +9,13 @@
 //!   `trusted_packet_sequence_id`) holding its process track descriptor —
 //!   named `<session> (pid N)`, labelled `host=<host>` (and `pidns=` in a
 //!   container), with the stream's metadata in the description — and a
-//!   `ProcessTree` entry with pid, ppid
-//!   and cmdline `[<session> (pid N), argv...]`, which gives Perfetto the
-//!   parent link (Perfetto names a process after the first cmdline entry,
-//!   so that entry is our name rather than `argv[0]`). Descriptors and the
-//!   tree carry the pids viewers are given (`export::pids`: a stand-in for
-//!   a pid another host or container used first); the name and the
-//!   description keep the process's own.
+//!   `ProcessTree` entry with pid, ppid and cmdline `[<session> (pid N),
+//!   argv...]`, which gives Perfetto the parent link (Perfetto names a
+//!   process after the first cmdline entry, so that entry is our name
+//!   rather than `argv[0]`). Descriptors and the tree carry the pids
+//!   viewers are given (`export::pids`: a stand-in where another process
+//!   used the pid first — on another host, in another container, or
+//!   before it); the name and the description keep the process's own.
 //! - Each thread of a stream gets a **thread sequence** of its own, started
 //!   with `SEQ_INCREMENTAL_STATE_CLEARED`, `first_packet_on_sequence`,
 //!   defaults (the thread's track and the incremental clock) and a clock
