@@ -242,8 +242,8 @@ impl<R: Read> MergedReader<R> {
         }
         let shown_pid = process.pid.unwrap_or(0) as u32;
         // The description holds the process's own pid and ppid, which the
-        // descriptor may have replaced (`export::pids`); files written
-        // before it did have only the descriptor's.
+        // descriptor may have replaced (`export::pids`); older files have
+        // only the descriptor's, which was the own.
         let mut info = ProcessInfo {
             pid: shown_pid,
             argv: process.cmdline.clone(),
