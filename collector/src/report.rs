@@ -1,7 +1,7 @@
 //! The per-stream table printed when a collection or merge ends.
 
 use rtrace::merge::StreamStats;
-use rtrace::timeline::{ClockOffset, ClockStatus};
+use rtrace::timeline::{ClockOffset, ClockStatus, ProcessInfo};
 
 /// Per-stream byte counts travel separately from the merge's stats.
 pub fn table(stats: &[StreamStats], bytes: &[u64]) -> String {
@@ -29,7 +29,7 @@ pub fn table(stats: &[StreamStats], bytes: &[u64]) -> String {
         rows.push(vec![
             s.process.session.clone(),
             s.process.pid.to_string(),
-            s.process.host.clone(),
+            host(&s.process),
             s.events.to_string(),
             s.end.map_or(0, |e| e.lost).to_string(),
             s.late.to_string(),
@@ -40,6 +40,15 @@ pub fn table(stats: &[StreamStats], bytes: &[u64]) -> String {
         ]);
     }
     aligned(&rows)
+}
+
+/// The process's host, and its pid namespace if one of its own: two
+/// containers of one host name can both have a pid 1.
+fn host(process: &ProcessInfo) -> String {
+    match process.own_pid_namespace() {
+        Some(namespace) => format!("{} (pidns {namespace})", process.host),
+        None => process.host.clone(),
+    }
 }
 
 /// A stream's clock offset (its clock minus the collector's) as
@@ -142,5 +151,33 @@ mod tests {
             "0 (same host, ±4.5 µs, 40 samples)"
         );
         assert_eq!(clock_offset(&ClockOffset::default()), "not measured");
+    }
+
+    #[test]
+    fn a_container_process_shows_its_pid_namespace_beside_its_host() {
+        let stats = |pid_namespace| StreamStats {
+            process: ProcessInfo {
+                session: "svc".into(),
+                pid: 1,
+                host: "box".into(),
+                pid_namespace,
+                ..ProcessInfo::default()
+            },
+            events: 0,
+            late: 0,
+            end: None,
+            error: None,
+            clock: None,
+            clock_jumps: 0,
+            first_jump: None,
+            clamped: 0,
+        };
+        let text = table(&[stats(0xEFFF_FFFC), stats(4026532180)], &[]);
+        let rows: Vec<&str> = text.lines().collect();
+        assert!(rows[1].starts_with("svc      1    box   "), "{text}");
+        assert!(
+            rows[2].starts_with("svc      1    box (pidns 4026532180)"),
+            "{text}"
+        );
     }
 }
