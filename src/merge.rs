@@ -72,6 +72,23 @@ pub struct StreamStats {
     pub clamped: u64,
 }
 
+impl StreamStats {
+    /// A stream of `process` that has delivered nothing yet.
+    pub fn new(process: ProcessInfo) -> Self {
+        StreamStats {
+            process,
+            events: 0,
+            late: 0,
+            end: None,
+            error: None,
+            clock: None,
+            clock_jumps: 0,
+            first_jump: None,
+            clamped: 0,
+        }
+    }
+}
+
 /// A thread's events waiting to be written, oldest first: the batches as
 /// they were read (never empty), so that events are neither copied nor
 /// moved one by one, and go to the sink in runs.
@@ -493,17 +510,7 @@ impl<S: TimelineSink> Merger<S> {
         let id = StreamId(self.slots.len() as u32);
         self.sink.process(id, &process)?;
         self.slots.push(Slot {
-            stats: StreamStats {
-                process,
-                events: 0,
-                late: 0,
-                end: None,
-                error: None,
-                clock: None,
-                clock_jumps: 0,
-                first_jump: None,
-                clamped: 0,
-            },
+            stats: StreamStats::new(process),
             watermark_ns: 0,
             open: true,
             pending: 0,

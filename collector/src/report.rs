@@ -155,22 +155,14 @@ mod tests {
 
     #[test]
     fn a_container_process_shows_its_pid_namespace_beside_its_host() {
-        let stats = |pid_namespace| StreamStats {
-            process: ProcessInfo {
+        let stats = |pid_namespace| {
+            StreamStats::new(ProcessInfo {
                 session: "svc".into(),
                 pid: 1,
                 host: "box".into(),
                 pid_namespace,
                 ..ProcessInfo::default()
-            },
-            events: 0,
-            late: 0,
-            end: None,
-            error: None,
-            clock: None,
-            clock_jumps: 0,
-            first_jump: None,
-            clamped: 0,
+            })
         };
         let text = table(&[stats(0xEFFF_FFFC), stats(4026532180)], &[]);
         let rows: Vec<&str> = text.lines().collect();

@@ -569,9 +569,8 @@ def _dump(args: argparse.Namespace) -> int:
                  if value is not None}
         if args.json:
             record = {"ts_ns": ev.ts_ns, "pid": ev.pid, "process": ev.process, "tid": ev.tid,
-                      "kind": ev.kind,
-                      "name": ev.name, "module": ev.module, "file": ev.file, "line": ev.line,
-                      **extra}
+                      "kind": ev.kind, "name": ev.name, "module": ev.module, "file": ev.file,
+                      "line": ev.line, **extra}
             if ev.args_repr is not None:
                 record["args_repr"] = ev.args_repr
             if ev.return_repr is not None:
