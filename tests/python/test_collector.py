@@ -332,6 +332,8 @@ def _run_on_a_slow_pipe(tmp_path: Path, args: list[str], terminal: bool) -> tupl
     return proc.wait(timeout=60), out
 
 
+# ~16 s, and the same on every Python (the progress is the native code's).
+@pytest.mark.heavy
 def test_long_work_on_files_shows_its_progress_on_a_terminal_only(tmp_path):
     (stream,) = record_streams(tmp_path, 20000, "slow")
     commands = {
