@@ -204,11 +204,17 @@ def _command_for(program: list[str]) -> list[str]:
 
 
 def _print_table(stats: list[dict]) -> None:
-    rows = [["session", "pid", "ppid", "events", "lost", "late", "bytes", "end"]]
-    for s in stats:
+    # A host column once the pids alone could mislead: processes of other
+    # hosts, or of containers (two containers' pid 1 are two processes).
+    hosts = [s["host"] + (f" (pidns {s['pid_namespace']})" if s["pid_namespace"] else "")
+             for s in stats]
+    by_host = len(set(hosts)) > 1 or any(s["pid_namespace"] for s in stats)
+    rows = [["session", "pid", "ppid", *(["host"] if by_host else []),
+             "events", "lost", "late", "bytes", "end"]]
+    for s, host in zip(stats, hosts):
         end = f"error: {s['error']}" if s["error"] else "truncated" if s["truncated"] else "clean"
-        rows.append([s["session"], s["pid"], s["ppid"], s["events"], s["lost"], s["late"],
-                     s["bytes"], end])
+        rows.append([s["session"], s["pid"], s["ppid"], *([host] if by_host else []),
+                     s["events"], s["lost"], s["late"], s["bytes"], end])
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip(), file=sys.stderr)

@@ -53,6 +53,7 @@ fn stats_dicts<'py>(
             d.set_item("pid", s.process.pid)?;
             d.set_item("ppid", s.process.ppid)?;
             d.set_item("host", &s.process.host)?;
+            d.set_item("pid_namespace", s.process.own_pid_namespace())?;
             d.set_item("events", s.events)?;
             d.set_item("lost", s.end.map_or(0, |e| e.lost))?;
             d.set_item("late", s.late)?;

@@ -150,3 +150,15 @@ def check_nesting(events) -> dict[int, list]:
                 assert (opened.kind == "span_begin") == (ev.kind == "span_end"), f"{ev!r} vs {opened!r}"
         assert not stack, f"thread {tid}: calls never closed: {stack[-3:]!r}"
     return per_thread
+
+
+def pid_namespace_command() -> tuple[str, ...]:
+    """A command prefix that runs the command as pid 1 of a pid namespace
+    of its own, as in a container (skips the test where none can be made)."""
+    from faults import skip_unless_ci
+
+    contained = ("unshare", "--pid", "--fork", "--mount-proc")
+    probe = subprocess.run([*contained, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        skip_unless_ci(f"needs root to make pid namespaces: {probe.stderr.strip()}")
+    return contained

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import RTRACE, check_nesting, read_events, rtrace_cli
+from conftest import RTRACE, check_nesting, pid_namespace_command, read_events, rtrace_cli
 
 
 def test_run_records_a_script_with_its_arguments_and_exit_code(tmp_path):
@@ -30,6 +32,38 @@ def test_run_records_a_script_with_its_arguments_and_exit_code(tmp_path):
     assert reader.session == "app" and reader.merged
     assert sum(1 for e in events if e.kind == "call" and e.name == "step") == 10
     check_nesting(events)
+
+
+def test_runs_table_tells_two_containers_pid_1_apart_by_their_pid_namespaces(tmp_path):
+    """Under one `rtrace run`, two processes that are each pid 1 of a pid
+    namespace of their own (two containers): the end-of-run table names
+    each one's namespace beside its host, which it leaves out when every
+    process is of this host's own pid space."""
+    contained = " ".join(pid_namespace_command())
+    (tmp_path / "app.py").write_text(
+        "import subprocess, sys\n"
+        "def f(): pass\n"
+        "f()\n"
+        "subprocess.run([sys.executable, '-c', 'def g(): pass\\ng()'])\n")
+    proc = rtrace_cli("run", "-o", "t.pftrace", "--", "app.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    header = next(line for line in proc.stderr.splitlines() if line.startswith("session"))
+    assert header.split()[:4] == ["session", "pid", "ppid", "events"], proc.stderr
+
+    (tmp_path / "boxes.sh").write_text(
+        f"{contained} {sys.executable} app.py & {contained} {sys.executable} app.py & wait\n")
+    proc = rtrace_cli("run", "--session", "app", "-o", "c.pftrace", "--", "sh", "boxes.sh",
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    header = next(line for line in lines if line.startswith("session"))
+    assert header.split()[:5] == ["session", "pid", "ppid", "host", "events"], proc.stderr
+    namespaces = {int(n) for n in re.findall(r"^app +1 +0 +\S+ \(pidns (\d+)\)", proc.stderr, re.M)}
+    mine = int(os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]"))
+    assert len(namespaces) == 2 and mine not in namespaces, proc.stderr
+    # Their children are in the same namespaces, children of pid 1.
+    children = re.findall(r"^app +\d+ +1 +\S+ \(pidns (\d+)\)", proc.stderr, re.M)
+    assert {int(n) for n in children} == namespaces, proc.stderr
 
 
 def test_run_module_and_dump_json(tmp_path):

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import rtrace_cli, start_holder, wait_for_calls
+from conftest import pid_namespace_command, rtrace_cli, start_holder, wait_for_calls
 from perfetto_ui import perfetto_ui  # noqa: F401  (the fixture)
 
 import rtrace
@@ -69,18 +69,6 @@ def test_merged_timeline_loads_in_perfetto_ui_with_names_and_counts(tmp_path, pe
         got = {(r["pid"], r["thread"]): r["n"] for r in leafs}
         for p in procs:
             assert got[(p.pid, "helper")] == 50 and got[(p.pid, "MainThread")] == 100, got
-
-
-def pid_namespace_command() -> tuple[str, ...]:
-    """A command prefix that runs the command as pid 1 of a pid namespace
-    of its own, as in a container (skips the test where none can be made)."""
-    from faults import skip_unless_ci
-
-    contained = ("unshare", "--pid", "--fork", "--mount-proc")
-    probe = subprocess.run([*contained, "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        skip_unless_ci(f"needs root to make pid namespaces: {probe.stderr.strip()}")
-    return contained
 
 
 def test_processes_with_one_pid_in_two_containers_stay_apart_in_perfetto_ui(tmp_path, perfetto_ui):  # noqa: F811
