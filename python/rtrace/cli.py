@@ -284,6 +284,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             stats = collector.stop()
         if wait:
             _reap_exited_children()  # those that ended during the drain: no zombies for init
+            _become_subreaper(False)
     if not stats:
         print(f"rtrace: no process streamed to the collector: {output} holds no events "
               "(did the program start Python with rtrace installed, or a program that "
@@ -324,18 +325,19 @@ def _run_child(command: list[str], env: dict) -> tuple[int, bool]:
 _PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
 
 
-def _become_subreaper() -> bool:
+def _become_subreaper(on: bool = True) -> bool:
     """Makes this process the reaper of its orphaned descendants: a process
     the program leaves running (a daemon that double-forked, a child it
     never waited for) becomes rtrace's child when its parent exits, rather
     than init's, so rtrace can wait for it. Whether it could (Linux only).
-    Children do not inherit the setting; it stays for the rest of this
-    process, which `rtrace run` ends soon after."""
+    Children do not inherit the setting. With ``on`` false, undoes it once
+    the run is over (for a program that runs ``cli.main(["run", ...])``
+    in its own process and goes on)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), ctypes.c_ulong(0),
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(int(on)), ctypes.c_ulong(0),
                           ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
     except (OSError, AttributeError):  # no C library to load, or no prctl in it
         return False

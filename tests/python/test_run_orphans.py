@@ -356,3 +356,26 @@ def test_a_process_that_records_once_its_parent_exited_names_that_parent(app):
     os_parent = int((app / "leftover.log").read_text())
     assert os_parent != processes["app"]["pid"], (os_parent, processes)
     assert processes["late"]["ppid"] == processes["app"]["pid"], processes
+
+
+def test_a_program_that_runs_rtrace_run_in_its_own_process_is_no_reaper_afterwards(tmp_path):
+    """`rtrace run` makes its process the reaper of the program's orphans
+    while it runs; called as `cli.main(["run", ...])` inside a program that
+    goes on, it gives that back, or the program would inherit every orphan
+    of its later children."""
+    (tmp_path / "app.py").write_text("def f(): pass\nf()\n")
+    (tmp_path / "host.py").write_text(
+        "import ctypes, sys\n"
+        "from rtrace import cli\n"
+        "def reaper():\n"
+        "    flag = ctypes.c_int(-1)\n"
+        "    assert ctypes.CDLL(None).prctl(37, ctypes.byref(flag), 0, 0, 0) == 0\n"  # PR_GET_CHILD_SUBREAPER
+        "    return flag.value\n"
+        "before = reaper()\n"
+        "code = cli.main(['run', '-o', 't.pftrace', '--', 'app.py'])\n"
+        "print('reaper', before, reaper(), 'code', code)\n")
+    proc = subprocess.run([sys.executable, "host.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "reaper 0 0 code 0" in proc.stdout, (proc.stdout, proc.stderr)
+    assert any(e.name == "f" for e in read_events(tmp_path / "t.pftrace")[0])
