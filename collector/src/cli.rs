@@ -378,7 +378,7 @@ fn stats(files: &[PathBuf]) -> Result<u8> {
     let mut progress = ProgressLine::stderr(true, "reading");
     let mut done = 0;
     for file in files {
-        let summary = crate::summary::summarize_file(file, |read| {
+        let summary = crate::summarize_file(file, |read| {
             progress.update(Progress {
                 read: done + read,
                 total,

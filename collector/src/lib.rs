@@ -22,4 +22,4 @@ pub mod status;
 pub mod stop;
 pub mod summary;
 
-pub use summary::{summarize, table, StreamSummary};
+pub use summary::{summarize_file, table, StreamSummary};

@@ -44,12 +44,6 @@ impl StreamSummary {
     }
 }
 
-/// Reads a whole stream file and summarises it.
-pub fn summarize(path: &Path) -> Result<StreamSummary> {
-    let reader = EventReader::open(path)?;
-    summarize_stream(path, reader, |_| {})
-}
-
 /// Events between calls of the progress callback.
 const PROGRESS_EVENTS: u64 = 16_384;
 
