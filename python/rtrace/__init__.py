@@ -34,7 +34,28 @@ from ._native import (
     name_thread,
     span,
 )
-from ._recording import Recording, RecordingError, current, record, start, stop
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:  # at run time, see __getattr__ below
+    from ._recording import Recording, RecordingError, current, record, start, stop
+del TYPE_CHECKING
+
+# What starts and stops recordings is imported on first use: a program that
+# imports rtrace for its spans and instants, and does not record, never
+# loads it (about half of what `import rtrace` cost).
+_RECORDING_NAMES = frozenset(("Recording", "RecordingError", "current", "record", "start", "stop"))
+
+
+def __getattr__(name: str) -> object:
+    if name in _RECORDING_NAMES:
+        from . import _recording  # which makes its names this module's own
+
+        return getattr(_recording, name)
+    raise AttributeError(f"module 'rtrace' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _RECORDING_NAMES)
 
 __all__ = [
     "Event",

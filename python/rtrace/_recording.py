@@ -581,3 +581,18 @@ os.register_at_fork(
     after_in_child=_after_fork_in_child,
 )
 atexit.register(_stop_at_exit)
+
+
+def _publish() -> None:
+    """Makes this module's public names the package's own attributes. The
+    package imports this module when one of them is first asked for (its
+    ``__getattr__``), and the start-up hook imports it directly: either
+    way, from then on a recorded program's ``rtrace.stop()`` is a plain
+    lookup, not a call of the package's ``__getattr__`` (and of the import
+    machinery) that would be recorded."""
+    package = sys.modules[__package__]
+    for name in __all__:
+        setattr(package, name, globals()[name])
+
+
+_publish()
