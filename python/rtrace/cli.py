@@ -609,6 +609,9 @@ def _stats(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.error("give a command: run, view, export, dump or stats "
+                     "(e.g. `rtrace run -- app.py`; `rtrace -h` for more)")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":

@@ -82,6 +82,8 @@ def test_run_module_and_dump_json(tmp_path):
 
 
 def test_wrong_usage_says_what_to_do(tmp_path):
+    proc = rtrace_cli(cwd=tmp_path)
+    assert proc.returncode == 2 and "give a command: run, view, export, dump or stats" in proc.stderr
     proc = rtrace_cli("run", cwd=tmp_path)
     assert proc.returncode == 2 and "give a command after --" in proc.stderr
     proc = rtrace_cli("run", "-o", "x.rtrace", "--", "app.py", cwd=tmp_path)
