@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import _filters, _native, read
-from ._native import StreamError
+from ._native import Event, StreamError
 from ._children import PARENT_VARIABLE, REAPER_VARIABLE, child_environment
 from ._recording import _safe_name
 
@@ -569,6 +569,15 @@ _BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\
 
 def _dump(args: argparse.Namespace) -> int:
     reader = read(args.file)
+    # A pid stands for the first process met with it; another with the
+    # same pid (a second container's pid 1, a reused pid) prints as
+    # pid#process, its number in `processes()` (and `process` in --json).
+    first_of_pid: dict[int, int] = {}
+
+    def shown_pid(ev: Event) -> str:
+        first = first_of_pid.setdefault(ev.pid, ev.process)
+        return str(ev.pid) if first == ev.process else f"{ev.pid}#{ev.process}"
+
     for n, ev in enumerate(reader):
         if args.limit and n >= args.limit:
             break
@@ -587,13 +596,13 @@ def _dump(args: argparse.Namespace) -> int:
         elif ev.kind in ("call", "return", "exception", "c_call", "c_return", "line"):
             logged = (f"({ev.args_repr})" if ev.args_repr is not None else
                       f" -> {ev.return_repr}" if ev.return_repr is not None else "")
-            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} "
+            print(f"{ev.ts_ns:>16} {shown_pid(ev):>7} {ev.tid:>7} {ev.kind:<9} "
                   f"{_printable(ev.name + logged)}  {_printable(ev.file)}:{ev.line}")
         else:
             details = " ".join(f"{k}={v:016x}" if k == "flow_id" else f"{k}={v!r}"
                                for k, v in extra.items())
-            print(f"{ev.ts_ns:>16} {ev.pid:>7} {ev.tid:>7} {ev.kind:<9} {_printable(ev.name)}  "
-                  f"{_printable(details)}")
+            print(f"{ev.ts_ns:>16} {shown_pid(ev):>7} {ev.tid:>7} {ev.kind:<9} "
+                  f"{_printable(ev.name)}  {_printable(details)}")
     if reader.truncated:
         print(f"rtrace: {args.file} is truncated (the recording process did not finish it)",
               file=sys.stderr)

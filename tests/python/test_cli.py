@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import rtrace
+
 from conftest import RTRACE, check_nesting, pid_namespace_command, read_events, rtrace_cli
 
 
@@ -34,11 +36,12 @@ def test_run_records_a_script_with_its_arguments_and_exit_code(tmp_path):
     check_nesting(events)
 
 
-def test_runs_table_tells_two_containers_pid_1_apart_by_their_pid_namespaces(tmp_path):
+def test_runs_table_and_dump_tell_two_containers_pid_1_apart(tmp_path):
     """Under one `rtrace run`, two processes that are each pid 1 of a pid
     namespace of their own (two containers): the end-of-run table names
     each one's namespace beside its host, which it leaves out when every
-    process is of this host's own pid space."""
+    process is of this host's own pid space; `rtrace dump` prints the
+    second one's pid with its process number."""
     contained = " ".join(pid_namespace_command())
     (tmp_path / "app.py").write_text(
         "import subprocess, sys\n"
@@ -64,6 +67,18 @@ def test_runs_table_tells_two_containers_pid_1_apart_by_their_pid_namespaces(tmp
     # Their children are in the same namespaces, children of pid 1.
     children = re.findall(r"^app +\d+ +1 +\S+ \(pidns (\d+)\)", proc.stderr, re.M)
     assert {int(n) for n in children} == namespaces, proc.stderr
+
+    # rtrace dump: the first process met with pid 1 prints as 1, the other
+    # as 1#N, N its number in processes() (`process` in --json).
+    reader = rtrace.read(tmp_path / "c.pftrace")
+    assert sum(1 for _ in reader) > 0
+    ones = [p["process"] for p in reader.processes() if p["pid"] == 1]
+    dump = rtrace_cli("dump", "c.pftrace", cwd=tmp_path)
+    assert dump.returncode == 0, dump.stderr
+    shown = {line.split()[1] for line in dump.stdout.splitlines() if " call      f  " in line}
+    assert len(ones) == 2 and len(shown) == 2 and "1" in shown, (ones, shown)
+    (other,) = shown - {"1"}
+    assert other in {f"1#{p}" for p in ones}, (ones, shown)
 
 
 def test_run_module_and_dump_json(tmp_path):
