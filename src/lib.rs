@@ -15,7 +15,7 @@ mod error;
 pub mod event;
 pub mod export;
 pub mod host;
-mod idmap;
+pub mod idmap;
 pub mod input;
 pub mod mark;
 pub mod merge;

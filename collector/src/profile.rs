@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rtrace::export::chrome::json_string;
+use rtrace::idmap::IdMap;
 use rtrace::input::Input;
 use rtrace::timeline::{PidSpace, ProcessInfo, StreamId};
 use rtrace::{sanitize, Event, FunctionId};
@@ -126,7 +127,7 @@ struct Open {
 #[derive(Default)]
 struct ThreadState {
     stack: Vec<Open>,
-    active: HashMap<usize, u32>,
+    active: IdMap<usize, u32>,
     last_ns: u64,
 }
 
@@ -138,7 +139,7 @@ pub struct Profiler {
     by_process: HashMap<((PidSpace, u32, u64), String), usize>,
     /// Per process: function identity → index in its `functions`.
     by_function: Vec<HashMap<(String, String, String, u32), usize>>,
-    threads: HashMap<(usize, u64), ThreadState>,
+    threads: IdMap<(usize, u64), ThreadState>,
 }
 
 impl Profiler {
@@ -155,7 +156,7 @@ impl Profiler {
         mut on_progress: impl FnMut(u64),
     ) -> Result<()> {
         let mut input = Input::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let mut ids: HashMap<(StreamId, FunctionId), (usize, usize)> = HashMap::new();
+        let mut ids: IdMap<(StreamId, FunctionId), (usize, usize)> = IdMap::default();
         let mut until_progress = PROGRESS_EVENTS;
         while let Some((stream, event)) = input.next_event()? {
             until_progress -= 1;

@@ -10,12 +10,13 @@
 mod packets;
 mod state;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
 use crate::event::{FunctionId, Kind};
+use crate::idmap::IdMap;
 use crate::mark::Mark;
 use crate::read::Event;
 use crate::timeline::{ProcessInfo, StreamEnd, StreamId, TimelineSink};
@@ -55,8 +56,8 @@ pub enum MergedItem {
 pub struct MergedReader<R> {
     packets: PacketReader<R>,
     streams: BTreeMap<StreamId, StreamData>,
-    tracks: HashMap<u64, Owner>,
-    sequences: HashMap<u32, Sequence>,
+    tracks: IdMap<u64, Owner>,
+    sequences: IdMap<u32, Sequence>,
     ready: VecDeque<MergedItem>,
 }
 
@@ -80,8 +81,8 @@ impl<R: Read> MergedReader<R> {
         MergedReader {
             packets: PacketReader::new(input, what),
             streams: BTreeMap::new(),
-            tracks: HashMap::new(),
-            sequences: HashMap::new(),
+            tracks: IdMap::default(),
+            sequences: IdMap::default(),
             ready: VecDeque::new(),
         }
     }

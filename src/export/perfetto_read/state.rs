@@ -3,9 +3,10 @@
 //! track, incremental clock), and how a thread's track event turns back into
 //! an rtrace event.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::event::{FunctionId, Kind};
+use crate::idmap::IdMap;
 use crate::mark::{Arg, ArgValue, Mark};
 use crate::read::Event;
 use crate::timeline::{ProcessInfo, StreamEnd, StreamId};
@@ -52,11 +53,11 @@ pub(super) struct StreamData {
     pub info: ProcessInfo,
     /// The pid viewers were given, which `ProcessTree` entries carry.
     pub shown_pid: u32,
-    pub functions: HashMap<u32, FunctionInfo>,
+    pub functions: IdMap<u32, FunctionInfo>,
     pub threads: BTreeMap<u64, String>,
     pub end: Option<StreamEnd>,
     /// Open slices per thread.
-    stacks: HashMap<u64, Vec<Frame>>,
+    stacks: IdMap<u64, Vec<Frame>>,
 }
 
 impl StreamData {
@@ -64,10 +65,10 @@ impl StreamData {
         StreamData {
             info,
             shown_pid,
-            functions: HashMap::new(),
+            functions: IdMap::default(),
             threads: BTreeMap::new(),
             end: None,
-            stacks: HashMap::new(),
+            stacks: IdMap::default(),
         }
     }
 
@@ -285,10 +286,10 @@ pub(super) struct Sequence {
     pub default_track: Option<u64>,
     /// Current value of the incremental clock, once a snapshot set it.
     clock_ns: Option<u64>,
-    names: HashMap<u64, String>,
-    locations: HashMap<u64, pb::SourceLocation>,
-    categories: HashMap<u64, String>,
-    arg_names: HashMap<u64, String>,
+    names: IdMap<u64, String>,
+    locations: IdMap<u64, pb::SourceLocation>,
+    categories: IdMap<u64, String>,
+    arg_names: IdMap<u64, String>,
 }
 
 impl Sequence {
