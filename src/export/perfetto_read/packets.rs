@@ -37,9 +37,10 @@ impl<R: Read> PacketReader<R> {
         self.offset
     }
 
-    /// The next packet and its byte offset, or `None` at the end (or at a
-    /// torn last packet).
-    pub(super) fn next_packet(&mut self) -> Result<Option<(pb::TracePacket, u64)>> {
+    /// Decodes the next packet into `packet` (whatever it held before) and
+    /// returns its byte offset, or `None` at the end (or at a torn last
+    /// packet).
+    pub(super) fn next_packet(&mut self, packet: &mut pb::TracePacket) -> Result<Option<u64>> {
         if self.done {
             return Ok(None);
         }
@@ -70,8 +71,9 @@ impl<R: Read> PacketReader<R> {
             self.end_truncated();
             return Ok(None);
         }
-        match pb::TracePacket::decode(self.buf.as_slice()) {
-            Ok(packet) => Ok(Some((packet, start))),
+        packet.clear();
+        match packet.merge(self.buf.as_slice()) {
+            Ok(()) => Ok(Some(start)),
             Err(e) => {
                 self.done = true;
                 Err(self.malformed(start, format!("undecodable packet: {e}")))
