@@ -12,7 +12,7 @@ mod state;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use crate::event::{FunctionId, Kind};
@@ -77,7 +77,7 @@ impl MergedReader<BufReader<File>> {
     }
 }
 
-impl<R: Read> MergedReader<R> {
+impl<R: BufRead> MergedReader<R> {
     /// Reads packets from `input`; `what` names it in errors.
     pub fn new(input: R, what: String) -> Self {
         MergedReader {
@@ -409,7 +409,7 @@ impl<R: Read> MergedReader<R> {
     }
 }
 
-impl<R: Read> Iterator for MergedReader<R> {
+impl<R: BufRead> Iterator for MergedReader<R> {
     type Item = Result<MergedEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -420,7 +420,7 @@ impl<R: Read> Iterator for MergedReader<R> {
 /// Feeds everything `reader` reads to `sink`, in the order a merge would
 /// (processes, functions and threads before the events that use them), then
 /// finishes it: e.g. to turn a merged Perfetto file into Chrome JSON.
-pub fn replay<R: Read, S: TimelineSink + ?Sized>(
+pub fn replay<R: BufRead, S: TimelineSink + ?Sized>(
     reader: &mut MergedReader<R>,
     sink: &mut S,
 ) -> Result<()> {
@@ -432,7 +432,7 @@ const PROGRESS_ITEMS: u32 = 16_384;
 
 /// `replay`, calling `on_progress` with the bytes of the input read so far
 /// every few thousand items and once at the end.
-pub fn replay_with_progress<R: Read, S: TimelineSink + ?Sized>(
+pub fn replay_with_progress<R: BufRead, S: TimelineSink + ?Sized>(
     reader: &mut MergedReader<R>,
     sink: &mut S,
     mut on_progress: impl FnMut(u64),

@@ -1,7 +1,7 @@
 //! Splits a file into `TracePacket`s (`Trace.packet` fields), with a size
 //! limit per packet, and stops quietly at a torn last packet.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead};
 
 use prost::Message;
 
@@ -19,7 +19,7 @@ pub(super) struct PacketReader<R> {
     buf: Vec<u8>,
 }
 
-impl<R: Read> PacketReader<R> {
+impl<R: BufRead> PacketReader<R> {
     /// Reads packets from `inner`; `what` names it in errors.
     pub(super) fn new(inner: R, what: String) -> Self {
         PacketReader {
@@ -45,6 +45,9 @@ impl<R: Read> PacketReader<R> {
             return Ok(None);
         }
         let start = self.offset;
+        if let Some(buffered) = self.next_buffered(packet, start) {
+            return buffered;
+        }
         let mut tag = [0u8; 1];
         if self.read(&mut tag)? == 0 {
             self.done = true;
@@ -79,6 +82,47 @@ impl<R: Read> PacketReader<R> {
                 Err(self.malformed(start, format!("undecodable packet: {e}")))
             }
         }
+    }
+
+    /// The next packet decoded straight from the input's buffer, when its
+    /// tag, length and bytes are all there (almost always: a packet is a
+    /// dozen bytes, the buffer kilobytes), as `next_packet` returns it;
+    /// `None` otherwise, and nothing was read: `next_packet` reads it
+    /// piece by piece (and tells a bad tag, length or read apart).
+    fn next_buffered(
+        &mut self,
+        packet: &mut pb::TracePacket,
+        start: u64,
+    ) -> Option<Result<Option<u64>>> {
+        let buffered = self.inner.fill_buf().ok()?;
+        let (&tag, rest) = buffered.split_first()?;
+        if tag != format::PACKET_TAG {
+            return None;
+        }
+        let (mut len, mut header) = (0u64, 1);
+        for (i, &byte) in rest.iter().take(10).enumerate() {
+            len |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                header += i + 1;
+                break;
+            }
+        }
+        if header == 1 || len > format::MAX_PACKET_BYTES {
+            return None;
+        }
+        let body = buffered.get(header..header + len as usize)?;
+        packet.clear();
+        let decoded = packet.merge(body);
+        let used = header + len as usize;
+        self.inner.consume(used);
+        self.offset += used as u64;
+        Some(match decoded {
+            Ok(()) => Ok(Some(start)),
+            Err(e) => {
+                self.done = true;
+                Err(self.malformed(start, format!("undecodable packet: {e}")))
+            }
+        })
     }
 
     /// A varint length; `None` at a torn one.
@@ -130,6 +174,71 @@ impl<R: Read> PacketReader<R> {
             what: self.what.clone(),
             offset,
             reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufReader;
+
+    use super::*;
+
+    /// Packets 0..n, each with its number as timestamp (the longer ones
+    /// have a name, so sizes vary), as `Trace.packet` fields.
+    fn packets(n: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for i in 0..n {
+            let packet = pb::TracePacket {
+                timestamp: Some(i),
+                trusted_packet_sequence_id: Some(1),
+                data: (i % 3 == 0).then(|| {
+                    pb::trace_packet::Data::TrackEvent(pb::TrackEvent {
+                        name_field: Some(pb::track_event::NameField::Name("x".repeat(i as usize))),
+                        ..Default::default()
+                    })
+                }),
+                ..Default::default()
+            };
+            format::append_packet(&packet, &mut bytes);
+        }
+        bytes
+    }
+
+    /// The timestamps read, whether the input ended torn, and the error.
+    fn read_all(bytes: &[u8], capacity: usize) -> (Vec<u64>, bool, Option<String>) {
+        let mut reader = PacketReader::new(BufReader::with_capacity(capacity, bytes), "t".into());
+        let (mut times, mut packet) = (Vec::new(), pb::TracePacket::default());
+        loop {
+            match reader.next_packet(&mut packet) {
+                Ok(Some(_)) => times.push(packet.timestamp.unwrap()),
+                Ok(None) => return (times, reader.truncated, None),
+                Err(error) => return (times, reader.truncated, Some(error.to_string())),
+            }
+        }
+    }
+
+    /// Packets whole in the input's buffer are decoded from it; those
+    /// across its end, byte by byte: the same packets, torn ends and
+    /// errors either way, whatever the buffer's size.
+    #[test]
+    fn packets_read_alike_whatever_the_buffer_holds() {
+        let whole = packets(300);
+        let expected: Vec<u64> = (0..300).collect();
+        let mut bad_tag = whole.clone();
+        let at = packets(150).len();
+        bad_tag[at] = 0x12;
+        for capacity in [1, 2, 7, 64, 8192, 1 << 20] {
+            assert_eq!(read_all(&whole, capacity), (expected.clone(), false, None));
+            let torn = read_all(&whole[..whole.len() - 2], capacity);
+            assert_eq!(torn, (expected[..299].to_vec(), true, None), "{capacity}");
+            let (times, _, error) = read_all(&bad_tag, capacity);
+            assert_eq!(times, expected[..150], "{capacity}");
+            let error = error.expect("a bad tag is an error");
+            assert!(
+                error.contains(&format!("at byte {at}: expected a packet")),
+                "{error}"
+            );
         }
     }
 }
