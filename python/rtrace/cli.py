@@ -284,7 +284,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             stats = collector.stop()
         if wait:
             _reap_exited_children()  # those that ended during the drain: no zombies for init
-            _become_subreaper(False)
+            _become_subreaper(on=False)
     if not stats:
         print(f"rtrace: no process streamed to the collector: {output} holds no events "
               "(did the program start Python with rtrace installed, or a program that "

@@ -14,6 +14,8 @@ import pytest
 
 import rtrace
 
+from conftest import rtrace_cli
+
 # What starting a recording may add to a bare interpreter's modules, beside
 # rtrace's own and threading's: two small modules of its own imports.
 ALLOWED = {"__future__", "atexit"}
@@ -54,6 +56,8 @@ def test_what_records_is_there_when_asked_for():
          "assert names <= set(dir(rtrace)), dir(rtrace)\n"
          "assert rtrace.current() is None\n"
          "from rtrace import *\n"
+         "from rtrace import _recording\n"
+         "assert rtrace._RECORDING_NAMES == set(_recording.__all__)\n"
          "from rtrace._recording import record as recording_record\n"
          "assert record is rtrace.record is recording_record and start is rtrace.start\n"
          "try:\n"
@@ -154,8 +158,6 @@ def test_a_recorded_program_that_asks_for_them_records_no_lookup(tmp_path, start
         subprocess.run([sys.executable, "app.py"], cwd=tmp_path, check=True, timeout=60)
         path = tmp_path / "app.rtrace"
     else:
-        from conftest import rtrace_cli
-
         proc = rtrace_cli("run", "--no-c-calls", "-o", "app.pftrace", "--", "app.py", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         path = tmp_path / "app.pftrace"

@@ -5,7 +5,7 @@ use std::io::{self, BufRead};
 
 use prost::Message;
 
-use crate::{Error, Result};
+use crate::{wire, Error, Result};
 
 use super::super::perfetto_format::{self as format, pb};
 
@@ -74,14 +74,8 @@ impl<R: BufRead> PacketReader<R> {
             self.end_truncated();
             return Ok(None);
         }
-        packet.clear();
-        match packet.merge(self.buf.as_slice()) {
-            Ok(()) => Ok(Some(start)),
-            Err(e) => {
-                self.done = true;
-                Err(self.malformed(start, format!("undecodable packet: {e}")))
-            }
-        }
+        let decoded = decode(packet, &self.buf);
+        self.decoded(decoded, start)
     }
 
     /// The next packet decoded straight from the input's buffer, when its
@@ -96,33 +90,32 @@ impl<R: BufRead> PacketReader<R> {
     ) -> Option<Result<Option<u64>>> {
         let buffered = self.inner.fill_buf().ok()?;
         let (&tag, rest) = buffered.split_first()?;
-        if tag != format::PACKET_TAG {
+        let (len, len_bytes) = wire::batch::varint(rest)?;
+        if tag != format::PACKET_TAG || len > format::MAX_PACKET_BYTES {
             return None;
         }
-        let (mut len, mut header) = (0u64, 1);
-        for (i, &byte) in rest.iter().take(10).enumerate() {
-            len |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                header += i + 1;
-                break;
-            }
-        }
-        if header == 1 || len > format::MAX_PACKET_BYTES {
-            return None;
-        }
-        let body = buffered.get(header..header + len as usize)?;
-        packet.clear();
-        let decoded = packet.merge(body);
-        let used = header + len as usize;
+        let used = 1 + len_bytes + len as usize;
+        let decoded = decode(packet, buffered.get(1 + len_bytes..used)?);
         self.inner.consume(used);
         self.offset += used as u64;
-        Some(match decoded {
+        Some(self.decoded(decoded, start))
+    }
+
+    /// What decoding the packet at `start` came to, as `next_packet`
+    /// returns it: an undecodable packet ends the reading.
+    #[inline]
+    fn decoded(
+        &mut self,
+        decoded: Result<(), prost::DecodeError>,
+        start: u64,
+    ) -> Result<Option<u64>> {
+        match decoded {
             Ok(()) => Ok(Some(start)),
             Err(e) => {
                 self.done = true;
                 Err(self.malformed(start, format!("undecodable packet: {e}")))
             }
-        })
+        }
     }
 
     /// A varint length; `None` at a torn one.
@@ -176,6 +169,16 @@ impl<R: BufRead> PacketReader<R> {
             reason,
         }
     }
+}
+
+/// Decodes `bytes` into `packet`, whatever it held before.
+#[inline]
+fn decode(
+    packet: &mut pb::TracePacket,
+    bytes: &[u8],
+) -> std::result::Result<(), prost::DecodeError> {
+    packet.clear();
+    packet.merge(bytes)
 }
 
 #[cfg(test)]
